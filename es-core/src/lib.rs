@@ -1,0 +1,1 @@
+//! Event sourcing vocabulary and ports.

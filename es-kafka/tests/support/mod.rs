@@ -1,0 +1,158 @@
+//! Test support: reaching the shared broker and starting private ones.
+#![allow(dead_code, unreachable_pub)]
+
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use rdkafka::ClientConfig;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+
+/// The shared broker's bootstrap servers, or a panic saying how to start it.
+pub fn shared_bootstrap_servers() -> String {
+    es_kafka::bootstrap_servers().unwrap_or_else(|error| panic!("{error}"))
+}
+
+/// A name no other test uses.
+pub fn unique(prefix: &str) -> String {
+    format!("{prefix}-{}", uuid::Uuid::new_v4().simple())
+}
+
+/// Creates `topic` with `partitions` partitions.
+pub async fn create_topic(bootstrap: &str, topic: &str, partitions: i32) {
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .create()
+        .unwrap();
+    let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
+    let results = admin
+        .create_topics(
+            &[NewTopic::new(topic, partitions, TopicReplication::Fixed(1))],
+            &options,
+        )
+        .await
+        .unwrap_or_else(|error| {
+            panic!("cannot reach the broker at {bootstrap} to create {topic}: {error}; start it with `scripts/broker start`")
+        });
+    for result in results {
+        result.unwrap_or_else(|(name, code)| panic!("creating topic {name} failed: {code}"));
+    }
+}
+
+/// A tansu broker of the test's own on a free loopback port, stopped when dropped.
+///
+/// Tests that pause a broker (`SIGSTOP`) use one of these so that other tests keep theirs.
+#[derive(Debug)]
+pub struct PrivateBroker {
+    child: Child,
+    port: u16,
+}
+
+impl PrivateBroker {
+    /// Starts a broker and waits until it answers.
+    pub fn start() -> Self {
+        let bin = tansu_bin();
+        let port = free_port();
+        let url = format!("tcp://127.0.0.1:{port}");
+        let child = Command::new(&bin)
+            .args([
+                "broker",
+                "--listener-url",
+                &url,
+                "--advertised-listener-url",
+                &url,
+            ])
+            .args(["--storage-engine", "memory://tansu/"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|error| panic!("cannot run {}: {error}", bin.display()));
+        let broker = Self { child, port };
+        broker.wait_ready(&bin);
+        broker
+    }
+
+    /// `127.0.0.1:PORT`, for `bootstrap.servers`.
+    pub fn bootstrap_servers(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// Freezes the broker process (`SIGSTOP`): connections stay open but nothing answers.
+    pub fn pause(&self) {
+        self.signal("-STOP");
+    }
+
+    /// Thaws a paused broker (`SIGCONT`).
+    pub fn resume(&self) {
+        self.signal("-CONT");
+    }
+
+    fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .args([signal, &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success(), "kill {signal} failed");
+    }
+
+    fn wait_ready(&self, bin: &PathBuf) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let url = format!("tcp://127.0.0.1:{}", self.port);
+        loop {
+            let answered = Command::new("timeout")
+                .args(["2"])
+                .arg(bin)
+                .args(["topic", "list", "--broker", &url])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .is_ok_and(|status| status.success());
+            if answered {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "private broker on port {} did not become ready",
+                self.port
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+}
+
+impl Drop for PrivateBroker {
+    fn drop(&mut self) {
+        self.resume_quietly();
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl PrivateBroker {
+    fn resume_quietly(&self) {
+        let _ = Command::new("kill")
+            .args(["-CONT", &self.child.id().to_string()])
+            .status();
+    }
+}
+
+/// The tansu binary: `TANSU_BIN`, else the one `scripts/broker install` puts in `.tools`.
+fn tansu_bin() -> PathBuf {
+    if let Ok(bin) = std::env::var("TANSU_BIN") {
+        return PathBuf::from(bin);
+    }
+    let installed = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../.tools/bin/tansu");
+    assert!(
+        installed.exists(),
+        "no tansu binary: run `scripts/broker install` (or the whole suite with `scripts/test`), or set TANSU_BIN"
+    );
+    installed
+}
+
+fn free_port() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap().port()
+}
