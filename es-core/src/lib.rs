@@ -1,1 +1,23 @@
 //! Event sourcing vocabulary and ports.
+
+mod checkpoint;
+mod clock;
+mod error;
+mod event;
+mod ids;
+mod metadata;
+mod outbox;
+mod registry;
+
+pub use checkpoint::{CheckpointError, CheckpointStore};
+pub use clock::{Clock, ManualClock, SystemClock};
+pub use error::{BoxError, Conflict, StoreError};
+pub use event::{
+    CodecError, DecodeError, DomainEvent, EventType, NewEvent, RecordedEvent, decode_data,
+};
+pub use ids::{
+    EventId, ExpectedVersion, InvalidStreamId, MAX_STREAM_ID_LEN, Position, StreamId, Version,
+};
+pub use metadata::{CommandContext, Metadata};
+pub use outbox::{OutboxBatch, OutboxMessage, OutboxSource, StoredOutboxMessage};
+pub use registry::{EventRegistry, RegistryError};
