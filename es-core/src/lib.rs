@@ -5,9 +5,11 @@ mod clock;
 mod error;
 mod event;
 mod ids;
+pub mod memory;
 mod metadata;
 mod outbox;
 mod registry;
+pub mod testing;
 
 pub use checkpoint::{CheckpointError, CheckpointStore};
 pub use clock::{Clock, ManualClock, SystemClock};

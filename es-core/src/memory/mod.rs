@@ -1,0 +1,11 @@
+//! The in-memory backend: every port, thread-safe, with the same semantics as the real
+//! backends. It is the embedded default and the fast test backend; it keeps nothing across
+//! restarts.
+
+use std::sync::{Mutex, MutexGuard};
+
+/// Locks `mutex`, recovering the data if a panicking thread poisoned it (every critical
+/// section here leaves the state consistent before anything can panic).
+pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}

@@ -1,0 +1,5 @@
+//! Test support for users and backends: the Given/When/Then aggregate harness and the
+//! contract suites that every backend's tests run against a real instance.
+//!
+//! Contract suite functions panic (like `assert!`) when the backend breaks the contract.
+#![allow(clippy::panic, clippy::unwrap_used, clippy::expect_used)]
