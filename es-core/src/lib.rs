@@ -1,5 +1,6 @@
 //! Event sourcing vocabulary and ports.
 
+mod aggregate;
 mod checkpoint;
 mod clock;
 mod error;
@@ -9,8 +10,13 @@ pub mod memory;
 mod metadata;
 mod outbox;
 mod registry;
+mod repository;
+mod snapshot;
+mod store;
+mod subscription;
 pub mod testing;
 
+pub use aggregate::Aggregate;
 pub use checkpoint::{CheckpointError, CheckpointStore};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::{BoxError, Conflict, StoreError};
@@ -23,3 +29,10 @@ pub use ids::{
 pub use metadata::{CommandContext, Metadata};
 pub use outbox::{OutboxBatch, OutboxMessage, OutboxSource, StoredOutboxMessage};
 pub use registry::{EventRegistry, RegistryError};
+pub use repository::{Executed, Loaded, Repository, RepositoryError};
+pub use snapshot::{Snapshot, SnapshotPolicy, SnapshotStore};
+pub use store::{
+    AppendOutcome, AppendRequest, AppendStatus, Direction, EventStore, LogBatch, LogFilter,
+    StreamRead, SubscriptionItem,
+};
+pub use subscription::{AppendSignal, SubscriptionOptions, poll_subscription};

@@ -1,0 +1,387 @@
+//! The in-memory event store.
+
+use std::collections::{HashMap, HashSet};
+use std::fmt;
+use std::sync::{Arc, Mutex};
+
+use futures::stream::{self, BoxStream, StreamExt};
+
+use crate::clock::{Clock, SystemClock};
+use crate::error::{Conflict, StoreError};
+use crate::event::RecordedEvent;
+use crate::ids::{EventId, Position, StreamId, Version};
+use crate::memory::lock;
+use crate::outbox::{OutboxBatch, OutboxSource, StoredOutboxMessage};
+use crate::snapshot::{Snapshot, SnapshotStore};
+use crate::store::{
+    AppendOutcome, AppendRequest, AppendStatus, Direction, EventStore, LogBatch, LogFilter,
+    StreamRead, SubscriptionItem,
+};
+use crate::subscription::{AppendSignal, SubscriptionOptions, poll_subscription};
+
+/// The default largest event (JSON data plus metadata), in bytes.
+pub const DEFAULT_MAX_EVENT_SIZE: usize = 1024 * 1024;
+
+#[derive(Debug, Default)]
+struct StreamState {
+    stream_type: String,
+    /// Indexes into the log, in version order (version = index + 1).
+    events: Vec<usize>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    streams: HashMap<StreamId, StreamState>,
+    log: Vec<RecordedEvent>,
+    event_ids: HashMap<EventId, usize>,
+    outbox: Vec<StoredOutboxMessage>,
+    snapshots: HashMap<StreamId, Snapshot>,
+    commits: u64,
+    sequence: u64,
+}
+
+/// The in-memory event store: streams, the global log, the outbox and snapshots, behind one
+/// lock. Clones share the same data.
+///
+/// Appends are serialized, so the global log is in commit order and readers never see a gap.
+///
+/// ```
+/// use es_core::memory::MemoryEventStore;
+/// use es_core::{AppendRequest, EventStore, ExpectedVersion, StreamId};
+///
+/// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+/// let store = MemoryEventStore::new();
+/// let stream = StreamId::new("counter-1")?;
+/// let outcome = store.append(AppendRequest::new(stream.clone(), ExpectedVersion::Any)).await?;
+/// assert_eq!(outcome.last_version.get(), 0);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// # }).unwrap();
+/// ```
+#[derive(Clone)]
+pub struct MemoryEventStore {
+    state: Arc<Mutex<State>>,
+    signal: AppendSignal,
+    clock: Arc<dyn Clock>,
+    max_event_size: usize,
+    options: SubscriptionOptions,
+}
+
+impl fmt::Debug for MemoryEventStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let state = lock(&self.state);
+        f.debug_struct("MemoryEventStore")
+            .field("streams", &state.streams.len())
+            .field("events", &state.log.len())
+            .field("outbox", &state.outbox.len())
+            .finish()
+    }
+}
+
+impl Default for MemoryEventStore {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl MemoryEventStore {
+    /// An empty store on the system clock.
+    pub fn new() -> Self {
+        Self {
+            state: Arc::default(),
+            signal: AppendSignal::new(),
+            clock: Arc::new(SystemClock),
+            max_event_size: DEFAULT_MAX_EVENT_SIZE,
+            options: SubscriptionOptions::default(),
+        }
+    }
+
+    /// Uses `clock` for recorded times.
+    #[must_use]
+    pub fn with_clock(mut self, clock: impl Clock) -> Self {
+        self.clock = Arc::new(clock);
+        self
+    }
+
+    /// Refuses events whose JSON (data and metadata) exceeds `bytes`.
+    #[must_use]
+    pub fn with_max_event_size(mut self, bytes: usize) -> Self {
+        self.max_event_size = bytes;
+        self
+    }
+
+    /// Sets how subscriptions poll.
+    #[must_use]
+    pub fn with_subscription_options(mut self, options: SubscriptionOptions) -> Self {
+        self.options = options;
+        self
+    }
+
+    /// The signal fired after every append (for in-process readers such as projections).
+    pub fn append_signal(&self) -> &AppendSignal {
+        &self.signal
+    }
+
+    fn check_sizes(&self, request: &AppendRequest) -> Result<(), StoreError> {
+        for event in &request.events {
+            let size = serde_json::to_vec(&event.data).map_or(0, |v| v.len())
+                + serde_json::to_vec(&event.metadata).map_or(0, |v| v.len());
+            if size > self.max_event_size {
+                return Err(StoreError::PayloadTooLarge {
+                    stream: request.stream_id.clone(),
+                    event_id: event.event_id(),
+                    size,
+                    limit: self.max_event_size,
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+impl State {
+    fn current_version(&self, stream_id: &StreamId) -> Version {
+        self.streams
+            .get(stream_id)
+            .map_or(Version::ZERO, |s| Version::new(s.events.len() as u64))
+    }
+
+    /// `Some(outcome)` when the request repeats an earlier append exactly; an error when one
+    /// of its ids is stored but not as such a repeat.
+    fn earlier_append(&self, request: &AppendRequest) -> Result<Option<AppendOutcome>, StoreError> {
+        let mut seen = HashSet::with_capacity(request.events.len());
+        let mut stored = Vec::new();
+        for event in &request.events {
+            let id = event.event_id();
+            if !seen.insert(id) {
+                return Err(StoreError::DuplicateEventId {
+                    stream: request.stream_id.clone(),
+                    event_id: id,
+                    existing_stream: request.stream_id.clone(),
+                });
+            }
+            if let Some(&index) = self.event_ids.get(&id) {
+                stored.push((id, index));
+            }
+        }
+        let Some(&(first_id, first_index)) = stored.first() else {
+            return Ok(None);
+        };
+        let first = &self.log[first_index];
+        let repeat = stored.len() == request.events.len()
+            && first.stream_id == request.stream_id
+            && request
+                .expected
+                .matches(Version::new(first.version.get() - 1))
+            && stored.iter().enumerate().all(|(offset, &(_, index))| {
+                let event = &self.log[index];
+                event.stream_id == request.stream_id
+                    && event.version == first.version.add(offset as u64)
+            });
+        if !repeat {
+            let (event_id, index) = stored
+                .iter()
+                .copied()
+                .find(|&(_, index)| self.log[index].stream_id != request.stream_id)
+                .unwrap_or((first_id, first_index));
+            return Err(StoreError::DuplicateEventId {
+                stream: request.stream_id.clone(),
+                event_id,
+                existing_stream: self.log[index].stream_id.clone(),
+            });
+        }
+        let positions = stored.iter().map(|&(_, i)| self.log[i].position).collect();
+        let last_version = first.version.add(request.events.len() as u64 - 1);
+        Ok(Some(AppendOutcome {
+            status: AppendStatus::AlreadyAppended,
+            last_version,
+            positions,
+        }))
+    }
+}
+
+impl EventStore for MemoryEventStore {
+    async fn append(&self, request: AppendRequest) -> Result<AppendOutcome, StoreError> {
+        if !request.expected.is_valid() {
+            return Err(StoreError::InvalidExpectedVersion(request.stream_id));
+        }
+        self.check_sizes(&request)?;
+        let recorded_at = self.clock.now();
+        let outcome = {
+            let mut guard = lock(&self.state);
+            let state = &mut *guard;
+            if let Some(outcome) = state.earlier_append(&request)? {
+                return Ok(outcome);
+            }
+            let current = state.current_version(&request.stream_id);
+            if !request.expected.matches(current) {
+                return Err(Conflict {
+                    stream: request.stream_id,
+                    expected: request.expected,
+                    actual: current,
+                }
+                .into());
+            }
+            if request.events.is_empty() && request.outbox.is_empty() {
+                return Ok(AppendOutcome {
+                    status: AppendStatus::Appended,
+                    last_version: current,
+                    positions: Vec::new(),
+                });
+            }
+            state.commits += 1;
+            let commit = state.commits;
+            let mut positions = Vec::with_capacity(request.events.len());
+            let mut version = current;
+            let mut indexes = Vec::with_capacity(request.events.len());
+            for event in request.events {
+                state.sequence += 1;
+                version = version.next();
+                let position = Position::new(commit, state.sequence);
+                positions.push(position);
+                let index = state.log.len();
+                state.event_ids.insert(event.event_id(), index);
+                indexes.push(index);
+                state.log.push(RecordedEvent {
+                    stream_id: request.stream_id.clone(),
+                    version,
+                    position,
+                    event_type: event.event_type,
+                    schema_version: event.schema_version,
+                    data: event.data,
+                    metadata: event.metadata,
+                    recorded_at,
+                });
+            }
+            let stream = state.streams.entry(request.stream_id).or_default();
+            if stream.stream_type.is_empty() {
+                stream.stream_type = request.stream_type;
+            }
+            stream.events.extend(indexes);
+            for message in request.outbox {
+                state.sequence += 1;
+                let position = Position::new(commit, state.sequence);
+                state.outbox.push(StoredOutboxMessage { position, message });
+            }
+            AppendOutcome {
+                status: AppendStatus::Appended,
+                last_version: version,
+                positions,
+            }
+        };
+        self.signal.notify();
+        Ok(outcome)
+    }
+
+    fn read_stream<'a>(
+        &'a self,
+        stream_id: &'a StreamId,
+        read: StreamRead,
+    ) -> BoxStream<'a, Result<RecordedEvent, StoreError>> {
+        let events: Vec<RecordedEvent> = {
+            let state = lock(&self.state);
+            match state.streams.get(stream_id) {
+                None => Vec::new(),
+                Some(stream) => {
+                    let limit = read.limit.unwrap_or(usize::MAX);
+                    let pick = |&index: &usize| {
+                        let event = &state.log[index];
+                        read.admits(event.version).then(|| event.clone())
+                    };
+                    match read.direction {
+                        Direction::Forward => {
+                            stream.events.iter().filter_map(pick).take(limit).collect()
+                        }
+                        Direction::Backward => stream
+                            .events
+                            .iter()
+                            .rev()
+                            .filter_map(pick)
+                            .take(limit)
+                            .collect(),
+                    }
+                }
+            }
+        };
+        stream::iter(events.into_iter().map(Ok)).boxed()
+    }
+
+    async fn stream_version(&self, stream_id: &StreamId) -> Result<Version, StoreError> {
+        Ok(lock(&self.state).current_version(stream_id))
+    }
+
+    async fn read_log(
+        &self,
+        after: Position,
+        filter: &LogFilter,
+        limit: usize,
+    ) -> Result<LogBatch, StoreError> {
+        let state = lock(&self.state);
+        let start = state.log.partition_point(|e| e.position <= after);
+        let mut events = Vec::new();
+        let mut checkpoint = after;
+        let mut scanned = start;
+        for event in &state.log[start..] {
+            if events.len() >= limit {
+                break;
+            }
+            scanned += 1;
+            checkpoint = event.position;
+            let stream_type = state
+                .streams
+                .get(&event.stream_id)
+                .map_or("", |s| s.stream_type.as_str());
+            if filter.accepts(stream_type, &event.event_type) {
+                events.push(event.clone());
+            }
+        }
+        Ok(LogBatch {
+            events,
+            checkpoint,
+            reached_end: scanned == state.log.len(),
+        })
+    }
+
+    fn subscribe(
+        &self,
+        after: Position,
+        filter: LogFilter,
+    ) -> BoxStream<'static, Result<SubscriptionItem, StoreError>> {
+        poll_subscription(self.clone(), after, filter, self.options, &self.signal)
+    }
+}
+
+impl SnapshotStore for MemoryEventStore {
+    async fn load_snapshot(&self, stream_id: &StreamId) -> Result<Option<Snapshot>, StoreError> {
+        Ok(lock(&self.state).snapshots.get(stream_id).cloned())
+    }
+
+    async fn save_snapshot(&self, snapshot: Snapshot) -> Result<(), StoreError> {
+        let mut state = lock(&self.state);
+        let keep_old = state.snapshots.get(&snapshot.stream_id).is_some_and(|old| {
+            old.snapshot_version == snapshot.snapshot_version && old.version > snapshot.version
+        });
+        if !keep_old {
+            state.snapshots.insert(snapshot.stream_id.clone(), snapshot);
+        }
+        Ok(())
+    }
+}
+
+impl OutboxSource for MemoryEventStore {
+    async fn read_outbox(&self, after: Position, limit: usize) -> Result<OutboxBatch, StoreError> {
+        let state = lock(&self.state);
+        let start = state.outbox.partition_point(|m| m.position <= after);
+        let end = start.saturating_add(limit).min(state.outbox.len());
+        Ok(OutboxBatch {
+            messages: state.outbox[start..end].to_vec(),
+            reached_end: end == state.outbox.len(),
+        })
+    }
+
+    async fn delete_outbox_up_to(&self, up_to: Position) -> Result<u64, StoreError> {
+        let mut state = lock(&self.state);
+        let before = state.outbox.len();
+        state.outbox.retain(|m| m.position > up_to);
+        Ok((before - state.outbox.len()) as u64)
+    }
+}

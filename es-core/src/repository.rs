@@ -1,0 +1,379 @@
+//! Load, decide, save: the command path of an aggregate.
+
+use std::fmt;
+use std::sync::Arc;
+
+use futures::TryStreamExt;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+use crate::aggregate::Aggregate;
+use crate::clock::{Clock, SystemClock};
+use crate::error::{Conflict, StoreError};
+use crate::event::{CodecError, DecodeError, NewEvent};
+use crate::ids::{ExpectedVersion, Position, StreamId, Version};
+use crate::metadata::{CommandContext, Metadata};
+use crate::outbox::OutboxMessage;
+use crate::registry::EventRegistry;
+use crate::snapshot::{Snapshot, SnapshotPolicy, SnapshotStore};
+use crate::store::{AppendRequest, AppendStatus, EventStore, StreamRead};
+
+/// Why a command did not complete.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RepositoryError<E: std::error::Error + 'static> {
+    /// The aggregate refused the command.
+    #[error("command rejected: {0}")]
+    Rejected(#[source] E),
+    /// The stream kept moving: every attempt allowed by the retry policy conflicted.
+    #[error(transparent)]
+    Conflict(Conflict),
+    /// A stored event could not be decoded.
+    #[error(transparent)]
+    Decode(#[from] DecodeError),
+    /// A new event could not be encoded.
+    #[error("cannot encode a new event: {0}")]
+    Encode(#[source] CodecError),
+    /// The store failed.
+    #[error(transparent)]
+    Store(StoreError),
+}
+
+impl<E: std::error::Error + 'static> From<StoreError> for RepositoryError<E> {
+    fn from(error: StoreError) -> Self {
+        match error {
+            StoreError::Conflict(conflict) => Self::Conflict(conflict),
+            other => Self::Store(other),
+        }
+    }
+}
+
+/// An aggregate's state as loaded, with the version it was folded up to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Loaded<A> {
+    /// The state.
+    pub state: A,
+    /// The stream's version the state includes ([`Version::ZERO`] for a new aggregate).
+    pub version: Version,
+}
+
+/// What a successful command did.
+#[derive(Debug, Clone)]
+pub struct Executed<A: Aggregate> {
+    /// The state after the new events.
+    pub state: A,
+    /// The stream's version after the command.
+    pub version: Version,
+    /// The events the command produced (empty when it decided nothing).
+    pub events: Vec<A::Event>,
+    /// Their positions in the global log.
+    pub positions: Vec<Position>,
+}
+
+type OutboxFn<A> = dyn Fn(&StreamId, &A, &[(<A as Aggregate>::Event, Metadata)]) -> Vec<OutboxMessage>
+    + Send
+    + Sync;
+
+struct Snapshots<A> {
+    policy: SnapshotPolicy,
+    encode: fn(&A) -> Result<Value, serde_json::Error>,
+    decode: fn(Value) -> Result<A, serde_json::Error>,
+}
+
+/// Loads aggregates from a store, runs commands and saves the events and outbox messages they
+/// produce in one atomic append, with optimistic concurrency.
+///
+/// ```
+/// # use es_core::{Aggregate, DomainEvent, EventType};
+/// # use serde::{Deserialize, Serialize};
+/// # #[derive(Debug, Default, Serialize, Deserialize)]
+/// # struct Counter { value: u32 }
+/// # #[derive(Debug)]
+/// # enum CounterCommand { Increment(u32) }
+/// # #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// # enum CounterEvent { #[serde(rename = "CounterIncremented")] Incremented { by: u32 } }
+/// # impl DomainEvent for CounterEvent {
+/// #     const EVENT_TYPES: &'static [EventType] = &[EventType::new("CounterIncremented")];
+/// #     fn event_type(&self) -> &'static str { "CounterIncremented" }
+/// # }
+/// # #[derive(Debug, thiserror::Error)]
+/// # #[error("too high")]
+/// # struct TooHigh;
+/// # impl Aggregate for Counter {
+/// #     const TYPE: &'static str = "counter";
+/// #     type Command = CounterCommand;
+/// #     type Event = CounterEvent;
+/// #     type Error = TooHigh;
+/// #     fn decide(&self, c: &CounterCommand) -> Result<Vec<CounterEvent>, TooHigh> {
+/// #         let CounterCommand::Increment(by) = *c;
+/// #         if self.value + by > 100 { Err(TooHigh) } else { Ok(vec![CounterEvent::Incremented { by }]) }
+/// #     }
+/// #     fn evolve(&mut self, e: &CounterEvent) { let CounterEvent::Incremented { by } = e; self.value += by; }
+/// # }
+/// use es_core::memory::MemoryEventStore;
+/// use es_core::{CommandContext, OutboxMessage, Repository, RepositoryError, SnapshotPolicy, StreamId};
+///
+/// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+/// let store = MemoryEventStore::new();
+/// let counters = Repository::<Counter, _>::new(store.clone())
+///     .with_conflict_retries(3)
+///     .with_snapshots(SnapshotPolicy::EveryNEvents(100))
+///     .with_outbox(|stream, state: &Counter, _events| {
+///         vec![OutboxMessage::new("CounterChanged", stream.as_str(), serde_json::json!({ "value": state.value }))]
+///     });
+///
+/// let id = StreamId::for_aggregate(Counter::TYPE, 1)?;
+/// let context = CommandContext::new().with_actor("alice");
+/// let done = counters.execute(&id, &CounterCommand::Increment(40), &context).await?;
+/// assert_eq!((done.state.value, done.version.get()), (40, 1));
+///
+/// let refused = counters.execute(&id, &CounterCommand::Increment(70), &context).await;
+/// assert!(matches!(refused, Err(RepositoryError::Rejected(TooHigh))));
+/// assert_eq!(counters.load(&id).await?.state.value, 40);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// # }).unwrap();
+/// ```
+pub struct Repository<A: Aggregate, S> {
+    store: S,
+    registry: Arc<EventRegistry>,
+    clock: Arc<dyn Clock>,
+    conflict_retries: u32,
+    snapshots: Option<Snapshots<A>>,
+    outbox: Option<Arc<OutboxFn<A>>>,
+}
+
+impl<A: Aggregate, S: fmt::Debug> fmt::Debug for Repository<A, S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Repository")
+            .field("aggregate", &A::TYPE)
+            .field("store", &self.store)
+            .field("conflict_retries", &self.conflict_retries)
+            .field("snapshots", &self.snapshots.as_ref().map(|s| s.policy))
+            .field("outbox", &self.outbox.is_some())
+            .finish()
+    }
+}
+
+impl<A, S> Repository<A, S>
+where
+    A: Aggregate,
+    S: EventStore + SnapshotStore,
+{
+    /// A repository over `store`, with no retries, no snapshots and no outbox messages.
+    pub fn new(store: S) -> Self {
+        Self {
+            store,
+            registry: Arc::new(EventRegistry::new()),
+            clock: Arc::new(SystemClock),
+            conflict_retries: 0,
+            snapshots: None,
+            outbox: None,
+        }
+    }
+
+    /// Uses `registry`'s upcasters when decoding stored events.
+    #[must_use]
+    pub fn with_registry(mut self, registry: Arc<EventRegistry>) -> Self {
+        self.registry = registry;
+        self
+    }
+
+    /// Uses `clock` for event timestamps.
+    #[must_use]
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// On a conflict, reloads and decides again up to `retries` more times (opt-in: only for
+    /// commands whose decision is safe to recompute on newer state).
+    #[must_use]
+    pub fn with_conflict_retries(mut self, retries: u32) -> Self {
+        self.conflict_retries = retries;
+        self
+    }
+
+    /// Derives the outbox messages committed with each command's events.
+    #[must_use]
+    pub fn with_outbox<F>(mut self, outbox: F) -> Self
+    where
+        F: Fn(&StreamId, &A, &[(A::Event, Metadata)]) -> Vec<OutboxMessage> + Send + Sync + 'static,
+    {
+        self.outbox = Some(Arc::new(outbox));
+        self
+    }
+
+    /// The store.
+    pub fn store(&self) -> &S {
+        &self.store
+    }
+
+    /// Folds the aggregate from its latest usable snapshot and the events after it.
+    ///
+    /// # Errors
+    /// [`RepositoryError::Decode`] for an undecodable event, [`RepositoryError::Store`].
+    pub async fn load(&self, stream_id: &StreamId) -> Result<Loaded<A>, RepositoryError<A::Error>> {
+        let (mut state, mut version) = match self.load_snapshot(stream_id).await {
+            Some(loaded) => (loaded.state, loaded.version),
+            None => (A::default(), Version::ZERO),
+        };
+        let read = StreamRead::forward().from(version.next());
+        let mut events = self.store.read_stream(stream_id, read);
+        while let Some(recorded) = events.try_next().await? {
+            let event: A::Event = recorded.decode(&self.registry)?;
+            state.evolve(&event);
+            version = recorded.version;
+        }
+        Ok(Loaded { state, version })
+    }
+
+    /// Loads, decides and saves: the events (and outbox messages) commit atomically at the
+    /// version the decision was made on. A command that decides nothing writes nothing.
+    ///
+    /// # Errors
+    /// [`RepositoryError::Rejected`] when the aggregate refuses; [`RepositoryError::Conflict`]
+    /// when the stream moved and retries (if any) ran out; decode, encode and store errors.
+    pub async fn execute(
+        &self,
+        stream_id: &StreamId,
+        command: &A::Command,
+        context: &CommandContext,
+    ) -> Result<Executed<A>, RepositoryError<A::Error>> {
+        let mut attempt = 0;
+        loop {
+            match self.try_execute(stream_id, command, context).await {
+                Err(RepositoryError::Conflict(conflict)) if attempt < self.conflict_retries => {
+                    attempt += 1;
+                    tracing::debug!(%conflict, attempt, "retrying command after a conflict");
+                }
+                result => return result,
+            }
+        }
+    }
+
+    async fn try_execute(
+        &self,
+        stream_id: &StreamId,
+        command: &A::Command,
+        context: &CommandContext,
+    ) -> Result<Executed<A>, RepositoryError<A::Error>> {
+        let Loaded { mut state, version } = self.load(stream_id).await?;
+        let events = state.decide(command).map_err(RepositoryError::Rejected)?;
+        if events.is_empty() {
+            return Ok(Executed {
+                state,
+                version,
+                events,
+                positions: Vec::new(),
+            });
+        }
+        let mut new_events = Vec::with_capacity(events.len());
+        let mut with_metadata = Vec::with_capacity(events.len());
+        for event in events {
+            let metadata = context.metadata(self.clock.as_ref());
+            new_events.push(
+                NewEvent::from_domain(&event, metadata.clone()).map_err(RepositoryError::Encode)?,
+            );
+            state.evolve(&event);
+            with_metadata.push((event, metadata));
+        }
+        let outbox = match &self.outbox {
+            Some(outbox) => outbox(stream_id, &state, &with_metadata),
+            None => Vec::new(),
+        };
+        let request = AppendRequest::new(stream_id.clone(), ExpectedVersion::from_current(version))
+            .with_stream_type(A::TYPE)
+            .with_events(new_events)
+            .with_outbox(outbox);
+        let outcome = self.store.append(request).await?;
+        if outcome.status == AppendStatus::AlreadyAppended {
+            tracing::warn!(stream = %stream_id, "fresh event ids reported as already appended");
+        }
+        self.snapshot_if_due(stream_id, &state, version, outcome.last_version)
+            .await;
+        Ok(Executed {
+            state,
+            version: outcome.last_version,
+            events: with_metadata.into_iter().map(|(event, _)| event).collect(),
+            positions: outcome.positions,
+        })
+    }
+
+    async fn load_snapshot(&self, stream_id: &StreamId) -> Option<Loaded<A>> {
+        let snapshots = self.snapshots.as_ref()?;
+        let snapshot = match self.store.load_snapshot(stream_id).await {
+            Ok(snapshot) => snapshot?,
+            Err(error) => {
+                tracing::warn!(stream = %stream_id, %error, "snapshot unavailable; replaying all events");
+                return None;
+            }
+        };
+        if snapshot.snapshot_version != A::SNAPSHOT_VERSION {
+            tracing::debug!(stream = %stream_id, stored = snapshot.snapshot_version, current = A::SNAPSHOT_VERSION, "ignoring a snapshot of another version");
+            return None;
+        }
+        match (snapshots.decode)(snapshot.state) {
+            Ok(state) => Some(Loaded {
+                state,
+                version: snapshot.version,
+            }),
+            Err(error) => {
+                tracing::warn!(stream = %stream_id, %error, "undecodable snapshot; replaying all events");
+                None
+            }
+        }
+    }
+
+    async fn snapshot_if_due(
+        &self,
+        stream_id: &StreamId,
+        state: &A,
+        before: Version,
+        after: Version,
+    ) {
+        let Some(snapshots) = &self.snapshots else {
+            return;
+        };
+        if !snapshots.policy.due(before, after) {
+            return;
+        }
+        let saved = match (snapshots.encode)(state) {
+            Ok(json) => {
+                let snapshot = Snapshot {
+                    stream_id: stream_id.clone(),
+                    version: after,
+                    snapshot_version: A::SNAPSHOT_VERSION,
+                    state: json,
+                    taken_at: self.clock.now(),
+                };
+                self.store
+                    .save_snapshot(snapshot)
+                    .await
+                    .map_err(|e| e.to_string())
+            }
+            Err(error) => Err(error.to_string()),
+        };
+        // A snapshot is an optimisation: failing to take one must not fail the command.
+        if let Err(error) = saved {
+            tracing::warn!(stream = %stream_id, %error, "snapshot not saved");
+        }
+    }
+}
+
+impl<A, S> Repository<A, S>
+where
+    A: Aggregate + Serialize + DeserializeOwned,
+    S: EventStore + SnapshotStore,
+{
+    /// Takes snapshots by `policy` and loads from them (the state must be serde-serializable).
+    #[must_use]
+    pub fn with_snapshots(mut self, policy: SnapshotPolicy) -> Self {
+        self.snapshots = Some(Snapshots {
+            policy,
+            encode: |state| serde_json::to_value(state),
+            decode: serde_json::from_value,
+        });
+        self
+    }
+}
