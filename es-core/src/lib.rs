@@ -9,6 +9,7 @@ mod ids;
 pub mod memory;
 mod metadata;
 mod outbox;
+mod projection;
 mod registry;
 mod repository;
 mod snapshot;
@@ -28,6 +29,7 @@ pub use ids::{
 };
 pub use metadata::{CommandContext, Metadata};
 pub use outbox::{OutboxBatch, OutboxMessage, OutboxSource, StoredOutboxMessage};
+pub use projection::{Projection, ProjectionError, fold};
 pub use registry::{EventRegistry, RegistryError};
 pub use repository::{Executed, Loaded, Repository, RepositoryError};
 pub use snapshot::{Snapshot, SnapshotPolicy, SnapshotStore};

@@ -15,3 +15,7 @@ pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 mod store;
 
 pub use store::{DEFAULT_MAX_EVENT_SIZE, MemoryEventStore};
+
+mod projection;
+
+pub use projection::MemoryReadModel;

@@ -1,0 +1,102 @@
+//! Projections: read models fed by events.
+//!
+//! A projection names the events it handles ([`Projection::filter`]) and applies them to a
+//! target: the backend's transaction for a database read model, or a value in memory. The same
+//! projection can run inline (in the append's transaction), async (a runner following the
+//! global log from a checkpoint) or live (folded on read with [`fold`]).
+//!
+//! **The checkpoint contract.** An async runner applies a batch and moves the projection's
+//! checkpoint in one unit of work (one transaction; one critical section in memory), so after
+//! any crash the read model reflects exactly the events up to its checkpoint: each event is
+//! applied once. A runner moves the checkpoint by compare-and-set
+//! ([`CheckpointStore`](crate::CheckpointStore)), so a deposed runner cannot overwrite the work
+//! of the one that replaced it. A filtered projection's checkpoint still advances past the
+//! events it skips.
+
+use async_trait::async_trait;
+use futures::{Stream, TryStreamExt};
+
+use crate::error::{BoxError, StoreError};
+use crate::event::{DecodeError, RecordedEvent};
+use crate::store::LogFilter;
+
+/// Failure to apply an event to a read model.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ProjectionError {
+    /// The event could not be decoded.
+    #[error(transparent)]
+    Decode(#[from] DecodeError),
+    /// The read model refused or failed to take the event.
+    #[error("projection failed: {0}")]
+    Apply(#[source] BoxError),
+    /// Reading events failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl ProjectionError {
+    /// Wraps any error raised while applying.
+    pub fn apply(error: impl Into<BoxError>) -> Self {
+        Self::Apply(error.into())
+    }
+}
+
+/// A read model fed by events, applied to a target of type `T` (a transaction, or an in-memory
+/// model).
+///
+/// ```
+/// use std::collections::HashMap;
+/// use es_core::{LogFilter, Projection, ProjectionError, RecordedEvent};
+///
+/// /// Counts events per stream.
+/// #[derive(Debug)]
+/// struct EventsPerStream;
+///
+/// #[async_trait::async_trait]
+/// impl Projection<HashMap<String, u64>> for EventsPerStream {
+///     fn name(&self) -> &str { "events-per-stream" }
+///     fn filter(&self) -> LogFilter { LogFilter::all() }
+///     async fn apply(&self, model: &mut HashMap<String, u64>, event: &RecordedEvent) -> Result<(), ProjectionError> {
+///         *model.entry(event.stream_id.to_string()).or_default() += 1;
+///         Ok(())
+///     }
+/// }
+/// ```
+#[async_trait]
+pub trait Projection<T: Send + ?Sized>: Send + Sync {
+    /// A stable name: the key of its checkpoint.
+    fn name(&self) -> &str;
+
+    /// The events it handles; others are skipped (its checkpoint still passes them).
+    fn filter(&self) -> LogFilter;
+
+    /// Applies one event to `target`. In memory, mutate `target` only once the event is known
+    /// to apply, so a failure leaves the model as it was.
+    ///
+    /// # Errors
+    /// [`ProjectionError`] when the event cannot be applied; the runner then retries or stops,
+    /// never skipping it silently.
+    async fn apply(&self, target: &mut T, event: &RecordedEvent) -> Result<(), ProjectionError>;
+}
+
+/// Live projection: folds `events` (for example a stream read, or a global-log batch) into
+/// `target`, applying those the projection's filter accepts by event type.
+///
+/// # Errors
+/// The first read or apply error.
+pub async fn fold<T, P, S>(projection: &P, target: &mut T, events: S) -> Result<(), ProjectionError>
+where
+    T: Send + ?Sized,
+    P: Projection<T> + ?Sized,
+    S: Stream<Item = Result<RecordedEvent, StoreError>>,
+{
+    let filter = projection.filter();
+    let mut events = std::pin::pin!(events);
+    while let Some(event) = events.try_next().await? {
+        if filter.event_types.is_empty() || filter.event_types.contains(&event.event_type) {
+            projection.apply(target, &event).await?;
+        }
+    }
+    Ok(())
+}
