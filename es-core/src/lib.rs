@@ -7,6 +7,7 @@ mod error;
 mod event;
 mod ids;
 pub mod memory;
+mod messaging;
 mod metadata;
 mod outbox;
 mod projection;
@@ -26,6 +27,10 @@ pub use event::{
 };
 pub use ids::{
     EventId, ExpectedVersion, InvalidStreamId, MAX_STREAM_ID_LEN, Position, StreamId, Version,
+};
+pub use messaging::{
+    Consumer, ConsumerError, Delivery, HandlerError, MessageHandler, PublishError, PublishFailure,
+    Publisher,
 };
 pub use metadata::{CommandContext, Metadata};
 pub use outbox::{OutboxBatch, OutboxMessage, OutboxSource, StoredOutboxMessage};

@@ -2,7 +2,11 @@
 //! backends. It is the embedded default and the fast test backend; it keeps nothing across
 //! restarts.
 
+mod bus;
+
 use std::sync::{Mutex, MutexGuard};
+
+pub use bus::{MemoryBus, MemoryConsumer};
 
 /// Locks `mutex`, recovering the data if a panicking thread poisoned it (every critical
 /// section here leaves the state consistent before anything can panic).

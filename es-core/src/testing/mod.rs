@@ -4,11 +4,11 @@
 //! Contract suite functions panic (like `assert!`) when the backend breaks the contract.
 #![allow(clippy::panic, clippy::unwrap_used, clippy::expect_used)]
 
+mod fixture;
 mod harness;
 
-pub use harness::{Given, When, given};
-
-mod fixture;
+pub mod bus_contract;
 pub mod store_contract;
 
 pub use fixture::{NegativeAmount, Tally, TallyCommand, TallyEvent};
+pub use harness::{Given, When, given};

@@ -1,0 +1,301 @@
+//! An in-memory broker with Kafka's semantics: partitioned topics, consumer groups, committed
+//! offsets and at-least-once redelivery.
+
+mod assign;
+mod consumer;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::watch;
+
+use self::assign::{PartitionId, partition_for, round_robin};
+pub use self::consumer::MemoryConsumer;
+use super::lock;
+use crate::messaging::{PublishError, PublishFailure, Publisher};
+use crate::outbox::OutboxMessage;
+
+/// The number of partitions of a topic created by [`MemoryBus::new`]'s bus.
+const DEFAULT_PARTITIONS: u32 = 4;
+
+/// An in-memory message broker with Kafka's semantics; clones share the same broker.
+///
+/// A topic is created with [`MemoryBus::with_partitions`] partitions (4 by default) when a
+/// message is first published to it. A message goes to the partition chosen by a fixed hash of
+/// its `partition_key`, so one key's messages stay in order. Each partition is an append-only
+/// log. [`MemoryBus::consumer`] joins a consumer group: the group's members split the
+/// partitions and share committed offsets, as in Kafka.
+///
+/// ```
+/// use es_core::memory::MemoryBus;
+/// use es_core::{Consumer, OutboxMessage, Publisher};
+/// use serde_json::json;
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let bus = MemoryBus::new().with_default_topic("orders");
+/// let mut consumer = bus.consumer("billing", &["orders"]);
+///
+/// bus.publish(&[OutboxMessage::new("OrderPlaced", "order-7", json!({ "orderId": "order-7" }))])
+///     .await?;
+///
+/// let delivery = consumer.recv().await?;
+/// assert_eq!(delivery.topic, "orders");
+/// assert_eq!(delivery.message.message_type, "OrderPlaced");
+/// assert_eq!(delivery.attempt, 1);
+/// consumer.commit(&delivery).await?;
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct MemoryBus {
+    shared: Arc<Shared>,
+}
+
+/// What every clone of a bus and its consumers share.
+struct Shared {
+    state: Mutex<State>,
+    /// Bumped after every change a waiting consumer may care about (a publish, a rebalance).
+    changes: watch::Sender<u64>,
+}
+
+#[derive(Default)]
+struct State {
+    partitions: u32,
+    default_topic: Option<String>,
+    duplicate_delivery: bool,
+    /// Each topic's partitions, each an append-only log indexed by offset.
+    topics: BTreeMap<String, Vec<Vec<OutboxMessage>>>,
+    groups: BTreeMap<String, Group>,
+    next_member: u64,
+}
+
+#[derive(Default)]
+struct Group {
+    /// The next offset to read, per partition; absent means the start.
+    committed: BTreeMap<PartitionId, u64>,
+    members: BTreeMap<u64, Member>,
+}
+
+struct Member {
+    topics: BTreeSet<String>,
+    /// The member's assigned partitions and where it reads them.
+    cursors: BTreeMap<PartitionId, Cursor>,
+    /// Where the next search for a message starts among `cursors`, so that no partition
+    /// starves the others.
+    next_pick: usize,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Cursor {
+    /// The next offset to deliver.
+    next: u64,
+    /// The offset a retry rewound to, and the attempt its redelivery carries.
+    retry: Option<(u64, u32)>,
+}
+
+impl MemoryBus {
+    /// An empty bus whose topics have 4 partitions, with no default topic.
+    pub fn new() -> Self {
+        let state = State {
+            partitions: DEFAULT_PARTITIONS,
+            ..State::default()
+        };
+        Self {
+            shared: Arc::new(Shared {
+                state: Mutex::new(state),
+                changes: watch::Sender::new(0),
+            }),
+        }
+    }
+
+    /// Sets the partition count of topics created from now on (zero counts as one).
+    #[must_use]
+    pub fn with_partitions(self, partitions: u32) -> Self {
+        lock(&self.shared.state).partitions = partitions.max(1);
+        self
+    }
+
+    /// Routes messages that name no topic to `topic` (without it, publishing them fails with
+    /// [`PublishError::Unroutable`]).
+    #[must_use]
+    pub fn with_default_topic(self, topic: impl Into<String>) -> Self {
+        lock(&self.shared.state).default_topic = Some(topic.into());
+        self
+    }
+
+    /// When `on`, appends every published message twice (at two offsets, with the same
+    /// message id), to test that consumers tolerate duplicates.
+    #[must_use]
+    pub fn with_duplicate_delivery(self, on: bool) -> Self {
+        lock(&self.shared.state).duplicate_delivery = on;
+        self
+    }
+
+    /// Joins consumer group `group`, subscribed to `topics` (which need not exist yet), as a
+    /// new member. The group's partitions are rebalanced among its members now and whenever
+    /// a member joins or leaves (the consumer is dropped) or a subscribed topic is created.
+    pub fn consumer(&self, group: &str, topics: &[&str]) -> MemoryConsumer {
+        let member = {
+            let mut state = lock(&self.shared.state);
+            let member = state.next_member;
+            state.next_member += 1;
+            let State {
+                topics: logs,
+                groups,
+                ..
+            } = &mut *state;
+            let entry = groups.entry(group.to_owned()).or_default();
+            entry.members.insert(
+                member,
+                Member {
+                    topics: topics.iter().map(|&topic| topic.to_owned()).collect(),
+                    cursors: BTreeMap::new(),
+                    next_pick: 0,
+                },
+            );
+            rebalance(logs, entry);
+            member
+        };
+        self.shared.changed();
+        MemoryConsumer::new(Arc::clone(&self.shared), group.to_owned(), member)
+    }
+
+    /// Every message published to `topic`, partition by partition, each in offset order.
+    pub fn published(&self, topic: &str) -> Vec<OutboxMessage> {
+        lock(&self.shared.state)
+            .topics
+            .get(topic)
+            .map(|partitions| partitions.iter().flatten().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// The offset `group` resumes `topic`'s `partition` at: one past its last committed
+    /// message, `None` when nothing of it was committed.
+    pub fn committed_offset(&self, group: &str, topic: &str, partition: u32) -> Option<u64> {
+        let id = PartitionId {
+            topic: topic.to_owned(),
+            partition,
+        };
+        lock(&self.shared.state)
+            .groups
+            .get(group)
+            .and_then(|group| group.committed.get(&id).copied())
+    }
+}
+
+impl Default for MemoryBus {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl fmt::Debug for MemoryBus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let state = lock(&self.shared.state);
+        f.debug_struct("MemoryBus")
+            .field("partitions", &state.partitions)
+            .field("default_topic", &state.default_topic)
+            .field("duplicate_delivery", &state.duplicate_delivery)
+            .field("topics", &state.topics.keys().collect::<Vec<_>>())
+            .field("groups", &state.groups.keys().collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+#[async_trait::async_trait]
+impl Publisher for MemoryBus {
+    /// Appends every message (all or none) to its topic's partition for its key.
+    async fn publish(&self, messages: &[OutboxMessage]) -> Result<(), PublishFailure> {
+        {
+            let mut state = lock(&self.shared.state);
+            let routed = messages
+                .iter()
+                .map(|message| {
+                    message
+                        .topic
+                        .clone()
+                        .or_else(|| state.default_topic.clone())
+                        .ok_or(PublishError::Unroutable {
+                            message_id: message.message_id,
+                        })
+                })
+                .collect::<Result<Vec<String>, PublishError>>()
+                .map_err(|error| PublishFailure::new(0, error))?;
+            let copies = if state.duplicate_delivery { 2 } else { 1 };
+            let State {
+                partitions,
+                topics,
+                groups,
+                ..
+            } = &mut *state;
+            let mut created = BTreeSet::new();
+            for (message, topic) in messages.iter().zip(routed) {
+                let logs = topics.entry(topic.clone()).or_insert_with(|| {
+                    created.insert(topic.clone());
+                    vec![Vec::new(); *partitions as usize]
+                });
+                let count = u32::try_from(logs.len()).unwrap_or(u32::MAX);
+                let partition = partition_for(&message.partition_key, count) as usize;
+                if let Some(log) = logs.get_mut(partition) {
+                    let mut message = message.clone();
+                    message.topic = Some(topic);
+                    for _ in 0..copies {
+                        log.push(message.clone());
+                    }
+                }
+            }
+            for group in groups.values_mut() {
+                let subscribed = group
+                    .members
+                    .values()
+                    .any(|member| !member.topics.is_disjoint(&created));
+                if subscribed {
+                    rebalance(topics, group);
+                }
+            }
+        }
+        self.shared.changed();
+        Ok(())
+    }
+}
+
+impl Shared {
+    /// Wakes every consumer waiting for a message.
+    fn changed(&self) {
+        self.changes
+            .send_modify(|version| *version = version.wrapping_add(1));
+    }
+}
+
+/// Deals `group`'s partitions among its members again. A member keeps its place in a
+/// partition it keeps, and starts a partition it gains at the group's committed offset.
+fn rebalance(topics: &BTreeMap<String, Vec<Vec<OutboxMessage>>>, group: &mut Group) {
+    let counts: BTreeMap<String, u32> = topics
+        .iter()
+        .map(|(topic, logs)| {
+            let count = u32::try_from(logs.len()).unwrap_or(u32::MAX);
+            (topic.clone(), count)
+        })
+        .collect();
+    let subscriptions = group
+        .members
+        .iter()
+        .map(|(&id, member)| (id, member.topics.clone()))
+        .collect();
+    let assignment = round_robin(&counts, &subscriptions);
+    for (id, partitions) in assignment {
+        let Some(member) = group.members.get_mut(&id) else {
+            continue;
+        };
+        let mut old = std::mem::take(&mut member.cursors);
+        for partition in partitions {
+            let cursor = old.remove(&partition).unwrap_or_else(|| Cursor {
+                next: group.committed.get(&partition).copied().unwrap_or(0),
+                retry: None,
+            });
+            member.cursors.insert(partition, cursor);
+        }
+    }
+}

@@ -1,0 +1,245 @@
+//! The messaging ports: publishing integration messages to a broker and consuming them back,
+//! modelled on Kafka's partitioned topics and consumer groups.
+
+use std::fmt;
+
+use uuid::Uuid;
+
+use crate::error::BoxError;
+use crate::outbox::OutboxMessage;
+
+/// One message as a consumer received it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Delivery {
+    /// The message; its `topic` is the topic it was read from.
+    pub message: OutboxMessage,
+    /// The topic it was read from.
+    pub topic: String,
+    /// The partition of `topic` it was read from.
+    pub partition: u32,
+    /// Its offset in that partition (the first message of a partition is at offset 0).
+    pub offset: u64,
+    /// 1 on the first delivery of this offset to this consumer, one more for each redelivery
+    /// asked for with [`Consumer::retry`].
+    pub attempt: u32,
+}
+
+/// Why a message could not be published.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum PublishError {
+    /// The message names no topic and the publisher has no routing rule for it.
+    #[error("message {message_id} names no topic and no routing rule chooses one")]
+    Unroutable {
+        /// The message.
+        message_id: Uuid,
+    },
+    /// The broker refused the message for good (too large, not authorized, ...): publishing it
+    /// again will fail again.
+    #[error("the broker rejected message {message_id}: {reason}")]
+    Rejected {
+        /// The message.
+        message_id: Uuid,
+        /// The broker's reason.
+        reason: String,
+    },
+    /// The backend failed (connection, timeout, broker error); publishing again may succeed.
+    #[error("publisher backend failed: {0}")]
+    Backend(#[source] BoxError),
+}
+
+impl PublishError {
+    /// Wraps a backend error.
+    pub fn backend(error: impl Into<BoxError>) -> Self {
+        Self::Backend(error.into())
+    }
+}
+
+/// A failed [`Publisher::publish`]: how many messages were acknowledged before the failure,
+/// and why the next one was not.
+#[derive(Debug, thiserror::Error)]
+#[error("publishing failed after {acknowledged} acknowledged messages: {error}")]
+pub struct PublishFailure {
+    /// The length of the prefix of the batch that the broker durably acknowledged; the
+    /// outbox relay moves its checkpoint past these messages only.
+    pub acknowledged: usize,
+    /// Why the message at index `acknowledged` was not published.
+    #[source]
+    pub error: PublishError,
+}
+
+impl PublishFailure {
+    /// A failure after the first `acknowledged` messages of the batch were acknowledged.
+    pub fn new(acknowledged: usize, error: PublishError) -> Self {
+        Self {
+            acknowledged,
+            error,
+        }
+    }
+}
+
+/// Sends integration messages to a broker: the outbox relay's sink.
+///
+/// Messages with the same `partition_key` (and topic) must reach the broker in the order of
+/// the batch, and a batch published after another one succeeded comes after it.
+#[async_trait::async_trait]
+pub trait Publisher: Send + Sync {
+    /// Publishes `messages` in order and returns once the broker durably acknowledged all of
+    /// them.
+    ///
+    /// # Errors
+    /// A [`PublishFailure`] telling how long a prefix of `messages` was acknowledged before
+    /// the failure; messages after that prefix may or may not have been published (a retry
+    /// can duplicate them, never reorder a key).
+    async fn publish(&self, messages: &[OutboxMessage]) -> Result<(), PublishFailure>;
+}
+
+/// Failure of a [`Consumer`] operation.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConsumerError {
+    /// The consumer was shut down.
+    #[error("the consumer is closed")]
+    Closed,
+    /// The delivery was not (or is no longer) delivered to this consumer: its offset was never
+    /// received, or was rewound by [`Consumer::retry`] and not received again since.
+    #[error("{topic}/{partition} offset {offset} is not a delivery this consumer holds")]
+    UnknownDelivery {
+        /// The delivery's topic.
+        topic: String,
+        /// The delivery's partition.
+        partition: u32,
+        /// The delivery's offset.
+        offset: u64,
+    },
+    /// The delivery's partition is no longer assigned to this consumer (a rebalance gave it
+    /// to another member of the group, which resumes at the last committed offset).
+    #[error("{topic}/{partition} is not assigned to this consumer")]
+    PartitionNotAssigned {
+        /// The topic.
+        topic: String,
+        /// The partition.
+        partition: u32,
+    },
+    /// The backend failed.
+    #[error("consumer backend failed: {0}")]
+    Backend(#[source] BoxError),
+}
+
+impl ConsumerError {
+    /// Wraps a backend error.
+    pub fn backend(error: impl Into<BoxError>) -> Self {
+        Self::Backend(error.into())
+    }
+
+    /// The [`ConsumerError::UnknownDelivery`] error for `delivery`.
+    pub fn unknown_delivery(delivery: &Delivery) -> Self {
+        Self::UnknownDelivery {
+            topic: delivery.topic.clone(),
+            partition: delivery.partition,
+            offset: delivery.offset,
+        }
+    }
+}
+
+/// One member of a consumer group reading some topics, at least once.
+///
+/// Modelled on a Kafka consumer with automatic commits off: the group's members share its
+/// committed offsets and split the subscribed topics' partitions among themselves, one member
+/// per partition at a time, so messages of one partition (and so of one key) are handled in
+/// order. A member that joins, or takes over a partition, resumes at the group's committed
+/// offset: what was delivered but not committed is delivered again, never skipped.
+#[async_trait::async_trait]
+pub trait Consumer: Send {
+    /// Waits for the next message of the partitions assigned to this consumer; messages of
+    /// one partition come in offset order.
+    ///
+    /// Implementations should be cancel-safe: dropping the future before it completes loses
+    /// no message.
+    ///
+    /// # Errors
+    /// [`ConsumerError::Closed`] once the consumer is shut down, or
+    /// [`ConsumerError::Backend`] when the backend fails.
+    async fn recv(&mut self) -> Result<Delivery, ConsumerError>;
+
+    /// Records that `delivery`, and everything before it in its partition, is handled. Once
+    /// this returns, the commit is durable for the group: a member that takes the partition
+    /// over resumes after `delivery`.
+    ///
+    /// # Errors
+    /// [`ConsumerError::PartitionNotAssigned`] when the partition was revoked (its new owner
+    /// will deliver the message again), [`ConsumerError::UnknownDelivery`] when this consumer
+    /// does not hold the delivery, or [`ConsumerError::Backend`].
+    async fn commit(&mut self, delivery: &Delivery) -> Result<(), ConsumerError>;
+
+    /// Rewinds `delivery`'s partition so that its offset is the next one this consumer
+    /// receives from that partition, with `attempt` one higher. Later messages of the partition
+    /// already fetched (or received) are discarded and delivered again after it, so they are
+    /// never taken for handled ones.
+    ///
+    /// # Errors
+    /// [`ConsumerError::PartitionNotAssigned`], [`ConsumerError::UnknownDelivery`] or
+    /// [`ConsumerError::Backend`], as for [`Consumer::commit`].
+    async fn retry(&mut self, delivery: &Delivery) -> Result<(), ConsumerError>;
+}
+
+/// Why a [`MessageHandler`] did not handle a message.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum HandlerError {
+    /// A failure that may pass (database down, timeout): retry the message.
+    #[error("transient failure: {0}")]
+    Transient(String),
+    /// A failure that will not pass (malformed payload, unknown type): dead-letter the message
+    /// at once.
+    #[error("permanent failure: {0}")]
+    Permanent(String),
+}
+
+impl HandlerError {
+    /// A [`HandlerError::Transient`] error described by `reason`.
+    pub fn transient(reason: impl fmt::Display) -> Self {
+        Self::Transient(reason.to_string())
+    }
+
+    /// A [`HandlerError::Permanent`] error described by `reason`.
+    pub fn permanent(reason: impl fmt::Display) -> Self {
+        Self::Permanent(reason.to_string())
+    }
+
+    /// Whether retrying may help.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, Self::Transient(_))
+    }
+}
+
+/// Handles delivered messages; a consumer loop commits a message once its handler succeeded.
+///
+/// Delivery is at least once, so a handler must tolerate duplicates (for example by recording
+/// the message id in an inbox in the same transaction as its effects).
+///
+/// ```
+/// use es_core::{Delivery, HandlerError, MessageHandler};
+///
+/// struct PrintOrders;
+///
+/// #[async_trait::async_trait]
+/// impl MessageHandler for PrintOrders {
+///     async fn handle(&self, delivery: &Delivery) -> Result<(), HandlerError> {
+///         let order_id = delivery.message.payload["orderId"]
+///             .as_str()
+///             .ok_or_else(|| HandlerError::permanent("no orderId"))?;
+///         println!("order {order_id} at offset {}", delivery.offset);
+///         Ok(())
+///     }
+/// }
+/// ```
+#[async_trait::async_trait]
+pub trait MessageHandler: Send + Sync {
+    /// Handles one delivery.
+    ///
+    /// # Errors
+    /// [`HandlerError::Transient`] to have the message retried, [`HandlerError::Permanent`] to
+    /// have it dead-lettered.
+    async fn handle(&self, delivery: &Delivery) -> Result<(), HandlerError>;
+}
