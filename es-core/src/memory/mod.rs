@@ -7,5 +7,11 @@ use std::sync::{Mutex, MutexGuard};
 /// Locks `mutex`, recovering the data if a panicking thread poisoned it (every critical
 /// section here leaves the state consistent before anything can panic).
 pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
+
+mod outbox;
+
+pub use outbox::MemoryOutbox;
