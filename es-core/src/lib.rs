@@ -5,6 +5,7 @@ mod clock;
 mod error;
 mod event;
 mod ids;
+mod inbox;
 pub mod memory;
 mod metadata;
 mod outbox;
@@ -20,6 +21,7 @@ pub use event::{
 pub use ids::{
     EventId, ExpectedVersion, InvalidStreamId, MAX_STREAM_ID_LEN, Position, StreamId, Version,
 };
+pub use inbox::{Inbox, InboxError};
 pub use metadata::{CommandContext, Metadata};
 pub use outbox::{OutboxBatch, OutboxMessage, OutboxSource, StoredOutboxMessage};
 pub use registry::{EventRegistry, RegistryError};

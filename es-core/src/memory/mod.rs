@@ -12,6 +12,8 @@ pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
         .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
+mod inbox;
 mod outbox;
 
+pub use inbox::{MemoryInbox, MemoryTransaction};
 pub use outbox::MemoryOutbox;

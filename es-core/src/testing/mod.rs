@@ -3,3 +3,5 @@
 //!
 //! Contract suite functions panic (like `assert!`) when the backend breaks the contract.
 #![allow(clippy::panic, clippy::unwrap_used, clippy::expect_used)]
+
+pub mod inbox_contract;
