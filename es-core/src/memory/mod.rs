@@ -12,8 +12,10 @@ pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
         .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
+mod checkpoint;
 mod inbox;
 mod outbox;
 
+pub use checkpoint::MemoryCheckpointStore;
 pub use inbox::{MemoryInbox, MemoryTransaction};
 pub use outbox::MemoryOutbox;

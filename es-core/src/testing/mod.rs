@@ -4,4 +4,5 @@
 //! Contract suite functions panic (like `assert!`) when the backend breaks the contract.
 #![allow(clippy::panic, clippy::unwrap_used, clippy::expect_used)]
 
+pub mod checkpoint_contract;
 pub mod inbox_contract;
