@@ -10,6 +10,7 @@ pub mod memory;
 mod metadata;
 mod outbox;
 mod registry;
+mod saga;
 pub mod testing;
 
 pub use checkpoint::{CheckpointError, CheckpointStore};
@@ -25,3 +26,7 @@ pub use inbox::{Inbox, InboxError};
 pub use metadata::{CommandContext, Metadata};
 pub use outbox::{OutboxBatch, OutboxMessage, OutboxSource, StoredOutboxMessage};
 pub use registry::{EventRegistry, RegistryError};
+pub use saga::{
+    Deadline, DeadlineStore, DeadlineStoreError, SagaCommit, SagaCommitOutcome, SagaInstance,
+    SagaStore, SagaStoreError,
+};

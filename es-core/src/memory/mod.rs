@@ -15,7 +15,9 @@ pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 mod checkpoint;
 mod inbox;
 mod outbox;
+mod saga;
 
 pub use checkpoint::MemoryCheckpointStore;
 pub use inbox::{MemoryInbox, MemoryTransaction};
 pub use outbox::MemoryOutbox;
+pub use saga::MemorySagaStore;

@@ -5,4 +5,6 @@
 #![allow(clippy::panic, clippy::unwrap_used, clippy::expect_used)]
 
 pub mod checkpoint_contract;
+pub mod deadline_contract;
 pub mod inbox_contract;
+pub mod saga_contract;
