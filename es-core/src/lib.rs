@@ -6,6 +6,7 @@ mod clock;
 mod error;
 mod event;
 mod ids;
+mod inbox;
 pub mod memory;
 mod messaging;
 mod metadata;
@@ -16,6 +17,7 @@ mod repository;
 mod snapshot;
 mod store;
 mod subscription;
+mod saga;
 pub mod testing;
 
 pub use aggregate::Aggregate;
@@ -32,6 +34,7 @@ pub use messaging::{
     Consumer, ConsumerError, Delivery, HandlerError, MessageHandler, PublishError, PublishFailure,
     Publisher,
 };
+pub use inbox::{Inbox, InboxError};
 pub use metadata::{CommandContext, Metadata};
 pub use outbox::{OutboxBatch, OutboxMessage, OutboxSource, StoredOutboxMessage};
 pub use projection::{Projection, ProjectionError, fold};
@@ -43,3 +46,7 @@ pub use store::{
     StreamRead, SubscriptionItem,
 };
 pub use subscription::{AppendSignal, SubscriptionOptions, poll_subscription};
+pub use saga::{
+    Deadline, DeadlineStore, DeadlineStoreError, SagaCommit, SagaCommitOutcome, SagaInstance,
+    SagaStore, SagaStoreError,
+};

@@ -3,10 +3,22 @@
 //! restarts.
 
 mod bus;
+mod checkpoint;
+mod inbox;
+mod outbox;
+mod projection;
+mod saga;
+mod store;
 
 use std::sync::{Mutex, MutexGuard};
 
 pub use bus::{MemoryBus, MemoryConsumer};
+pub use checkpoint::MemoryCheckpointStore;
+pub use inbox::{MemoryInbox, MemoryTransaction};
+pub use outbox::MemoryOutbox;
+pub use projection::MemoryReadModel;
+pub use saga::MemorySagaStore;
+pub use store::{DEFAULT_MAX_EVENT_SIZE, MemoryEventStore};
 
 /// Locks `mutex`, recovering the data if a panicking thread poisoned it (every critical
 /// section here leaves the state consistent before anything can panic).
@@ -15,11 +27,3 @@ pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
-
-mod store;
-
-pub use store::{DEFAULT_MAX_EVENT_SIZE, MemoryEventStore};
-
-mod projection;
-
-pub use projection::MemoryReadModel;

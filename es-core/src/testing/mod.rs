@@ -8,6 +8,10 @@ mod fixture;
 mod harness;
 
 pub mod bus_contract;
+pub mod checkpoint_contract;
+pub mod deadline_contract;
+pub mod inbox_contract;
+pub mod saga_contract;
 pub mod store_contract;
 
 pub use fixture::{NegativeAmount, Tally, TallyCommand, TallyEvent};
