@@ -14,10 +14,10 @@ mod outbox;
 mod projection;
 mod registry;
 mod repository;
+mod saga;
 mod snapshot;
 mod store;
 mod subscription;
-mod saga;
 pub mod testing;
 
 pub use aggregate::Aggregate;
@@ -30,23 +30,23 @@ pub use event::{
 pub use ids::{
     EventId, ExpectedVersion, InvalidStreamId, MAX_STREAM_ID_LEN, Position, StreamId, Version,
 };
+pub use inbox::{Inbox, InboxError};
 pub use messaging::{
     Consumer, ConsumerError, Delivery, HandlerError, MessageHandler, PublishError, PublishFailure,
     Publisher,
 };
-pub use inbox::{Inbox, InboxError};
 pub use metadata::{CommandContext, Metadata};
 pub use outbox::{OutboxBatch, OutboxMessage, OutboxSource, StoredOutboxMessage};
 pub use projection::{Projection, ProjectionError, fold};
 pub use registry::{EventRegistry, RegistryError};
 pub use repository::{Executed, Loaded, Repository, RepositoryError};
+pub use saga::{
+    Deadline, DeadlineStore, DeadlineStoreError, SagaCommit, SagaCommitOutcome, SagaInstance,
+    SagaStore, SagaStoreError,
+};
 pub use snapshot::{Snapshot, SnapshotPolicy, SnapshotStore};
 pub use store::{
     AppendOutcome, AppendRequest, AppendStatus, Direction, EventStore, LogBatch, LogFilter,
     StreamRead, SubscriptionItem,
 };
 pub use subscription::{AppendSignal, SubscriptionOptions, poll_subscription};
-pub use saga::{
-    Deadline, DeadlineStore, DeadlineStoreError, SagaCommit, SagaCommitOutcome, SagaInstance,
-    SagaStore, SagaStoreError,
-};

@@ -10,8 +10,8 @@ use crate::clock::{Clock, SystemClock};
 use crate::error::{Conflict, StoreError};
 use crate::event::RecordedEvent;
 use crate::ids::{EventId, Position, StreamId, Version};
-use crate::memory::lock;
-use crate::outbox::{OutboxBatch, OutboxSource, StoredOutboxMessage};
+use crate::memory::{MemoryOutbox, lock};
+use crate::outbox::{OutboxBatch, OutboxSource};
 use crate::snapshot::{Snapshot, SnapshotStore};
 use crate::store::{
     AppendOutcome, AppendRequest, AppendStatus, Direction, EventStore, LogBatch, LogFilter,
@@ -34,7 +34,6 @@ struct State {
     streams: HashMap<StreamId, StreamState>,
     log: Vec<RecordedEvent>,
     event_ids: HashMap<EventId, usize>,
-    outbox: Vec<StoredOutboxMessage>,
     snapshots: HashMap<StreamId, Snapshot>,
     commits: u64,
     sequence: u64,
@@ -60,6 +59,7 @@ struct State {
 #[derive(Clone)]
 pub struct MemoryEventStore {
     state: Arc<Mutex<State>>,
+    outbox: MemoryOutbox,
     signal: AppendSignal,
     clock: Arc<dyn Clock>,
     max_event_size: usize,
@@ -72,7 +72,7 @@ impl fmt::Debug for MemoryEventStore {
         f.debug_struct("MemoryEventStore")
             .field("streams", &state.streams.len())
             .field("events", &state.log.len())
-            .field("outbox", &state.outbox.len())
+            .field("outbox", &self.outbox.len())
             .finish()
     }
 }
@@ -88,11 +88,25 @@ impl MemoryEventStore {
     pub fn new() -> Self {
         Self {
             state: Arc::default(),
+            outbox: MemoryOutbox::new(),
             signal: AppendSignal::new(),
             clock: Arc::new(SystemClock),
             max_event_size: DEFAULT_MAX_EVENT_SIZE,
             options: SubscriptionOptions::default(),
         }
+    }
+
+    /// Writes outbox messages to `outbox` (shared, for example, with a saga store so that one
+    /// relay reads both).
+    #[must_use]
+    pub fn with_outbox(mut self, outbox: MemoryOutbox) -> Self {
+        self.outbox = outbox;
+        self
+    }
+
+    /// The outbox this store writes to.
+    pub fn outbox(&self) -> &MemoryOutbox {
+        &self.outbox
     }
 
     /// Uses `clock` for recorded times.
@@ -257,11 +271,8 @@ impl EventStore for MemoryEventStore {
                 stream.stream_type = request.stream_type;
             }
             stream.events.extend(indexes);
-            for message in request.outbox {
-                state.sequence += 1;
-                let position = Position::new(commit, state.sequence);
-                state.outbox.push(StoredOutboxMessage { position, message });
-            }
+            // Pushed under the store's lock: the events and their messages commit together.
+            self.outbox.push(request.outbox);
             AppendOutcome {
                 status: AppendStatus::Appended,
                 last_version: version,
@@ -369,19 +380,10 @@ impl SnapshotStore for MemoryEventStore {
 
 impl OutboxSource for MemoryEventStore {
     async fn read_outbox(&self, after: Position, limit: usize) -> Result<OutboxBatch, StoreError> {
-        let state = lock(&self.state);
-        let start = state.outbox.partition_point(|m| m.position <= after);
-        let end = start.saturating_add(limit).min(state.outbox.len());
-        Ok(OutboxBatch {
-            messages: state.outbox[start..end].to_vec(),
-            reached_end: end == state.outbox.len(),
-        })
+        self.outbox.read_outbox(after, limit).await
     }
 
     async fn delete_outbox_up_to(&self, up_to: Position) -> Result<u64, StoreError> {
-        let mut state = lock(&self.state);
-        let before = state.outbox.len();
-        state.outbox.retain(|m| m.position > up_to);
-        Ok((before - state.outbox.len()) as u64)
+        self.outbox.delete_outbox_up_to(up_to).await
     }
 }
