@@ -3,7 +3,7 @@
 use std::fmt::Debug;
 use std::sync::{Arc, Mutex};
 
-use chrono::{DateTime, Duration, Utc};
+use chrono::{DateTime, Duration, SubsecRound, Utc};
 
 /// A source of the current UTC time.
 pub trait Clock: Debug + Send + Sync + 'static {
@@ -11,13 +11,15 @@ pub trait Clock: Debug + Send + Sync + 'static {
     fn now(&self) -> DateTime<Utc>;
 }
 
-/// The system's wall clock.
+/// The system's wall clock, to the microsecond (the precision PostgreSQL stores, so times
+/// round-trip exactly through every backend).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct SystemClock;
 
 impl Clock for SystemClock {
     fn now(&self) -> DateTime<Utc> {
-        Utc::now()
+        let now = Utc::now();
+        now.trunc_subsecs(6)
     }
 }
 

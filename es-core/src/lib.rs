@@ -1,4 +1,4 @@
-//! Event sourcing vocabulary and ports.
+#![doc = include_str!("../README.md")]
 
 mod aggregate;
 mod checkpoint;

@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use uuid::Uuid;
 
+use crate::clock::{Clock, SystemClock};
 use crate::error::StoreError;
 use crate::ids::Position;
 use crate::metadata::Metadata;
@@ -73,7 +74,7 @@ impl OutboxMessage {
             source_id: None,
             correlation_id: None,
             causation_id: None,
-            occurred_at: Utc::now(),
+            occurred_at: SystemClock.now(),
             headers: BTreeMap::new(),
             payload,
         }

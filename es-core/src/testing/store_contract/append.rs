@@ -227,7 +227,8 @@ pub async fn idempotent_reappend<S: ContractStore>(store: S) {
     );
 }
 
-/// A write is visible to the next read of the stream, its version and the global log.
+/// A write is visible to the next read of the stream and of its version, and reaches the
+/// global log (at once, or once transactions still running elsewhere have finished).
 pub async fn read_your_writes<S: ContractStore>(store: S) {
     let id = stream("ryw");
     let outcome = store
@@ -241,32 +242,36 @@ pub async fn read_your_writes<S: ContractStore>(store: S) {
     let recorded = read(&store, &id, StreamRead::forward()).await;
     assert_eq!(recorded.len(), 2);
     assert_eq!(recorded[0].position, outcome.positions[0]);
+    assert_eq!(recorded[1].position, outcome.positions[1]);
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
     let mut found = Vec::new();
     let mut after = Position::START;
-    loop {
+    while found.len() < 2 {
         let batch = store
             .read_log(after, &LogFilter::all(), 100)
             .await
             .expect("log");
         found.extend(batch.events.into_iter().filter(|e| e.stream_id == id));
         after = batch.checkpoint;
-        if batch.reached_end {
-            break;
+        if batch.reached_end && found.len() < 2 {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the global log never showed the append"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
         }
     }
-    assert_eq!(found.len(), 2, "the global log shows both events at once");
+    let positions: Vec<Position> = found.iter().map(|e| e.position).collect();
+    assert_eq!(
+        positions, outcome.positions,
+        "the log shows the append at the positions it returned"
+    );
 }
 
 /// A refused append writes no events and no outbox messages; an accepted one writes both.
 pub async fn rejected_appends_write_nothing<S: ContractStore>(store: S) {
     let id = stream("atomic");
     let message = OutboxMessage::new("TallyChanged", id.as_str(), serde_json::json!({"n": 1}));
-    let start = store
-        .read_outbox(Position::START, 100_000)
-        .await
-        .expect("outbox")
-        .messages
-        .len();
     store
         .append(
             AppendRequest::new(id.clone(), ExpectedVersion::NoStream)
@@ -283,21 +288,29 @@ pub async fn rejected_appends_write_nothing<S: ContractStore>(store: S) {
             serde_json::json!({"n": 2}),
         )]);
     assert!(store.append(refused).await.is_err());
-    let outbox = store
-        .read_outbox(Position::START, 100_000)
-        .await
-        .expect("outbox")
-        .messages;
+    // The outbox is read through the same fence as the log: wait until ours is visible.
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
+    let ours = loop {
+        let outbox = store
+            .read_outbox(Position::START, 100_000)
+            .await
+            .expect("outbox")
+            .messages;
+        let ours: Vec<_> = outbox
+            .into_iter()
+            .filter(|m| m.message.partition_key == id.as_str())
+            .collect();
+        if !ours.is_empty() || tokio::time::Instant::now() > deadline {
+            break ours;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    };
     assert_eq!(
-        outbox.len(),
-        start + 1,
+        ours.len(),
+        1,
         "only the accepted append's message is in the outbox"
     );
-    let stored = outbox
-        .iter()
-        .find(|m| m.message.message_id == message.message_id)
-        .expect("message");
-    assert_eq!(stored.message, message);
+    assert_eq!(ours[0].message, message);
     assert_eq!(
         store.stream_version(&id).await.expect("version"),
         Version::new(1)

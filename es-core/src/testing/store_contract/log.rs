@@ -93,9 +93,19 @@ pub async fn global_log_order_and_resumption<S: ContractStore>(store: S) {
             .filter(|e| streams.iter().any(|(id, _)| *id == e.stream_id))
             .collect()
     };
-    let (all, end) = read_all(&store, Position::START, &LogFilter::all(), 3).await;
-    let all = ours(all);
+    // Readers see an append once every transaction that started before it has finished, so
+    // wait until all of ours are visible (other work on the database may delay them).
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let all = loop {
+        let (all, _) = read_all(&store, Position::START, &LogFilter::all(), 3).await;
+        let all = ours(all);
+        if all.len() >= 24 || tokio::time::Instant::now() > deadline {
+            break all;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
     assert_eq!(all.len(), 24);
+    let end = all[23].position;
     assert_in_stream_order(&all);
     let (first_half, _) = read_all(&store, Position::START, &LogFilter::all(), 1000).await;
     let first_half = ours(first_half);
@@ -115,14 +125,17 @@ pub async fn global_log_order_and_resumption<S: ContractStore>(store: S) {
     let filtered = ours(filtered);
     assert_eq!(filtered.len(), 16);
     assert!(filtered.iter().all(|e| e.stream_id != streams[1].0));
-    assert_eq!(
-        filtered_end, end,
-        "a filtered reader's checkpoint reaches the end of the log"
+    assert!(
+        filtered_end >= end,
+        "a filtered reader's checkpoint passes the events it skipped"
     );
     let none = LogFilter::all().event_types(["NoSuchEvent"]);
     let (nothing, nothing_end) = read_all(&store, Position::START, &none, 2).await;
     assert!(ours(nothing).is_empty());
-    assert_eq!(nothing_end, end);
+    assert!(
+        nothing_end >= end,
+        "a reader that matched nothing still advances"
+    );
 }
 
 /// A subscription yields every existing event, reports being caught up, then yields new

@@ -1,0 +1,159 @@
+-- The one-round-trip append. __SCHEMA__ is the quoted schema, __LOCK_NS__ the lock namespace.
+--
+-- Status codes: 0 appended, 1 conflict (version = actual), 2 already appended (positions =
+-- the original ones), 3 stream deleted, 4 an event id is stored elsewhere (detail = its
+-- stream), 5 the transaction holds an id but did not take this stream's lock first.
+-- p_expected: -1 any, -2 no stream, -3 stream exists, n >= 1 exact.
+
+CREATE FUNCTION __SCHEMA__.stream_lock_key(p_stream_id text) RETURNS bigint
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+AS $$ SELECT hashtextextended('__LOCK_NS__' || p_stream_id, 0) $$;
+
+-- Takes the stream locks of a transaction, sorted, before anything assigns it an id.
+CREATE FUNCTION __SCHEMA__.lock_streams(p_stream_ids text[]) RETURNS void
+LANGUAGE plpgsql
+AS $$
+DECLARE
+    v_key bigint;
+BEGIN
+    FOR v_key IN
+        SELECT DISTINCT __SCHEMA__.stream_lock_key(s) AS k FROM unnest(p_stream_ids) AS s ORDER BY k
+    LOOP
+        PERFORM pg_advisory_xact_lock(v_key);
+    END LOOP;
+END
+$$;
+
+CREATE FUNCTION __SCHEMA__.append_events(
+    p_stream_id       text,
+    p_stream_type     text,
+    p_expected        bigint,
+    p_event_ids       uuid[],
+    p_event_types     text[],
+    p_schema_versions integer[],
+    p_data            jsonb[],
+    p_metadata        jsonb[],
+    p_outbox          jsonb
+) RETURNS TABLE (status smallint, version bigint, transaction_id bigint, positions bigint[], detail text)
+LANGUAGE plpgsql
+AS $$
+#variable_conflict use_column
+DECLARE
+    v_key       bigint := __SCHEMA__.stream_lock_key(p_stream_id);
+    v_count     integer := coalesce(array_length(p_event_ids, 1), 0);
+    v_current   bigint;
+    v_deleted   boolean;
+    v_positions bigint[];
+    v_found     bigint;
+    v_first     bigint;
+    v_same      boolean;
+    v_other     text;
+BEGIN
+    IF pg_current_xact_id_if_assigned() IS NOT NULL AND NOT EXISTS (
+        SELECT 1 FROM pg_locks l
+        WHERE l.locktype = 'advisory' AND l.pid = pg_backend_pid() AND l.granted
+          AND l.classid = ((v_key >> 32) & 4294967295)::oid
+          AND l.objid = (v_key & 4294967295)::oid
+          AND l.objsubid = 1
+    ) THEN
+        RETURN QUERY SELECT 5::smallint, NULL::bigint, NULL::bigint, NULL::bigint[], NULL::text;
+        RETURN;
+    END IF;
+
+    PERFORM pg_advisory_xact_lock(v_key);
+
+    SELECT s.version, s.deleted INTO v_current, v_deleted
+    FROM __SCHEMA__.streams s WHERE s.stream_id = p_stream_id;
+    IF NOT FOUND THEN
+        v_current := 0;
+        v_deleted := false;
+    END IF;
+    IF v_deleted THEN
+        RETURN QUERY SELECT 3::smallint, v_current, NULL::bigint, NULL::bigint[], NULL::text;
+        RETURN;
+    END IF;
+
+    IF p_expected = -1
+       OR (p_expected = -2 AND v_current = 0)
+       OR (p_expected = -3 AND v_current > 0)
+       OR (p_expected > 0 AND p_expected = v_current) THEN
+        IF v_count > 0 THEN
+            WITH inserted AS (
+                INSERT INTO __SCHEMA__.events
+                    (stream_id, stream_type, version, event_id, event_type, schema_version, data, metadata)
+                SELECT p_stream_id, p_stream_type, v_current + e.ord, e.id, e.type, e.schema_version, e.data, e.metadata
+                FROM unnest(p_event_ids, p_event_types, p_schema_versions, p_data, p_metadata)
+                     WITH ORDINALITY AS e(id, type, schema_version, data, metadata, ord)
+                ORDER BY e.ord
+                ON CONFLICT (event_id) DO NOTHING
+                RETURNING __SCHEMA__.events.position AS p, __SCHEMA__.events.version AS v
+            )
+            SELECT array_agg(i.p ORDER BY i.v) INTO v_positions FROM inserted i;
+
+            IF coalesce(array_length(v_positions, 1), 0) = v_count THEN
+                INSERT INTO __SCHEMA__.streams AS s (stream_id, stream_type, version)
+                VALUES (p_stream_id, p_stream_type, v_current + v_count)
+                ON CONFLICT (stream_id) DO UPDATE SET version = EXCLUDED.version, updated_at = now();
+            ELSIF v_positions IS NOT NULL THEN
+                -- Some ids were already stored: undo this call's rows, then classify below.
+                DELETE FROM __SCHEMA__.events e WHERE e.position = ANY (v_positions);
+                v_positions := NULL;
+            END IF;
+        ELSE
+            v_positions := '{}';
+        END IF;
+
+        IF v_positions IS NOT NULL THEN
+            IF p_outbox IS NOT NULL THEN
+                INSERT INTO __SCHEMA__.outbox
+                    (message_id, message_type, schema_version, partition_key, topic, source_type,
+                     source_id, correlation_id, causation_id, occurred_at, headers, payload)
+                SELECT (m->>'messageId')::uuid, m->>'messageType', (m->>'schemaVersion')::integer,
+                       m->>'partitionKey', m->>'topic', m->>'sourceType', m->>'sourceId',
+                       (m->>'correlationId')::uuid, (m->>'causationId')::uuid,
+                       (m->>'occurredAt')::timestamptz, coalesce(m->'headers', '{}'::jsonb),
+                       coalesce(m->'payload', 'null'::jsonb)
+                FROM jsonb_array_elements(p_outbox) WITH ORDINALITY AS o(m, ord)
+                ORDER BY o.ord;
+            END IF;
+            RETURN QUERY SELECT 0::smallint, v_current + v_count,
+                (pg_current_xact_id_if_assigned()::text)::bigint, v_positions, NULL::text;
+            RETURN;
+        END IF;
+    END IF;
+
+    -- The expected version did not match, or ids were already stored: an idempotent retry
+    -- stores every id in this stream at consecutive versions, in order.
+    IF v_count > 0 THEN
+        SELECT count(e.position), min(e.version - i.ord + 1), bool_and(e.stream_id = p_stream_id),
+               array_agg(e.position ORDER BY i.ord),
+               (array_agg(e.stream_id) FILTER (WHERE e.stream_id <> p_stream_id))[1]
+        INTO v_found, v_first, v_same, v_positions, v_other
+        FROM unnest(p_event_ids) WITH ORDINALITY AS i(id, ord)
+        LEFT JOIN __SCHEMA__.events e ON e.event_id = i.id;
+
+        IF v_found > 0 THEN
+            IF v_found = v_count AND v_same
+               AND (SELECT count(DISTINCT e.version - i.ord) = 1
+                    FROM unnest(p_event_ids) WITH ORDINALITY AS i(id, ord)
+                    JOIN __SCHEMA__.events e ON e.event_id = i.id)
+               AND (p_expected = -1
+                    OR (p_expected = -2 AND v_first = 1)
+                    OR (p_expected = -3 AND v_first > 1)
+                    OR (p_expected > 0 AND p_expected = v_first - 1)) THEN
+                RETURN QUERY SELECT 2::smallint, v_first + v_count - 1,
+                    (SELECT (e.transaction_id::text)::bigint FROM __SCHEMA__.events e WHERE e.position = v_positions[1]),
+                    v_positions, NULL::text;
+                RETURN;
+            END IF;
+            RETURN QUERY SELECT 4::smallint, v_current, NULL::bigint, NULL::bigint[],
+                coalesce(v_other, p_stream_id) || ' ' || coalesce(
+                    (SELECT i.id::text FROM unnest(p_event_ids) AS i(id)
+                     JOIN __SCHEMA__.events e ON e.event_id = i.id LIMIT 1), '');
+            RETURN;
+        END IF;
+    END IF;
+
+    RETURN QUERY SELECT 1::smallint, v_current, NULL::bigint, NULL::bigint[], NULL::text;
+END
+$$;

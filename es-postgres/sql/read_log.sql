@@ -1,0 +1,24 @@
+-- One batch of the global log below the fence: only rows whose writer's transaction id is
+-- below the oldest transaction still running, so nothing can commit later behind them.
+WITH fence AS (
+    SELECT pg_snapshot_xmin(pg_current_snapshot()) AS xmin,
+           pg_snapshot_xmax(pg_current_snapshot()) AS xmax
+)
+SELECT (f.xmin::text)::bigint AS fence,
+       (f.xmax::text)::bigint AS next_xid,
+       (SELECT (max(m.transaction_id)::text)::bigint FROM __SCHEMA__.events m) AS max_xid,
+       e.position, e.transaction_id, e.stream_id, e.version, e.event_type, e.schema_version,
+       e.data, e.metadata, e.recorded_at
+FROM fence f
+LEFT JOIN LATERAL (
+    SELECT position, (transaction_id::text)::bigint AS transaction_id, stream_id, version,
+           event_type, schema_version, data, metadata, recorded_at
+    FROM __SCHEMA__.events
+    WHERE (transaction_id, position) > ($1::text::xid8, $2)
+      AND transaction_id < f.xmin
+      AND ($3::text[] IS NULL OR stream_type = ANY ($3))
+      AND ($4::text[] IS NULL OR event_type = ANY ($4))
+    ORDER BY transaction_id, position
+    LIMIT $5
+) e ON true
+ORDER BY e.transaction_id, e.position

@@ -1,0 +1,22 @@
+WITH fence AS (
+    SELECT pg_snapshot_xmin(pg_current_snapshot()) AS xmin,
+           pg_snapshot_xmax(pg_current_snapshot()) AS xmax
+)
+SELECT (f.xmin::text)::bigint AS fence,
+       (f.xmax::text)::bigint AS next_xid,
+       (SELECT (max(m.transaction_id)::text)::bigint FROM __SCHEMA__.outbox m) AS max_xid,
+       o.position, o.transaction_id, o.message_id, o.message_type, o.schema_version,
+       o.partition_key, o.topic, o.source_type, o.source_id, o.correlation_id, o.causation_id,
+       o.occurred_at, o.headers, o.payload
+FROM fence f
+LEFT JOIN LATERAL (
+    SELECT position, (transaction_id::text)::bigint AS transaction_id, message_id, message_type,
+           schema_version, partition_key, topic, source_type, source_id, correlation_id,
+           causation_id, occurred_at, headers, payload
+    FROM __SCHEMA__.outbox
+    WHERE (transaction_id, position) > ($1::text::xid8, $2)
+      AND transaction_id < f.xmin
+    ORDER BY transaction_id, position
+    LIMIT $3
+) o ON true
+ORDER BY o.transaction_id, o.position

@@ -1,0 +1,86 @@
+//! Errors of the PostgreSQL backend.
+
+use es_core::{BoxError, StoreError, StreamId};
+
+/// Failure specific to the PostgreSQL backend.
+///
+/// Port methods return the es-core error of their concern; a `PgError` then travels inside
+/// its `Backend` variant and can be recovered with [`PgError::find`].
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum PgError {
+    /// A schema name that is not a plain identifier.
+    #[error(
+        "invalid schema name {0:?}: use letters, digits and underscores, at most 63 bytes, not starting with a digit"
+    )]
+    InvalidSchema(String),
+    /// Configuration that cannot be used.
+    #[error("invalid PostgreSQL configuration: {0}")]
+    Config(String),
+    /// No connection could be had from the pool.
+    #[error("no PostgreSQL connection available: {0}")]
+    Pool(#[from] deadpool_postgres::PoolError),
+    /// The server or the connection failed.
+    #[error("PostgreSQL error: {0}")]
+    Postgres(#[from] tokio_postgres::Error),
+    /// A migration failed; nothing of it was applied.
+    #[error("migration {version} ({name}) failed: {source}")]
+    Migration {
+        /// The migration's number.
+        version: i32,
+        /// Its file name.
+        name: &'static str,
+        /// Why.
+        #[source]
+        source: tokio_postgres::Error,
+    },
+    /// An append ran in a transaction that already held a transaction id without having
+    /// locked the stream first; appending would let the global log show the stream out of
+    /// order. Start the transaction with [`PgEventStore::transaction`](crate::PgEventStore::transaction),
+    /// naming every stream it will append to.
+    #[error(
+        "append to {0} refused: the transaction already has a transaction id and did not lock this stream first; name every stream in PgEventStore::transaction"
+    )]
+    LocksNotTakenFirst(StreamId),
+    /// The database's transaction ids went backwards (for example a dump restored into a new
+    /// cluster): reading on would silently skip events.
+    #[error(
+        "the global log's transaction ids went backwards (stored up to {stored}, the server is at {server}); readers refuse to continue rather than skip events. Reset reader checkpoints after a restore"
+    )]
+    TransactionIdRegression {
+        /// The highest transaction id found in the log or a checkpoint.
+        stored: u64,
+        /// The server's next transaction id.
+        server: u64,
+    },
+    /// A stored row that does not decode.
+    #[error("corrupt row in {table} at position {position}: {reason}")]
+    CorruptRow {
+        /// The table.
+        table: &'static str,
+        /// The row's position.
+        position: i64,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+impl PgError {
+    /// The `PgError` inside a store error, if any.
+    pub fn find(error: &StoreError) -> Option<&PgError> {
+        match error {
+            StoreError::Backend(inner) => inner.downcast_ref::<PgError>(),
+            _ => None,
+        }
+    }
+}
+
+impl From<PgError> for StoreError {
+    fn from(error: PgError) -> Self {
+        StoreError::Backend(Box::new(error))
+    }
+}
+
+pub(crate) fn backend(error: impl Into<PgError>) -> StoreError {
+    StoreError::Backend(Box::new(error.into()) as BoxError)
+}

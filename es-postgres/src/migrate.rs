@@ -1,0 +1,85 @@
+//! Numbered migrations, applied by an explicit call.
+
+use deadpool_postgres::Pool;
+
+use crate::config::Schema;
+use crate::error::PgError;
+
+/// The migrations, in order: (number, file name, SQL).
+const MIGRATIONS: &[(i32, &str, &str)] = &[
+    (
+        1,
+        "0001_events.sql",
+        include_str!("../migrations/0001_events.sql"),
+    ),
+    (
+        2,
+        "0002_append.sql",
+        include_str!("../migrations/0002_append.sql"),
+    ),
+];
+
+/// The newest migration number this version knows.
+pub const LATEST_MIGRATION: i32 = MIGRATIONS.len() as i32;
+
+/// Applies the migrations missing from `schema`; returns the numbers applied.
+///
+/// Idempotent and safe when several processes start at once: one transaction under an
+/// advisory lock keyed by the schema, recorded in `schema_versions`.
+pub(crate) async fn migrate(pool: &Pool, schema: &Schema) -> Result<Vec<i32>, PgError> {
+    let mut client = pool.get().await?;
+    let transaction = client.transaction().await?;
+    transaction
+        .execute(
+            "SELECT pg_advisory_xact_lock(hashtextextended('es-postgres migrate:' || $1, 0))",
+            &[&schema.name],
+        )
+        .await?;
+    transaction
+        .batch_execute(&schema.render(
+            "CREATE SCHEMA IF NOT EXISTS __SCHEMA__;
+             CREATE TABLE IF NOT EXISTS __SCHEMA__.schema_versions (
+                 version    integer     PRIMARY KEY,
+                 name       text        NOT NULL,
+                 applied_at timestamptz NOT NULL DEFAULT now()
+             );",
+        ))
+        .await?;
+    let applied: Vec<i32> = transaction
+        .query(
+            &schema.render("SELECT version FROM __SCHEMA__.schema_versions"),
+            &[],
+        )
+        .await?
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    let mut newly = Vec::new();
+    for &(version, name, sql) in MIGRATIONS {
+        if applied.contains(&version) {
+            continue;
+        }
+        transaction
+            .batch_execute(&schema.render(sql))
+            .await
+            .map_err(|source| PgError::Migration {
+                version,
+                name,
+                source,
+            })?;
+        transaction
+            .execute(
+                &schema.render(
+                    "INSERT INTO __SCHEMA__.schema_versions (version, name) VALUES ($1, $2)",
+                ),
+                &[&version, &name],
+            )
+            .await?;
+        newly.push(version);
+    }
+    transaction.commit().await?;
+    if !newly.is_empty() {
+        tracing::info!(schema = %schema.name, migrations = ?newly, "applied migrations");
+    }
+    Ok(newly)
+}

@@ -1,0 +1,214 @@
+//! Reads: a stream, forward or backward, streamed; the global log through the fence.
+
+use chrono::{DateTime, Utc};
+use es_core::{
+    Direction, LogBatch, LogFilter, Metadata, Position, RecordedEvent, StoreError, StreamId,
+    StreamRead, Version,
+};
+use futures::stream::{self, BoxStream, StreamExt, TryStreamExt};
+use serde_json::Value;
+use tokio_postgres::Row;
+use tokio_postgres::types::ToSql;
+
+use super::PgEventStore;
+use crate::error::{PgError, backend};
+
+/// Rows a stream read fetches per round trip.
+const STREAM_PAGE: i64 = 1000;
+
+/// Decodes an event row whose columns start at `at`: position, transaction id, stream id,
+/// version, event type, schema version, data, metadata, recorded at.
+fn decode_event(row: &Row, at: usize) -> Result<RecordedEvent, StoreError> {
+    let position: i64 = row.try_get(at).map_err(backend)?;
+    let transaction: i64 = row.try_get(at + 1).map_err(backend)?;
+    let stream: String = row.try_get(at + 2).map_err(backend)?;
+    let corrupt = |reason: String| PgError::CorruptRow {
+        table: "events",
+        position,
+        reason,
+    };
+    let stream_id = StreamId::new(stream).map_err(|e| corrupt(e.to_string()))?;
+    let version: i64 = row.try_get(at + 3).map_err(backend)?;
+    let metadata: Value = row.try_get(at + 7).map_err(backend)?;
+    let metadata: Metadata =
+        serde_json::from_value(metadata).map_err(|e| corrupt(format!("metadata: {e}")))?;
+    let schema_version: i32 = row.try_get(at + 5).map_err(backend)?;
+    let recorded_at: DateTime<Utc> = row.try_get(at + 8).map_err(backend)?;
+    Ok(RecordedEvent {
+        stream_id,
+        version: Version::new(version.max(0) as u64),
+        position: Position::new(transaction.max(0) as u64, position.max(0) as u64),
+        event_type: row.try_get(at + 4).map_err(backend)?,
+        schema_version: schema_version.max(0) as u32,
+        data: row.try_get(at + 6).map_err(backend)?,
+        metadata,
+        recorded_at,
+    })
+}
+
+fn as_i64(value: u64) -> i64 {
+    i64::try_from(value).unwrap_or(i64::MAX)
+}
+
+fn none_if_empty(values: &[String]) -> Option<&[String]> {
+    (!values.is_empty()).then_some(values)
+}
+
+struct Page {
+    store: PgEventStore,
+    stream_id: String,
+    direction: Direction,
+    next: Option<i64>,
+    remaining: usize,
+}
+
+impl PgEventStore {
+    /// Pages through a stream, [`STREAM_PAGE`] rows per round trip, never holding more.
+    pub(super) fn read_stream_rows<'a>(
+        &'a self,
+        stream_id: &'a StreamId,
+        read: StreamRead,
+    ) -> BoxStream<'a, Result<RecordedEvent, StoreError>> {
+        let start = match (read.direction, read.from) {
+            (_, Some(from)) => as_i64(from.get()),
+            (Direction::Forward, None) => 1,
+            (Direction::Backward, None) => i64::MAX,
+        };
+        let page = Page {
+            store: self.clone(),
+            stream_id: stream_id.as_str().to_owned(),
+            direction: read.direction,
+            next: Some(start),
+            remaining: read.limit.unwrap_or(usize::MAX),
+        };
+        stream::try_unfold(page, |mut page| async move {
+            let Some(from) = page.next.filter(|_| page.remaining > 0) else {
+                return Ok::<_, StoreError>(None);
+            };
+            let limit = STREAM_PAGE.min(i64::try_from(page.remaining).unwrap_or(i64::MAX));
+            let inner = &page.store.inner;
+            let sql = match page.direction {
+                Direction::Forward => &inner.sql.read_forward,
+                Direction::Backward => &inner.sql.read_backward,
+            };
+            let client = inner.pool.get().await.map_err(backend)?;
+            let statement = client.prepare_cached(sql).await.map_err(backend)?;
+            let rows = client
+                .query(&statement, &[&page.stream_id, &from, &limit])
+                .await
+                .map_err(backend)?;
+            let events = rows
+                .iter()
+                .map(|row| decode_event(row, 0))
+                .collect::<Result<Vec<_>, _>>()?;
+            page.remaining = page.remaining.saturating_sub(events.len());
+            page.next = match events.last() {
+                Some(last) if events.len() as i64 == limit => {
+                    let version = as_i64(last.version.get());
+                    match page.direction {
+                        Direction::Forward => Some(version + 1),
+                        Direction::Backward => (version > 1).then(|| version - 1),
+                    }
+                }
+                _ => None,
+            };
+            Ok(Some((stream::iter(events.into_iter().map(Ok)), page)))
+        })
+        .try_flatten()
+        .boxed()
+    }
+
+    pub(super) async fn current_version(
+        &self,
+        stream_id: &StreamId,
+    ) -> Result<Version, StoreError> {
+        let client = self.inner.pool.get().await.map_err(backend)?;
+        let statement = client
+            .prepare_cached(&self.inner.sql.stream_version)
+            .await
+            .map_err(backend)?;
+        let row = client
+            .query_opt(&statement, &[&stream_id.as_str()])
+            .await
+            .map_err(backend)?;
+        Ok(row.map_or(Version::ZERO, |row| {
+            Version::new(row.get::<_, i64>(0).max(0) as u64)
+        }))
+    }
+
+    pub(super) async fn read_log_batch(
+        &self,
+        after: Position,
+        filter: &LogFilter,
+        limit: usize,
+    ) -> Result<LogBatch, StoreError> {
+        let client = self.inner.pool.get().await.map_err(backend)?;
+        let statement = client
+            .prepare_cached(&self.inner.sql.read_log)
+            .await
+            .map_err(backend)?;
+        let after_transaction = after.transaction().to_string();
+        let after_position = as_i64(after.sequence());
+        let stream_types = none_if_empty(&filter.stream_types);
+        let event_types = none_if_empty(&filter.event_types);
+        let limit = i64::try_from(limit.max(1)).unwrap_or(i64::MAX);
+        let params: [&(dyn ToSql + Sync); 5] = [
+            &after_transaction,
+            &after_position,
+            &stream_types,
+            &event_types,
+            &limit,
+        ];
+        let rows = client.query(&statement, &params).await.map_err(backend)?;
+        let Some(first) = rows.first() else {
+            return Err(PgError::Config("the log query returned no fence row".to_owned()).into());
+        };
+        let fence: i64 = first.get(0);
+        let next_xid: i64 = first.get(1);
+        let max_xid: Option<i64> = first.get(2);
+        check_regression(after, max_xid, next_xid)?;
+        let mut events = Vec::with_capacity(rows.len());
+        for row in &rows {
+            if row.try_get::<_, Option<i64>>(3).map_err(backend)?.is_some() {
+                events.push(decode_event(row, 3)?);
+            }
+        }
+        Ok(log_batch(after, events, limit, fence))
+    }
+}
+
+/// Refuses to read when the server's transaction ids are behind what the log or the reader
+/// has seen: after a restore into a new cluster, reading on would skip events forever.
+pub(super) fn check_regression(
+    after: Position,
+    max_xid: Option<i64>,
+    next_xid: i64,
+) -> Result<(), StoreError> {
+    let stored = max_xid.unwrap_or(0).max(0) as u64;
+    let stored = stored.max(after.transaction());
+    let server = next_xid.max(0) as u64;
+    if stored >= server {
+        return Err(PgError::TransactionIdRegression { stored, server }.into());
+    }
+    Ok(())
+}
+
+/// The batch and its checkpoint: past the last event, and when the read reached the end, up to
+/// the fence (every transaction below it has finished, so nothing can appear behind it).
+pub(super) fn log_batch(
+    after: Position,
+    events: Vec<RecordedEvent>,
+    limit: i64,
+    fence: i64,
+) -> LogBatch {
+    let reached_end = (events.len() as i64) < limit;
+    let mut checkpoint = events.last().map_or(after, |e| e.position);
+    if reached_end && fence > 0 {
+        checkpoint = checkpoint.max(Position::new(fence as u64 - 1, i64::MAX as u64));
+    }
+    LogBatch {
+        events,
+        checkpoint,
+        reached_end,
+    }
+}

@@ -1,0 +1,162 @@
+//! Transactions that append to several streams and write other rows atomically.
+
+use std::fmt;
+
+use deadpool_postgres::Object;
+use es_core::{AppendOutcome, AppendRequest, AppendStatus, StoreError, StreamId};
+
+use crate::error::{PgError, backend};
+use crate::store::{PgEventStore, append_on};
+
+/// A transaction of the store's database in which appends, outbox rows and the caller's own
+/// rows (read models, inbox records, saga state) commit together.
+///
+/// It locks every stream it names, in sorted order, as its first statement: before anything
+/// assigns it a transaction id. That keeps each stream in version order in the global log.
+/// An append to a stream it did not name, after the transaction already holds an id, is
+/// refused with [`PgError::LocksNotTakenFirst`]. Write inbox records and read models after
+/// the appends, not before.
+///
+/// Dropping it without [`commit`](Self::commit) rolls back (its connection is closed).
+///
+/// ```no_run
+/// use es_core::{AppendRequest, ExpectedVersion, StreamId};
+/// use es_postgres::PgEventStore;
+///
+/// # async fn transfer(store: &PgEventStore, from: StreamId, to: StreamId,
+/// #     debit: Vec<es_core::NewEvent>, credit: Vec<es_core::NewEvent>) -> Result<(), Box<dyn std::error::Error>> {
+/// let mut transaction = store.transaction([&from, &to]).await?;
+/// transaction.append(AppendRequest::new(from, ExpectedVersion::StreamExists).with_events(debit)).await?;
+/// transaction.append(AppendRequest::new(to, ExpectedVersion::StreamExists).with_events(credit)).await?;
+/// transaction
+///     .client()
+///     .execute("UPDATE balances SET pending = pending + 1 WHERE id = $1", &[&"transfers"])
+///     .await?;
+/// transaction.commit().await?;
+/// # Ok(())
+/// # }
+/// ```
+pub struct PgTransaction {
+    store: PgEventStore,
+    client: Option<Object>,
+    appended: bool,
+}
+
+impl fmt::Debug for PgTransaction {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PgTransaction")
+            .field("schema", &self.store.schema())
+            .field("open", &self.client.is_some())
+            .finish()
+    }
+}
+
+impl PgEventStore {
+    /// Begins a transaction that locks `streams` (sorted, deduplicated) first.
+    ///
+    /// # Errors
+    /// [`StoreError::Backend`] when no connection is available or the server fails.
+    pub async fn transaction<'a>(
+        &self,
+        streams: impl IntoIterator<Item = &'a StreamId>,
+    ) -> Result<PgTransaction, StoreError> {
+        let mut ids: Vec<&str> = streams.into_iter().map(StreamId::as_str).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        let client = self.inner.pool.get().await.map_err(backend)?;
+        let lock = client
+            .prepare_cached(&self.inner.sql.lock_streams)
+            .await
+            .map_err(backend)?;
+        // Pipelined: BEGIN and the locks travel together.
+        let params: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&ids];
+        let (begun, locked) = futures::join!(
+            client.batch_execute("BEGIN"),
+            client.execute(&lock, &params)
+        );
+        let transaction = PgTransaction {
+            store: self.clone(),
+            client: Some(client),
+            appended: false,
+        };
+        begun.map_err(backend)?;
+        locked.map_err(backend)?;
+        Ok(transaction)
+    }
+}
+
+impl PgTransaction {
+    fn open(&self) -> Result<&Object, StoreError> {
+        self.client
+            .as_ref()
+            .ok_or_else(|| PgError::Config("the transaction is already finished".to_owned()).into())
+    }
+
+    /// Appends inside this transaction (see [`EventStore::append`](es_core::EventStore::append)).
+    ///
+    /// # Errors
+    /// As [`EventStore::append`](es_core::EventStore::append), and
+    /// [`PgError::LocksNotTakenFirst`] (inside [`StoreError::Backend`]) for a stream this
+    /// transaction did not lock while it already holds a transaction id.
+    pub async fn append(&mut self, request: AppendRequest) -> Result<AppendOutcome, StoreError> {
+        let client = self.open()?;
+        let outcome = append_on(&self.store.inner, client, request).await?;
+        if outcome.status == AppendStatus::Appended && !outcome.positions.is_empty() {
+            self.appended = true;
+        }
+        Ok(outcome)
+    }
+
+    /// The connection, inside the transaction, for the caller's own statements.
+    ///
+    /// # Panics
+    /// Never: a finished transaction is consumed by `commit` or `rollback`.
+    pub fn client(&self) -> &tokio_postgres::Client {
+        match &self.client {
+            Some(client) => client,
+            None => unreachable!("a PgTransaction is consumed when it finishes"),
+        }
+    }
+
+    /// Commits everything written in the transaction.
+    ///
+    /// # Errors
+    /// [`StoreError::Backend`] when the commit fails (nothing was written then).
+    pub async fn commit(mut self) -> Result<(), StoreError> {
+        let client = self.client.take().ok_or_else(|| {
+            StoreError::from(PgError::Config(
+                "the transaction is already finished".to_owned(),
+            ))
+        })?;
+        client.batch_execute("COMMIT").await.map_err(backend)?;
+        if self.appended {
+            self.store.inner.signal.notify();
+        }
+        Ok(())
+    }
+
+    /// Rolls back everything written in the transaction.
+    ///
+    /// # Errors
+    /// [`StoreError::Backend`] when the server cannot be told (it rolls back anyway when the
+    /// connection closes).
+    pub async fn rollback(mut self) -> Result<(), StoreError> {
+        if let Some(client) = self.client.take()
+            && let Err(error) = client.batch_execute("ROLLBACK").await
+        {
+            drop(Object::take(client));
+            return Err(backend(error));
+        }
+        Ok(())
+    }
+}
+
+impl Drop for PgTransaction {
+    fn drop(&mut self) {
+        if let Some(client) = self.client.take() {
+            // Closing the connection rolls the transaction back; returning it to the pool
+            // would hand an open transaction to the next user.
+            drop(Object::take(client));
+        }
+    }
+}
