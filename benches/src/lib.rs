@@ -1,10 +1,112 @@
-//! Criterion benchmarks for the framework.
+//! Shared set-up for the criterion benchmarks.
 //!
-//! Each benchmark will run beside a raw floor measured in the same run, alternating the two,
-//! because absolute times on shared machines drift: appends against a plain multi-row `INSERT`,
-//! stream loads and global scans against raw `tokio-postgres`, the projection daemon against a
-//! hand-written select-and-upsert loop, the outbox relay against a raw `rdkafka` producer, and
-//! the whole ordering workflow of the example app. Results are recorded in
-//! `docs/benchmarks.md`.
-//!
-//! Nothing is exported yet.
+//! Each benchmark runs beside a raw floor measured in the same run, alternating the two
+//! (framework, floor, framework, floor), because absolute times on shared machines drift:
+//! appends against a plain multi-row `INSERT`, and later stream loads, global scans, the
+//! projection daemon, the outbox relay and the ordering workflow. Every run prints a table of
+//! events per second and the ratio to the floor; `docs/benchmarks.md` records them.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::sync::Mutex;
+
+use es_postgres::{PgConfig, PgEventStore};
+
+/// The database for benchmarks: `DATABASE_URL`, or a panic saying how to start one.
+///
+/// # Panics
+/// When `DATABASE_URL` is unset.
+#[allow(clippy::panic)]
+pub fn database_url() -> String {
+    es_postgres::database_url().unwrap_or_else(|error| panic!("{error}"))
+}
+
+/// A freshly created, migrated schema `schema` (dropped first if it exists), on a pool of
+/// `pool_size` connections whose sessions run with `synchronous_commit` as given.
+///
+/// # Panics
+/// When PostgreSQL cannot be reached or migrated.
+#[allow(clippy::panic)]
+pub async fn fresh_store(schema: &str, pool_size: usize, synchronous_commit: bool) -> PgEventStore {
+    let url = database_url();
+    let admin = es_postgres::connect(&url)
+        .await
+        .unwrap_or_else(|error| panic!("{error}"));
+    admin
+        .batch_execute(&format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE"))
+        .await
+        .unwrap_or_else(|error| panic!("cannot drop the bench schema: {error}"));
+    let setting = if synchronous_commit { "on" } else { "off" };
+    let separator = if url.contains('?') { '&' } else { '?' };
+    let url = format!("{url}{separator}options=-c%20synchronous_commit%3D{setting}");
+    let config = PgConfig::new(url).schema(schema).pool_size(pool_size);
+    let store = PgEventStore::connect(&config).unwrap_or_else(|error| panic!("{error}"));
+    store
+        .migrate()
+        .await
+        .unwrap_or_else(|error| panic!("cannot migrate the bench schema: {error}"));
+    store
+}
+
+/// Throughput samples of one run, by case and side, and the table they make.
+#[derive(Debug, Default)]
+pub struct Report {
+    samples: Mutex<BTreeMap<(String, &'static str), Vec<f64>>>,
+}
+
+impl Report {
+    /// Records one measurement of `units` done in `seconds`.
+    pub fn record(&self, case: &str, side: &'static str, units: f64, seconds: f64) {
+        if seconds <= 0.0 {
+            return;
+        }
+        let mut samples = self
+            .samples
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        samples
+            .entry((case.to_owned(), side))
+            .or_default()
+            .push(units / seconds);
+    }
+
+    /// A markdown table: per case, the median rate of each side and framework ÷ floor.
+    pub fn table(&self, unit: &str) -> String {
+        let samples = self
+            .samples
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut cases: Vec<&String> = samples.keys().map(|(case, _)| case).collect();
+        cases.dedup();
+        let mut out = format!(
+            "| case | framework {unit}/s | floor {unit}/s | ratio |\n|---|---:|---:|---:|\n"
+        );
+        for case in cases {
+            let median = |side| samples.get(&(case.clone(), side)).map(|v| median(v));
+            let framework = median("framework");
+            let floor = median("floor");
+            let ratio = match (framework, floor) {
+                (Some(a), Some(b)) if b > 0.0 => format!("{:.2}", a / b),
+                _ => "-".to_owned(),
+            };
+            let show = |v: Option<f64>| v.map_or("-".to_owned(), |v| format!("{v:.0}"));
+            let _ = writeln!(
+                out,
+                "| {case} | {} | {} | {ratio} |",
+                show(framework),
+                show(floor)
+            );
+        }
+        out
+    }
+}
+
+fn median(values: &[f64]) -> f64 {
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    match sorted.len() {
+        0 => 0.0,
+        n if n % 2 == 1 => sorted[n / 2],
+        n => (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0,
+    }
+}

@@ -91,9 +91,14 @@ BEGIN
             SELECT array_agg(i.p ORDER BY i.v) INTO v_positions FROM inserted i;
 
             IF coalesce(array_length(v_positions, 1), 0) = v_count THEN
-                INSERT INTO __SCHEMA__.streams AS s (stream_id, stream_type, version)
-                VALUES (p_stream_id, p_stream_type, v_current + v_count)
-                ON CONFLICT (stream_id) DO UPDATE SET version = EXCLUDED.version, updated_at = now();
+                IF v_current > 0 THEN
+                    UPDATE __SCHEMA__.streams s SET version = v_current + v_count, updated_at = now()
+                    WHERE s.stream_id = p_stream_id;
+                ELSE
+                    -- The stream lock serializes writers, so no other insert can race this one.
+                    INSERT INTO __SCHEMA__.streams (stream_id, stream_type, version)
+                    VALUES (p_stream_id, p_stream_type, v_count);
+                END IF;
             ELSIF v_positions IS NOT NULL THEN
                 -- Some ids were already stored: undo this call's rows, then classify below.
                 DELETE FROM __SCHEMA__.events e WHERE e.position = ANY (v_positions);
