@@ -46,7 +46,7 @@ pub use saga::{
 };
 pub use snapshot::{Snapshot, SnapshotPolicy, SnapshotStore};
 pub use store::{
-    AppendOutcome, AppendRequest, AppendStatus, Direction, EventStore, LogBatch, LogFilter,
-    StreamRead, SubscriptionItem,
+    AppendOutcome, AppendRequest, AppendStatus, DeleteMode, Direction, EventStore, LogBatch,
+    LogFilter, StreamRead, SubscriptionItem, TOMBSTONE_EVENT_TYPE,
 };
 pub use subscription::{AppendSignal, SubscriptionOptions, poll_subscription};

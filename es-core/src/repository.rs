@@ -17,7 +17,7 @@ use crate::metadata::{CommandContext, Metadata};
 use crate::outbox::OutboxMessage;
 use crate::registry::EventRegistry;
 use crate::snapshot::{Snapshot, SnapshotPolicy, SnapshotStore};
-use crate::store::{AppendRequest, AppendStatus, EventStore, StreamRead};
+use crate::store::{AppendRequest, AppendStatus, EventStore, StreamRead, TOMBSTONE_EVENT_TYPE};
 
 /// Why a command did not complete.
 #[derive(Debug, thiserror::Error)]
@@ -212,7 +212,8 @@ where
     /// Folds the aggregate from its latest usable snapshot and the events after it.
     ///
     /// # Errors
-    /// [`RepositoryError::Decode`] for an undecodable event, [`RepositoryError::Store`].
+    /// [`RepositoryError::Decode`] for an undecodable event; [`RepositoryError::Store`] with
+    /// [`StoreError::StreamDeleted`] for a soft-deleted stream, or a store failure.
     pub async fn load(&self, stream_id: &StreamId) -> Result<Loaded<A>, RepositoryError<A::Error>> {
         let (mut state, mut version) = match self.load_snapshot(stream_id).await {
             Some(loaded) => (loaded.state, loaded.version),
@@ -221,6 +222,11 @@ where
         let read = StreamRead::forward().from(version.next());
         let mut events = self.store.read_stream(stream_id, read);
         while let Some(recorded) = events.try_next().await? {
+            if recorded.event_type == TOMBSTONE_EVENT_TYPE {
+                return Err(RepositoryError::Store(StoreError::StreamDeleted(
+                    stream_id.clone(),
+                )));
+            }
             let event: A::Event = recorded.decode(&self.registry)?;
             state.evolve(&event);
             version = recorded.version;

@@ -221,6 +221,23 @@ pub struct LogBatch {
     pub reached_end: bool,
 }
 
+/// The event type of the tombstone a soft delete appends. Names starting with `$` are reserved
+/// for the store.
+pub const TOMBSTONE_EVENT_TYPE: &str = "$StreamDeleted";
+
+/// How a stream is deleted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum DeleteMode {
+    /// Appends a tombstone event ([`TOMBSTONE_EVENT_TYPE`]) and marks the stream deleted: its
+    /// events stay readable (and in the global log, so projections learn of the deletion) and
+    /// further appends are refused with [`StoreError::StreamDeleted`].
+    Soft,
+    /// Erases the stream: its events, snapshot and outbox messages are removed and its id is
+    /// forgotten (a later append starts a new stream). For erasure requests; read models must
+    /// be cleaned by the projections that hold copies (see the docs on deletion).
+    Hard,
+}
+
 /// What a subscription yields.
 // Events are the common case; boxing them would allocate once per event for nothing.
 #[allow(clippy::large_enum_variant)]
@@ -258,6 +275,19 @@ pub trait EventStore: Send + Sync {
         &self,
         request: AppendRequest,
     ) -> impl Future<Output = Result<AppendOutcome, StoreError>> + Send;
+
+    /// Deletes a stream after checking `expected` (see [`DeleteMode`]). Returns the tombstone's
+    /// position for a soft delete, `None` for a hard one.
+    ///
+    /// # Errors
+    /// [`StoreError::Conflict`]; [`StoreError::StreamDeleted`] for a second soft delete;
+    /// [`StoreError::InvalidExpectedVersion`]; [`StoreError::Backend`].
+    fn delete_stream(
+        &self,
+        stream_id: &StreamId,
+        expected: ExpectedVersion,
+        mode: DeleteMode,
+    ) -> impl Future<Output = Result<Option<Position>, StoreError>> + Send;
 
     /// Reads events of one stream; an unknown stream yields nothing.
     ///

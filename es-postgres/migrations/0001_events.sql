@@ -33,6 +33,7 @@ CREATE TABLE __SCHEMA__.outbox (
     position       bigserial   PRIMARY KEY,
     transaction_id xid8        NOT NULL DEFAULT pg_current_xact_id(),
     message_id     uuid        NOT NULL,
+    stream_id      text,
     message_type   text        NOT NULL,
     schema_version integer     NOT NULL,
     partition_key  text        NOT NULL,
@@ -48,6 +49,8 @@ CREATE TABLE __SCHEMA__.outbox (
 );
 
 CREATE INDEX outbox_log_order ON __SCHEMA__.outbox (transaction_id, position);
+-- Erasure removes the outbox rows a stream's appends wrote.
+CREATE INDEX outbox_stream ON __SCHEMA__.outbox (stream_id) WHERE stream_id IS NOT NULL;
 
 CREATE TABLE __SCHEMA__.snapshots (
     stream_id        text        PRIMARY KEY,

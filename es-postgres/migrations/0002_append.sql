@@ -111,9 +111,9 @@ BEGIN
         IF v_positions IS NOT NULL THEN
             IF p_outbox IS NOT NULL THEN
                 INSERT INTO __SCHEMA__.outbox
-                    (message_id, message_type, schema_version, partition_key, topic, source_type,
-                     source_id, correlation_id, causation_id, occurred_at, headers, payload)
-                SELECT (m->>'messageId')::uuid, m->>'messageType', (m->>'schemaVersion')::integer,
+                    (message_id, stream_id, message_type, schema_version, partition_key, topic,
+                     source_type, source_id, correlation_id, causation_id, occurred_at, headers, payload)
+                SELECT (m->>'messageId')::uuid, p_stream_id, m->>'messageType', (m->>'schemaVersion')::integer,
                        m->>'partitionKey', m->>'topic', m->>'sourceType', m->>'sourceId',
                        (m->>'correlationId')::uuid, (m->>'causationId')::uuid,
                        (m->>'occurredAt')::timestamptz, coalesce(m->'headers', '{}'::jsonb),
@@ -160,5 +160,57 @@ BEGIN
     END IF;
 
     RETURN QUERY SELECT 1::smallint, v_current, NULL::bigint, NULL::bigint[], NULL::text;
+END
+$$;
+
+-- Soft delete: a tombstone appended through append_events, then the stream is marked deleted.
+-- Hard delete: the stream's events, snapshot, outbox rows and stream row are removed.
+-- Same status codes as append_events.
+CREATE FUNCTION __SCHEMA__.delete_stream(
+    p_stream_id text,
+    p_expected  bigint,
+    p_hard      boolean,
+    p_event_id  uuid,
+    p_metadata  jsonb
+) RETURNS TABLE (status smallint, version bigint, transaction_id bigint, positions bigint[], detail text)
+LANGUAGE plpgsql
+AS $$
+#variable_conflict use_column
+DECLARE
+    v_type    text;
+    v_current bigint;
+    r         record;
+BEGIN
+    IF NOT p_hard THEN
+        SELECT s.stream_type INTO v_type FROM __SCHEMA__.streams s WHERE s.stream_id = p_stream_id;
+        FOR r IN
+            SELECT * FROM __SCHEMA__.append_events(
+                p_stream_id, coalesce(v_type, ''), p_expected, ARRAY[p_event_id],
+                ARRAY['$StreamDeleted'], ARRAY[1], ARRAY['{}'::jsonb], ARRAY[p_metadata], NULL)
+        LOOP
+            IF r.status = 0 THEN
+                UPDATE __SCHEMA__.streams s SET deleted = true, updated_at = now()
+                WHERE s.stream_id = p_stream_id;
+            END IF;
+            RETURN QUERY SELECT r.status, r.version, r.transaction_id, r.positions, r.detail;
+        END LOOP;
+        RETURN;
+    END IF;
+
+    PERFORM pg_advisory_xact_lock(__SCHEMA__.stream_lock_key(p_stream_id));
+    SELECT s.version INTO v_current FROM __SCHEMA__.streams s WHERE s.stream_id = p_stream_id;
+    v_current := coalesce(v_current, 0);
+    IF NOT (p_expected = -1
+            OR (p_expected = -2 AND v_current = 0)
+            OR (p_expected = -3 AND v_current > 0)
+            OR (p_expected > 0 AND p_expected = v_current)) THEN
+        RETURN QUERY SELECT 1::smallint, v_current, NULL::bigint, NULL::bigint[], NULL::text;
+        RETURN;
+    END IF;
+    DELETE FROM __SCHEMA__.events e WHERE e.stream_id = p_stream_id;
+    DELETE FROM __SCHEMA__.snapshots s WHERE s.stream_id = p_stream_id;
+    DELETE FROM __SCHEMA__.outbox o WHERE o.stream_id = p_stream_id;
+    DELETE FROM __SCHEMA__.streams s WHERE s.stream_id = p_stream_id;
+    RETURN QUERY SELECT 0::smallint, 0::bigint, NULL::bigint, '{}'::bigint[], NULL::text;
 END
 $$;

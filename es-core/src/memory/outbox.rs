@@ -1,11 +1,11 @@
 //! The in-memory outbox, shared by the in-memory stores that write integration messages.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 
 use super::lock;
 use crate::error::StoreError;
-use crate::ids::Position;
+use crate::ids::{Position, StreamId};
 use crate::outbox::{OutboxBatch, OutboxMessage, OutboxSource, StoredOutboxMessage};
 
 /// An in-memory outbox: stores append messages in their commits and a relay reads them as an
@@ -40,6 +40,8 @@ struct State {
     commits: u64,
     sequence: u64,
     messages: VecDeque<StoredOutboxMessage>,
+    /// The stream whose append wrote each message, by message id, for erasure.
+    streams: HashMap<uuid::Uuid, StreamId>,
 }
 
 impl MemoryOutbox {
@@ -63,6 +65,39 @@ impl MemoryOutbox {
                 .messages
                 .push_back(StoredOutboxMessage { position, message });
         }
+    }
+
+    /// Appends `messages` as one commit, remembering that `stream`'s append wrote them (so
+    /// [`erase_stream`](Self::erase_stream) can remove them).
+    pub fn push_for_stream(&self, stream: &StreamId, messages: Vec<OutboxMessage>) {
+        if messages.is_empty() {
+            return;
+        }
+        let ids: Vec<uuid::Uuid> = messages.iter().map(|m| m.message_id).collect();
+        self.push(messages);
+        let mut state = lock(&self.state);
+        for id in ids {
+            state.streams.insert(id, stream.clone());
+        }
+    }
+
+    /// Removes every message written by `stream`'s appends (erasure); returns how many.
+    pub fn erase_stream(&self, stream: &StreamId) -> usize {
+        let mut guard = lock(&self.state);
+        let state = &mut *guard;
+        let before = state.messages.len();
+        let streams = &mut state.streams;
+        state.messages.retain(|stored| {
+            let id = stored.message.message_id;
+            match streams.get(&id) {
+                Some(owner) if owner == stream => {
+                    streams.remove(&id);
+                    false
+                }
+                _ => true,
+            }
+        });
+        before - state.messages.len()
     }
 
     /// Every stored message, in order (for tests and diagnostics).
@@ -99,7 +134,10 @@ impl OutboxSource for MemoryOutbox {
         let count = state
             .messages
             .partition_point(|stored| stored.position <= up_to);
-        state.messages.drain(..count);
+        let drained: Vec<StoredOutboxMessage> = state.messages.drain(..count).collect();
+        for stored in drained {
+            state.streams.remove(&stored.message.message_id);
+        }
         Ok(u64::try_from(count).unwrap_or(u64::MAX))
     }
 }

@@ -8,14 +8,15 @@ use futures::stream::{self, BoxStream, StreamExt};
 
 use crate::clock::{Clock, SystemClock};
 use crate::error::{Conflict, StoreError};
-use crate::event::RecordedEvent;
-use crate::ids::{EventId, Position, StreamId, Version};
+use crate::event::{NewEvent, RecordedEvent};
+use crate::ids::{EventId, ExpectedVersion, Position, StreamId, Version};
 use crate::memory::{MemoryOutbox, lock};
+use crate::metadata::CommandContext;
 use crate::outbox::{OutboxBatch, OutboxSource};
 use crate::snapshot::{Snapshot, SnapshotStore};
 use crate::store::{
-    AppendOutcome, AppendRequest, AppendStatus, Direction, EventStore, LogBatch, LogFilter,
-    StreamRead, SubscriptionItem,
+    AppendOutcome, AppendRequest, AppendStatus, DeleteMode, Direction, EventStore, LogBatch,
+    LogFilter, StreamRead, SubscriptionItem, TOMBSTONE_EVENT_TYPE,
 };
 use crate::subscription::{AppendSignal, SubscriptionOptions, poll_subscription};
 
@@ -25,6 +26,7 @@ pub const DEFAULT_MAX_EVENT_SIZE: usize = 1024 * 1024;
 #[derive(Debug, Default)]
 struct StreamState {
     stream_type: String,
+    deleted: bool,
     /// Indexes into the log, in version order (version = index + 1).
     events: Vec<usize>,
 }
@@ -135,6 +137,84 @@ impl MemoryEventStore {
         &self.signal
     }
 
+    /// The append under the store's lock.
+    fn append_locked(
+        &self,
+        state: &mut State,
+        request: AppendRequest,
+    ) -> Result<AppendOutcome, StoreError> {
+        if !request.expected.is_valid() {
+            return Err(StoreError::InvalidExpectedVersion(request.stream_id));
+        }
+        self.check_sizes(&request)?;
+        let recorded_at = self.clock.now();
+        {
+            if let Some(outcome) = state.earlier_append(&request)? {
+                return Ok(outcome);
+            }
+            if state
+                .streams
+                .get(&request.stream_id)
+                .is_some_and(|s| s.deleted)
+            {
+                return Err(StoreError::StreamDeleted(request.stream_id));
+            }
+            let current = state.current_version(&request.stream_id);
+            if !request.expected.matches(current) {
+                return Err(Conflict {
+                    stream: request.stream_id,
+                    expected: request.expected,
+                    actual: current,
+                }
+                .into());
+            }
+            if request.events.is_empty() && request.outbox.is_empty() {
+                return Ok(AppendOutcome {
+                    status: AppendStatus::Appended,
+                    last_version: current,
+                    positions: Vec::new(),
+                });
+            }
+            state.commits += 1;
+            let commit = state.commits;
+            let mut positions = Vec::with_capacity(request.events.len());
+            let mut version = current;
+            let mut indexes = Vec::with_capacity(request.events.len());
+            for event in request.events {
+                state.sequence += 1;
+                version = version.next();
+                let position = Position::new(commit, state.sequence);
+                positions.push(position);
+                let index = state.log.len();
+                state.event_ids.insert(event.event_id(), index);
+                indexes.push(index);
+                state.log.push(RecordedEvent {
+                    stream_id: request.stream_id.clone(),
+                    version,
+                    position,
+                    event_type: event.event_type,
+                    schema_version: event.schema_version,
+                    data: event.data,
+                    metadata: event.metadata,
+                    recorded_at,
+                });
+            }
+            let stream_id = request.stream_id.clone();
+            let stream = state.streams.entry(request.stream_id).or_default();
+            if stream.stream_type.is_empty() {
+                stream.stream_type = request.stream_type;
+            }
+            stream.events.extend(indexes);
+            // Pushed under the store's lock: the events and their messages commit together.
+            self.outbox.push_for_stream(&stream_id, request.outbox);
+            Ok(AppendOutcome {
+                status: AppendStatus::Appended,
+                last_version: version,
+                positions,
+            })
+        }
+    }
+
     fn check_sizes(&self, request: &AppendRequest) -> Result<(), StoreError> {
         for event in &request.events {
             let size = serde_json::to_vec(&event.data).map_or(0, |v| v.len())
@@ -153,6 +233,23 @@ impl MemoryEventStore {
 }
 
 impl State {
+    /// Removes every trace of a stream and rebuilds the indexes (erasure is rare).
+    fn erase(&mut self, stream_id: &StreamId) {
+        self.log.retain(|event| &event.stream_id != stream_id);
+        self.streams.remove(stream_id);
+        self.snapshots.remove(stream_id);
+        self.event_ids.clear();
+        for stream in self.streams.values_mut() {
+            stream.events.clear();
+        }
+        for (index, event) in self.log.iter().enumerate() {
+            self.event_ids.insert(event.event_id(), index);
+            if let Some(stream) = self.streams.get_mut(&event.stream_id) {
+                stream.events.push(index);
+            }
+        }
+    }
+
     fn current_version(&self, stream_id: &StreamId) -> Version {
         self.streams
             .get(stream_id)
@@ -215,72 +312,68 @@ impl State {
 
 impl EventStore for MemoryEventStore {
     async fn append(&self, request: AppendRequest) -> Result<AppendOutcome, StoreError> {
-        if !request.expected.is_valid() {
-            return Err(StoreError::InvalidExpectedVersion(request.stream_id));
-        }
-        self.check_sizes(&request)?;
-        let recorded_at = self.clock.now();
         let outcome = {
-            let mut guard = lock(&self.state);
-            let state = &mut *guard;
-            if let Some(outcome) = state.earlier_append(&request)? {
-                return Ok(outcome);
-            }
-            let current = state.current_version(&request.stream_id);
-            if !request.expected.matches(current) {
-                return Err(Conflict {
-                    stream: request.stream_id,
-                    expected: request.expected,
-                    actual: current,
-                }
-                .into());
-            }
-            if request.events.is_empty() && request.outbox.is_empty() {
-                return Ok(AppendOutcome {
-                    status: AppendStatus::Appended,
-                    last_version: current,
-                    positions: Vec::new(),
-                });
-            }
-            state.commits += 1;
-            let commit = state.commits;
-            let mut positions = Vec::with_capacity(request.events.len());
-            let mut version = current;
-            let mut indexes = Vec::with_capacity(request.events.len());
-            for event in request.events {
-                state.sequence += 1;
-                version = version.next();
-                let position = Position::new(commit, state.sequence);
-                positions.push(position);
-                let index = state.log.len();
-                state.event_ids.insert(event.event_id(), index);
-                indexes.push(index);
-                state.log.push(RecordedEvent {
-                    stream_id: request.stream_id.clone(),
-                    version,
-                    position,
-                    event_type: event.event_type,
-                    schema_version: event.schema_version,
-                    data: event.data,
-                    metadata: event.metadata,
-                    recorded_at,
-                });
-            }
-            let stream = state.streams.entry(request.stream_id).or_default();
-            if stream.stream_type.is_empty() {
-                stream.stream_type = request.stream_type;
-            }
-            stream.events.extend(indexes);
-            // Pushed under the store's lock: the events and their messages commit together.
-            self.outbox.push(request.outbox);
-            AppendOutcome {
-                status: AppendStatus::Appended,
-                last_version: version,
-                positions,
-            }
+            let mut state = lock(&self.state);
+            self.append_locked(&mut state, request)?
         };
-        self.signal.notify();
+        if outcome.status == AppendStatus::Appended {
+            self.signal.notify();
+        }
         Ok(outcome)
+    }
+
+    async fn delete_stream(
+        &self,
+        stream_id: &StreamId,
+        expected: ExpectedVersion,
+        mode: DeleteMode,
+    ) -> Result<Option<Position>, StoreError> {
+        if !expected.is_valid() {
+            return Err(StoreError::InvalidExpectedVersion(stream_id.clone()));
+        }
+        match mode {
+            DeleteMode::Soft => {
+                let tombstone = NewEvent {
+                    event_type: TOMBSTONE_EVENT_TYPE.to_owned(),
+                    schema_version: 1,
+                    data: serde_json::json!({}),
+                    metadata: CommandContext::new().metadata(self.clock.as_ref()),
+                };
+                let outcome = {
+                    let mut state = lock(&self.state);
+                    let stream_type = state
+                        .streams
+                        .get(stream_id)
+                        .map(|s| s.stream_type.clone())
+                        .unwrap_or_default();
+                    let request = AppendRequest::new(stream_id.clone(), expected)
+                        .with_stream_type(stream_type)
+                        .with_events([tombstone]);
+                    let outcome = self.append_locked(&mut state, request)?;
+                    if let Some(stream) = state.streams.get_mut(stream_id) {
+                        stream.deleted = true;
+                    }
+                    outcome
+                };
+                self.signal.notify();
+                Ok(outcome.positions.first().copied())
+            }
+            DeleteMode::Hard => {
+                let mut state = lock(&self.state);
+                let current = state.current_version(stream_id);
+                if !expected.matches(current) {
+                    return Err(Conflict {
+                        stream: stream_id.clone(),
+                        expected,
+                        actual: current,
+                    }
+                    .into());
+                }
+                state.erase(stream_id);
+                self.outbox.erase_stream(stream_id);
+                Ok(None)
+            }
+        }
     }
 
     fn read_stream<'a>(

@@ -4,8 +4,8 @@ use std::collections::HashSet;
 
 use deadpool_postgres::ClientWrapper;
 use es_core::{
-    AppendOutcome, AppendRequest, AppendStatus, Conflict, EventId, EventStore, ExpectedVersion,
-    Position, StoreError, StreamId, Version,
+    AppendOutcome, AppendRequest, AppendStatus, CommandContext, Conflict, DeleteMode, EventId,
+    EventStore, ExpectedVersion, Position, StoreError, StreamId, SystemClock, Version,
 };
 use uuid::Uuid;
 
@@ -98,6 +98,21 @@ pub(crate) async fn append_on(
         )
         .await
         .map_err(backend)?;
+    outcome_from_row(
+        &row,
+        request.stream_id,
+        request.expected,
+        request.events.first().map(|e| e.event_id()),
+    )
+}
+
+/// Turns the status row of `append_events` or `delete_stream` into an outcome or an error.
+fn outcome_from_row(
+    row: &tokio_postgres::Row,
+    stream_id: StreamId,
+    expected: ExpectedVersion,
+    first_event: Option<EventId>,
+) -> Result<AppendOutcome, StoreError> {
     let status: i16 = row.get(0);
     let version: Option<i64> = row.get(1);
     let transaction: Option<i64> = row.get(2);
@@ -122,26 +137,27 @@ pub(crate) async fn append_on(
             positions,
         }),
         1 => Err(Conflict {
-            stream: request.stream_id,
-            expected: request.expected,
+            stream: stream_id,
+            expected,
             actual: version,
         }
         .into()),
-        3 => Err(StoreError::StreamDeleted(request.stream_id)),
+        3 => Err(StoreError::StreamDeleted(stream_id)),
         4 => {
             let detail = detail.unwrap_or_default();
             let (existing, event_id) = detail.rsplit_once(' ').unwrap_or((detail.as_str(), ""));
             let event_id = Uuid::parse_str(event_id)
                 .map(EventId::from_uuid)
-                .unwrap_or_else(|_| request.events[0].event_id());
+                .ok()
+                .or(first_event)
+                .unwrap_or_default();
             Err(StoreError::DuplicateEventId {
-                existing_stream: StreamId::new(existing)
-                    .unwrap_or_else(|_| request.stream_id.clone()),
-                stream: request.stream_id,
+                existing_stream: StreamId::new(existing).unwrap_or_else(|_| stream_id.clone()),
+                stream: stream_id,
                 event_id,
             })
         }
-        5 => Err(PgError::LocksNotTakenFirst(request.stream_id).into()),
+        5 => Err(PgError::LocksNotTakenFirst(stream_id).into()),
         other => {
             Err(PgError::Config(format!("append_events returned unknown status {other}")).into())
         }
@@ -164,6 +180,44 @@ impl EventStore for PgEventStore {
         read: es_core::StreamRead,
     ) -> futures::stream::BoxStream<'a, Result<es_core::RecordedEvent, StoreError>> {
         self.read_stream_rows(stream_id, read)
+    }
+
+    async fn delete_stream(
+        &self,
+        stream_id: &StreamId,
+        expected: ExpectedVersion,
+        mode: DeleteMode,
+    ) -> Result<Option<Position>, StoreError> {
+        if !expected.is_valid() {
+            return Err(StoreError::InvalidExpectedVersion(stream_id.clone()));
+        }
+        let metadata = CommandContext::new().metadata(&SystemClock);
+        let event_id = metadata.event_id;
+        let metadata = RawJson::encode(&metadata).map_err(|e| encode_error(stream_id, e))?;
+        let hard = mode == DeleteMode::Hard;
+        let client = self.inner.pool.get().await.map_err(backend)?;
+        let statement = client
+            .prepare_cached(&self.inner.sql.delete_stream)
+            .await
+            .map_err(backend)?;
+        let row = client
+            .query_one(
+                &statement,
+                &[
+                    &stream_id.as_str(),
+                    &expected_code(expected),
+                    &hard,
+                    &event_id.as_uuid(),
+                    &metadata,
+                ],
+            )
+            .await
+            .map_err(backend)?;
+        let outcome = outcome_from_row(&row, stream_id.clone(), expected, Some(event_id))?;
+        if !hard {
+            self.inner.signal.notify();
+        }
+        Ok(outcome.positions.first().copied())
     }
 
     async fn stream_version(&self, stream_id: &StreamId) -> Result<Version, StoreError> {

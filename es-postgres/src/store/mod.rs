@@ -20,6 +20,7 @@ pub(crate) use append::append_on;
 #[derive(Debug)]
 pub(crate) struct Sql {
     pub(crate) append: String,
+    pub(crate) delete_stream: String,
     pub(crate) lock_streams: String,
     pub(crate) read_forward: String,
     pub(crate) read_backward: String,
@@ -36,6 +37,9 @@ impl Sql {
         let r = |sql: &str| schema.render(sql);
         Self {
             append: r(include_str!("../../sql/append.sql")),
+            delete_stream: r(
+                "SELECT status, version, transaction_id, positions, detail FROM __SCHEMA__.delete_stream($1, $2, $3, $4, $5)",
+            ),
             lock_streams: r("SELECT __SCHEMA__.lock_streams($1)"),
             read_forward: r(include_str!("../../sql/read_forward.sql")),
             read_backward: r(include_str!("../../sql/read_backward.sql")),

@@ -2,6 +2,7 @@
 //! store each (see [`store_contract_tests!`](crate::store_contract_tests)).
 
 mod append;
+mod delete;
 mod log;
 mod repository;
 
@@ -10,6 +11,7 @@ pub use append::{
     long_streams_read_in_order, read_your_writes, rejected_appends_write_nothing,
     stream_ids_round_trip,
 };
+pub use delete::{hard_delete_erases_everything, soft_delete_refuses_appends};
 pub use log::{global_log_order_and_resumption, subscription_catch_up_then_live};
 pub use repository::{
     decode_errors_name_the_event, snapshots_used_and_invalidated, upcasting_on_read,
@@ -49,6 +51,8 @@ where
     upcasting_on_read(new_store().await).await;
     snapshots_used_and_invalidated(new_store().await).await;
     decode_errors_name_the_event(new_store().await).await;
+    soft_delete_refuses_appends(new_store().await).await;
+    hard_delete_erases_everything(new_store().await).await;
 }
 
 /// Generates one `#[tokio::test]` per store-contract property; `$new_store` is an expression
@@ -72,7 +76,9 @@ macro_rules! store_contract_tests {
             subscription_catch_up_then_live,
             upcasting_on_read,
             snapshots_used_and_invalidated,
-            decode_errors_name_the_event
+            decode_errors_name_the_event,
+            soft_delete_refuses_appends,
+            hard_delete_erases_everything
         );
     };
     (@each $new_store:expr; $($property:ident),+) => {
