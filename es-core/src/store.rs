@@ -219,6 +219,9 @@ pub struct LogBatch {
     pub checkpoint: Position,
     /// Whether this read reached everything currently readable (the caller may wait).
     pub reached_end: bool,
+    /// Whether committed events exist that readers cannot see yet because an older
+    /// transaction is still running: a short re-poll will find them once it ends.
+    pub held_back: bool,
 }
 
 /// The event type of the tombstone a soft delete appends. Names starting with `$` are reserved

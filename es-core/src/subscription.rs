@@ -156,7 +156,7 @@ impl<S: EventStore> State<S> {
         }
         self.wait = if got_events && !batch.reached_end {
             None
-        } else if got_events || moved {
+        } else if got_events || moved || batch.held_back {
             Some(self.options.min_poll_interval)
         } else {
             Some(self.wait_after_empty())

@@ -7,6 +7,7 @@ WITH fence AS (
 SELECT (f.xmin::text)::bigint AS fence,
        (f.xmax::text)::bigint AS next_xid,
        (SELECT (max(m.transaction_id)::text)::bigint FROM __SCHEMA__.events m) AS max_xid,
+       EXISTS (SELECT 1 FROM __SCHEMA__.events h WHERE h.transaction_id >= f.xmin) AS held_back,
        e.position, e.transaction_id, e.stream_id, e.version, e.event_type, e.schema_version,
        e.data, e.metadata, e.recorded_at
 FROM fence f

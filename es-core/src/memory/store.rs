@@ -442,6 +442,7 @@ impl EventStore for MemoryEventStore {
             events,
             checkpoint,
             reached_end: scanned == state.log.len(),
+            held_back: false,
         })
     }
 

@@ -166,14 +166,17 @@ impl PgEventStore {
         let fence: i64 = first.get(0);
         let next_xid: i64 = first.get(1);
         let max_xid: Option<i64> = first.get(2);
+        let held_back: bool = first.get(3);
         check_regression(after, max_xid, next_xid)?;
         let mut events = Vec::with_capacity(rows.len());
         for row in &rows {
-            if row.try_get::<_, Option<i64>>(3).map_err(backend)?.is_some() {
-                events.push(decode_event(row, 3)?);
+            if row.try_get::<_, Option<i64>>(4).map_err(backend)?.is_some() {
+                events.push(decode_event(row, 4)?);
             }
         }
-        Ok(log_batch(after, events, limit, fence))
+        let mut batch = log_batch(after, events, limit, fence);
+        batch.held_back = held_back;
+        Ok(batch)
     }
 }
 
@@ -210,5 +213,6 @@ pub(super) fn log_batch(
         events,
         checkpoint,
         reached_end,
+        held_back: false,
     }
 }
