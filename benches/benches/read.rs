@@ -80,6 +80,31 @@ async fn prepare() -> (PgEventStore, StreamId) {
     (store, stream)
 }
 
+type RawEvent = (
+    i64,
+    String,
+    i64,
+    String,
+    i32,
+    Value,
+    Value,
+    chrono::DateTime<chrono::Utc>,
+);
+
+/// Every column the framework returns, decoded as plain values.
+fn decode_row(row: &tokio_postgres::Row) -> RawEvent {
+    (
+        row.get(0),
+        row.get(1),
+        row.get(2),
+        row.get(3),
+        row.get(4),
+        row.get(5),
+        row.get(6),
+        row.get(7),
+    )
+}
+
 async fn framework_load(store: &PgEventStore, stream: &StreamId) -> usize {
     let events: Vec<_> = store
         .read_stream(stream, StreamRead::forward())
@@ -99,13 +124,7 @@ async fn raw_load(store: &PgEventStore, stream: &StreamId) -> usize {
         .await
         .unwrap();
     let rows = client.query(&statement, &[&stream.as_str()]).await.unwrap();
-    let mut decoded = 0;
-    for row in &rows {
-        let _data: Value = row.get(5);
-        let _metadata: Value = row.get(6);
-        decoded += 1;
-    }
-    decoded
+    rows.iter().map(decode_row).count()
 }
 
 async fn framework_scan(store: &PgEventStore) -> usize {
@@ -141,9 +160,7 @@ async fn raw_scan(store: &PgEventStore) -> usize {
             .await
             .unwrap();
         for row in &rows {
-            let _data: Value = row.get(5);
-            let _metadata: Value = row.get(6);
-            after = row.get(0);
+            after = decode_row(row).0;
         }
         seen += rows.len();
         if rows.len() < BATCH {

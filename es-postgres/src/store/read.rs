@@ -6,12 +6,12 @@ use es_core::{
     StreamRead, Version,
 };
 use futures::stream::{self, BoxStream, StreamExt, TryStreamExt};
-use serde_json::Value;
 use tokio_postgres::Row;
 use tokio_postgres::types::ToSql;
 
 use super::PgEventStore;
 use crate::error::{PgError, backend};
+use crate::jsonb::JsonAs;
 
 /// Rows a stream read fetches per round trip.
 const STREAM_PAGE: i64 = 1000;
@@ -29,9 +29,10 @@ fn decode_event(row: &Row, at: usize) -> Result<RecordedEvent, StoreError> {
     };
     let stream_id = StreamId::new(stream).map_err(|e| corrupt(e.to_string()))?;
     let version: i64 = row.try_get(at + 3).map_err(backend)?;
-    let metadata: Value = row.try_get(at + 7).map_err(backend)?;
-    let metadata: Metadata =
-        serde_json::from_value(metadata).map_err(|e| corrupt(format!("metadata: {e}")))?;
+    let metadata: Metadata = row
+        .try_get::<_, JsonAs<Metadata>>(at + 7)
+        .map_err(|e| corrupt(format!("metadata: {e}")))?
+        .0;
     let schema_version: i32 = row.try_get(at + 5).map_err(backend)?;
     let recorded_at: DateTime<Utc> = row.try_get(at + 8).map_err(backend)?;
     Ok(RecordedEvent {
