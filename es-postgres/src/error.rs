@@ -1,6 +1,7 @@
 //! Errors of the PostgreSQL backend.
 
 use es_core::{BoxError, StoreError, StreamId};
+use tokio_postgres::error::SqlState;
 
 /// Failure specific to the PostgreSQL backend.
 ///
@@ -70,6 +71,14 @@ impl PgError {
     pub fn find(error: &StoreError) -> Option<&PgError> {
         match error {
             StoreError::Backend(inner) => inner.downcast_ref::<PgError>(),
+            _ => None,
+        }
+    }
+
+    /// The SQLSTATE of the server error behind this one, if any.
+    pub fn code(&self) -> Option<&SqlState> {
+        match self {
+            PgError::Postgres(error) | PgError::Migration { source: error, .. } => error.code(),
             _ => None,
         }
     }
