@@ -93,3 +93,8 @@ impl From<PgError> for StoreError {
 pub(crate) fn backend(error: impl Into<PgError>) -> StoreError {
     StoreError::Backend(Box::new(error.into()) as BoxError)
 }
+
+/// Boxes a backend failure for the `Backend` variant of an es-core error.
+pub(crate) fn boxed(error: impl Into<PgError>) -> BoxError {
+    Box::new(error.into())
+}

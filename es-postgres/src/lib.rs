@@ -3,6 +3,7 @@
 mod config;
 mod connect;
 mod error;
+mod inbox;
 mod jsonb;
 mod migrate;
 mod store;
@@ -11,6 +12,7 @@ mod transaction;
 pub use config::PgConfig;
 pub use connect::{ConnectError, DATABASE_URL_ENV, connect, database_url};
 pub use error::PgError;
+pub use inbox::PgInbox;
 pub use migrate::LATEST_MIGRATION;
 pub use store::PgEventStore;
 pub use transaction::PgTransaction;

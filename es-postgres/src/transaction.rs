@@ -85,7 +85,7 @@ impl PgEventStore {
     }
 
     /// Begins a transaction that locks no stream, for inbox records, checkpoints and read
-    /// models.
+    /// models (see [`PgInbox`](crate::PgInbox)).
     ///
     /// An append as its first write still keeps its stream in order (it locks the stream
     /// before anything has assigned the transaction an id); after any write, an append to a
