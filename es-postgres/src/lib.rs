@@ -6,6 +6,7 @@ mod error;
 mod inbox;
 mod jsonb;
 mod migrate;
+mod saga;
 mod store;
 mod transaction;
 
@@ -14,5 +15,6 @@ pub use connect::{ConnectError, DATABASE_URL_ENV, connect, database_url};
 pub use error::PgError;
 pub use inbox::PgInbox;
 pub use migrate::LATEST_MIGRATION;
+pub use saga::PgSagaStore;
 pub use store::PgEventStore;
 pub use transaction::PgTransaction;
