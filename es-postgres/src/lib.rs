@@ -1,5 +1,6 @@
 #![doc = include_str!("../README.md")]
 
+mod checkpoint;
 mod config;
 mod connect;
 mod error;
@@ -10,6 +11,7 @@ mod saga;
 mod store;
 mod transaction;
 
+pub use checkpoint::PgCheckpointStore;
 pub use config::PgConfig;
 pub use connect::{ConnectError, DATABASE_URL_ENV, connect, database_url};
 pub use error::PgError;
