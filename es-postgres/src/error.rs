@@ -1,6 +1,7 @@
 //! Errors of the PostgreSQL backend.
 
 use es_core::{BoxError, StoreError, StreamId};
+use tokio_postgres::error::SqlState;
 
 /// Failure specific to the PostgreSQL backend.
 ///
@@ -53,6 +54,14 @@ pub enum PgError {
         /// The server's next transaction id.
         server: u64,
     },
+    /// A number too large for PostgreSQL's `bigint` (a version or position above `i64::MAX`).
+    #[error("{what} {value} does not fit in a PostgreSQL bigint")]
+    OutOfRange {
+        /// What the number is.
+        what: &'static str,
+        /// The number.
+        value: u64,
+    },
     /// A stored row that does not decode.
     #[error("corrupt row in {table} at position {position}: {reason}")]
     CorruptRow {
@@ -73,6 +82,14 @@ impl PgError {
             _ => None,
         }
     }
+
+    /// The SQLSTATE of the server error behind this one, if any.
+    pub fn code(&self) -> Option<&SqlState> {
+        match self {
+            PgError::Postgres(error) | PgError::Migration { source: error, .. } => error.code(),
+            _ => None,
+        }
+    }
 }
 
 impl From<PgError> for StoreError {
@@ -83,4 +100,19 @@ impl From<PgError> for StoreError {
 
 pub(crate) fn backend(error: impl Into<PgError>) -> StoreError {
     StoreError::Backend(Box::new(error.into()) as BoxError)
+}
+
+/// Boxes a backend failure for the `Backend` variant of an es-core error.
+pub(crate) fn boxed(error: impl Into<PgError>) -> BoxError {
+    Box::new(error.into())
+}
+
+/// `value` as a `bigint`, or [`PgError::OutOfRange`].
+pub(crate) fn to_bigint(what: &'static str, value: u64) -> Result<i64, PgError> {
+    i64::try_from(value).map_err(|_| PgError::OutOfRange { what, value })
+}
+
+/// A `bigint` read back as the `u64` it was written from (never negative).
+pub(crate) fn from_bigint(value: i64) -> u64 {
+    u64::try_from(value).unwrap_or(0)
 }

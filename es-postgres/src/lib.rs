@@ -1,16 +1,24 @@
 #![doc = include_str!("../README.md")]
 
+mod checkpoint;
 mod config;
 mod connect;
 mod error;
+mod inbox;
 mod jsonb;
+mod leader;
 mod migrate;
+mod saga;
 mod store;
 mod transaction;
 
+pub use checkpoint::PgCheckpointStore;
 pub use config::PgConfig;
 pub use connect::{ConnectError, DATABASE_URL_ENV, connect, database_url};
 pub use error::PgError;
+pub use inbox::PgInbox;
+pub use leader::Leader;
 pub use migrate::LATEST_MIGRATION;
+pub use saga::PgSagaStore;
 pub use store::PgEventStore;
 pub use transaction::PgTransaction;

@@ -17,6 +17,11 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
         "0002_append.sql",
         include_str!("../migrations/0002_append.sql"),
     ),
+    (
+        3,
+        "0003_inbox_sagas.sql",
+        include_str!("../migrations/0003_inbox_sagas.sql"),
+    ),
 ];
 
 /// The newest migration number this version knows.

@@ -83,13 +83,46 @@ impl PgEventStore {
         locked.map_err(backend)?;
         Ok(transaction)
     }
+
+    /// Begins a transaction that locks no stream, for inbox records, checkpoints and read
+    /// models (see [`PgInbox`](crate::PgInbox)).
+    ///
+    /// An append as its first write still keeps its stream in order (it locks the stream
+    /// before anything has assigned the transaction an id); after any write, an append to a
+    /// stream it has not locked is refused with [`PgError::LocksNotTakenFirst`]. To append
+    /// after other writes, or to several streams, use [`transaction`](Self::transaction)
+    /// naming the streams.
+    ///
+    /// # Errors
+    /// [`StoreError::Backend`] when no connection is available or the server fails.
+    pub async fn begin(&self) -> Result<PgTransaction, StoreError> {
+        self.begin_unlocked().await.map_err(StoreError::from)
+    }
+
+    pub(crate) async fn begin_unlocked(&self) -> Result<PgTransaction, PgError> {
+        let client = self.inner.pool.get().await?;
+        let transaction = PgTransaction {
+            store: self.clone(),
+            client: Some(client),
+            appended: false,
+        };
+        transaction.connection()?.batch_execute("BEGIN").await?;
+        Ok(transaction)
+    }
 }
+
+const FINISHED: &str = "the transaction is already finished";
 
 impl PgTransaction {
     fn open(&self) -> Result<&Object, StoreError> {
+        self.connection().map_err(StoreError::from)
+    }
+
+    /// The open connection (its statement cache included).
+    pub(crate) fn connection(&self) -> Result<&Object, PgError> {
         self.client
             .as_ref()
-            .ok_or_else(|| PgError::Config("the transaction is already finished".to_owned()).into())
+            .ok_or_else(|| PgError::Config(FINISHED.to_owned()))
     }
 
     /// Appends inside this transaction (see [`EventStore::append`](es_core::EventStore::append)).
@@ -121,14 +154,25 @@ impl PgTransaction {
     /// Commits everything written in the transaction.
     ///
     /// # Errors
-    /// [`StoreError::Backend`] when the commit fails (nothing was written then).
-    pub async fn commit(mut self) -> Result<(), StoreError> {
-        let client = self.client.take().ok_or_else(|| {
-            StoreError::from(PgError::Config(
-                "the transaction is already finished".to_owned(),
-            ))
-        })?;
-        client.batch_execute("COMMIT").await.map_err(backend)?;
+    /// [`StoreError::Backend`] when the commit fails, nothing being written then; in
+    /// particular when an earlier statement failed and the server rolled the transaction back
+    /// (SQLSTATE `25P02`, see [`PgError::code`]), which a bare `COMMIT` would not report.
+    pub async fn commit(self) -> Result<(), StoreError> {
+        self.finish().await.map_err(StoreError::from)
+    }
+
+    pub(crate) async fn finish(mut self) -> Result<(), PgError> {
+        let client = self
+            .client
+            .take()
+            .ok_or_else(|| PgError::Config(FINISHED.to_owned()))?;
+        // In a transaction an earlier failure aborted, COMMIT silently rolls back; the probe
+        // fails there instead (with 25P02), and then COMMIT is not run.
+        if let Err(error) = client.batch_execute("SELECT 1; COMMIT").await {
+            // The transaction may still be open: never hand this connection to the pool.
+            drop(Object::take(client));
+            return Err(error.into());
+        }
         if self.appended {
             self.store.inner.signal.notify();
         }

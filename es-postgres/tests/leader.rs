@@ -1,0 +1,132 @@
+//! Leader election on PostgreSQL advisory locks, and the checkpoint compare-and-set that
+//! fences a deposed leader.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::time::Duration;
+
+use es_core::{CheckpointError, CheckpointStore, Position};
+use es_postgres::{Leader, PgEventStore};
+
+const POLL: Duration = Duration::from_millis(100);
+const WITHIN: Duration = Duration::from_secs(10);
+
+async fn try_acquire(store: &PgEventStore, name: &str) -> Option<Leader> {
+    Leader::try_acquire(store.pool(), store.schema(), name)
+        .await
+        .unwrap()
+}
+
+/// Waits (up to [`WITHIN`]) for a standby polling every [`POLL`] to take over.
+async fn standby_takes_over(store: &PgEventStore, name: &str) -> Leader {
+    let acquire = Leader::acquire(store.pool(), store.schema(), name, POLL);
+    tokio::time::timeout(WITHIN, acquire)
+        .await
+        .expect("a standby takes over within seconds")
+        .unwrap()
+}
+
+/// Terminates the server process holding `leader`'s lock, as a crash or an operator would.
+async fn terminate(leader: &Leader) {
+    let client = es_postgres::connect(&common::database_url()).await.unwrap();
+    let row = client
+        .query_one("SELECT pg_terminate_backend($1)", &[&leader.backend_pid()])
+        .await
+        .unwrap();
+    assert!(row.get::<_, bool>(0), "the leader's backend was terminated");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_one_of_two_candidates_leads() {
+    let store = common::fresh_store().await;
+    let mut first = try_acquire(&store, "relay").await.expect("the first leads");
+    assert!(
+        try_acquire(&store, "relay").await.is_none(),
+        "the second candidate does not lead"
+    );
+    let other = try_acquire(&store, "daemon").await;
+    assert!(other.is_some(), "another name is another role");
+    let elsewhere = common::fresh_store().await;
+    assert!(
+        try_acquire(&elsewhere, "relay").await.is_some(),
+        "the same name in another schema is another role"
+    );
+    assert!(first.is_leader().await);
+    first.release().await.unwrap();
+    assert!(
+        try_acquire(&store, "relay").await.is_some(),
+        "a released role is free at once"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dropped_leader_is_replaced() {
+    let store = common::fresh_store().await;
+    let leader = try_acquire(&store, "relay").await.unwrap();
+    drop(leader);
+    standby_takes_over(&store, "relay").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_terminated_leader_is_replaced_within_seconds_and_notices() {
+    let store = common::fresh_store().await;
+    let mut leader = try_acquire(&store, "relay").await.unwrap();
+    assert!(try_acquire(&store, "relay").await.is_none());
+    terminate(&leader).await;
+    let mut successor = standby_takes_over(&store, "relay").await;
+    assert_ne!(successor.backend_pid(), leader.backend_pid());
+    assert!(!leader.is_leader().await, "the old leader notices");
+    assert!(!leader.is_leader().await, "and stays deposed");
+    assert!(successor.is_leader().await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deposed_leaders_checkpoint_write_fails() {
+    let store = common::fresh_store().await;
+    let checkpoints = store.checkpoints();
+    let old = try_acquire(&store, "relay").await.unwrap();
+    let (p1, p2, p3) = (
+        Position::new(10, 1),
+        Position::new(11, 2),
+        Position::new(12, 3),
+    );
+    checkpoints
+        .compare_and_set_checkpoint("relay", None, p1)
+        .await
+        .unwrap();
+
+    // The old leader is cut off (its backend dies) but, not having checked, believes it leads.
+    terminate(&old).await;
+    let _new = standby_takes_over(&store, "relay").await;
+    let at = checkpoints.load_checkpoint("relay").await.unwrap();
+    assert_eq!(at, Some(p1));
+    checkpoints
+        .compare_and_set_checkpoint("relay", at, p2)
+        .await
+        .unwrap();
+
+    let stale = checkpoints
+        .compare_and_set_checkpoint("relay", Some(p1), p3)
+        .await;
+    match stale {
+        Err(CheckpointError::Stale {
+            expected, actual, ..
+        }) => assert_eq!((expected, actual), (Some(p1), Some(p2))),
+        other => panic!("the deposed leader's write must fail as stale: {other:?}"),
+    }
+    assert_eq!(
+        checkpoints.load_checkpoint("relay").await.unwrap(),
+        Some(p2)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_invalid_schema_is_refused() {
+    let store = common::fresh_store().await;
+    let result = Leader::try_acquire(store.pool(), "no'quotes", "relay").await;
+    assert!(matches!(
+        result,
+        Err(es_postgres::PgError::InvalidSchema(_))
+    ));
+}
