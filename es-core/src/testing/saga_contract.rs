@@ -55,6 +55,37 @@ async fn outbox_ids<S: OutboxSource>(store: &S) -> Vec<Uuid> {
     }
 }
 
+/// The outbox's message ids once every id in `wanted` is readable. Backends read the outbox
+/// gap-safely, so a message may become readable only when older transactions elsewhere end.
+async fn outbox_ids_with<S: OutboxSource>(store: &S, wanted: &[Uuid]) -> Vec<Uuid> {
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let ids = outbox_ids(store).await;
+        if wanted.iter().all(|id| ids.contains(id)) {
+            return ids;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "outbox messages {wanted:?} never became readable"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+}
+
+/// Commits a marker message in a saga instance of its own and returns the outbox once the
+/// marker is readable: anything committed before it is readable too, so an absent message
+/// was never written.
+async fn outbox_ids_after_marker<S: SagaContractStore>(store: &S, saga: &str) -> Vec<Uuid> {
+    let marker = message("marker");
+    let id = marker.message_id;
+    commit(
+        store,
+        SagaCommit::new(saga, Uuid::now_v7().to_string(), 0, json!("marker")).with_outbox(marker),
+    )
+    .await;
+    outbox_ids_with(store, &[id]).await
+}
+
 fn assert_conflict(result: &Result<SagaCommitOutcome, SagaStoreError>, expected: u64, actual: u64) {
     match result {
         Err(SagaStoreError::Conflict {
@@ -100,7 +131,7 @@ pub async fn concurrent_commits_have_one_winner<S: SagaContractStore>(store: S) 
         }
         let stored = load(&store, &saga, "order-1").await.expect("stored");
         assert_eq!(stored.state, winners[0].state);
-        let outbox = outbox_ids(&store).await;
+        let outbox = outbox_ids_with(&store, &[winners[0].outbox[0].message_id]).await;
         for attempt in &attempts {
             let written = outbox.contains(&attempt.outbox[0].message_id);
             assert_eq!(written, std::ptr::eq(attempt, winners[0]));
@@ -128,7 +159,7 @@ pub async fn conflicting_commit_writes_nothing<S: SagaContractStore>(store: S) {
         1
     );
     assert!(
-        !outbox_ids(&store)
+        !outbox_ids_after_marker(&store, &saga)
             .await
             .contains(&stale.outbox[0].message_id)
     );
@@ -197,7 +228,7 @@ pub async fn duplicate_writes_nothing<S: SagaContractStore>(store: S) {
             (1, json!("first"), false)
         );
         assert!(
-            !outbox_ids(&store)
+            !outbox_ids_after_marker(&store, &saga)
                 .await
                 .contains(&again.outbox[0].message_id)
         );
@@ -221,7 +252,7 @@ pub async fn outbox_messages_are_written<S: SagaContractStore>(store: S) {
         SagaCommit::new(&saga, "order-1", 0, json!(1)).with_outbox_messages(messages),
     )
     .await;
-    let outbox = outbox_ids(&store).await;
+    let outbox = outbox_ids_with(&store, &ids).await;
     let written: Vec<Uuid> = outbox.into_iter().filter(|id| ids.contains(id)).collect();
     assert_eq!(written, ids);
 }
