@@ -258,13 +258,55 @@ where
         }
     }
 
+    /// Like [`execute`](Self::execute), but only if the stream is still at `expected` (for
+    /// example the version a client saw, sent back in an `If-Match` header); never retried.
+    ///
+    /// # Errors
+    /// [`RepositoryError::Conflict`] when the stream is at another version; otherwise as
+    /// [`execute`](Self::execute).
+    pub async fn execute_expecting(
+        &self,
+        stream_id: &StreamId,
+        expected: Version,
+        command: &A::Command,
+        context: &CommandContext,
+    ) -> Result<Executed<A>, RepositoryError<A::Error>> {
+        let loaded = self.load(stream_id).await?;
+        if loaded.version != expected {
+            return Err(RepositoryError::Conflict(Conflict {
+                stream: stream_id.clone(),
+                expected: ExpectedVersion::from_current(expected),
+                actual: loaded.version,
+            }));
+        }
+        self.decide_and_save(stream_id, loaded, command, context)
+            .await
+    }
+
+    /// The registry whose upcasters decode stored events.
+    pub fn registry(&self) -> &Arc<EventRegistry> {
+        &self.registry
+    }
+
     async fn try_execute(
         &self,
         stream_id: &StreamId,
         command: &A::Command,
         context: &CommandContext,
     ) -> Result<Executed<A>, RepositoryError<A::Error>> {
-        let Loaded { mut state, version } = self.load(stream_id).await?;
+        let loaded = self.load(stream_id).await?;
+        self.decide_and_save(stream_id, loaded, command, context)
+            .await
+    }
+
+    async fn decide_and_save(
+        &self,
+        stream_id: &StreamId,
+        loaded: Loaded<A>,
+        command: &A::Command,
+        context: &CommandContext,
+    ) -> Result<Executed<A>, RepositoryError<A::Error>> {
+        let Loaded { mut state, version } = loaded;
         let events = state.decide(command).map_err(RepositoryError::Rejected)?;
         if events.is_empty() {
             return Ok(Executed {

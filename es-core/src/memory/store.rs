@@ -148,71 +148,69 @@ impl MemoryEventStore {
         }
         self.check_sizes(&request)?;
         let recorded_at = self.clock.now();
-        {
-            if let Some(outcome) = state.earlier_append(&request)? {
-                return Ok(outcome);
-            }
-            if state
-                .streams
-                .get(&request.stream_id)
-                .is_some_and(|s| s.deleted)
-            {
-                return Err(StoreError::StreamDeleted(request.stream_id));
-            }
-            let current = state.current_version(&request.stream_id);
-            if !request.expected.matches(current) {
-                return Err(Conflict {
-                    stream: request.stream_id,
-                    expected: request.expected,
-                    actual: current,
-                }
-                .into());
-            }
-            if request.events.is_empty() && request.outbox.is_empty() {
-                return Ok(AppendOutcome {
-                    status: AppendStatus::Appended,
-                    last_version: current,
-                    positions: Vec::new(),
-                });
-            }
-            state.commits += 1;
-            let commit = state.commits;
-            let mut positions = Vec::with_capacity(request.events.len());
-            let mut version = current;
-            let mut indexes = Vec::with_capacity(request.events.len());
-            for event in request.events {
-                state.sequence += 1;
-                version = version.next();
-                let position = Position::new(commit, state.sequence);
-                positions.push(position);
-                let index = state.log.len();
-                state.event_ids.insert(event.event_id(), index);
-                indexes.push(index);
-                state.log.push(RecordedEvent {
-                    stream_id: request.stream_id.clone(),
-                    version,
-                    position,
-                    event_type: event.event_type,
-                    schema_version: event.schema_version,
-                    data: event.data,
-                    metadata: event.metadata,
-                    recorded_at,
-                });
-            }
-            let stream_id = request.stream_id.clone();
-            let stream = state.streams.entry(request.stream_id).or_default();
-            if stream.stream_type.is_empty() {
-                stream.stream_type = request.stream_type;
-            }
-            stream.events.extend(indexes);
-            // Pushed under the store's lock: the events and their messages commit together.
-            self.outbox.push_for_stream(&stream_id, request.outbox);
-            Ok(AppendOutcome {
-                status: AppendStatus::Appended,
-                last_version: version,
-                positions,
-            })
+        if let Some(outcome) = state.earlier_append(&request)? {
+            return Ok(outcome);
         }
+        if state
+            .streams
+            .get(&request.stream_id)
+            .is_some_and(|s| s.deleted)
+        {
+            return Err(StoreError::StreamDeleted(request.stream_id));
+        }
+        let current = state.current_version(&request.stream_id);
+        if !request.expected.matches(current) {
+            return Err(Conflict {
+                stream: request.stream_id,
+                expected: request.expected,
+                actual: current,
+            }
+            .into());
+        }
+        if request.events.is_empty() && request.outbox.is_empty() {
+            return Ok(AppendOutcome {
+                status: AppendStatus::Appended,
+                last_version: current,
+                positions: Vec::new(),
+            });
+        }
+        state.commits += 1;
+        let commit = state.commits;
+        let mut positions = Vec::with_capacity(request.events.len());
+        let mut version = current;
+        let mut indexes = Vec::with_capacity(request.events.len());
+        for event in request.events {
+            state.sequence += 1;
+            version = version.next();
+            let position = Position::new(commit, state.sequence);
+            positions.push(position);
+            let index = state.log.len();
+            state.event_ids.insert(event.event_id(), index);
+            indexes.push(index);
+            state.log.push(RecordedEvent {
+                stream_id: request.stream_id.clone(),
+                version,
+                position,
+                event_type: event.event_type,
+                schema_version: event.schema_version,
+                data: event.data,
+                metadata: event.metadata,
+                recorded_at,
+            });
+        }
+        let stream_id = request.stream_id.clone();
+        let stream = state.streams.entry(request.stream_id).or_default();
+        if stream.stream_type.is_empty() {
+            stream.stream_type = request.stream_type;
+        }
+        stream.events.extend(indexes);
+        // Pushed under the store's lock: the events and their messages commit together.
+        self.outbox.push_for_stream(&stream_id, request.outbox);
+        Ok(AppendOutcome {
+            status: AppendStatus::Appended,
+            last_version: version,
+            positions,
+        })
     }
 
     fn check_sizes(&self, request: &AppendRequest) -> Result<(), StoreError> {
