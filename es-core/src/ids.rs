@@ -26,19 +26,25 @@ pub enum InvalidStreamId {
     /// The id is longer than [`MAX_STREAM_ID_LEN`] bytes.
     #[error("a stream id is at most {MAX_STREAM_ID_LEN} bytes, this one has {0}")]
     TooLong(usize),
+    /// The id contains a NUL character, which databases cannot store in text.
+    #[error("a stream id cannot contain a NUL character")]
+    ContainsNul,
 }
 
 impl StreamId {
     /// Makes a stream id from any string.
     ///
     /// # Errors
-    /// [`InvalidStreamId`] when `id` is empty or longer than [`MAX_STREAM_ID_LEN`] bytes.
+    /// [`InvalidStreamId`] when `id` is empty, longer than [`MAX_STREAM_ID_LEN`] bytes or
+    /// contains a NUL character.
     pub fn new(id: impl Into<String>) -> Result<Self, InvalidStreamId> {
         let id = id.into();
         if id.is_empty() {
             Err(InvalidStreamId::Empty)
         } else if id.len() > MAX_STREAM_ID_LEN {
             Err(InvalidStreamId::TooLong(id.len()))
+        } else if id.contains('\0') {
+            Err(InvalidStreamId::ContainsNul)
         } else {
             Ok(Self(id))
         }

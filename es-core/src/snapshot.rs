@@ -55,8 +55,9 @@ pub trait SnapshotStore: Send + Sync {
         stream_id: &StreamId,
     ) -> impl Future<Output = Result<Option<Snapshot>, StoreError>> + Send;
 
-    /// Saves `snapshot`, replacing an older one of the same stream (a snapshot at a lower
-    /// version than the stored one is ignored).
+    /// Saves `snapshot`, replacing an older one of the same stream. Ignored when the stored
+    /// one is newer (same snapshot version, higher stream version), and when the stream does
+    /// not exist at that version or is deleted (so a late save cannot undo an erasure).
     ///
     /// # Errors
     /// [`StoreError::Backend`] when the backend fails.

@@ -151,24 +151,27 @@ impl<S: EventStore> State<S> {
             }));
         }
         self.caught_up = batch.reached_end;
-        if got_events || moved {
+        // The checkpoint also follows the fence, which moves whenever any transaction in the
+        // cluster takes an id: only events count as activity, or an idle reader never backs off.
+        if got_events {
             self.last_idle = None;
         }
         self.wait = if got_events && !batch.reached_end {
             None
-        } else if got_events || moved || batch.held_back {
+        } else if got_events {
             Some(self.options.min_poll_interval)
+        } else if batch.held_back {
+            Some(self.wait_after_empty(self.options.max_poll_interval / 5))
         } else {
-            Some(self.wait_after_empty())
+            Some(self.wait_after_empty(self.options.max_poll_interval))
         };
     }
 
-    fn wait_after_empty(&mut self) -> Duration {
-        let last = self.last_idle.unwrap_or(self.options.min_poll_interval / 2);
-        let next = (last * 2).clamp(
-            self.options.min_poll_interval,
-            self.options.max_poll_interval,
-        );
+    /// The next wait after a read that found nothing: doubling from the minimum up to `cap`.
+    fn wait_after_empty(&mut self, cap: Duration) -> Duration {
+        let min = self.options.min_poll_interval;
+        let last = self.last_idle.unwrap_or(min / 2);
+        let next = (last * 2).clamp(min, cap.max(min));
         self.last_idle = Some(next);
         next
     }

@@ -3,6 +3,7 @@
 -- Status codes: 0 appended, 1 conflict (version = actual), 2 already appended (positions =
 -- the original ones), 3 stream deleted, 4 an event id is stored elsewhere (detail = its
 -- stream), 5 the transaction holds an id but did not take this stream's lock first.
+-- 6 the transaction is not READ COMMITTED (a stale snapshot would misread the version).
 -- p_expected: -1 any, -2 no stream, -3 stream exists, n >= 1 exact.
 
 CREATE FUNCTION __SCHEMA__.stream_lock_key(p_stream_id text) RETURNS bigint
@@ -49,6 +50,10 @@ DECLARE
     v_same      boolean;
     v_other     text;
 BEGIN
+    IF current_setting('transaction_isolation') <> 'read committed' THEN
+        RETURN QUERY SELECT 6::smallint, NULL::bigint, NULL::bigint, NULL::bigint[], NULL::text;
+        RETURN;
+    END IF;
     IF pg_current_xact_id_if_assigned() IS NOT NULL AND NOT EXISTS (
         SELECT 1 FROM pg_locks l
         WHERE l.locktype = 'advisory' AND l.pid = pg_backend_pid() AND l.granted
@@ -197,6 +202,10 @@ BEGIN
         RETURN;
     END IF;
 
+    IF current_setting('transaction_isolation') <> 'read committed' THEN
+        RETURN QUERY SELECT 6::smallint, NULL::bigint, NULL::bigint, NULL::bigint[], NULL::text;
+        RETURN;
+    END IF;
     PERFORM pg_advisory_xact_lock(__SCHEMA__.stream_lock_key(p_stream_id));
     SELECT s.version INTO v_current FROM __SCHEMA__.streams s WHERE s.stream_id = p_stream_id;
     v_current := coalesce(v_current, 0);

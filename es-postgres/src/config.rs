@@ -120,8 +120,16 @@ impl PgConfig {
     /// # Errors
     /// [`PgError::Config`] when the URL does not parse or the pool cannot be built.
     pub fn pool(&self) -> Result<Pool, PgError> {
-        let pg = tokio_postgres::Config::from_str(&self.url)
+        let mut pg = tokio_postgres::Config::from_str(&self.url)
             .map_err(|e| PgError::Config(format!("DATABASE_URL does not parse: {e}")))?;
+        // Appends re-read a stream's version after waiting for its lock, which needs each
+        // statement to see the latest commits: sessions run at READ COMMITTED whatever the
+        // server, database or role default is.
+        let options = match pg.get_options() {
+            Some(options) => format!("{options} -c default_transaction_isolation=read\\ committed"),
+            None => "-c default_transaction_isolation=read\\ committed".to_owned(),
+        };
+        pg.options(&options);
         let manager = Manager::from_config(
             pg,
             NoTls,

@@ -22,7 +22,7 @@ pub enum PgError {
     #[error("no PostgreSQL connection available: {0}")]
     Pool(#[from] deadpool_postgres::PoolError),
     /// The server or the connection failed.
-    #[error("PostgreSQL error: {0}")]
+    #[error("PostgreSQL error: {}", describe(.0))]
     Postgres(#[from] tokio_postgres::Error),
     /// A migration failed; nothing of it was applied.
     #[error("migration {version} ({name}) failed: {source}")]
@@ -43,6 +43,24 @@ pub enum PgError {
         "append to {0} refused: the transaction already has a transaction id and did not lock this stream first; name every stream in PgEventStore::transaction"
     )]
     LocksNotTakenFirst(StreamId),
+    /// The append ran in a transaction that is not READ COMMITTED: after waiting for the
+    /// stream's lock it would read a stale version. Pools built by [`PgConfig`](crate::PgConfig)
+    /// set it; a pool passed to `with_pool` must too.
+    #[error(
+        "appends need READ COMMITTED transactions (found another isolation level); set default_transaction_isolation = 'read committed' for the store's sessions"
+    )]
+    ReadCommittedRequired,
+    /// A value PostgreSQL cannot store (a NUL character in text or JSON, a number out of
+    /// range), refused before anything was sent.
+    #[error("cannot store {what} for stream {stream}: {reason}")]
+    Unstorable {
+        /// The stream appended to.
+        stream: StreamId,
+        /// Which value.
+        what: String,
+        /// Why.
+        reason: &'static str,
+    },
     /// The database's transaction ids went backwards (for example a dump restored into a new
     /// cluster): reading on would silently skip events.
     #[error(
@@ -115,4 +133,18 @@ pub(crate) fn to_bigint(what: &'static str, value: u64) -> Result<i64, PgError> 
 /// A `bigint` read back as the `u64` it was written from (never negative).
 pub(crate) fn from_bigint(value: i64) -> u64 {
     u64::try_from(value).unwrap_or(0)
+}
+
+/// The server's message and SQLSTATE when there is one (the driver's own text says only
+/// "db error").
+fn describe(error: &tokio_postgres::Error) -> String {
+    match error.as_db_error() {
+        Some(db) => format!(
+            "{}: {} (SQLSTATE {})",
+            db.severity(),
+            db.message(),
+            db.code().code()
+        ),
+        None => error.to_string(),
+    }
 }

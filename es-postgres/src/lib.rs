@@ -2,6 +2,7 @@
 
 mod checkpoint;
 mod config;
+mod conn;
 mod connect;
 mod error;
 mod inbox;

@@ -71,7 +71,7 @@ impl PgEventStore {
         // Pipelined: BEGIN and the locks travel together.
         let params: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&ids];
         let (begun, locked) = futures::join!(
-            client.batch_execute("BEGIN"),
+            client.batch_execute("BEGIN ISOLATION LEVEL READ COMMITTED"),
             client.execute(&lock, &params)
         );
         let transaction = PgTransaction {
@@ -106,7 +106,10 @@ impl PgEventStore {
             client: Some(client),
             appended: false,
         };
-        transaction.connection()?.batch_execute("BEGIN").await?;
+        transaction
+            .connection()?
+            .batch_execute("BEGIN ISOLATION LEVEL READ COMMITTED")
+            .await?;
         Ok(transaction)
     }
 }

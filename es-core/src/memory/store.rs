@@ -460,6 +460,17 @@ impl SnapshotStore for MemoryEventStore {
 
     async fn save_snapshot(&self, snapshot: Snapshot) -> Result<(), StoreError> {
         let mut state = lock(&self.state);
+        // Only for a live stream that has reached the snapshot's version: a snapshot saved
+        // just after a hard delete must not bring the erased state back.
+        let live = state
+            .streams
+            .get(&snapshot.stream_id)
+            .is_some_and(|stream| {
+                !stream.deleted && stream.events.len() as u64 >= snapshot.version.get()
+            });
+        if !live {
+            return Ok(());
+        }
         let keep_old = state.snapshots.get(&snapshot.stream_id).is_some_and(|old| {
             old.snapshot_version == snapshot.snapshot_version && old.version > snapshot.version
         });

@@ -56,7 +56,9 @@ impl DeadlineStore for PgSagaStore {
     }
 
     async fn complete(&self, id: Uuid) -> Result<bool, DeadlineStoreError> {
-        let client = self.store.inner.pool.get().await.map_err(deadline_error)?;
+        let client = crate::conn::Conn::get(&self.store.inner.pool)
+            .await
+            .map_err(deadline_error)?;
         let statement = client
             .prepare_cached(&self.sql.complete)
             .await
@@ -69,7 +71,9 @@ impl DeadlineStore for PgSagaStore {
     }
 
     async fn cancel(&self, saga: &str, key: &str, step: &str) -> Result<bool, DeadlineStoreError> {
-        let client = self.store.inner.pool.get().await.map_err(deadline_error)?;
+        let client = crate::conn::Conn::get(&self.store.inner.pool)
+            .await
+            .map_err(deadline_error)?;
         let statement = client
             .prepare_cached(&self.sql.cancel)
             .await

@@ -142,9 +142,9 @@ impl PgSagaStore {
         sql: &str,
         params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
     ) -> Result<Vec<Row>, PgError> {
-        let client = self.store.inner.pool.get().await?;
+        let client = crate::conn::Conn::get(&self.store.inner.pool).await?;
         let statement = client.prepare_cached(sql).await?;
-        Ok(client.query(&statement, params).await?)
+        client.query(&statement, params).await
     }
 
     async fn instances(

@@ -28,6 +28,90 @@ fn encode_error(stream: &StreamId, error: serde_json::Error) -> StoreError {
     )))
 }
 
+fn unstorable(stream: &StreamId, what: impl Into<String>, reason: &'static str) -> StoreError {
+    PgError::Unstorable {
+        stream: stream.clone(),
+        what: what.into(),
+        reason,
+    }
+    .into()
+}
+
+/// PostgreSQL `text` cannot hold NUL, nor `jsonb` the escape `\u0000`.
+fn storable_text(stream: &StreamId, what: &str, text: &str) -> Result<(), StoreError> {
+    if text.contains('\0') {
+        return Err(unstorable(
+            stream,
+            what,
+            "text cannot contain a NUL character",
+        ));
+    }
+    Ok(())
+}
+
+fn storable_json(stream: &StreamId, what: &str, json: &RawJson) -> Result<(), StoreError> {
+    if has_nul_escape(&json.0) {
+        return Err(unstorable(
+            stream,
+            what,
+            "JSON cannot contain a NUL character (\\u0000)",
+        ));
+    }
+    Ok(())
+}
+
+/// Whether serialized JSON holds the escape `\u0000` (not an escaped backslash followed by
+/// `u0000`).
+fn has_nul_escape(json: &[u8]) -> bool {
+    let mut i = 0;
+    while i < json.len() {
+        if json[i] == b'\\' {
+            if json.get(i + 1) == Some(&b'u') && json.get(i + 2..i + 6) == Some(b"0000".as_slice())
+            {
+                return true;
+            }
+            i += 2;
+        } else {
+            i += 1;
+        }
+    }
+    false
+}
+
+fn schema_version(stream: &StreamId, version: u32) -> Result<i32, StoreError> {
+    i32::try_from(version).map_err(|_| {
+        unstorable(
+            stream,
+            format!("schema version {version}"),
+            "schema versions are at most 2147483647",
+        )
+    })
+}
+
+/// Refuses, before any SQL, what PostgreSQL could not store: an error there would abort the
+/// caller's transaction.
+fn validate(request: &AppendRequest) -> Result<(), StoreError> {
+    let stream = &request.stream_id;
+    storable_text(stream, "the stream type", &request.stream_type)?;
+    for event in &request.events {
+        storable_text(stream, "an event type", &event.event_type)?;
+    }
+    for message in &request.outbox {
+        schema_version(stream, message.schema_version)?;
+        let texts = [
+            Some(message.message_type.as_str()),
+            Some(message.partition_key.as_str()),
+            message.topic.as_deref(),
+            message.source_type.as_deref(),
+            message.source_id.as_deref(),
+        ];
+        for text in texts.into_iter().flatten() {
+            storable_text(stream, "an outbox message field", text)?;
+        }
+    }
+    Ok(())
+}
+
 /// Appends through `client`, which is either a pooled connection in autocommit mode or one
 /// inside a [`PgTransaction`](crate::PgTransaction).
 pub(crate) async fn append_on(
@@ -38,6 +122,7 @@ pub(crate) async fn append_on(
     if !request.expected.is_valid() {
         return Err(StoreError::InvalidExpectedVersion(request.stream_id));
     }
+    validate(&request)?;
     let count = request.events.len();
     let mut ids = Vec::with_capacity(count);
     let mut types = Vec::with_capacity(count);
@@ -57,6 +142,8 @@ pub(crate) async fn append_on(
         let body = RawJson::encode(&event.data).map_err(|e| encode_error(&request.stream_id, e))?;
         let meta =
             RawJson::encode(&event.metadata).map_err(|e| encode_error(&request.stream_id, e))?;
+        storable_json(&request.stream_id, "event data", &body)?;
+        storable_json(&request.stream_id, "event metadata", &meta)?;
         let size = body.len() + meta.len();
         if size > inner.max_event_bytes {
             return Err(StoreError::PayloadTooLarge {
@@ -68,14 +155,17 @@ pub(crate) async fn append_on(
         }
         ids.push(id.as_uuid());
         types.push(event.event_type.as_str());
-        schema_versions.push(i32::try_from(event.schema_version).unwrap_or(i32::MAX));
+        schema_versions.push(schema_version(&request.stream_id, event.schema_version)?);
         data.push(body);
         metadata.push(meta);
     }
     let outbox = if request.outbox.is_empty() {
         None
     } else {
-        Some(RawJson::encode(&request.outbox).map_err(|e| encode_error(&request.stream_id, e))?)
+        let json =
+            RawJson::encode(&request.outbox).map_err(|e| encode_error(&request.stream_id, e))?;
+        storable_json(&request.stream_id, "an outbox message", &json)?;
+        Some(json)
     };
     let statement = client
         .prepare_cached(&inner.sql.append)
@@ -158,6 +248,7 @@ fn outcome_from_row(
             })
         }
         5 => Err(PgError::LocksNotTakenFirst(stream_id).into()),
+        6 => Err(PgError::ReadCommittedRequired.into()),
         other => {
             Err(PgError::Config(format!("append_events returned unknown status {other}")).into())
         }
@@ -166,9 +257,13 @@ fn outcome_from_row(
 
 impl EventStore for PgEventStore {
     async fn append(&self, request: AppendRequest) -> Result<AppendOutcome, StoreError> {
-        let client = self.inner.pool.get().await.map_err(backend)?;
-        let outcome = append_on(&self.inner, &client, request).await?;
-        if outcome.status == AppendStatus::Appended && !outcome.positions.is_empty() {
+        let client = crate::conn::Conn::get(&self.inner.pool)
+            .await
+            .map_err(backend)?;
+        let outcome = append_on(&self.inner, client.client(), request)
+            .await
+            .inspect_err(|error| client.check_store_error(error))?;
+        if outcome.status == AppendStatus::Appended {
             self.inner.signal.notify();
         }
         Ok(outcome)
@@ -195,7 +290,9 @@ impl EventStore for PgEventStore {
         let event_id = metadata.event_id;
         let metadata = RawJson::encode(&metadata).map_err(|e| encode_error(stream_id, e))?;
         let hard = mode == DeleteMode::Hard;
-        let client = self.inner.pool.get().await.map_err(backend)?;
+        let client = crate::conn::Conn::get(&self.inner.pool)
+            .await
+            .map_err(backend)?;
         let statement = client
             .prepare_cached(&self.inner.sql.delete_stream)
             .await
@@ -245,5 +342,18 @@ impl EventStore for PgEventStore {
             self.inner.options,
             &self.inner.signal,
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::has_nul_escape;
+
+    #[test]
+    fn finds_only_real_nul_escapes() {
+        assert!(has_nul_escape(br#"{"a":"x\u0000y"}"#));
+        assert!(!has_nul_escape(br#"{"a":"x\\u0000y"}"#));
+        assert!(has_nul_escape(br#"{"a":"x\\\u0000"}"#));
+        assert!(!has_nul_escape(br#"{"a":"\u00e9"}"#));
     }
 }

@@ -44,7 +44,9 @@ fn decode_message(row: &Row) -> Result<StoredOutboxMessage, StoreError> {
 
 impl OutboxSource for PgEventStore {
     async fn read_outbox(&self, after: Position, limit: usize) -> Result<OutboxBatch, StoreError> {
-        let client = self.inner.pool.get().await.map_err(backend)?;
+        let client = crate::conn::Conn::get(&self.inner.pool)
+            .await
+            .map_err(backend)?;
         let statement = client
             .prepare_cached(&self.inner.sql.read_outbox)
             .await
@@ -76,7 +78,9 @@ impl OutboxSource for PgEventStore {
     }
 
     async fn delete_outbox_up_to(&self, up_to: Position) -> Result<u64, StoreError> {
-        let client = self.inner.pool.get().await.map_err(backend)?;
+        let client = crate::conn::Conn::get(&self.inner.pool)
+            .await
+            .map_err(backend)?;
         let statement = client
             .prepare_cached(&self.inner.sql.delete_outbox)
             .await

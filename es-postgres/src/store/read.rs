@@ -92,7 +92,7 @@ impl PgEventStore {
                 Direction::Forward => &inner.sql.read_forward,
                 Direction::Backward => &inner.sql.read_backward,
             };
-            let client = inner.pool.get().await.map_err(backend)?;
+            let client = crate::conn::Conn::get(&inner.pool).await.map_err(backend)?;
             let statement = client.prepare_cached(sql).await.map_err(backend)?;
             let rows = client
                 .query(&statement, &[&page.stream_id, &from, &limit])
@@ -123,7 +123,9 @@ impl PgEventStore {
         &self,
         stream_id: &StreamId,
     ) -> Result<Version, StoreError> {
-        let client = self.inner.pool.get().await.map_err(backend)?;
+        let client = crate::conn::Conn::get(&self.inner.pool)
+            .await
+            .map_err(backend)?;
         let statement = client
             .prepare_cached(&self.inner.sql.stream_version)
             .await
@@ -143,7 +145,9 @@ impl PgEventStore {
         filter: &LogFilter,
         limit: usize,
     ) -> Result<LogBatch, StoreError> {
-        let client = self.inner.pool.get().await.map_err(backend)?;
+        let client = crate::conn::Conn::get(&self.inner.pool)
+            .await
+            .map_err(backend)?;
         let statement = client
             .prepare_cached(&self.inner.sql.read_log)
             .await

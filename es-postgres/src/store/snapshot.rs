@@ -10,7 +10,9 @@ use crate::jsonb::RawJson;
 
 impl SnapshotStore for PgEventStore {
     async fn load_snapshot(&self, stream_id: &StreamId) -> Result<Option<Snapshot>, StoreError> {
-        let client = self.inner.pool.get().await.map_err(backend)?;
+        let client = crate::conn::Conn::get(&self.inner.pool)
+            .await
+            .map_err(backend)?;
         let statement = client
             .prepare_cached(&self.inner.sql.load_snapshot)
             .await
@@ -37,7 +39,9 @@ impl SnapshotStore for PgEventStore {
 
     async fn save_snapshot(&self, snapshot: Snapshot) -> Result<(), StoreError> {
         let state = RawJson::encode(&snapshot.state).map_err(backend_json)?;
-        let client = self.inner.pool.get().await.map_err(backend)?;
+        let client = crate::conn::Conn::get(&self.inner.pool)
+            .await
+            .map_err(backend)?;
         let statement = client
             .prepare_cached(&self.inner.sql.save_snapshot)
             .await
