@@ -1,10 +1,12 @@
 -- Streams and events: the append-only store and its global log.
 -- __SCHEMA__ is replaced by the configured schema (a quoted identifier).
 
+-- One row per stream, written when the stream is created and when it is deleted. A stream's
+-- current version is the highest version of its events (an index-only lookup): updating a row
+-- per append would make every append to a busy stream rewrite that row.
 CREATE TABLE __SCHEMA__.streams (
     stream_id   text        PRIMARY KEY,
     stream_type text        NOT NULL,
-    version     bigint      NOT NULL,
     deleted     boolean     NOT NULL DEFAULT false,
     created_at  timestamptz NOT NULL DEFAULT now(),
     updated_at  timestamptz NOT NULL DEFAULT now()

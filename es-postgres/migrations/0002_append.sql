@@ -67,12 +67,9 @@ BEGIN
 
     PERFORM pg_advisory_xact_lock(v_key);
 
-    SELECT s.version, s.deleted INTO v_current, v_deleted
-    FROM __SCHEMA__.streams s WHERE s.stream_id = p_stream_id;
-    IF NOT FOUND THEN
-        v_current := 0;
-        v_deleted := false;
-    END IF;
+    SELECT coalesce((SELECT max(e.version) FROM __SCHEMA__.events e WHERE e.stream_id = p_stream_id), 0),
+           coalesce((SELECT s.deleted FROM __SCHEMA__.streams s WHERE s.stream_id = p_stream_id), false)
+    INTO v_current, v_deleted;
     IF v_deleted THEN
         RETURN QUERY SELECT 3::smallint, v_current, NULL::bigint, NULL::bigint[], NULL::text;
         RETURN;
@@ -96,13 +93,10 @@ BEGIN
             SELECT array_agg(i.p ORDER BY i.v) INTO v_positions FROM inserted i;
 
             IF coalesce(array_length(v_positions, 1), 0) = v_count THEN
-                IF v_current > 0 THEN
-                    UPDATE __SCHEMA__.streams s SET version = v_current + v_count, updated_at = now()
-                    WHERE s.stream_id = p_stream_id;
-                ELSE
-                    -- The stream lock serializes writers, so no other insert can race this one.
-                    INSERT INTO __SCHEMA__.streams (stream_id, stream_type, version)
-                    VALUES (p_stream_id, p_stream_type, v_count);
+                IF v_current = 0 THEN
+                    INSERT INTO __SCHEMA__.streams (stream_id, stream_type)
+                    VALUES (p_stream_id, p_stream_type)
+                    ON CONFLICT (stream_id) DO NOTHING;
                 END IF;
             ELSIF v_positions IS NOT NULL THEN
                 -- Some ids were already stored: undo this call's rows, then classify below.
@@ -207,8 +201,7 @@ BEGIN
         RETURN;
     END IF;
     PERFORM pg_advisory_xact_lock(__SCHEMA__.stream_lock_key(p_stream_id));
-    SELECT s.version INTO v_current FROM __SCHEMA__.streams s WHERE s.stream_id = p_stream_id;
-    v_current := coalesce(v_current, 0);
+    SELECT coalesce(max(e.version), 0) INTO v_current FROM __SCHEMA__.events e WHERE e.stream_id = p_stream_id;
     IF NOT (p_expected = -1
             OR (p_expected = -2 AND v_current = 0)
             OR (p_expected = -3 AND v_current > 0)

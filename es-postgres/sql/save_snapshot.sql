@@ -3,7 +3,9 @@
 INSERT INTO __SCHEMA__.snapshots AS s (stream_id, version, snapshot_version, state, taken_at)
 SELECT $1, $2, $3, $4, $5
 WHERE EXISTS (
-    SELECT 1 FROM __SCHEMA__.streams t WHERE t.stream_id = $1 AND t.version >= $2 AND NOT t.deleted
+    SELECT 1 FROM __SCHEMA__.streams t WHERE t.stream_id = $1 AND NOT t.deleted
+) AND EXISTS (
+    SELECT 1 FROM __SCHEMA__.events e WHERE e.stream_id = $1 AND e.version = $2
 )
 ON CONFLICT (stream_id) DO UPDATE
 SET version = EXCLUDED.version, snapshot_version = EXCLUDED.snapshot_version,

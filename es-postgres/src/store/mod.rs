@@ -43,7 +43,7 @@ impl Sql {
             lock_streams: r("SELECT __SCHEMA__.lock_streams($1)"),
             read_forward: r(include_str!("../../sql/read_forward.sql")),
             read_backward: r(include_str!("../../sql/read_backward.sql")),
-            stream_version: r("SELECT version FROM __SCHEMA__.streams WHERE stream_id = $1"),
+            stream_version: r("SELECT max(version) FROM __SCHEMA__.events WHERE stream_id = $1"),
             read_log: r(include_str!("../../sql/read_log.sql")),
             read_outbox: r(include_str!("../../sql/read_outbox.sql")),
             delete_outbox: r(

@@ -135,7 +135,7 @@ impl PgEventStore {
             .await
             .map_err(backend)?;
         Ok(row.map_or(Version::ZERO, |row| {
-            Version::new(row.get::<_, i64>(0).max(0) as u64)
+            Version::new(row.get::<_, Option<i64>>(0).unwrap_or(0).max(0) as u64)
         }))
     }
 
