@@ -210,6 +210,8 @@ impl<S: OutboxSource, C: CheckpointStore> Relay<S, C> {
         }
         let messages: Vec<OutboxMessage> =
             batch.messages.iter().map(|m| m.message.clone()).collect();
+        // Until the broker answers, the whole batch is the backlog.
+        self.record_backlog(&messages, batch.reached_end);
         let outcome = publisher.publish(&messages).await;
         let acknowledged = match &outcome {
             Ok(()) => read,
