@@ -81,7 +81,10 @@ impl KafkaPublisher {
     }
 
     /// A factory the relay calls for its first publisher and after each fatal error.
-    pub fn factory(config: KafkaConfig, router: TopicRouter) -> impl PublisherFactory + 'static {
+    pub fn factory(
+        config: KafkaConfig,
+        router: TopicRouter,
+    ) -> impl PublisherFactory + Clone + 'static {
         move || -> Result<Arc<dyn Publisher>, PublishError> {
             let publisher = Self::new(&config, router.clone()).map_err(PublishError::backend)?;
             Ok(Arc::new(publisher))
