@@ -46,7 +46,7 @@ pub struct RelayBatch {
 /// [deposed](RelayError::Deposed) and stops.
 ///
 /// The publisher comes from a [`PublisherFactory`]; after a fatal publisher error
-/// ([`PublishError::Fatal`](crate::PublishError::Fatal)) the relay drops it, makes a new one,
+/// ([`PublishError::Fatal`]) the relay drops it, makes a new one,
 /// and resumes from the checkpoint.
 ///
 /// **Leadership.** Run one relay per outbox: elect it (for example with
