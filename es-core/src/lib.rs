@@ -13,6 +13,7 @@ mod metadata;
 mod outbox;
 mod projection;
 mod registry;
+pub mod relay;
 mod repository;
 mod saga;
 mod snapshot;

@@ -46,12 +46,27 @@ pub enum PublishError {
     /// The backend failed (connection, timeout, broker error); publishing again may succeed.
     #[error("publisher backend failed: {0}")]
     Backend(#[source] BoxError),
+    /// The publisher is unusable for good (for example a Kafka idempotent producer that
+    /// raised a fatal error to keep its ordering guarantee): create a new one, and publish
+    /// again from the last checkpoint.
+    #[error("publisher failed fatally and must be recreated: {0}")]
+    Fatal(#[source] BoxError),
 }
 
 impl PublishError {
     /// Wraps a backend error.
     pub fn backend(error: impl Into<BoxError>) -> Self {
         Self::Backend(error.into())
+    }
+
+    /// Wraps the error that made the publisher unusable.
+    pub fn fatal(error: impl Into<BoxError>) -> Self {
+        Self::Fatal(error.into())
+    }
+
+    /// Whether the publisher must be recreated before publishing again.
+    pub fn is_fatal(&self) -> bool {
+        matches!(self, Self::Fatal(_))
     }
 }
 

@@ -1,6 +1,8 @@
 //! Test support: reaching the shared broker and starting private ones.
 #![allow(dead_code, unreachable_pub)]
 
+pub mod outbox;
+
 use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};

@@ -1,0 +1,331 @@
+//! The outbox relay: reads the outbox gap-safely from a checkpoint, publishes, and moves the
+//! checkpoint by compare-and-set past what the broker acknowledged.
+
+mod error;
+mod factory;
+mod options;
+mod run;
+mod stats;
+
+use std::fmt;
+use std::sync::Arc;
+
+use crate::checkpoint::{CheckpointError, CheckpointStore};
+use crate::clock::{Clock, SystemClock};
+use crate::ids::Position;
+use crate::messaging::{PublishError, PublishFailure, Publisher};
+use crate::outbox::{OutboxMessage, OutboxSource};
+use crate::subscription::AppendSignal;
+
+pub use self::error::RelayError;
+pub use self::factory::PublisherFactory;
+pub use self::options::RelayOptions;
+pub use self::stats::{RelayStats, RelayStatsHandle};
+
+/// What one batch did, from [`Relay::run_once`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub struct RelayBatch {
+    /// Messages read from the outbox.
+    pub read: usize,
+    /// Messages the broker acknowledged (all of `read` when the batch succeeded).
+    pub published: usize,
+    /// Whether the read reached everything currently readable.
+    pub reached_end: bool,
+}
+
+/// The outbox relay: moves integration messages from an [`OutboxSource`] to a
+/// [`Publisher`], at least once and in order per key.
+///
+/// Each batch reads up to [`RelayOptions::batch_size`] messages after the relay's checkpoint
+/// (named by the relay's name in a [`CheckpointStore`]), publishes them, and moves the
+/// checkpoint by compare-and-set past the prefix the broker acknowledged, never further. A
+/// crash between publishing and the checkpoint write means those messages are published again
+/// (duplicates, which consumers deduplicate by message id), never lost. When the
+/// compare-and-set finds the checkpoint moved by someone else, the relay is
+/// [deposed](RelayError::Deposed) and stops.
+///
+/// The publisher comes from a [`PublisherFactory`]; after a fatal publisher error
+/// ([`PublishError::Fatal`]) the relay drops it, makes a new one,
+/// and resumes from the checkpoint.
+///
+/// **Leadership.** Run one relay per outbox: elect it (for example with
+/// `es_postgres::Leader`), and pass [`run`](Self::run) a shutdown future that completes when
+/// leadership is lost, so a standby can take over. The checkpoint's compare-and-set fences a
+/// deposed leader that has not noticed yet.
+///
+/// ```
+/// use std::sync::Arc;
+/// use es_core::memory::{MemoryBus, MemoryCheckpointStore, MemoryOutbox};
+/// use es_core::relay::Relay;
+/// use es_core::{OutboxMessage, Publisher};
+/// use serde_json::json;
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let outbox = MemoryOutbox::new();
+/// let bus = MemoryBus::new().with_default_topic("orders");
+/// outbox.push(vec![OutboxMessage::new("OrderPlaced", "order-7", json!({}))]);
+///
+/// let publisher: Arc<dyn Publisher> = Arc::new(bus.clone());
+/// let mut relay = Relay::new("orders-relay", outbox, MemoryCheckpointStore::new(), publisher);
+/// let batch = relay.run_once().await?;
+/// assert_eq!(batch.published, 1);
+/// assert_eq!(bus.published("orders").len(), 1);
+/// # Ok(())
+/// # }
+/// ```
+pub struct Relay<S, C> {
+    name: String,
+    source: S,
+    checkpoints: C,
+    factory: Arc<dyn PublisherFactory>,
+    publisher: Option<Arc<dyn Publisher>>,
+    /// The checkpoint as this relay last loaded or wrote it; `None` until loaded.
+    checkpoint: Option<Option<Position>>,
+    options: RelayOptions,
+    signal: Option<AppendSignal>,
+    clock: Arc<dyn Clock>,
+    stats: RelayStatsHandle,
+}
+
+impl<S, C> fmt::Debug for Relay<S, C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Relay")
+            .field("name", &self.name)
+            .field("checkpoint", &self.checkpoint)
+            .field("options", &self.options)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S: OutboxSource, C: CheckpointStore> Relay<S, C> {
+    /// A relay named `name` (its checkpoint's name) from `source` to `publisher`, with default
+    /// [`RelayOptions`]. After a fatal error it keeps using the same publisher: use
+    /// [`with_factory`](Self::with_factory) for publishers that can fail fatally.
+    pub fn new(
+        name: impl Into<String>,
+        source: S,
+        checkpoints: C,
+        publisher: Arc<dyn Publisher>,
+    ) -> Self {
+        let factory =
+            move || -> Result<Arc<dyn Publisher>, PublishError> { Ok(Arc::clone(&publisher)) };
+        Self::with_factory(name, source, checkpoints, factory)
+    }
+
+    /// A relay named `name` (its checkpoint's name) from `source` to the publishers `factory`
+    /// makes (one before the first batch, and a new one after each fatal publisher error),
+    /// with default [`RelayOptions`].
+    pub fn with_factory(
+        name: impl Into<String>,
+        source: S,
+        checkpoints: C,
+        factory: impl PublisherFactory + 'static,
+    ) -> Self {
+        Self {
+            name: name.into(),
+            source,
+            checkpoints,
+            factory: Arc::new(factory),
+            publisher: None,
+            checkpoint: None,
+            options: RelayOptions::default(),
+            signal: None,
+            clock: Arc::new(SystemClock),
+            stats: RelayStatsHandle::default(),
+        }
+    }
+
+    /// Sets the batching, polling and back-off options.
+    #[must_use]
+    pub fn with_options(mut self, options: RelayOptions) -> Self {
+        self.options = options;
+        self
+    }
+
+    /// Wakes the relay at once when `signal` fires (the in-process signal of the store the
+    /// outbox is written by); without one it polls.
+    #[must_use]
+    pub fn with_signal(mut self, signal: AppendSignal) -> Self {
+        self.signal = Some(signal);
+        self
+    }
+
+    /// Sets the clock the oldest-unpublished age is measured with.
+    #[must_use]
+    pub fn with_clock(mut self, clock: impl Clock) -> Self {
+        self.clock = Arc::new(clock);
+        self
+    }
+
+    /// Opts in to retention: every `interval`, [`run`](Self::run) deletes the outbox up to
+    /// this relay's checkpoint. Only for an outbox this relay alone reads: another reader
+    /// would lose the messages it has not reached yet.
+    #[must_use]
+    pub fn with_retention(mut self, interval: std::time::Duration) -> Self {
+        self.options.retention_interval = Some(interval);
+        self
+    }
+
+    /// The relay's name, which is its checkpoint's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// A live view of the relay's figures.
+    pub fn stats(&self) -> RelayStatsHandle {
+        self.stats.clone()
+    }
+
+    /// Relays one batch: reads up to [`RelayOptions::batch_size`] messages after the
+    /// checkpoint, publishes them, and moves the checkpoint past the acknowledged prefix.
+    ///
+    /// # Errors
+    /// [`RelayError::Deposed`] when the checkpoint moved under the relay (stop);
+    /// [`RelayError::Read`], [`RelayError::CreatePublisher`], [`RelayError::Publish`] (after
+    /// moving the checkpoint past the acknowledged prefix; a fatal error drops the publisher
+    /// so the next batch makes a new one) or [`RelayError::Checkpoint`]: retry later, from the
+    /// checkpoint.
+    pub async fn run_once(&mut self) -> Result<RelayBatch, RelayError> {
+        let after = self.checkpoint().await?;
+        let publisher = self.publisher()?;
+        let batch = self
+            .source
+            .read_outbox(after.unwrap_or(Position::START), self.options.batch_size)
+            .await
+            .map_err(|source| RelayError::Read {
+                name: self.name.clone(),
+                source,
+            })?;
+        let read = batch.messages.len();
+        if read == 0 {
+            self.stats.published(0);
+            self.record_backlog(&[], batch.reached_end);
+            return Ok(RelayBatch {
+                read,
+                published: 0,
+                reached_end: batch.reached_end,
+            });
+        }
+        let messages: Vec<OutboxMessage> =
+            batch.messages.iter().map(|m| m.message.clone()).collect();
+        // Until the broker answers, the whole batch is the backlog.
+        self.record_backlog(&messages, batch.reached_end);
+        let outcome = publisher.publish(&messages).await;
+        let acknowledged = match &outcome {
+            Ok(()) => read,
+            Err(failure) => failure.acknowledged.min(read),
+        };
+        self.stats.published(acknowledged);
+        if let Some(last) = acknowledged
+            .checked_sub(1)
+            .and_then(|i| batch.messages.get(i))
+        {
+            self.advance(after, last.position).await?;
+        }
+        let unpublished = messages.get(acknowledged..).unwrap_or_default();
+        self.record_backlog(unpublished, batch.reached_end);
+        match outcome {
+            Ok(()) => {
+                tracing::debug!(relay = %self.name, published = read, "relayed a batch");
+                Ok(RelayBatch {
+                    read,
+                    published: read,
+                    reached_end: batch.reached_end,
+                })
+            }
+            Err(failure) => Err(self.publish_failed(failure)),
+        }
+    }
+
+    /// The checkpoint, loaded on first use (and after a failed write, whose outcome is
+    /// unknown).
+    async fn checkpoint(&mut self) -> Result<Option<Position>, RelayError> {
+        if let Some(checkpoint) = self.checkpoint {
+            return Ok(checkpoint);
+        }
+        let loaded = self
+            .checkpoints
+            .load_checkpoint(&self.name)
+            .await
+            .map_err(|source| RelayError::Checkpoint {
+                name: self.name.clone(),
+                source,
+            })?;
+        self.checkpoint = Some(loaded);
+        self.stats.update(|stats| stats.checkpoint = loaded);
+        Ok(loaded)
+    }
+
+    fn publisher(&mut self) -> Result<Arc<dyn Publisher>, RelayError> {
+        if let Some(publisher) = &self.publisher {
+            return Ok(Arc::clone(publisher));
+        }
+        let publisher =
+            self.factory
+                .create_publisher()
+                .map_err(|source| RelayError::CreatePublisher {
+                    name: self.name.clone(),
+                    source,
+                })?;
+        self.stats.update(|stats| stats.publishers_created += 1);
+        tracing::info!(relay = %self.name, "created a publisher");
+        self.publisher = Some(Arc::clone(&publisher));
+        Ok(publisher)
+    }
+
+    async fn advance(&mut self, from: Option<Position>, to: Position) -> Result<(), RelayError> {
+        match self
+            .checkpoints
+            .compare_and_set_checkpoint(&self.name, from, to)
+            .await
+        {
+            Ok(()) => {
+                self.checkpoint = Some(Some(to));
+                self.stats.update(|stats| stats.checkpoint = Some(to));
+                Ok(())
+            }
+            Err(CheckpointError::Stale {
+                expected, actual, ..
+            }) => {
+                tracing::warn!(relay = %self.name, ?expected, ?actual, "deposed: the checkpoint moved");
+                Err(RelayError::Deposed {
+                    name: self.name.clone(),
+                    expected,
+                    actual,
+                })
+            }
+            Err(source) => {
+                // The write may or may not have happened: load it again before the next batch.
+                self.checkpoint = None;
+                Err(RelayError::Checkpoint {
+                    name: self.name.clone(),
+                    source,
+                })
+            }
+        }
+    }
+
+    fn record_backlog(&self, unpublished: &[OutboxMessage], reached_end: bool) {
+        let oldest = unpublished.first().map(|m| m.occurred_at);
+        self.stats.update(|stats| {
+            stats.backlog = unpublished.len();
+            stats.backlog_is_lower_bound = !reached_end;
+            stats.oldest_unpublished_at = oldest;
+        });
+    }
+
+    fn publish_failed(&mut self, failure: PublishFailure) -> RelayError {
+        if failure.error.is_fatal() {
+            tracing::warn!(relay = %self.name, error = %failure, "the publisher failed fatally; it will be recreated");
+            self.publisher = None;
+        } else {
+            tracing::warn!(relay = %self.name, error = %failure, "publishing failed");
+        }
+        RelayError::Publish {
+            name: self.name.clone(),
+            source: failure,
+        }
+    }
+}

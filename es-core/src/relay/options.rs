@@ -1,0 +1,93 @@
+//! How a relay batches, waits and retries.
+
+use std::time::Duration;
+
+/// How a [`Relay`](super::Relay) batches, waits for new messages and backs off.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RelayOptions {
+    /// Messages read and published per batch.
+    pub batch_size: usize,
+    /// The wait after a batch that did not fill up (messages may still be held back by an
+    /// open transaction); also the first wait when idle.
+    pub min_poll_interval: Duration,
+    /// The longest wait when idle: waits double from the minimum up to this. An
+    /// [`AppendSignal`](crate::AppendSignal) cuts any wait short.
+    pub max_poll_interval: Duration,
+    /// The first wait after a failed batch; doubles on each further failure.
+    pub min_retry_delay: Duration,
+    /// The longest wait after failed batches.
+    pub max_retry_delay: Duration,
+    /// When set, delete the relayed part of the outbox at most this often (see
+    /// [`Relay::with_retention`](super::Relay::with_retention)).
+    pub retention_interval: Option<Duration>,
+}
+
+impl Default for RelayOptions {
+    fn default() -> Self {
+        Self {
+            batch_size: 1_000,
+            min_poll_interval: Duration::from_millis(5),
+            max_poll_interval: Duration::from_millis(500),
+            min_retry_delay: Duration::from_millis(100),
+            max_retry_delay: Duration::from_secs(10),
+            retention_interval: None,
+        }
+    }
+}
+
+impl RelayOptions {
+    /// Sets the batch size (zero counts as one).
+    #[must_use]
+    pub fn batch_size(mut self, batch_size: usize) -> Self {
+        self.batch_size = batch_size.max(1);
+        self
+    }
+
+    /// Sets the shortest and longest idle waits.
+    #[must_use]
+    pub fn poll_interval(mut self, min: Duration, max: Duration) -> Self {
+        self.min_poll_interval = min;
+        self.max_poll_interval = max.max(min);
+        self
+    }
+
+    /// Sets the shortest and longest waits after a failed batch.
+    #[must_use]
+    pub fn retry_delay(mut self, min: Duration, max: Duration) -> Self {
+        self.min_retry_delay = min;
+        self.max_retry_delay = max.max(min);
+        self
+    }
+}
+
+/// Doubling waits between a minimum and a maximum, reset by progress.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Backoff {
+    min: Duration,
+    max: Duration,
+    last: Option<Duration>,
+}
+
+impl Backoff {
+    pub(super) fn new(min: Duration, max: Duration) -> Self {
+        Self {
+            min,
+            max,
+            last: None,
+        }
+    }
+
+    /// The next wait: the minimum first, then twice the previous one, up to the maximum.
+    pub(super) fn next_wait(&mut self) -> Duration {
+        let next = self
+            .last
+            .map_or(self.min, |last| (last * 2).clamp(self.min, self.max));
+        self.last = Some(next);
+        next
+    }
+
+    pub(super) fn reset(&mut self) {
+        self.last = None;
+    }
+}
