@@ -6,6 +6,7 @@
 -- 6 the transaction is not READ COMMITTED (a stale snapshot would misread the version).
 -- p_expected: -1 any, -2 no stream, -3 stream exists, n >= 1 exact.
 
+-- The same key is computed inline in append_events (keep the two in step).
 CREATE FUNCTION __SCHEMA__.stream_lock_key(p_stream_id text) RETURNS bigint
 LANGUAGE sql IMMUTABLE PARALLEL SAFE
 AS $$ SELECT hashtextextended('__LOCK_NS__' || p_stream_id, 0) $$;
@@ -34,13 +35,18 @@ CREATE FUNCTION __SCHEMA__.append_events(
     p_schema_versions integer[],
     p_data            jsonb[],
     p_metadata        jsonb[],
-    p_outbox          jsonb
-) RETURNS TABLE (status smallint, version bigint, transaction_id bigint, positions bigint[], detail text)
+    p_outbox          jsonb,
+    OUT status        smallint,
+    OUT version       bigint,
+    OUT transaction_id bigint,
+    OUT positions     bigint[],
+    OUT detail        text
+)
 LANGUAGE plpgsql
 AS $$
 #variable_conflict use_column
 DECLARE
-    v_key       bigint := __SCHEMA__.stream_lock_key(p_stream_id);
+    v_key       bigint := hashtextextended('__LOCK_NS__' || p_stream_id, 0);
     v_count     integer := coalesce(array_length(p_event_ids, 1), 0);
     v_current   bigint;
     v_deleted   boolean;
@@ -51,7 +57,8 @@ DECLARE
     v_other     text;
 BEGIN
     IF current_setting('transaction_isolation') <> 'read committed' THEN
-        RETURN QUERY SELECT 6::smallint, NULL::bigint, NULL::bigint, NULL::bigint[], NULL::text;
+        SELECT 6::smallint, NULL::bigint, NULL::bigint, NULL::bigint[], NULL::text
+        INTO status, version, transaction_id, positions, detail;
         RETURN;
     END IF;
     IF pg_current_xact_id_if_assigned() IS NOT NULL AND NOT EXISTS (
@@ -61,7 +68,8 @@ BEGIN
           AND l.objid = (v_key & 4294967295)::oid
           AND l.objsubid = 1
     ) THEN
-        RETURN QUERY SELECT 5::smallint, NULL::bigint, NULL::bigint, NULL::bigint[], NULL::text;
+        SELECT 5::smallint, NULL::bigint, NULL::bigint, NULL::bigint[], NULL::text
+        INTO status, version, transaction_id, positions, detail;
         RETURN;
     END IF;
 
@@ -71,7 +79,8 @@ BEGIN
            coalesce((SELECT s.deleted FROM __SCHEMA__.streams s WHERE s.stream_id = p_stream_id), false)
     INTO v_current, v_deleted;
     IF v_deleted THEN
-        RETURN QUERY SELECT 3::smallint, v_current, NULL::bigint, NULL::bigint[], NULL::text;
+        SELECT 3::smallint, v_current, NULL::bigint, NULL::bigint[], NULL::text
+        INTO status, version, transaction_id, positions, detail;
         RETURN;
     END IF;
 
@@ -120,8 +129,10 @@ BEGIN
                 FROM jsonb_array_elements(p_outbox) WITH ORDINALITY AS o(m, ord)
                 ORDER BY o.ord;
             END IF;
-            RETURN QUERY SELECT 0::smallint, v_current + v_count,
-                (pg_current_xact_id_if_assigned()::text)::bigint, v_positions, NULL::text;
+            status := 0;
+            version := v_current + v_count;
+            transaction_id := (pg_current_xact_id_if_assigned()::text)::bigint;
+            positions := v_positions;
             RETURN;
         END IF;
     END IF;
@@ -145,20 +156,23 @@ BEGIN
                     OR (p_expected = -2 AND v_first = 1)
                     OR (p_expected = -3 AND v_first > 1)
                     OR (p_expected > 0 AND p_expected = v_first - 1)) THEN
-                RETURN QUERY SELECT 2::smallint, v_first + v_count - 1,
+                SELECT 2::smallint, v_first + v_count - 1,
                     (SELECT (e.transaction_id::text)::bigint FROM __SCHEMA__.events e WHERE e.position = v_positions[1]),
-                    v_positions, NULL::text;
+                    v_positions, NULL::text
+        INTO status, version, transaction_id, positions, detail;
                 RETURN;
             END IF;
-            RETURN QUERY SELECT 4::smallint, v_current, NULL::bigint, NULL::bigint[],
+            SELECT 4::smallint, v_current, NULL::bigint, NULL::bigint[],
                 coalesce(v_other, p_stream_id) || ' ' || coalesce(
                     (SELECT i.id::text FROM unnest(p_event_ids) AS i(id)
-                     JOIN __SCHEMA__.events e ON e.event_id = i.id LIMIT 1), '');
+                     JOIN __SCHEMA__.events e ON e.event_id = i.id LIMIT 1), '')
+        INTO status, version, transaction_id, positions, detail;
             RETURN;
         END IF;
     END IF;
 
-    RETURN QUERY SELECT 1::smallint, v_current, NULL::bigint, NULL::bigint[], NULL::text;
+    SELECT 1::smallint, v_current, NULL::bigint, NULL::bigint[], NULL::text
+        INTO status, version, transaction_id, positions, detail;
 END
 $$;
 
