@@ -35,8 +35,12 @@ impl CompensatingCommand {
 
     /// The outbox message that sends it (no partition key or topic: the runner fills them).
     pub fn to_message(&self) -> OutboxMessage {
-        OutboxMessage::new(self.message_type.clone(), String::new(), self.payload.clone())
-            .with_schema_version(self.schema_version)
+        OutboxMessage::new(
+            self.message_type.clone(),
+            String::new(),
+            self.payload.clone(),
+        )
+        .with_schema_version(self.schema_version)
     }
 }
 

@@ -50,8 +50,11 @@ pub trait CommandDispatcher: Send + Sync {
     ///
     /// # Errors
     /// [`DispatchError::Transient`] to have it retried, [`DispatchError::Permanent`] to stop.
-    async fn dispatch(&self, command: &OutboxMessage, idempotency_key: Uuid)
-    -> Result<(), DispatchError>;
+    async fn dispatch(
+        &self,
+        command: &OutboxMessage,
+        idempotency_key: Uuid,
+    ) -> Result<(), DispatchError>;
 }
 
 /// Reads the outbox after the saga commits and hands the commands it selects to a

@@ -239,17 +239,24 @@ impl<S: Saga, St: SagaStore> SagaRunner<S, St> {
                 completed: loaded.completed,
                 now: self.clock.now(),
             };
-            let decision = self.saga.handle(loaded.state, &input).map_err(|error| {
-                SagaError::Rejected {
-                    saga: S::NAME.to_owned(),
-                    message_id: message.message_id,
-                    source: Box::new(error),
-                }
-            })?;
+            let decision =
+                self.saga
+                    .handle(loaded.state, &input)
+                    .map_err(|error| SagaError::Rejected {
+                        saga: S::NAME.to_owned(),
+                        message_id: message.message_id,
+                        source: Box::new(error),
+                    })?;
             let commands = self.commands(key, message, &decision);
             let completed = loaded.completed || decision.completed;
-            let commit =
-                self.commit(key, loaded.version, &input, decision, commands.clone(), awaiting)?;
+            let commit = self.commit(
+                key,
+                loaded.version,
+                &input,
+                decision,
+                commands.clone(),
+                awaiting,
+            )?;
             match self.store.commit(commit).await {
                 Ok(SagaCommitOutcome::Committed { version }) => {
                     tracing::debug!(version, completed, "saga decision committed");

@@ -186,7 +186,10 @@ impl<D: DeadlineStore> DeadlineScheduler<D> {
     /// # Errors
     /// None yet: store failures are logged and retried; the `Result` leaves room for fatal
     /// ones.
-    pub async fn run(&self, shutdown: impl Future<Output = ()> + Send) -> Result<(), SchedulerError> {
+    pub async fn run(
+        &self,
+        shutdown: impl Future<Output = ()> + Send,
+    ) -> Result<(), SchedulerError> {
         tokio::pin!(shutdown);
         loop {
             let full = match self.tick().await {

@@ -21,9 +21,17 @@ async fn happy_path_reserves_pays_ships_and_completes() {
     let sent = drive(&runner, placed("o-1", 42), Outcome::Ships, false).await;
     assert_eq!(
         types(&sent),
-        ["ReserveStock", "RequestPayment", "RequestShipment", "RecordShipment"]
+        [
+            "ReserveStock",
+            "RequestPayment",
+            "RequestShipment",
+            "RecordShipment"
+        ]
     );
-    assert!(sent.iter().all(|c| c.partition_key == "o-1" && c.topic.as_deref() == Some("commands")));
+    assert!(
+        sent.iter()
+            .all(|c| c.partition_key == "o-1" && c.topic.as_deref() == Some("commands"))
+    );
     assert_eq!(sent[1].payload["amount"], 42);
     let view = runner.instance("o-1").await.unwrap().unwrap();
     assert_terminal(&view, &sent, Outcome::Ships);
@@ -31,16 +39,35 @@ async fn happy_path_reserves_pays_ships_and_completes() {
     let statuses: Vec<Status> = history.iter().map(|v| v.state.status).collect();
     assert_eq!(
         statuses,
-        [Status::Reserving, Status::Paying, Status::Shipping, Status::Shipped]
+        [
+            Status::Reserving,
+            Status::Paying,
+            Status::Shipping,
+            Status::Shipped
+        ]
     );
-    assert_eq!(history.iter().map(|v| v.version).collect::<Vec<_>>(), [1, 2, 3, 4]);
+    assert_eq!(
+        history.iter().map(|v| v.version).collect::<Vec<_>>(),
+        [1, 2, 3, 4]
+    );
     // The commands reached the outbox with the commits.
-    let outbox = runner.store().read_outbox(Position::START, 100).await.unwrap();
+    let outbox = runner
+        .store()
+        .read_outbox(Position::START, 100)
+        .await
+        .unwrap();
     assert_eq!(outbox.messages.len(), 4);
     // A completed order's deadlines are all gone.
     use es_core::DeadlineStore;
     let far = chrono::Utc::now() + chrono::TimeDelta::days(1);
-    assert!(runner.store().claim_due(far, Duration::from_secs(1), 10).await.unwrap().is_empty());
+    assert!(
+        runner
+            .store()
+            .claim_due(far, Duration::from_secs(1), 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
 }
 
 #[tokio::test]
@@ -59,9 +86,18 @@ async fn payment_failure_releases_stock_and_cancels() {
     let sent = drive(&runner, placed("o-3", 5), Outcome::PaymentFails, false).await;
     assert_eq!(
         types(&sent),
-        ["ReserveStock", "RequestPayment", "ReleaseStock", "CancelOrder"]
+        [
+            "ReserveStock",
+            "RequestPayment",
+            "ReleaseStock",
+            "CancelOrder"
+        ]
     );
-    assert_terminal(&runner.instance("o-3").await.unwrap().unwrap(), &sent, Outcome::PaymentFails);
+    assert_terminal(
+        &runner.instance("o-3").await.unwrap().unwrap(),
+        &sent,
+        Outcome::PaymentFails,
+    );
 }
 
 #[tokio::test]
@@ -70,7 +106,14 @@ async fn shipment_failure_refunds_then_releases_in_reverse_order() {
     let sent = drive(&runner, placed("o-4", 5), Outcome::ShipmentFails, false).await;
     assert_eq!(
         types(&sent),
-        ["ReserveStock", "RequestPayment", "RequestShipment", "RefundPayment", "ReleaseStock", "CancelOrder"]
+        [
+            "ReserveStock",
+            "RequestPayment",
+            "RequestShipment",
+            "RefundPayment",
+            "ReleaseStock",
+            "CancelOrder"
+        ]
     );
     let view = runner.instance("o-4").await.unwrap().unwrap();
     assert_eq!(view.state.steps.compensated, ["payment", "stock"]);
@@ -81,18 +124,35 @@ async fn shipment_failure_refunds_then_releases_in_reverse_order() {
 async fn customer_cancellation_before_shipment_refunds_and_releases() {
     let runner = runner();
     runner.handle(&placed("o-5", 5)).await.unwrap();
-    runner.handle(&StockReserved::new("o-5").message()).await.unwrap();
-    runner.handle(&PaymentCompleted::new("o-5").message()).await.unwrap();
-    let Handled::Committed { commands, completed, .. } =
-        runner.handle(&CancellationRequested::new("o-5").message()).await.unwrap()
+    runner
+        .handle(&StockReserved::new("o-5").message())
+        .await
+        .unwrap();
+    runner
+        .handle(&PaymentCompleted::new("o-5").message())
+        .await
+        .unwrap();
+    let Handled::Committed {
+        commands,
+        completed,
+        ..
+    } = runner
+        .handle(&CancellationRequested::new("o-5").message())
+        .await
+        .unwrap()
     else {
         panic!("the cancellation commits");
     };
     assert!(completed);
-    assert_eq!(types(&commands), ["RefundPayment", "ReleaseStock", "CancelOrder"]);
+    assert_eq!(
+        types(&commands),
+        ["RefundPayment", "ReleaseStock", "CancelOrder"]
+    );
     // A second cancellation request (a new message) compensates nothing again.
-    let Handled::Committed { commands, .. } =
-        runner.handle(&CancellationRequested::new("o-5").message()).await.unwrap()
+    let Handled::Committed { commands, .. } = runner
+        .handle(&CancellationRequested::new("o-5").message())
+        .await
+        .unwrap()
     else {
         panic!("a late message is still decided");
     };
@@ -103,15 +163,19 @@ async fn customer_cancellation_before_shipment_refunds_and_releases() {
 async fn customer_cancellation_before_any_reply_only_cancels() {
     let runner = runner();
     runner.handle(&placed("o-6", 5)).await.unwrap();
-    let Handled::Committed { commands, .. } =
-        runner.handle(&CancellationRequested::new("o-6").message()).await.unwrap()
+    let Handled::Committed { commands, .. } = runner
+        .handle(&CancellationRequested::new("o-6").message())
+        .await
+        .unwrap()
     else {
         panic!("the cancellation commits");
     };
     assert_eq!(types(&commands), ["CancelOrder"]);
     // The stock reservation answered after the cancellation is released.
-    let Handled::Committed { commands, .. } =
-        runner.handle(&StockReserved::new("o-6").message()).await.unwrap()
+    let Handled::Committed { commands, .. } = runner
+        .handle(&StockReserved::new("o-6").message())
+        .await
+        .unwrap()
     else {
         panic!("a late reply is decided");
     };
@@ -121,7 +185,11 @@ async fn customer_cancellation_before_any_reply_only_cancels() {
 #[tokio::test]
 async fn unrelated_messages_are_ignored() {
     let runner = runner();
-    let other = es_core::OutboxMessage::new("InvoiceSent", "o-7", serde_json::json!({ "orderId": "o-7" }));
+    let other = es_core::OutboxMessage::new(
+        "InvoiceSent",
+        "o-7",
+        serde_json::json!({ "orderId": "o-7" }),
+    );
     assert_eq!(runner.handle(&other).await.unwrap(), Handled::Ignored);
     assert!(runner.instance("o-7").await.unwrap().is_none());
 }
@@ -138,10 +206,14 @@ async fn relay(store: &MemorySagaStore, bus: &MemoryBus, after: Position) -> Pos
 async fn a_consumer_loop_drives_the_runner_through_the_bus() {
     let store = MemorySagaStore::new();
     let runner = SagaRunner::new(OrderSaga, store.clone()).with_command_topic("commands");
-    let bus = MemoryBus::new().with_default_topic("replies").with_duplicate_delivery(true);
+    let bus = MemoryBus::new()
+        .with_default_topic("replies")
+        .with_duplicate_delivery(true);
     let mut sagas = bus.consumer("order-saga", &["orders", "replies"]);
     let mut services = bus.consumer("services", &["commands"]);
-    bus.publish(&[placed("o-8", 9).with_topic("orders")]).await.unwrap();
+    bus.publish(&[placed("o-8", 9).with_topic("orders")])
+        .await
+        .unwrap();
 
     let mut relayed = Position::START;
     // The services deduplicate commands on their message id, as a receiver must.
@@ -166,7 +238,12 @@ async fn a_consumer_loop_drives_the_runner_through_the_bus() {
             }
             services.commit(&delivery).await.unwrap();
         }
-        if runner.instance("o-8").await.unwrap().is_some_and(|v| v.completed) {
+        if runner
+            .instance("o-8")
+            .await
+            .unwrap()
+            .is_some_and(|v| v.completed)
+        {
             break;
         }
     }

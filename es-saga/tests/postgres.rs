@@ -15,7 +15,11 @@ use support::*;
 
 async fn outbox_types(store: &PgSagaStore) -> Vec<String> {
     let batch = store.read_outbox(Position::START, 10_000).await.unwrap();
-    batch.messages.into_iter().map(|m| m.message.message_type).collect()
+    batch
+        .messages
+        .into_iter()
+        .map(|m| m.message.message_type)
+        .collect()
 }
 
 #[tokio::test]
@@ -24,7 +28,15 @@ async fn happy_path_on_postgres() {
     let runner = SagaRunner::new(OrderSaga, store.clone()).with_command_topic("commands");
     let order = unique_order("pg");
     let sent = drive(&runner, placed(&order, 42), Outcome::Ships, false).await;
-    assert_eq!(types(&sent), ["ReserveStock", "RequestPayment", "RequestShipment", "RecordShipment"]);
+    assert_eq!(
+        types(&sent),
+        [
+            "ReserveStock",
+            "RequestPayment",
+            "RequestShipment",
+            "RecordShipment"
+        ]
+    );
     let view = runner.instance(&order).await.unwrap().unwrap();
     assert_terminal(&view, &sent, Outcome::Ships);
     assert_eq!(runner.history(&order).await.unwrap().len(), 4);
@@ -42,19 +54,38 @@ async fn a_deadline_fires_and_compensates_on_postgres() {
         .register(runner.clone());
     let order = unique_order("pg-deadline");
     runner.handle(&placed(&order, 7)).await.unwrap();
-    runner.handle(&StockReserved::new(&order).message()).await.unwrap();
+    runner
+        .handle(&StockReserved::new(&order).message())
+        .await
+        .unwrap();
     clock.advance(TimeDelta::seconds(30));
     assert_eq!(scheduler.tick().await.unwrap().claimed, 0);
     clock.advance(TimeDelta::seconds(31));
-    assert_eq!(scheduler.tick().await.unwrap(), Tick { claimed: 1, fired: 1, failed: 0 });
+    assert_eq!(
+        scheduler.tick().await.unwrap(),
+        Tick {
+            claimed: 1,
+            fired: 1,
+            failed: 0
+        }
+    );
     let view = runner.instance(&order).await.unwrap().unwrap();
     assert_eq!(view.state.status, Status::Cancelled);
     assert!(view.completed && view.awaiting.is_empty());
     // The payment that completes after the cancellation is refunded.
-    runner.handle(&PaymentCompleted::new(&order).message()).await.unwrap();
+    runner
+        .handle(&PaymentCompleted::new(&order).message())
+        .await
+        .unwrap();
     assert_eq!(
         outbox_types(&store).await,
-        ["ReserveStock", "RequestPayment", "ReleaseStock", "CancelOrder", "RefundPayment"]
+        [
+            "ReserveStock",
+            "RequestPayment",
+            "ReleaseStock",
+            "CancelOrder",
+            "RefundPayment"
+        ]
     );
     clock.advance(TimeDelta::hours(1));
     assert_eq!(scheduler.tick().await.unwrap().claimed, 0);
@@ -78,9 +109,17 @@ async fn concurrent_instances_with_duplicate_deliveries_on_postgres() {
     for task in tasks {
         let (order, outcome, sent) = task.await.unwrap();
         all_sent += sent.len();
-        assert_terminal(&runner.instance(&order).await.unwrap().unwrap(), &sent, outcome);
+        assert_terminal(
+            &runner.instance(&order).await.unwrap().unwrap(),
+            &sent,
+            outcome,
+        );
     }
     assert_eq!(store.list(SAGA, Some(true)).await.unwrap().len(), 120);
     assert!(store.list(SAGA, Some(false)).await.unwrap().is_empty());
-    assert_eq!(outbox_types(&store).await.len(), all_sent, "each command written once");
+    assert_eq!(
+        outbox_types(&store).await.len(),
+        all_sent,
+        "each command written once"
+    );
 }

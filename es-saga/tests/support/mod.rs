@@ -1,6 +1,12 @@
 //! Test support: an order saga (reserve stock → payment → shipment) and the services that
 //! answer its commands.
-#![allow(dead_code, unreachable_pub, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(
+    dead_code,
+    unreachable_pub,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic
+)]
 
 use chrono::TimeDelta;
 use es_core::OutboxMessage;
@@ -113,10 +119,13 @@ impl Saga for OrderSaga {
         };
         match message.message_type.as_str() {
             "OrderPlaced" => Route::Start(order_id),
-            "StockReserved" | "StockUnavailable" | "PaymentCompleted" | "PaymentFailed"
-            | "PackageShipped" | "ShipmentFailed" | "CancellationRequested" => {
-                Route::Continue(order_id)
-            }
+            "StockReserved"
+            | "StockUnavailable"
+            | "PaymentCompleted"
+            | "PaymentFailed"
+            | "PackageShipped"
+            | "ShipmentFailed"
+            | "CancellationRequested" => Route::Continue(order_id),
             _ => Route::Ignore,
         }
     }
@@ -142,9 +151,10 @@ impl Saga for OrderSaga {
                     .set_deadline("stock", STEP_TIMEOUT)
             }
             (Reserving, "StockReserved") => {
-                state
-                    .steps
-                    .record("stock", Some(CompensatingCommand::new(&ReleaseStock::new(key))?));
+                state.steps.record(
+                    "stock",
+                    Some(CompensatingCommand::new(&ReleaseStock::new(key))?),
+                );
                 state.status = Paying;
                 let request = RequestPayment {
                     order_id: key.to_owned(),
@@ -157,9 +167,10 @@ impl Saga for OrderSaga {
             }
             (Reserving, "StockUnavailable") => Self::cancel(state, "OutOfStock", key)?,
             (Paying, "PaymentCompleted") => {
-                state
-                    .steps
-                    .record("payment", Some(CompensatingCommand::new(&RefundPayment::new(key))?));
+                state.steps.record(
+                    "payment",
+                    Some(CompensatingCommand::new(&RefundPayment::new(key))?),
+                );
                 state.status = Shipping;
                 Decision::new(state)
                     .cancel_deadline("payment")
@@ -204,7 +215,12 @@ pub enum Outcome {
 
 impl Outcome {
     pub fn for_index(i: usize) -> Self {
-        [Self::Ships, Self::OutOfStock, Self::PaymentFails, Self::ShipmentFails][i % 4]
+        [
+            Self::Ships,
+            Self::OutOfStock,
+            Self::PaymentFails,
+            Self::ShipmentFails,
+        ][i % 4]
     }
 }
 
@@ -297,8 +313,16 @@ pub async fn drive<St: es_core::SagaStore>(
 
 /// Asserts the invariants of a finished order: completed, Shipped or Cancelled, and a
 /// cancelled order holds no reserved stock and no un-refunded payment.
-pub fn assert_terminal(view: &es_saga::SagaView<OrderState>, sent: &[OutboxMessage], outcome: Outcome) {
-    assert!(view.completed, "order {} not completed: {:?}", view.key, view.state);
+pub fn assert_terminal(
+    view: &es_saga::SagaView<OrderState>,
+    sent: &[OutboxMessage],
+    outcome: Outcome,
+) {
+    assert!(
+        view.completed,
+        "order {} not completed: {:?}",
+        view.key, view.state
+    );
     assert!(view.awaiting.is_empty(), "a completed order awaits nothing");
     let count = |ty: &str| sent.iter().filter(|c| c.message_type == ty).count();
     match outcome {
@@ -310,8 +334,14 @@ pub fn assert_terminal(view: &es_saga::SagaView<OrderState>, sent: &[OutboxMessa
         _ => {
             assert_eq!(view.state.status, Status::Cancelled);
             assert_eq!(count("CancelOrder"), 1);
-            assert_eq!(count("ReserveStock") - usize::from(outcome == Outcome::OutOfStock), count("ReleaseStock"));
-            assert_eq!(count("RequestPayment") - usize::from(outcome == Outcome::PaymentFails), count("RefundPayment"));
+            assert_eq!(
+                count("ReserveStock") - usize::from(outcome == Outcome::OutOfStock),
+                count("ReleaseStock")
+            );
+            assert_eq!(
+                count("RequestPayment") - usize::from(outcome == Outcome::PaymentFails),
+                count("RefundPayment")
+            );
         }
     }
     assert!(count("RequestPayment") <= 1, "no order has two payments");
