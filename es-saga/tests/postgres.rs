@@ -13,13 +13,21 @@ use es_postgres::PgSagaStore;
 use es_saga::{DeadlineScheduler, SagaRunner, Tick};
 use support::*;
 
-async fn outbox_types(store: &PgSagaStore) -> Vec<String> {
-    let batch = store.read_outbox(Position::START, 10_000).await.unwrap();
-    batch
-        .messages
-        .into_iter()
-        .map(|m| m.message.message_type)
-        .collect()
+/// The outbox's message types once it shows `expected` messages: the gap-safe read waits
+/// for every older transaction in the cluster (other tests' included) to end.
+async fn outbox_types(store: &PgSagaStore, expected: usize) -> Vec<String> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let batch = store.read_outbox(Position::START, 10_000).await.unwrap();
+        if batch.messages.len() >= expected || tokio::time::Instant::now() > deadline {
+            return batch
+                .messages
+                .into_iter()
+                .map(|m| m.message.message_type)
+                .collect();
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 #[tokio::test]
@@ -40,7 +48,7 @@ async fn happy_path_on_postgres() {
     let view = runner.instance(&order).await.unwrap().unwrap();
     assert_terminal(&view, &sent, Outcome::Ships);
     assert_eq!(runner.history(&order).await.unwrap().len(), 4);
-    assert_eq!(outbox_types(&store).await, types(&sent));
+    assert_eq!(outbox_types(&store, sent.len()).await, types(&sent));
 }
 
 #[tokio::test]
@@ -78,7 +86,7 @@ async fn a_deadline_fires_and_compensates_on_postgres() {
         .await
         .unwrap();
     assert_eq!(
-        outbox_types(&store).await,
+        outbox_types(&store, 5).await,
         [
             "ReserveStock",
             "RequestPayment",
@@ -118,7 +126,7 @@ async fn concurrent_instances_with_duplicate_deliveries_on_postgres() {
     assert_eq!(store.list(SAGA, Some(true)).await.unwrap().len(), 120);
     assert!(store.list(SAGA, Some(false)).await.unwrap().is_empty());
     assert_eq!(
-        outbox_types(&store).await.len(),
+        outbox_types(&store, all_sent).await.len(),
         all_sent,
         "each command written once"
     );
