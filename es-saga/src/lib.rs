@@ -1,10 +1,25 @@
-//! Process managers (sagas) for `es-core`.
-//!
-//! This crate will hold the saga runner and the deadline scheduler, written against `es-core`
-//! ports only: a saga correlates messages by a key, decides new state, commands, deadlines and
-//! completion for each, and the runner commits the state, the commands (as outbox messages)
-//! and the inbox record in one transaction. Compensation records completed steps and yields
-//! compensating commands in reverse order; late messages reach the saga with its state rather
-//! than being dropped.
-//!
-//! Nothing is exported yet.
+#![doc = include_str!("../README.md")]
+
+mod codec;
+mod compensation;
+mod decision;
+mod dispatch;
+mod error;
+mod handler;
+mod input;
+mod runner;
+mod saga;
+mod scheduler;
+mod view;
+
+pub use codec::{CodecError, decode, encode};
+pub use compensation::{CompensatingCommand, CompletedStep, CompletedSteps};
+pub use decision::{DeadlineRequest, Decision};
+pub use dispatch::{CommandDispatcher, DISPATCH_TOPIC, DispatchError, DispatchLoop};
+pub use error::SagaError;
+pub use handler::DeadlineTarget;
+pub use input::{DEADLINE_FIRED, FiredDeadline, Input};
+pub use runner::{Handled, SagaRunner};
+pub use saga::{MessageType, Route, Saga};
+pub use scheduler::{DeadlineScheduler, SchedulerError, Tick};
+pub use view::SagaView;

@@ -1,0 +1,211 @@
+//! [`DeadlineScheduler`]: claims due deadlines with a lease and fires them through the runners.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use es_core::{Clock, Deadline, DeadlineStore, DeadlineStoreError, SystemClock};
+use tracing::Instrument;
+
+use crate::handler::DeadlineTarget;
+
+/// Failure of a [`DeadlineScheduler`] poll.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SchedulerError {
+    /// The deadline store failed.
+    #[error(transparent)]
+    Store(#[from] DeadlineStoreError),
+}
+
+/// What one [`DeadlineScheduler::tick`] did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Tick {
+    /// Deadlines claimed.
+    pub claimed: usize,
+    /// Deadlines delivered and completed.
+    pub fired: usize,
+    /// Deadlines whose delivery failed, or whose saga has no registered target: claimed
+    /// until their lease ends, then delivered again.
+    pub failed: usize,
+}
+
+/// Fires due deadlines: each poll claims those due on its [`Clock`] with a lease, delivers
+/// each through its saga's runner (as a message whose id is the deadline's id, so the
+/// runner's inbox makes it effectively once), then completes it.
+///
+/// Deadlines are durable in the [`DeadlineStore`] and a claim is a lease: if the scheduler
+/// crashes between claiming and completing, the deadline is claimed and delivered again once
+/// the lease ends, and the redelivery is a no-op if the first one was committed. Several
+/// schedulers may run on one store.
+///
+/// ```
+/// use es_core::memory::MemorySagaStore;
+/// use es_saga::DeadlineScheduler;
+/// use std::time::Duration;
+///
+/// # futures::executor::block_on(async {
+/// let scheduler = DeadlineScheduler::new(MemorySagaStore::new())
+///     .with_poll_interval(Duration::from_millis(200))
+///     .with_lease(Duration::from_secs(30));
+/// // .register(order_runner.clone()) for each saga, then `scheduler.run(shutdown)`.
+/// assert_eq!(scheduler.tick().await?.claimed, 0);
+/// # Ok::<(), es_saga::SchedulerError>(())
+/// # }).unwrap();
+/// ```
+pub struct DeadlineScheduler<D> {
+    store: D,
+    clock: Arc<dyn Clock>,
+    targets: HashMap<String, Arc<dyn DeadlineTarget>>,
+    poll_interval: Duration,
+    lease: Duration,
+    batch_size: usize,
+}
+
+impl<D> fmt::Debug for DeadlineScheduler<D> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut sagas: Vec<&String> = self.targets.keys().collect();
+        sagas.sort();
+        f.debug_struct("DeadlineScheduler")
+            .field("sagas", &sagas)
+            .field("poll_interval", &self.poll_interval)
+            .field("lease", &self.lease)
+            .field("batch_size", &self.batch_size)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<D: DeadlineStore> DeadlineScheduler<D> {
+    /// A scheduler of `store`'s deadlines on the system clock, polling every second, with
+    /// 30-second leases and batches of 100, and no saga registered.
+    pub fn new(store: D) -> Self {
+        Self {
+            store,
+            clock: Arc::new(SystemClock),
+            targets: HashMap::new(),
+            poll_interval: Duration::from_secs(1),
+            lease: Duration::from_secs(30),
+            batch_size: 100,
+        }
+    }
+
+    /// Decides what is due with `clock`.
+    #[must_use]
+    pub fn with_clock(mut self, clock: impl Clock) -> Self {
+        self.clock = Arc::new(clock);
+        self
+    }
+
+    /// Waits `interval` between polls that found nothing due.
+    #[must_use]
+    pub fn with_poll_interval(mut self, interval: Duration) -> Self {
+        self.poll_interval = interval;
+        self
+    }
+
+    /// Claims deadlines for `lease`: a deadline not completed by then is delivered again.
+    /// Make it longer than a delivery takes.
+    #[must_use]
+    pub fn with_lease(mut self, lease: Duration) -> Self {
+        self.lease = lease;
+        self
+    }
+
+    /// Claims at most `batch_size` deadlines per poll (at least 1).
+    #[must_use]
+    pub fn with_batch_size(mut self, batch_size: usize) -> Self {
+        self.batch_size = batch_size.max(1);
+        self
+    }
+
+    /// Delivers the deadlines of `target`'s saga to it (a [`SagaRunner`](crate::SagaRunner)).
+    #[must_use]
+    pub fn register(mut self, target: impl DeadlineTarget + 'static) -> Self {
+        self.targets
+            .insert(target.saga_name().to_owned(), Arc::new(target));
+        self
+    }
+
+    /// Claims the deadlines due now and fires them; failed ones stay claimed until their
+    /// lease ends.
+    ///
+    /// # Errors
+    /// [`SchedulerError::Store`] when claiming fails. A failure to complete a delivered
+    /// deadline is counted as failed (it is delivered again, as a no-op).
+    pub async fn tick(&self) -> Result<Tick, SchedulerError> {
+        let now = self.clock.now();
+        let due = self
+            .store
+            .claim_due(now, self.lease, self.batch_size)
+            .await?;
+        let mut tick = Tick {
+            claimed: due.len(),
+            ..Tick::default()
+        };
+        for deadline in due {
+            let span = tracing::info_span!(
+                "saga_deadline",
+                saga = %deadline.saga,
+                key = %deadline.key,
+                step = %deadline.step,
+                deadline_id = %deadline.id,
+            );
+            if self.fire_one(&deadline).instrument(span).await {
+                tick.fired += 1;
+            } else {
+                tick.failed += 1;
+            }
+        }
+        Ok(tick)
+    }
+
+    /// Delivers and completes `deadline`; whether both succeeded.
+    async fn fire_one(&self, deadline: &Deadline) -> bool {
+        let Some(target) = self.targets.get(&deadline.saga) else {
+            tracing::warn!("no runner registered for this saga's deadlines");
+            return false;
+        };
+        if let Err(error) = target.fire(deadline).await {
+            tracing::warn!(%error, "deadline delivery failed; retried after the lease");
+            return false;
+        }
+        match self.store.complete(deadline.id).await {
+            Ok(_) => true,
+            Err(error) => {
+                tracing::warn!(%error, "deadline fired but not completed; redelivered");
+                false
+            }
+        }
+    }
+
+    /// Polls until `shutdown` completes: immediately again after a full batch, after the
+    /// poll interval otherwise (and after a store failure, which is logged).
+    ///
+    /// # Errors
+    /// None yet: store failures are logged and retried; the `Result` leaves room for fatal
+    /// ones.
+    pub async fn run(
+        &self,
+        shutdown: impl Future<Output = ()> + Send,
+    ) -> Result<(), SchedulerError> {
+        tokio::pin!(shutdown);
+        loop {
+            let full = match self.tick().await {
+                Ok(tick) => tick.claimed >= self.batch_size,
+                Err(error) => {
+                    tracing::warn!(%error, "claiming deadlines failed");
+                    false
+                }
+            };
+            if full {
+                continue;
+            }
+            tokio::select! {
+                () = &mut shutdown => return Ok(()),
+                () = tokio::time::sleep(self.poll_interval) => {}
+            }
+        }
+    }
+}

@@ -1,0 +1,34 @@
+//! Test support: a fresh, migrated PostgreSQL schema per test.
+#![allow(
+    dead_code,
+    unreachable_pub,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic
+)]
+
+use es_postgres::{PgConfig, PgEventStore};
+
+/// The database URL, or a panic saying how to start PostgreSQL.
+pub fn database_url() -> String {
+    es_postgres::database_url().unwrap_or_else(|error| panic!("{error}"))
+}
+
+/// A unique schema name; `scripts/test` drops every `es_test_*` schema when the run ends.
+pub fn schema_name() -> String {
+    format!("es_test_{}", uuid::Uuid::new_v4().simple())
+}
+
+/// A store in a fresh, migrated schema.
+pub async fn fresh_store() -> PgEventStore {
+    let config = PgConfig::new(database_url())
+        .schema(schema_name())
+        .pool_size(10);
+    let store = PgEventStore::connect(&config).unwrap_or_else(|error| panic!("{error}"));
+    store.migrate().await.unwrap_or_else(|error| {
+        panic!(
+            "cannot migrate a test schema: {error}; is PostgreSQL running? `scripts/test` starts it"
+        )
+    });
+    store
+}
