@@ -14,12 +14,14 @@ FROM fence f
 LEFT JOIN LATERAL (
     SELECT position, (transaction_id::text)::bigint AS transaction_id, stream_id, version,
            event_type, schema_version, data, metadata, recorded_at
-    FROM __SCHEMA__.events
-    WHERE (transaction_id, position) > ($1::text::xid8, $2)
-      AND transaction_id < f.xmin
+    FROM __SCHEMA__.events ev
+    WHERE (ev.transaction_id, ev.position) > ($1::text::xid8, $2)
+      AND ev.transaction_id < f.xmin
       AND ($3::text[] IS NULL OR stream_type = ANY ($3))
       AND ($4::text[] IS NULL OR event_type = ANY ($4))
-    ORDER BY transaction_id, position
+    -- The table's columns, not the bigint output alias: the index (transaction_id, position)
+    -- serves this order only on the xid8 column itself.
+    ORDER BY ev.transaction_id, ev.position
     LIMIT $5
 ) e ON true
 ORDER BY e.transaction_id, e.position

@@ -13,10 +13,12 @@ LEFT JOIN LATERAL (
     SELECT position, (transaction_id::text)::bigint AS transaction_id, message_id, message_type,
            schema_version, partition_key, topic, source_type, source_id, correlation_id,
            causation_id, occurred_at, headers, payload
-    FROM __SCHEMA__.outbox
-    WHERE (transaction_id, position) > ($1::text::xid8, $2)
-      AND transaction_id < f.xmin
-    ORDER BY transaction_id, position
+    FROM __SCHEMA__.outbox ob
+    WHERE (ob.transaction_id, ob.position) > ($1::text::xid8, $2)
+      AND ob.transaction_id < f.xmin
+    -- The table's columns, not the bigint output alias: the index (transaction_id, position)
+    -- serves this order only on the xid8 column itself.
+    ORDER BY ob.transaction_id, ob.position
     LIMIT $3
 ) o ON true
 ORDER BY o.transaction_id, o.position
