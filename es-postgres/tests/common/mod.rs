@@ -39,3 +39,107 @@ pub async fn fresh_store_with(adjust: impl FnOnce(PgConfig) -> PgConfig) -> PgEv
     });
     store
 }
+
+/// A unique stream id starting with `prefix`.
+pub fn stream(prefix: &str) -> es_core::StreamId {
+    es_core::StreamId::new(format!("{prefix}-{}", uuid::Uuid::new_v4().simple()))
+        .expect("a valid stream id")
+}
+
+/// A small event with a fresh id, whose data carries `n`.
+pub fn event(n: i64) -> es_core::NewEvent {
+    es_core::NewEvent {
+        event_type: "TallyAdded".to_owned(),
+        schema_version: 1,
+        data: serde_json::json!({ "amount": n }),
+        metadata: es_core::CommandContext::new().metadata(&es_core::SystemClock),
+    }
+}
+
+/// A connection of its own, outside the store's pool.
+pub async fn raw_client() -> tokio_postgres::Client {
+    es_postgres::connect(&database_url())
+        .await
+        .unwrap_or_else(|error| panic!("{error}"))
+}
+
+/// Every event of `stream`, first first.
+pub async fn read_stream(
+    store: &PgEventStore,
+    stream: &es_core::StreamId,
+) -> Vec<es_core::RecordedEvent> {
+    use es_core::EventStore;
+    use futures::TryStreamExt;
+    store
+        .read_stream(stream, es_core::StreamRead::forward())
+        .try_collect()
+        .await
+        .expect("read a stream")
+}
+
+/// The global log from the start, in batches of `batch`, until it holds `expected` events
+/// (polling while other transactions in the cluster hold the fence back); panics after
+/// `timeout`. Returns the events and the checkpoint reached.
+pub async fn read_log_until(
+    store: &PgEventStore,
+    expected: usize,
+    batch: usize,
+    timeout: std::time::Duration,
+) -> (Vec<es_core::RecordedEvent>, es_core::Position) {
+    use es_core::EventStore;
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut events = Vec::new();
+    let mut position = es_core::Position::START;
+    loop {
+        let read = store
+            .read_log(position, &es_core::LogFilter::all(), batch)
+            .await
+            .expect("read the global log");
+        assert!(read.checkpoint >= position, "a checkpoint never moves back");
+        if let Some(last) = read.events.last() {
+            assert!(
+                read.checkpoint >= last.position,
+                "the checkpoint covers the batch"
+            );
+        }
+        events.extend(read.events);
+        position = read.checkpoint;
+        if events.len() >= expected && read.reached_end {
+            return (events, position);
+        }
+        if read.reached_end {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the global log showed {} of {expected} events within {timeout:?}",
+                events.len()
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    }
+}
+
+/// Asserts that each stream appears in version order (1, 2, 3, ...) and that positions rise.
+pub fn assert_streams_in_version_order(events: &[es_core::RecordedEvent]) {
+    let mut last: std::collections::HashMap<&es_core::StreamId, u64> =
+        std::collections::HashMap::new();
+    for event in events {
+        let previous = last
+            .insert(&event.stream_id, event.version.get())
+            .unwrap_or(0);
+        assert_eq!(
+            event.version.get(),
+            previous + 1,
+            "stream {} out of version order in the global log at {}",
+            event.stream_id,
+            event.position
+        );
+    }
+    for pair in events.windows(2) {
+        assert!(
+            pair[0].position < pair[1].position,
+            "log positions must rise: {} then {}",
+            pair[0].position,
+            pair[1].position
+        );
+    }
+}
