@@ -12,14 +12,16 @@ SELECT (f.xmin::text)::bigint AS fence,
        e.data, e.metadata, e.recorded_at
 FROM fence f
 LEFT JOIN LATERAL (
-    SELECT position, (transaction_id::text)::bigint AS transaction_id, stream_id, version,
-           event_type, schema_version, data, metadata, recorded_at
-    FROM __SCHEMA__.events
-    WHERE (transaction_id, position) > ($1::text::xid8, $2)
-      AND transaction_id < f.xmin
-      AND ($3::text[] IS NULL OR stream_type = ANY ($3))
-      AND ($4::text[] IS NULL OR event_type = ANY ($4))
-    ORDER BY transaction_id, position
+    -- Ordered by the stored columns (qualified: the output's bigint transaction_id would
+    -- not match the index and forces a sort of every remaining row).
+    SELECT ev.position, (ev.transaction_id::text)::bigint AS transaction_id, ev.stream_id,
+           ev.version, ev.event_type, ev.schema_version, ev.data, ev.metadata, ev.recorded_at
+    FROM __SCHEMA__.events ev
+    WHERE (ev.transaction_id, ev.position) > ($1::text::xid8, $2)
+      AND ev.transaction_id < f.xmin
+      AND ($3::text[] IS NULL OR ev.stream_type = ANY ($3))
+      AND ($4::text[] IS NULL OR ev.event_type = ANY ($4))
+    ORDER BY ev.transaction_id, ev.position
     LIMIT $5
 ) e ON true
 ORDER BY e.transaction_id, e.position
