@@ -97,7 +97,7 @@ impl Runner {
             if self.stopping() {
                 return;
             }
-            let leader = match Leader::try_acquire(store.pool(), store.schema(), &key).await {
+            let mut leader = match Leader::try_acquire(store.pool(), store.schema(), &key).await {
                 Ok(Some(leader)) => leader,
                 Ok(None) => {
                     if self.sleep(self.shared.options.standby_poll).await {
@@ -113,9 +113,6 @@ impl Runner {
                     continue;
                 }
             };
-            let mut leader = leader.with_check_timeout(
-                self.shared.options.leader_check.max(Duration::from_secs(1)) * 5,
-            );
             self.live.set_leader(Some(leader.backend_pid()));
             tracing::info!(projection = %self.name, "leading");
             let stop = self.lead(&mut leader).await;
