@@ -9,12 +9,16 @@ use tokio::sync::watch;
 
 use super::Shared;
 use super::apply::Applied;
+use super::catalog::Row;
 use super::error::DaemonError;
 use super::live::Live;
 use super::options::ProjectionOptions;
 use super::status::ProjectionState;
 use super::target::{PgProjectionTx, checkpoint_name};
 use crate::leader::Leader;
+
+/// How long a projection's row is trusted while catching up.
+const ROW_TTL: Duration = Duration::from_millis(200);
 
 /// Why leading ended.
 #[derive(Debug)]
@@ -166,6 +170,7 @@ impl Runner {
         let mut last_check = Instant::now();
         let mut idle: Option<Duration> = None;
         let mut signal = self.shared.store.append_signal().waiter();
+        let mut cached: Option<(Row, Instant)> = None;
         loop {
             if self.stopping() {
                 return Err(Stop::Shutdown);
@@ -177,7 +182,12 @@ impl Runner {
                 last_check = Instant::now();
             }
             signal.borrow_and_update();
-            let row = {
+            // While catching up, the row is re-read at most every ROW_TTL (a rebuild request
+            // or a pause from elsewhere is noticed within it); after a wait, always.
+            let fresh = cached.filter(|(_, at)| at.elapsed() < ROW_TTL);
+            let row = if let Some((row, _)) = fresh {
+                row
+            } else {
                 let client = self.shared.store.pool().get().await?;
                 let mut row = self.shared.sql.load(&client, &self.name).await?;
                 if row.active < declared && row.rebuild.is_none() {
@@ -190,9 +200,11 @@ impl Runner {
                         .await?;
                     tracing::info!(projection = %self.name, version = ?row.rebuild, "rebuilding into the declared version");
                 }
+                cached = Some((row, Instant::now()));
                 row
             };
             if row.state == ProjectionState::Paused {
+                cached = None;
                 let wait = self.shared.options.max_poll;
                 let live = self.live.clone();
                 tokio::select! {
@@ -233,8 +245,12 @@ impl Runner {
                         if role == Role::Rebuild {
                             self.meter_rebuild(version, events, switched).await;
                         }
+                        if switched {
+                            cached = None;
+                        }
                     }
                     Applied::Paused => {
+                        cached = None;
                         more = false;
                         moved = true;
                         break;
@@ -243,10 +259,12 @@ impl Runner {
                 more |= !reached_end;
                 held |= held_back;
             }
-            let wait = if more {
+            if more {
                 idle = None;
                 continue;
-            } else if moved || held {
+            }
+            cached = None;
+            let wait = if moved || held {
                 idle = None;
                 self.shared.options.min_poll
             } else {
