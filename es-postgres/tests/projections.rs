@@ -161,7 +161,8 @@ async fn a_standby_daemon_takes_over_when_the_leaders_connection_dies() {
         }
     });
 
-    for name in ["ta", "tb"] {
+    let mut names = vec!["ta", "tb"];
+    while let Some(&name) = names.first() {
         // Exactly one leads each projection.
         let deadline = tokio::time::Instant::now() + WITHIN;
         let (leader_pid, first_led_by_one) = loop {
@@ -184,15 +185,21 @@ async fn a_standby_daemon_takes_over_when_the_leaders_connection_dies() {
             tokio::time::sleep(Duration::from_millis(20)).await;
         };
         let admin = common::raw_client().await;
-        admin
-            .execute("SELECT pg_terminate_backend($1)", &[&leader_pid])
+        let terminated: bool = admin
+            .query_one("SELECT pg_terminate_backend($1)", &[&leader_pid])
             .await
-            .unwrap();
+            .unwrap()
+            .get(0);
+        if !terminated {
+            // Leadership moved between the status read and the kill: elect and kill again.
+            continue;
+        }
         eventually(WITHIN, "the other daemon takes over", || async {
             let standby = if first_led_by_one { &two } else { &one };
             standby.projection_status(name).await.unwrap().leading_here
         })
         .await;
+        names.remove(0);
     }
 
     let last = writer.await.unwrap();

@@ -135,7 +135,7 @@ impl Runner {
                     tracing::warn!(projection = %self.name, "deposed: another node leads; standing by");
                     drop(leader);
                     // Let a standby that polls take over rather than racing it.
-                    if self.sleep(self.shared.options.standby_poll * 3).await {
+                    if self.sleep(self.shared.options.standby_poll * 5).await {
                         return;
                     }
                 }
