@@ -4,7 +4,8 @@
 //!
 //! `cargo bench --bench projection` (needs `DATABASE_URL`). The first run fills the schema
 //! `es_bench_projection` with `ES_BENCH_EVENTS` events (default 1,000,000; about a minute);
-//! later runs reuse it. `ES_BENCH_ROUNDS` (default 2) sets how many times each side runs.
+//! later runs reuse it. `ES_BENCH_ROUNDS` (default 2) sets how many times each side runs;
+//! `ES_BENCH_CASES=count` runs only the counting projection and the rebuild.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
 use std::time::{Duration, Instant};
@@ -318,6 +319,9 @@ async fn run(events: i64, rounds: i64) {
         assert_eq!(seen as i64, events);
         report.record(&counting, "floor", total, seconds);
 
+        if std::env::var("ES_BENCH_CASES").is_ok_and(|cases| cases == "count") {
+            continue;
+        }
         let name = format!("carts-{}-{round}", std::process::id());
         let (seconds, daemon) = framework(&store, Carts(name.clone()), last).await;
         daemon.shutdown().await;
