@@ -71,6 +71,25 @@ pub trait Projection<T: Send + ?Sized>: Send + Sync {
     /// The events it handles; others are skipped (its checkpoint still passes them).
     fn filter(&self) -> LogFilter;
 
+    /// The oldest version of the read model this code can write (default 1). A runner that
+    /// finds an older version active rebuilds into this one while the old one keeps serving
+    /// reads, then switches (see the runner's documentation). Bump it when the read model's
+    /// shape changes.
+    fn version(&self) -> u32 {
+        1
+    }
+
+    /// Prepares `target` before events of a (possibly new) version are applied: creates
+    /// tables, for example. Called by runners once per version each time they start; it must
+    /// be idempotent. The default does nothing.
+    ///
+    /// # Errors
+    /// [`ProjectionError`] when the read model cannot be prepared.
+    async fn prepare(&self, target: &mut T) -> Result<(), ProjectionError> {
+        let _ = target;
+        Ok(())
+    }
+
     /// Applies one event to `target`. In memory, mutate `target` only once the event is known
     /// to apply, so a failure leaves the model as it was.
     ///
@@ -78,6 +97,25 @@ pub trait Projection<T: Send + ?Sized>: Send + Sync {
     /// [`ProjectionError`] when the event cannot be applied; the runner then retries or stops,
     /// never skipping it silently.
     async fn apply(&self, target: &mut T, event: &RecordedEvent) -> Result<(), ProjectionError>;
+
+    /// Applies a batch of events, in order, that pass [`filter`](Self::filter). The default
+    /// applies them one by one; override it to write a batch at once (one multi-row statement,
+    /// say). A runner that sees a batch fail rolls it back and applies its events one by one
+    /// with [`apply`](Self::apply) to find the failing one, so both must agree.
+    ///
+    /// # Errors
+    /// [`ProjectionError`] when any event cannot be applied; the whole batch is then
+    /// discarded by the runner.
+    async fn apply_batch(
+        &self,
+        target: &mut T,
+        events: &[RecordedEvent],
+    ) -> Result<(), ProjectionError> {
+        for event in events {
+            self.apply(target, event).await?;
+        }
+        Ok(())
+    }
 }
 
 /// Live projection: folds `events` (for example a stream read, or a global-log batch) into

@@ -4,6 +4,7 @@ mod checkpoint;
 mod config;
 mod conn;
 mod connect;
+mod daemon;
 mod error;
 mod inbox;
 mod jsonb;
@@ -16,6 +17,11 @@ mod transaction;
 pub use checkpoint::PgCheckpointStore;
 pub use config::PgConfig;
 pub use connect::{ConnectError, DATABASE_URL_ENV, connect, database_url};
+pub use daemon::{
+    DaemonError, DaemonOptions, DeadLetter, PgProjectionTx, PoisonPolicy, ProjectionDaemon,
+    ProjectionOptions, ProjectionState, ProjectionStatus, RebuildProgress, project_inline,
+    recorded_events,
+};
 pub use error::PgError;
 pub use inbox::PgInbox;
 pub use leader::Leader;

@@ -22,6 +22,11 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
         "0003_inbox_sagas.sql",
         include_str!("../migrations/0003_inbox_sagas.sql"),
     ),
+    (
+        4,
+        "0004_projections.sql",
+        include_str!("../migrations/0004_projections.sql"),
+    ),
 ];
 
 /// The newest migration number this version knows.

@@ -154,6 +154,11 @@ impl PgTransaction {
         }
     }
 
+    /// The schema of the store this transaction writes to.
+    pub fn schema(&self) -> &str {
+        self.store.schema()
+    }
+
     /// Commits everything written in the transaction.
     ///
     /// # Errors

@@ -1,0 +1,222 @@
+//! Applying a batch and its checkpoint in one transaction; isolating and handling poison
+//! events.
+
+use std::slice;
+
+use es_core::{CheckpointError, LogBatch, Position, ProjectionError, RecordedEvent};
+
+use super::catalog::Progress;
+use super::options::PoisonPolicy;
+use super::runner::{Role, Runner, Stop};
+use super::target::{PgProjectionTx, checkpoint_name};
+
+/// What applying a batch did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Applied {
+    /// Nothing to write.
+    Nothing,
+    /// Committed; `switched` when a rebuild became active.
+    Committed { switched: bool },
+    /// A poison event paused the projection.
+    Paused,
+}
+
+/// Why one transaction did not commit.
+enum Failure {
+    /// The projection failed to apply (retry, then the poison policy).
+    Apply(ProjectionError),
+    /// Stop leading.
+    Stop(Stop),
+}
+
+impl<E: Into<Stop>> From<E> for Failure {
+    fn from(error: E) -> Self {
+        Failure::Stop(error.into())
+    }
+}
+
+/// One unit of work: events, the checkpoint's move, bookkeeping, maybe a dead letter.
+struct Unit<'a> {
+    version: u32,
+    role: Role,
+    expected: Option<Position>,
+    events: &'a [RecordedEvent],
+    new: Position,
+    switch: bool,
+    dead_letter: Option<(&'a RecordedEvent, String, u32)>,
+}
+
+impl Runner {
+    /// Applies `batch` to `version` from checkpoint `at`: the whole batch in one transaction;
+    /// if it fails, event by event, retrying the failing one and then applying the policy.
+    pub(crate) async fn apply(
+        &mut self,
+        version: u32,
+        role: Role,
+        at: Option<Position>,
+        batch: LogBatch,
+    ) -> Result<Applied, Stop> {
+        let switch = role == Role::Rebuild && batch.reached_end;
+        let from = at.unwrap_or(Position::START);
+        if batch.events.is_empty() && batch.checkpoint <= from && !switch {
+            return Ok(Applied::Nothing);
+        }
+        let whole = Unit {
+            version,
+            role,
+            expected: at,
+            events: &batch.events,
+            new: batch.checkpoint.max(from),
+            switch,
+            dead_letter: None,
+        };
+        match self.commit(whole).await {
+            Ok(()) => return Ok(Applied::Committed { switched: switch }),
+            Err(Failure::Stop(stop)) => return Err(stop),
+            Err(Failure::Apply(error)) if batch.events.len() == 1 => {
+                tracing::debug!(projection = %self.name, %error, "event failed");
+            }
+            Err(Failure::Apply(error)) => {
+                tracing::debug!(projection = %self.name, %error, "batch failed; applying its events one by one");
+            }
+        }
+        let mut expected = at;
+        for event in &batch.events {
+            if !self.apply_one(version, role, expected, event).await? {
+                return Ok(Applied::Paused);
+            }
+            expected = Some(event.position);
+        }
+        let reached = expected.unwrap_or(Position::START);
+        if batch.checkpoint > reached || switch {
+            let rest = Unit {
+                version,
+                role,
+                expected,
+                events: &[],
+                new: batch.checkpoint.max(reached),
+                switch,
+                dead_letter: None,
+            };
+            self.commit(rest).await.map_err(|failure| match failure {
+                Failure::Stop(stop) => stop,
+                Failure::Apply(error) => Stop::Failed(error.into()),
+            })?;
+        }
+        Ok(Applied::Committed { switched: switch })
+    }
+
+    /// Applies one event with retries; false when the projection paused before it.
+    async fn apply_one(
+        &mut self,
+        version: u32,
+        role: Role,
+        expected: Option<Position>,
+        event: &RecordedEvent,
+    ) -> Result<bool, Stop> {
+        let mut attempt = 1;
+        loop {
+            let unit = Unit {
+                version,
+                role,
+                expected,
+                events: slice::from_ref(event),
+                new: event.position,
+                switch: false,
+                dead_letter: None,
+            };
+            let error = match self.commit(unit).await {
+                Ok(()) => return Ok(true),
+                Err(Failure::Stop(stop)) => return Err(stop),
+                Err(Failure::Apply(error)) => error,
+            };
+            if attempt < self.options.max_attempts {
+                let backoff = self.options.retry_backoff * 2u32.saturating_pow(attempt - 1);
+                tracing::warn!(projection = %self.name, stream = %event.stream_id, version = %event.version, position = %event.position, attempt, %error, "event failed; retrying");
+                if self.sleep(backoff).await {
+                    return Err(Stop::Shutdown);
+                }
+                attempt += 1;
+                continue;
+            }
+            let message = error.to_string();
+            return match self.options.on_poison {
+                PoisonPolicy::Pause => {
+                    tracing::error!(projection = %self.name, stream = %event.stream_id, version = %event.version, position = %event.position, attempts = attempt, error = %message, "poison event: projection paused");
+                    let client = self.shared.store.pool().get().await?;
+                    let reason = format!(
+                        "event {} of {} ({}) failed {attempt} times",
+                        event.version, event.stream_id, event.event_type
+                    );
+                    self.shared
+                        .sql
+                        .pause(&client, &self.name, &reason, &message, event)
+                        .await?;
+                    Ok(false)
+                }
+                PoisonPolicy::Skip => {
+                    tracing::error!(projection = %self.name, stream = %event.stream_id, version = %event.version, position = %event.position, attempts = attempt, error = %message, "poison event: skipped into the dead letters");
+                    let unit = Unit {
+                        version,
+                        role,
+                        expected,
+                        events: &[],
+                        new: event.position,
+                        switch: false,
+                        dead_letter: Some((event, message, attempt)),
+                    };
+                    self.commit(unit).await.map_err(|failure| match failure {
+                        Failure::Stop(stop) => stop,
+                        Failure::Apply(error) => Stop::Failed(error.into()),
+                    })?;
+                    Ok(true)
+                }
+            };
+        }
+    }
+
+    /// One transaction: apply `unit.events`, record a dead letter, move the checkpoint by
+    /// compare-and-set, record progress (and switch a caught-up rebuild), commit.
+    async fn commit(&mut self, unit: Unit<'_>) -> Result<(), Failure> {
+        let tx = self.shared.store.begin().await?;
+        let mut target = PgProjectionTx::new(tx, unit.version);
+        if !unit.events.is_empty()
+            && let Err(error) = self.projection.apply_batch(&mut target, unit.events).await
+        {
+            if let Err(rollback) = target.into_transaction().rollback().await {
+                tracing::debug!(%rollback, "rollback failed; the connection was closed");
+            }
+            return Err(Failure::Apply(error));
+        }
+        let mut tx = target.into_transaction();
+        if let Some((event, error, attempts)) = &unit.dead_letter {
+            let client = tx.connection()?;
+            self.shared
+                .sql
+                .dead_letter(client, &self.name, unit.version, event, error, *attempts)
+                .await?;
+        }
+        let checkpoint = checkpoint_name(&self.name, unit.version);
+        let expected = unit.expected;
+        match self
+            .shared
+            .checkpoints
+            .compare_and_set_in(&mut tx, &checkpoint, expected, unit.new)
+            .await
+        {
+            Ok(()) => {}
+            Err(CheckpointError::Stale { .. }) => return Err(Failure::Stop(Stop::Deposed)),
+            Err(error) => return Err(error.into()),
+        }
+        let progress = Progress {
+            name: &self.name,
+            events: unit.events,
+            active: unit.role == Role::Active,
+            switch_to: unit.switch.then_some(unit.version),
+        };
+        self.shared.sql.progress(tx.connection()?, progress).await?;
+        tx.commit().await?;
+        self.cursors.insert(unit.version, Some(unit.new));
+        Ok(())
+    }
+}
