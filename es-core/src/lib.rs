@@ -3,10 +3,12 @@
 mod aggregate;
 mod checkpoint;
 mod clock;
+mod dispatch;
 mod error;
 mod event;
 mod ids;
 mod inbox;
+mod inbox_handler;
 pub mod memory;
 mod messaging;
 mod metadata;
@@ -24,6 +26,7 @@ pub mod testing;
 pub use aggregate::Aggregate;
 pub use checkpoint::{CheckpointError, CheckpointStore};
 pub use clock::{Clock, ManualClock, SystemClock};
+pub use dispatch::{HandlerRegistry, Typed, TypedHandler};
 pub use error::{BoxError, Conflict, StoreError};
 pub use event::{
     CodecError, DecodeError, DomainEvent, EventType, NewEvent, RecordedEvent, decode_data,
@@ -32,6 +35,7 @@ pub use ids::{
     EventId, ExpectedVersion, InvalidStreamId, MAX_STREAM_ID_LEN, Position, StreamId, Version,
 };
 pub use inbox::{Inbox, InboxError};
+pub use inbox_handler::{InboxHandler, TransactionalHandler};
 pub use messaging::{
     Consumer, ConsumerError, Delivery, HandlerError, MessageHandler, PublishError, PublishFailure,
     Publisher,

@@ -22,6 +22,9 @@ pub enum ConfigError {
          (it prints the variable to export), or run the whole suite through `scripts/test`"
     )]
     MissingBootstrapServers,
+    /// `KAFKA_GROUP_ID` is not set (a consumer configured from the environment needs it).
+    #[error("KAFKA_GROUP_ID is not set: name the consumer group")]
+    MissingGroupId,
     /// librdkafka refused the configuration (an unknown or invalid setting).
     #[error("librdkafka refused the configuration: {0}")]
     Client(#[source] KafkaError),

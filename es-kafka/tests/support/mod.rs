@@ -1,6 +1,7 @@
 //! Test support: reaching the shared broker and starting private ones.
 #![allow(dead_code, unreachable_pub)]
 
+pub mod effects;
 pub mod outbox;
 
 use std::net::TcpListener;
@@ -157,4 +158,22 @@ fn tansu_bin() -> PathBuf {
 fn free_port() -> u16 {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     listener.local_addr().unwrap().port()
+}
+
+/// A member of `group` on `bootstrap`, reading `topics` from their start, with the test
+/// broker's short group timeouts.
+pub fn consumer(bootstrap: &str, group: &str, topics: &[&str]) -> es_kafka::KafkaConsumer {
+    consumer_builder(bootstrap, group, topics).build().unwrap()
+}
+
+/// The builder behind [`consumer`], for tests that configure more.
+pub fn consumer_builder(
+    bootstrap: &str,
+    group: &str,
+    topics: &[&str],
+) -> es_kafka::KafkaConsumerBuilder {
+    es_kafka::KafkaConsumer::builder(es_kafka::KafkaConfig::new(bootstrap), group)
+        .subscribe(topics.iter().copied())
+        .set("session.timeout.ms", "3000")
+        .set("heartbeat.interval.ms", "500")
 }

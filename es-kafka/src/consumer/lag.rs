@@ -1,0 +1,66 @@
+//! Consumer lag: how far each assigned partition's committed offset is behind its end.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use es_core::ConsumerError;
+use rdkafka::consumer::Consumer as _;
+use rdkafka::topic_partition_list::Offset;
+
+use super::{KafkaConsumer, backend};
+
+/// How long the broker may take to answer a lag query.
+const LAG_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The lag of one assigned partition.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct PartitionLag {
+    /// The topic.
+    pub topic: String,
+    /// The partition.
+    pub partition: u32,
+    /// The offset the next produced record will get.
+    pub high_watermark: i64,
+    /// The group's committed offset (the next to read); the partition's low watermark when
+    /// the group never committed.
+    pub committed: i64,
+    /// `high_watermark - committed`: records not yet handled by the group.
+    pub lag: i64,
+}
+
+impl KafkaConsumer {
+    /// The lag of every partition assigned to this member (high watermark − committed).
+    ///
+    /// # Errors
+    /// [`ConsumerError::Backend`] when the broker does not answer.
+    pub async fn lag(&self) -> Result<Vec<PartitionLag>, ConsumerError> {
+        let consumer = Arc::clone(&self.consumer);
+        tokio::task::spawn_blocking(move || {
+            let assignment = consumer.assignment().map_err(backend)?;
+            let committed = consumer
+                .committed_offsets(assignment, LAG_TIMEOUT)
+                .map_err(backend)?;
+            let mut lags = Vec::new();
+            for element in committed.elements() {
+                let (low, high) = consumer
+                    .fetch_watermarks(element.topic(), element.partition(), LAG_TIMEOUT)
+                    .map_err(backend)?;
+                let committed = match element.offset() {
+                    Offset::Offset(offset) => offset,
+                    _ => low,
+                };
+                lags.push(PartitionLag {
+                    topic: element.topic().to_owned(),
+                    partition: u32::try_from(element.partition()).map_err(backend)?,
+                    high_watermark: high,
+                    committed,
+                    lag: (high - committed).max(0),
+                });
+            }
+            Ok(lags)
+        })
+        .await
+        .map_err(backend)?
+    }
+}

@@ -1,0 +1,308 @@
+//! `KafkaConsumer`: a member of a consumer group that commits only what was handled.
+
+mod builder;
+mod context;
+mod lag;
+pub(crate) mod track;
+
+use std::fmt;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use es_core::{Consumer, ConsumerError, Delivery};
+use rdkafka::consumer::{CommitMode, Consumer as _, StreamConsumer};
+use rdkafka::message::Message as _;
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+
+pub use self::builder::{GROUP_ID_ENV, KafkaConsumerBuilder, TOPIC_PREFIX_ENV};
+use self::context::{GroupContext, lock, nothing_to_commit};
+pub use self::lag::PartitionLag;
+use self::track::{Admit, PartitionKey, Tracker, key_of};
+use crate::dead_letter::{DeadLetterRoute, DeadLetters, RawRecord};
+use crate::envelope;
+
+/// How long a seek may take.
+const SEEK_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A [`Consumer`] of Kafka topics: one member of a consumer group, at least once and never
+/// skipping.
+///
+/// Automatic commits and automatic offset storing are off (`enable.auto.commit=false`,
+/// `enable.auto.offset.store=false`): an offset is stored only for a handled message
+/// ([`Consumer::commit`], [`KafkaConsumer::store`]) or an acknowledged dead letter, and
+/// committed by [`Consumer::commit`], [`KafkaConsumer::commit_stored`], or before a rebalance
+/// revokes partitions. [`Consumer::retry`] seeks back to the failed offset and drops every
+/// later record of its partition already fetched until the failed one comes again.
+///
+/// A record that is not a valid envelope is never handed out: it is published to the
+/// dead-letter topic ([`DeadLetterRoute`], `<topic>.dlq` by default) with the reason, logged,
+/// and passed.
+///
+/// ```no_run
+/// use es_core::Consumer;
+/// use es_kafka::{KafkaConfig, KafkaConsumer};
+///
+/// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+/// let mut consumer = KafkaConsumer::builder(KafkaConfig::from_env()?, "billing")
+///     .subscribe(["shop.order"])
+///     .build()?;
+/// let delivery = consumer.recv().await?;
+/// // ... handle it ...
+/// consumer.commit(&delivery).await?;
+/// # Ok(())
+/// # }
+/// ```
+pub struct KafkaConsumer {
+    consumer: Arc<StreamConsumer<GroupContext>>,
+    tracker: Arc<Mutex<Tracker>>,
+    dead_letters: DeadLetters,
+    group_id: String,
+    /// A malformed record whose dead letter is not yet acknowledged (kept across a cancelled
+    /// `recv`).
+    pending: Option<(RawRecord, String)>,
+}
+
+impl fmt::Debug for KafkaConsumer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KafkaConsumer")
+            .field("group_id", &self.group_id)
+            .field("dead_letters", self.dead_letters.route())
+            .finish_non_exhaustive()
+    }
+}
+
+fn backend(error: impl Into<es_core::BoxError>) -> ConsumerError {
+    ConsumerError::backend(error)
+}
+
+fn one(key: &PartitionKey, offset: Option<u64>) -> Result<TopicPartitionList, ConsumerError> {
+    let mut tpl = TopicPartitionList::new();
+    let mut entry = tpl.add_partition(&key.0, key.1);
+    if let Some(offset) = offset {
+        let offset = i64::try_from(offset).map_err(backend)?;
+        entry.set_offset(Offset::Offset(offset)).map_err(backend)?;
+    }
+    Ok(tpl)
+}
+
+impl KafkaConsumer {
+    /// A builder for a member of `group_id` on `config`'s cluster.
+    pub fn builder(
+        config: crate::KafkaConfig,
+        group_id: impl Into<String>,
+    ) -> KafkaConsumerBuilder {
+        KafkaConsumerBuilder::new(config, group_id.into())
+    }
+
+    /// The consumer group.
+    pub fn group_id(&self) -> &str {
+        &self.group_id
+    }
+
+    /// Where dead letters go.
+    pub fn dead_letter_route(&self) -> &DeadLetterRoute {
+        self.dead_letters.route()
+    }
+
+    /// The underlying rdkafka consumer (for metrics or metadata).
+    pub fn inner(&self) -> &StreamConsumer<impl rdkafka::consumer::ConsumerContext> {
+        &self.consumer
+    }
+
+    /// The partitions currently assigned to this member.
+    pub fn assigned(&self) -> Vec<(String, u32)> {
+        lock(&self.tracker)
+            .assigned()
+            .into_iter()
+            .map(|(topic, partition)| (topic, u32::try_from(partition).unwrap_or_default()))
+            .collect()
+    }
+
+    /// Stores the offset after `delivery` (handled, with everything before it in its
+    /// partition) without committing it: the next [`commit_stored`](Self::commit_stored),
+    /// [`Consumer::commit`] or rebalance commits it. Cheaper than [`Consumer::commit`].
+    ///
+    /// # Errors
+    /// [`ConsumerError::PartitionNotAssigned`], [`ConsumerError::UnknownDelivery`] or
+    /// [`ConsumerError::Backend`].
+    pub fn store(&mut self, delivery: &Delivery) -> Result<(), ConsumerError> {
+        let store = lock(&self.tracker).handled(delivery)?;
+        self.store_offset(&key_of(delivery), store)
+    }
+
+    fn store_offset(&self, key: &PartitionKey, next: u64) -> Result<(), ConsumerError> {
+        self.consumer
+            .store_offsets(&one(key, Some(next))?)
+            .map_err(|error| match error.rdkafka_error_code() {
+                Some(rdkafka::types::RDKafkaErrorCode::State) => {
+                    ConsumerError::PartitionNotAssigned {
+                        topic: key.0.clone(),
+                        partition: u32::try_from(key.1).unwrap_or_default(),
+                    }
+                }
+                _ => backend(error),
+            })
+    }
+
+    /// Commits every stored offset and waits until the group has them.
+    ///
+    /// # Errors
+    /// [`ConsumerError::Backend`] when the commit fails.
+    pub async fn commit_stored(&self) -> Result<(), ConsumerError> {
+        let consumer = Arc::clone(&self.consumer);
+        let result =
+            tokio::task::spawn_blocking(move || consumer.commit_consumer_state(CommitMode::Sync))
+                .await
+                .map_err(backend)?;
+        match result {
+            Err(error) if !nothing_to_commit(&error) => Err(backend(error)),
+            _ => Ok(()),
+        }
+    }
+
+    /// Starts committing every stored offset without waiting.
+    ///
+    /// # Errors
+    /// [`ConsumerError::Backend`] when the commit cannot be started.
+    pub fn commit_stored_in_background(&self) -> Result<(), ConsumerError> {
+        match self.consumer.commit_consumer_state(CommitMode::Async) {
+            Err(error) if !nothing_to_commit(&error) => Err(backend(error)),
+            _ => Ok(()),
+        }
+    }
+
+    /// Stops fetching `topic`/`partition` (messages already received stay valid).
+    ///
+    /// # Errors
+    /// [`ConsumerError::Backend`] when librdkafka refuses (for example, not assigned).
+    pub fn pause(&self, topic: &str, partition: u32) -> Result<(), ConsumerError> {
+        let key = (topic.to_owned(), i32::try_from(partition).map_err(backend)?);
+        self.consumer.pause(&one(&key, None)?).map_err(backend)
+    }
+
+    /// Resumes fetching a paused partition.
+    ///
+    /// # Errors
+    /// [`ConsumerError::Backend`] when librdkafka refuses (for example, not assigned).
+    pub fn resume(&self, topic: &str, partition: u32) -> Result<(), ConsumerError> {
+        let key = (topic.to_owned(), i32::try_from(partition).map_err(backend)?);
+        self.consumer.resume(&one(&key, None)?).map_err(backend)
+    }
+
+    /// Rewinds `delivery`'s partition to it, to be delivered again with `attempt`, dropping
+    /// later records already fetched (see [`Consumer::retry`], which passes one more than the
+    /// delivery's attempt).
+    ///
+    /// # Errors
+    /// As [`Consumer::retry`].
+    pub fn rewind(&mut self, delivery: &Delivery, attempt: u32) -> Result<(), ConsumerError> {
+        lock(&self.tracker).rewind(delivery, attempt)?;
+        let offset = i64::try_from(delivery.offset).map_err(backend)?;
+        let key = key_of(delivery);
+        self.consumer
+            .seek(&key.0, key.1, Offset::Offset(offset), SEEK_TIMEOUT)
+            .map_err(backend)
+    }
+
+    /// Publishes `delivery` to its dead-letter topic with `reason` and `attempts` in its
+    /// headers, waits for the acknowledgement, then stores the offset after it. Returns the
+    /// dead-letter topic.
+    ///
+    /// # Errors
+    /// [`ConsumerError::Backend`] when the publish fails (nothing is stored then), or as
+    /// [`KafkaConsumer::store`].
+    pub async fn dead_letter(
+        &mut self,
+        delivery: &Delivery,
+        reason: &str,
+        attempts: u32,
+    ) -> Result<String, ConsumerError> {
+        lock(&self.tracker).check_held(delivery)?;
+        let encoded = envelope::encode(&delivery.message).map_err(backend)?;
+        let record = RawRecord {
+            topic: delivery.topic.clone(),
+            partition: i32::try_from(delivery.partition).map_err(backend)?,
+            offset: i64::try_from(delivery.offset).map_err(backend)?,
+            key: Some(encoded.key.into_bytes()),
+            payload: Some(encoded.payload),
+            headers: RawRecord::headers_of(&encoded.headers),
+        };
+        let topic = self
+            .dead_letters
+            .send(&record, reason, attempts)
+            .await
+            .map_err(backend)?;
+        tracing::warn!(
+            topic = %delivery.topic, partition = delivery.partition, offset = delivery.offset,
+            message_id = %delivery.message.message_id, dead_letter_topic = %topic, attempts,
+            "dead-lettered: {reason}"
+        );
+        self.store(delivery)?;
+        Ok(topic)
+    }
+
+    /// Dead-letters a record that is not a valid envelope, then stores past it when nothing
+    /// before it is outstanding.
+    async fn dead_letter_malformed(&mut self) -> Result<(), ConsumerError> {
+        let Some((record, reason)) = &self.pending else {
+            return Ok(());
+        };
+        let topic = self
+            .dead_letters
+            .send(record, reason, 1)
+            .await
+            .map_err(backend)?;
+        tracing::warn!(
+            topic = %record.topic, partition = record.partition, offset = record.offset,
+            dead_letter_topic = %topic, "malformed record dead-lettered: {reason}"
+        );
+        let key = (record.topic.clone(), record.partition);
+        let offset = u64::try_from(record.offset).map_err(backend)?;
+        self.pending = None;
+        if let Some(store) = lock(&self.tracker).dead_lettered(&key, offset) {
+            self.store_offset(&key, store)?;
+        }
+        Ok(())
+    }
+}
+
+#[async_trait::async_trait]
+impl Consumer for KafkaConsumer {
+    async fn recv(&mut self) -> Result<Delivery, ConsumerError> {
+        loop {
+            self.dead_letter_malformed().await?;
+            let record = self.consumer.recv().await.map_err(backend)?;
+            let key = (record.topic().to_owned(), record.partition());
+            let offset = u64::try_from(record.offset()).map_err(backend)?;
+            let Admit::Deliver(attempt) = lock(&self.tracker).admit(&key, offset) else {
+                continue;
+            };
+            match envelope::decode_delivery(&record) {
+                Ok(mut delivery) => {
+                    delivery.attempt = attempt;
+                    return Ok(delivery);
+                }
+                Err(error) => {
+                    self.pending =
+                        Some((RawRecord::of(&record), format!("malformed record: {error}")));
+                }
+            }
+        }
+    }
+
+    async fn commit(&mut self, delivery: &Delivery) -> Result<(), ConsumerError> {
+        let store = lock(&self.tracker).handled(delivery)?;
+        let key = key_of(delivery);
+        self.store_offset(&key, store)?;
+        let tpl = one(&key, Some(store))?;
+        let consumer = Arc::clone(&self.consumer);
+        tokio::task::spawn_blocking(move || consumer.commit(&tpl, CommitMode::Sync))
+            .await
+            .map_err(backend)?
+            .map_err(backend)
+    }
+
+    async fn retry(&mut self, delivery: &Delivery) -> Result<(), ConsumerError> {
+        self.rewind(delivery, delivery.attempt.saturating_add(1))
+    }
+}
