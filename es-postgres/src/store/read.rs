@@ -94,17 +94,21 @@ impl PgEventStore {
             };
             let client = crate::conn::Conn::get(&inner.pool).await.map_err(backend)?;
             let statement = client.prepare_cached(sql).await.map_err(backend)?;
-            let rows = client
-                .query(&statement, &[&page.stream_id, &from, &limit])
+            // One row more than the page tells whether another page exists, so a stream that
+            // fits in one page is read in one round trip.
+            let mut rows = client
+                .query(&statement, &[&page.stream_id, &from, &(limit + 1)])
                 .await
                 .map_err(backend)?;
+            let more = rows.len() as i64 > limit;
+            rows.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
             let events = rows
                 .iter()
                 .map(|row| decode_event(row, 0))
                 .collect::<Result<Vec<_>, _>>()?;
             page.remaining = page.remaining.saturating_sub(events.len());
             page.next = match events.last() {
-                Some(last) if events.len() as i64 == limit => {
+                Some(last) if more => {
                     let version = as_i64(last.version.get());
                     match page.direction {
                         Direction::Forward => Some(version + 1),
