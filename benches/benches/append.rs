@@ -7,8 +7,8 @@
 
 use std::time::{Duration, Instant};
 
-use criterion::{BenchmarkId, Criterion, Throughput};
-use es_benches::{Report, fresh_store};
+use criterion::{Criterion, Throughput};
+use es_benches::{Report, alternate, fresh_store};
 use es_core::{
     AppendRequest, CommandContext, EventStore, ExpectedVersion, NewEvent, StreamId, SystemClock,
     Version,
@@ -145,32 +145,14 @@ fn bench_case(
     let mut group =
         criterion.benchmark_group(format!("append/{size}ev-{writers}w-sync-{sync_label}"));
     group.throughput(Throughput::Elements((size * writers) as u64));
-    for round in 1..=2 {
-        group.bench_function(BenchmarkId::new("framework", round), |b| {
-            b.iter_custom(|iters| {
-                let elapsed = runtime.block_on(framework(store, writers, size, iters));
-                report.record(
-                    &case,
-                    "framework",
-                    (iters as usize * writers * size) as f64,
-                    elapsed.as_secs_f64(),
-                );
-                elapsed
-            })
-        });
-        group.bench_function(BenchmarkId::new("floor", round), |b| {
-            b.iter_custom(|iters| {
-                let elapsed = runtime.block_on(floor(store, writers, size, iters));
-                report.record(
-                    &case,
-                    "floor",
-                    (iters as usize * writers * size) as f64,
-                    elapsed.as_secs_f64(),
-                );
-                elapsed
-            })
-        });
-    }
+    alternate(
+        &mut group,
+        report,
+        &case,
+        (writers * size) as u64,
+        |iters| runtime.block_on(framework(store, writers, size, iters)),
+        |iters| runtime.block_on(floor(store, writers, size, iters)),
+    );
     group.finish();
 }
 

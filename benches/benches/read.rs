@@ -7,8 +7,8 @@
 
 use std::time::{Duration, Instant};
 
-use criterion::{BenchmarkId, Criterion, Throughput};
-use es_benches::{Report, database_url};
+use criterion::{Criterion, Throughput};
+use es_benches::{Report, alternate, database_url};
 use es_core::{
     AppendRequest, CommandContext, EventStore, ExpectedVersion, LogFilter, NewEvent, Position,
     StreamId, StreamRead, SystemClock,
@@ -185,80 +185,41 @@ fn main() {
 
     let mut group = criterion.benchmark_group("read/stream-1000");
     group.throughput(Throughput::Elements(STREAM as u64));
-    for round in 1..=2 {
-        group.bench_function(BenchmarkId::new("framework", round), |b| {
-            b.iter_custom(|iters| {
-                let start = Instant::now();
-                for _ in 0..iters {
-                    assert_eq!(runtime.block_on(framework_load(&store, &stream)), STREAM);
-                }
-                let elapsed = start.elapsed();
-                report.record(
-                    "load a 1,000-event stream",
-                    "framework",
-                    (iters as usize * STREAM) as f64,
-                    elapsed.as_secs_f64(),
-                );
-                elapsed
-            })
-        });
-        group.bench_function(BenchmarkId::new("floor", round), |b| {
-            b.iter_custom(|iters| {
-                let start = Instant::now();
-                for _ in 0..iters {
-                    assert_eq!(runtime.block_on(raw_load(&store, &stream)), STREAM);
-                }
-                let elapsed = start.elapsed();
-                report.record(
-                    "load a 1,000-event stream",
-                    "floor",
-                    (iters as usize * STREAM) as f64,
-                    elapsed.as_secs_f64(),
-                );
-                elapsed
-            })
-        });
-    }
+    let timed = |load: &dyn Fn() -> usize, iters: u64| {
+        let start = Instant::now();
+        for _ in 0..iters {
+            assert_eq!(load(), STREAM);
+        }
+        start.elapsed()
+    };
+    alternate(
+        &mut group,
+        &report,
+        "load a 1,000-event stream",
+        STREAM as u64,
+        |iters| timed(&|| runtime.block_on(framework_load(&store, &stream)), iters),
+        |iters| timed(&|| runtime.block_on(raw_load(&store, &stream)), iters),
+    );
     group.finish();
 
     let total = SCAN as usize + STREAM;
     let mut group = criterion.benchmark_group("read/global-scan-1m");
     group.throughput(Throughput::Elements(total as u64));
-    group.sample_size(10);
-    for round in 1..=2 {
-        group.bench_function(BenchmarkId::new("framework", round), |b| {
-            b.iter_custom(|iters| {
-                let start = Instant::now();
-                for _ in 0..iters {
-                    assert_eq!(runtime.block_on(framework_scan(&store)), total);
-                }
-                let elapsed = start.elapsed();
-                report.record(
-                    "scan 1,000,000 events in global order",
-                    "framework",
-                    (iters as usize * total) as f64,
-                    elapsed.as_secs_f64(),
-                );
-                elapsed
-            })
-        });
-        group.bench_function(BenchmarkId::new("floor", round), |b| {
-            b.iter_custom(|iters| {
-                let start = Instant::now();
-                for _ in 0..iters {
-                    assert_eq!(runtime.block_on(raw_scan(&store)), total);
-                }
-                let elapsed = start.elapsed();
-                report.record(
-                    "scan 1,000,000 events in global order",
-                    "floor",
-                    (iters as usize * total) as f64,
-                    elapsed.as_secs_f64(),
-                );
-                elapsed
-            })
-        });
-    }
+    let timed = |scan: &dyn Fn() -> usize, iters: u64| {
+        let start = Instant::now();
+        for _ in 0..iters {
+            assert_eq!(scan(), total);
+        }
+        start.elapsed()
+    };
+    alternate(
+        &mut group,
+        &report,
+        "scan 1,000,000 events in global order",
+        total as u64,
+        |iters| timed(&|| runtime.block_on(framework_scan(&store)), iters),
+        |iters| timed(&|| runtime.block_on(raw_scan(&store)), iters),
+    );
     group.finish();
     criterion.final_summary();
     println!("\n{}", report.table("events"));

@@ -9,6 +9,10 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::sync::Mutex;
+use std::time::Duration;
+
+use criterion::BenchmarkId;
+use criterion::measurement::WallTime;
 
 use es_postgres::{PgConfig, PgEventStore};
 
@@ -108,5 +112,39 @@ fn median(values: &[f64]) -> f64 {
         0 => 0.0,
         n if n % 2 == 1 => sorted[n / 2],
         n => (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0,
+    }
+}
+
+/// Measures `framework` and `floor` alternately (`rounds` times each, in that order) in
+/// `group`, recording each sample in `report` under `case`. Each closure runs `iters`
+/// iterations and returns their wall time; one iteration does `units` units of work.
+pub fn alternate(
+    group: &mut criterion::BenchmarkGroup<'_, WallTime>,
+    report: &Report,
+    case: &str,
+    units: u64,
+    mut framework: impl FnMut(u64) -> Duration,
+    mut floor: impl FnMut(u64) -> Duration,
+) {
+    for round in 1..=2 {
+        group.bench_function(BenchmarkId::new("framework", round), |b| {
+            b.iter_custom(|iters| {
+                let elapsed = framework(iters);
+                report.record(
+                    case,
+                    "framework",
+                    (iters * units) as f64,
+                    elapsed.as_secs_f64(),
+                );
+                elapsed
+            })
+        });
+        group.bench_function(BenchmarkId::new("floor", round), |b| {
+            b.iter_custom(|iters| {
+                let elapsed = floor(iters);
+                report.record(case, "floor", (iters * units) as f64, elapsed.as_secs_f64());
+                elapsed
+            })
+        });
     }
 }
