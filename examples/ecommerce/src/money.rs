@@ -151,7 +151,10 @@ impl Money {
         if amount.normalize().scale() > 2 {
             return Err(MoneyError::TooPrecise(amount));
         }
-        Ok(Money { amount: amount.normalize(), currency })
+        Ok(Money {
+            amount: amount.normalize(),
+            currency,
+        })
     }
 
     /// An amount in US dollars.
@@ -164,7 +167,10 @@ impl Money {
 
     /// Zero in a currency.
     pub fn zero(currency: Currency) -> Self {
-        Money { amount: Decimal::ZERO, currency }
+        Money {
+            amount: Decimal::ZERO,
+            currency,
+        }
     }
 
     /// The amount.
@@ -185,8 +191,14 @@ impl Money {
         if self.currency != other.currency {
             return Err(MoneyError::CurrencyMismatch(self.currency, other.currency));
         }
-        let amount = self.amount.checked_add(other.amount).ok_or(MoneyError::Overflow)?;
-        Ok(Money { amount, currency: self.currency })
+        let amount = self
+            .amount
+            .checked_add(other.amount)
+            .ok_or(MoneyError::Overflow)?;
+        Ok(Money {
+            amount,
+            currency: self.currency,
+        })
     }
 
     /// This amount times a quantity.
@@ -198,7 +210,10 @@ impl Money {
             .amount
             .checked_mul(Decimal::from(quantity))
             .ok_or(MoneyError::Overflow)?;
-        Ok(Money { amount, currency: self.currency })
+        Ok(Money {
+            amount,
+            currency: self.currency,
+        })
     }
 
     /// This amount in another currency, through US dollars, rounded to cents.
@@ -213,11 +228,16 @@ impl Money {
             .amount
             .checked_div(self.currency.per_usd())
             .ok_or(MoneyError::Overflow)?;
-        let converted = usd.checked_mul(target.per_usd()).ok_or(MoneyError::Overflow)?;
+        let converted = usd
+            .checked_mul(target.per_usd())
+            .ok_or(MoneyError::Overflow)?;
         let amount = converted
             .round_dp_with_strategy(2, RoundingStrategy::MidpointAwayFromZero)
             .normalize();
-        Ok(Money { amount, currency: target })
+        Ok(Money {
+            amount,
+            currency: target,
+        })
     }
 }
 
@@ -238,8 +258,14 @@ mod tests {
     #[test]
     fn conversion_is_exact_and_rounded_to_cents() {
         let price = Money::usd(dec("10.05")).unwrap();
-        assert_eq!(price.convert_to(Currency::Cad).unwrap().amount(), dec("13.27")); // 13.266
-        assert_eq!(price.convert_to(Currency::Eur).unwrap().amount(), dec("11.96")); // 11.9595
+        assert_eq!(
+            price.convert_to(Currency::Cad).unwrap().amount(),
+            dec("13.27")
+        ); // 13.266
+        assert_eq!(
+            price.convert_to(Currency::Eur).unwrap().amount(),
+            dec("11.96")
+        ); // 11.9595
         assert_eq!(price.convert_to(Currency::Usd).unwrap(), price);
         let cad = Money::new(dec("13.20"), Currency::Cad).unwrap();
         assert_eq!(cad.convert_to(Currency::Usd).unwrap().amount(), dec("10"));
@@ -248,7 +274,10 @@ mod tests {
     #[test]
     fn refuses_negative_imprecise_and_mixed_amounts() {
         assert_eq!(Money::usd(dec("-1")), Err(MoneyError::Negative(dec("-1"))));
-        assert!(matches!(Money::usd(dec("0.001")), Err(MoneyError::TooPrecise(_))));
+        assert!(matches!(
+            Money::usd(dec("0.001")),
+            Err(MoneyError::TooPrecise(_))
+        ));
         let usd = Money::usd(dec("1")).unwrap();
         let eur = Money::new(dec("1"), Currency::Eur).unwrap();
         assert_eq!(
@@ -263,7 +292,10 @@ mod tests {
     fn currencies_parse_from_codes_only() {
         assert_eq!("CAD".parse::<Currency>().unwrap().symbol(), "CA$");
         assert_eq!("EUR".parse::<Currency>().unwrap().symbol(), "€");
-        assert!(matches!("GBP".parse::<Currency>(), Err(MoneyError::UnsupportedCurrency(_))));
+        assert!(matches!(
+            "GBP".parse::<Currency>(),
+            Err(MoneyError::UnsupportedCurrency(_))
+        ));
         assert!("usd".parse::<Currency>().is_err());
     }
 
@@ -271,10 +303,14 @@ mod tests {
     fn serializes_amounts_as_json_numbers() {
         let money = Money::new(dec("26.39"), Currency::Cad).unwrap();
         let json = serde_json::to_value(money).unwrap();
-        assert_eq!(json, serde_json::json!({"amount": 26.39, "currency": "CAD"}));
+        assert_eq!(
+            json,
+            serde_json::json!({"amount": 26.39, "currency": "CAD"})
+        );
         let back: Money = serde_json::from_value(json).unwrap();
         assert_eq!(back, money);
-        let bad = serde_json::from_value::<Money>(serde_json::json!({"amount": -2, "currency": "USD"}));
+        let bad =
+            serde_json::from_value::<Money>(serde_json::json!({"amount": -2, "currency": "USD"}));
         assert!(bad.is_err());
     }
 }
