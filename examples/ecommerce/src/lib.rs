@@ -1,6 +1,30 @@
 //! The reference ecommerce backend as a library: the bounded contexts, their HTTP routes and
-//! the wiring that runs them embedded (in memory) or on PostgreSQL and Kafka.
+//! the wiring that runs them embedded (in memory) or on PostgreSQL.
 //!
 //! The `ecommerce` binary is a thin command line over this crate; tests drive the same code.
+//!
+//! ```no_run
+//! use ecommerce::app::{App, AppConfig};
+//!
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! let app = App::start(AppConfig::embedded()).await?;
+//! app.serve(
+//!     "127.0.0.1:5000".parse()?,
+//!     "127.0.0.1:5100".parse()?,
+//!     async { let _ = tokio::signal::ctrl_c().await; },
+//! )
+//! .await?;
+//! # Ok(())
+//! # }
+//! ```
 
+pub mod app;
+pub mod auth;
+pub mod backend;
+pub mod catalog;
+pub mod config;
+pub mod customers;
+pub mod history;
+pub mod http;
+pub mod identity;
 pub mod money;

@@ -1,30 +1,86 @@
 //! The reference ecommerce backend.
 //!
-//! An ecommerce backend (customers, catalog, inventory, quotes, orders, payments, shipments,
-//! identity and push notifications) whose ordering workflow runs on `es-core`, `es-postgres`,
-//! `es-kafka` and `es-saga`. With nothing configured it runs embedded on the in-memory
-//! backend; with `DATABASE_URL` and `KAFKA_BOOTSTRAP_SERVERS` it runs on PostgreSQL and Kafka.
+//! An ecommerce backend whose ordering workflow runs on `es-core`, `es-postgres`, `es-kafka`
+//! and `es-saga`. With nothing configured it runs embedded on the in-memory backend; with
+//! `DATABASE_URL` it keeps its data in PostgreSQL, one schema per context.
 
-use clap::Parser;
+use clap::{Parser, Subcommand};
+use ecommerce::app::{App, AppConfig};
+use ecommerce::backend::Backend;
+use ecommerce::config::ServeArgs;
+use tracing_subscriber::EnvFilter;
 
-/// Command-line interface of the ecommerce example.
+/// The reference ecommerce backend.
 #[derive(Debug, Parser)]
 #[command(name = "ecommerce", version, about = "The reference ecommerce backend")]
-struct Cli {}
-
-const PLAN: &str = "\
-ecommerce: the reference app of this event-sourcing framework (not built yet).
-
-It will serve an ecommerce backend on :5000 (public API under /api/v2) and :5100 (internal,
-loopback): identity and tokens, customers, catalog, inventory, quotes, orders, payments,
-shipments and push notifications of order status. Orders run through a saga with
-compensation and deadlines; integration messages travel through a transactional outbox.
-
-With nothing configured it will run embedded on the in-memory store and bus, keeping nothing
-across restarts; with DATABASE_URL and KAFKA_BOOTSTRAP_SERVERS set it will run on PostgreSQL
-and Kafka.";
-
-fn main() {
-    let Cli {} = Cli::parse();
-    println!("{PLAN}");
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    serve: ServeArgs,
 }
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Serves the public API on :5000 and the internal API on 127.0.0.1:5100 (the default).
+    Serve,
+}
+
+#[tokio::main]
+async fn main() -> MainResult {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+        )
+        .init();
+    let cli = Cli::parse();
+    match cli.command.unwrap_or(Command::Serve) {
+        Command::Serve => serve(cli.serve).await,
+    }
+}
+
+async fn serve(args: ServeArgs) -> MainResult {
+    let identity = args.identity()?;
+    let backend = match &args.database_url {
+        Some(url) => Backend::postgres(url, args.pool_size, &args.schema_prefix)?,
+        None => {
+            tracing::warn!(
+                "no DATABASE_URL: running embedded, in memory; nothing is kept across restarts"
+            );
+            Backend::Memory
+        }
+    };
+    let app = App::start(AppConfig {
+        backend,
+        identity,
+        body_limit: args.body_limit,
+    })
+    .await?;
+    app.serve(args.public_addr, args.internal_addr, shutdown_signal())
+        .await?;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = terminate => {}
+    }
+}
+
+/// `main`'s result: any error, printed by its `Display`.
+type MainResult = Result<(), Box<dyn std::error::Error>>;

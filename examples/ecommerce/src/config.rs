@@ -1,0 +1,309 @@
+//! Configuration from flags and the environment (every flag has an `ECOMMERCE_*` variable).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::auth::Scope;
+
+/// The signing secret used when none is configured. Refused in production mode.
+pub const DEVELOPMENT_SECRET: &str =
+    "ecommerce-development-signing-secret-do-not-use-in-production";
+/// The built-in machine client used when none is configured. Refused in production mode.
+pub const DEVELOPMENT_CLIENT_ID: &str = "ecommerce-internal";
+/// The built-in machine client's secret. Refused in production mode.
+pub const DEVELOPMENT_CLIENT_SECRET: &str = "ecommerce-internal-development-secret";
+
+/// Flags of `ecommerce serve`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ServeArgs {
+    /// Public listener (the API under /api/v2, /health and /ready).
+    #[arg(long, env = "ECOMMERCE_PUBLIC_ADDR", default_value = "0.0.0.0:5000")]
+    pub public_addr: SocketAddr,
+    /// Internal listener (/api/v2/internal/..., M2M tokens only). Keep it on loopback or a
+    /// private network.
+    #[arg(
+        long,
+        env = "ECOMMERCE_INTERNAL_ADDR",
+        default_value = "127.0.0.1:5100"
+    )]
+    pub internal_addr: SocketAddr,
+    /// PostgreSQL URL; without it everything is kept in memory and lost on exit.
+    #[arg(long, env = "DATABASE_URL")]
+    pub database_url: Option<String>,
+    /// Prefix of the per-context PostgreSQL schemas (`{prefix}_customers`, ...).
+    #[arg(long, env = "ECOMMERCE_SCHEMA_PREFIX", default_value = "ecommerce")]
+    pub schema_prefix: String,
+    /// PostgreSQL pool size.
+    #[arg(long, env = "ECOMMERCE_POOL_SIZE", default_value_t = 16)]
+    pub pool_size: usize,
+    /// Production mode: refuse to start with the built-in development secrets.
+    #[arg(long, env = "ECOMMERCE_PRODUCTION")]
+    pub production: bool,
+    /// Token signing secret (at least 32 bytes).
+    #[arg(long, env = "ECOMMERCE_JWT_SECRET", hide_env_values = true)]
+    pub jwt_secret: Option<String>,
+    /// File holding the token signing secret (instead of `--jwt-secret`).
+    #[arg(long, env = "ECOMMERCE_JWT_SECRET_FILE")]
+    pub jwt_secret_file: Option<PathBuf>,
+    /// Machine clients: `id:secret:scope scope,id2:secret2:scope` (scopes: read write delete).
+    #[arg(long, env = "ECOMMERCE_M2M_CLIENTS", hide_env_values = true)]
+    pub m2m_clients: Option<String>,
+    /// Customer access-token lifetime in seconds.
+    #[arg(long, env = "ECOMMERCE_ACCESS_TOKEN_SECONDS", default_value_t = 900)]
+    pub access_token_seconds: u64,
+    /// Refresh-token lifetime in seconds.
+    #[arg(long, env = "ECOMMERCE_REFRESH_TOKEN_SECONDS", default_value_t = 14 * 24 * 3600)]
+    pub refresh_token_seconds: u64,
+    /// M2M access-token lifetime in seconds.
+    #[arg(long, env = "ECOMMERCE_M2M_TOKEN_SECONDS", default_value_t = 3600)]
+    pub m2m_token_seconds: u64,
+    /// Largest accepted request body, in bytes.
+    #[arg(long, env = "ECOMMERCE_BODY_LIMIT", default_value_t = 64 * 1024)]
+    pub body_limit: usize,
+}
+
+/// A machine client allowed the client-credentials grant.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ClientCredentials {
+    /// The client id.
+    pub id: String,
+    /// The client secret.
+    pub secret: String,
+    /// The scopes it may request.
+    pub scopes: Vec<Scope>,
+}
+
+impl std::fmt::Debug for ClientCredentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientCredentials")
+            .field("id", &self.id)
+            .field("scopes", &self.scopes)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Identity's settings.
+#[derive(Clone, PartialEq, Eq)]
+pub struct IdentityConfig {
+    /// The HS256 signing secret.
+    pub signing_secret: String,
+    /// Customer access-token lifetime.
+    pub access_token_ttl: Duration,
+    /// Refresh-token lifetime.
+    pub refresh_token_ttl: Duration,
+    /// M2M access-token lifetime.
+    pub m2m_token_ttl: Duration,
+    /// The machine clients.
+    pub clients: Vec<ClientCredentials>,
+}
+
+impl std::fmt::Debug for IdentityConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IdentityConfig")
+            .field("access_token_ttl", &self.access_token_ttl)
+            .field("refresh_token_ttl", &self.refresh_token_ttl)
+            .field("m2m_token_ttl", &self.m2m_token_ttl)
+            .field("clients", &self.clients)
+            .finish_non_exhaustive()
+    }
+}
+
+impl IdentityConfig {
+    /// The development settings: the built-in secret and machine client.
+    pub fn development() -> Self {
+        Self {
+            signing_secret: DEVELOPMENT_SECRET.to_owned(),
+            access_token_ttl: Duration::from_secs(900),
+            refresh_token_ttl: Duration::from_secs(14 * 24 * 3600),
+            m2m_token_ttl: Duration::from_secs(3600),
+            clients: vec![development_client()],
+        }
+    }
+}
+
+fn development_client() -> ClientCredentials {
+    ClientCredentials {
+        id: DEVELOPMENT_CLIENT_ID.to_owned(),
+        secret: DEVELOPMENT_CLIENT_SECRET.to_owned(),
+        scopes: vec![Scope::Read, Scope::Write, Scope::Delete],
+    }
+}
+
+/// Why the configuration was refused.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// Production mode with a built-in development secret, or none.
+    #[error(
+        "production mode refuses {0}; set ECOMMERCE_JWT_SECRET (or _FILE) and ECOMMERCE_M2M_CLIENTS"
+    )]
+    DevelopmentSecret(&'static str),
+    /// A value does not parse.
+    #[error("invalid {name}: {reason}")]
+    Invalid {
+        /// The setting.
+        name: &'static str,
+        /// Why.
+        reason: String,
+    },
+}
+
+impl ServeArgs {
+    /// Identity's settings, checked for production.
+    ///
+    /// # Errors
+    /// [`ConfigError::DevelopmentSecret`] in production mode with a built-in or missing secret;
+    /// [`ConfigError::Invalid`] for an unreadable secret file or malformed clients.
+    pub fn identity(&self) -> Result<IdentityConfig, ConfigError> {
+        let secret = match (&self.jwt_secret, &self.jwt_secret_file) {
+            (Some(secret), _) => Some(secret.clone()),
+            (None, Some(path)) => Some(
+                std::fs::read_to_string(path)
+                    .map_err(|e| ConfigError::Invalid {
+                        name: "ECOMMERCE_JWT_SECRET_FILE",
+                        reason: format!("{}: {e}", path.display()),
+                    })?
+                    .trim()
+                    .to_owned(),
+            ),
+            (None, None) => None,
+        };
+        let clients = match &self.m2m_clients {
+            Some(spec) => parse_clients(spec)?,
+            None => vec![development_client()],
+        };
+        let signing_secret = secret.unwrap_or_else(|| DEVELOPMENT_SECRET.to_owned());
+        if self.production {
+            if signing_secret == DEVELOPMENT_SECRET {
+                return Err(ConfigError::DevelopmentSecret(
+                    "the development signing secret",
+                ));
+            }
+            if signing_secret.len() < 32 {
+                return Err(ConfigError::Invalid {
+                    name: "ECOMMERCE_JWT_SECRET",
+                    reason: "use at least 32 bytes in production".to_owned(),
+                });
+            }
+            if clients
+                .iter()
+                .any(|c| c.secret == DEVELOPMENT_CLIENT_SECRET)
+            {
+                return Err(ConfigError::DevelopmentSecret(
+                    "the development client secret",
+                ));
+            }
+        }
+        Ok(IdentityConfig {
+            signing_secret,
+            access_token_ttl: Duration::from_secs(self.access_token_seconds),
+            refresh_token_ttl: Duration::from_secs(self.refresh_token_seconds),
+            m2m_token_ttl: Duration::from_secs(self.m2m_token_seconds),
+            clients,
+        })
+    }
+}
+
+/// Parses `id:secret:scope scope,id2:secret2:scope`.
+///
+/// # Errors
+/// [`ConfigError::Invalid`] naming the malformed entry.
+pub fn parse_clients(spec: &str) -> Result<Vec<ClientCredentials>, ConfigError> {
+    let invalid = |reason: String| ConfigError::Invalid {
+        name: "ECOMMERCE_M2M_CLIENTS",
+        reason,
+    };
+    spec.split(',')
+        .filter(|entry| !entry.trim().is_empty())
+        .map(|entry| {
+            let mut parts = entry.trim().splitn(3, ':');
+            let (Some(id), Some(secret), Some(scopes)) = (parts.next(), parts.next(), parts.next())
+            else {
+                return Err(invalid("each client is `id:secret:scopes`".to_owned()));
+            };
+            if id.is_empty() || secret.is_empty() {
+                return Err(invalid("a client needs an id and a secret".to_owned()));
+            }
+            let scopes = scopes
+                .split_whitespace()
+                .map(|s| Scope::parse(s).ok_or_else(|| invalid(format!("unknown scope `{s}`"))))
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(ClientCredentials {
+                id: id.to_owned(),
+                secret: secret.to_owned(),
+                scopes,
+            })
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Debug, Parser)]
+    struct Cli {
+        #[command(flatten)]
+        serve: ServeArgs,
+    }
+
+    fn args(extra: &[&str]) -> ServeArgs {
+        let mut argv = vec!["ecommerce"];
+        argv.extend_from_slice(extra);
+        Cli::parse_from(argv).serve
+    }
+
+    #[test]
+    fn production_refuses_development_secrets() {
+        assert!(matches!(
+            args(&["--production"]).identity(),
+            Err(ConfigError::DevelopmentSecret(_))
+        ));
+        let secret = "s".repeat(40);
+        assert!(matches!(
+            args(&["--production", "--jwt-secret", &secret]).identity(),
+            Err(ConfigError::DevelopmentSecret(_))
+        ));
+        let ok = args(&[
+            "--production",
+            "--jwt-secret",
+            &secret,
+            "--m2m-clients",
+            "orders:x1y2z3:read write",
+        ])
+        .identity();
+        assert!(ok.is_ok(), "{ok:?}");
+        assert!(
+            args(&[
+                "--production",
+                "--jwt-secret",
+                "short",
+                "--m2m-clients",
+                "a:b:read"
+            ])
+            .identity()
+            .is_err()
+        );
+    }
+
+    #[test]
+    fn development_uses_the_built_in_client() -> Result<(), ConfigError> {
+        let identity = args(&[]).identity()?;
+        assert_eq!(identity.signing_secret, DEVELOPMENT_SECRET);
+        assert_eq!(identity.clients[0].id, DEVELOPMENT_CLIENT_ID);
+        Ok(())
+    }
+
+    #[test]
+    fn clients_parse() -> Result<(), ConfigError> {
+        let clients = parse_clients("a:s1:read write, b:s2:read")?;
+        assert_eq!(clients.len(), 2);
+        assert_eq!(clients[0].scopes, vec![Scope::Read, Scope::Write]);
+        assert!(parse_clients("a:s1").is_err());
+        assert!(parse_clients("a:s1:fly").is_err());
+        Ok(())
+    }
+}

@@ -1,0 +1,242 @@
+//! Customers: registration (with the account, all or nothing), profile, history and credit
+//! limit.
+
+mod customer;
+pub mod routes;
+
+use std::sync::Arc;
+
+use es_core::{Clock, CommandContext, Repository, RepositoryError, StreamId};
+use uuid::Uuid;
+
+pub use customer::{
+    Customer, CustomerCommand, CustomerError, CustomerEvent, Profile, check_fields,
+};
+
+use crate::backend::ContextStore;
+use crate::history::{HistoryEntry, history};
+use crate::identity::{AccountsClient, IdentityError, NewAccount};
+use crate::money::Money;
+
+/// Why a customers operation failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum CustomersError {
+    /// Fields break their rules: `(field, reason)` each.
+    #[error("invalid customer fields")]
+    Invalid(Vec<(&'static str, String)>),
+    /// An account already uses the email.
+    #[error("an account with this email already exists")]
+    EmailTaken,
+    /// No such customer.
+    #[error("no such customer")]
+    NotFound,
+    /// The customer changed concurrently.
+    #[error("the customer changed concurrently; try again")]
+    Conflict,
+    /// Storage or a called context failed.
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl From<RepositoryError<CustomerError>> for CustomersError {
+    fn from(error: RepositoryError<CustomerError>) -> Self {
+        match error {
+            RepositoryError::Rejected(CustomerError::InvalidField { field, reason }) => {
+                CustomersError::Invalid(vec![(field, reason)])
+            }
+            RepositoryError::Rejected(CustomerError::NotFound) => CustomersError::NotFound,
+            RepositoryError::Rejected(CustomerError::AlreadyRegistered)
+            | RepositoryError::Conflict(_) => CustomersError::Conflict,
+            other => CustomersError::Internal(other.to_string()),
+        }
+    }
+}
+
+/// What registration needs.
+#[derive(Debug, Clone)]
+pub struct Registration {
+    /// Name.
+    pub name: String,
+    /// Email (also the account's sign-in).
+    pub email: String,
+    /// Password of the account.
+    pub password: String,
+    /// Shipping address.
+    pub shipping_address: String,
+    /// Credit limit.
+    pub credit_limit: Money,
+}
+
+/// The customers context.
+#[derive(Debug)]
+pub struct Customers {
+    customers: Repository<Customer, ContextStore>,
+    accounts: Arc<dyn AccountsClient>,
+}
+
+impl std::fmt::Debug for dyn AccountsClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("AccountsClient")
+    }
+}
+
+impl Customers {
+    /// The customers context over `store`, creating accounts through `accounts`.
+    pub fn new(
+        store: ContextStore,
+        accounts: Arc<dyn AccountsClient>,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
+        let customers = Repository::new(store).with_clock(clock);
+        Self {
+            customers,
+            accounts,
+        }
+    }
+
+    /// Registers a customer and its account together: if the account cannot be created no
+    /// customer exists, and if the customer cannot be stored the account is closed again.
+    ///
+    /// # Errors
+    /// [`CustomersError::Invalid`], [`CustomersError::EmailTaken`], or a failure.
+    pub async fn register(&self, registration: Registration) -> Result<Uuid, CustomersError> {
+        let customer_id = Uuid::new_v4();
+        let profile = Profile {
+            customer_id,
+            name: registration.name,
+            email: registration.email.trim().to_owned(),
+            shipping_address: registration.shipping_address,
+            credit_limit: registration.credit_limit,
+        };
+        let broken = check_fields(
+            &profile.name,
+            Some(&profile.email),
+            &profile.shipping_address,
+            Some(&profile.credit_limit),
+        );
+        if !broken.is_empty() {
+            return Err(CustomersError::Invalid(broken));
+        }
+        let account = NewAccount {
+            email: profile.email.clone(),
+            password: registration.password,
+            customer_id,
+        };
+        let account_id = self
+            .accounts
+            .create_account(account)
+            .await
+            .map_err(|e| match e {
+                IdentityError::EmailTaken => CustomersError::EmailTaken,
+                other => CustomersError::Internal(format!("account not created: {other}")),
+            })?;
+        let stream = customer_stream(customer_id)?;
+        let registered = self
+            .customers
+            .execute(
+                &stream,
+                &CustomerCommand::Register(profile),
+                &context("customer"),
+            )
+            .await;
+        if let Err(error) = registered {
+            if let Err(close) = self.accounts.close_account(account_id).await {
+                tracing::error!(%account_id, %close, "account of a failed registration left open");
+            }
+            return Err(error.into());
+        }
+        tracing::info!(%customer_id, "customer registered");
+        Ok(customer_id)
+    }
+
+    /// The customer's profile.
+    ///
+    /// # Errors
+    /// [`CustomersError::NotFound`], or a failure.
+    pub async fn profile(&self, customer_id: Uuid) -> Result<Profile, CustomersError> {
+        let stream = customer_stream(customer_id)?;
+        let loaded = self.customers.load(&stream).await?;
+        loaded
+            .state
+            .profile()
+            .cloned()
+            .ok_or(CustomersError::NotFound)
+    }
+
+    /// The customer's event history, oldest first.
+    ///
+    /// # Errors
+    /// [`CustomersError::NotFound`] when the customer has no events, or a failure.
+    pub async fn history(&self, customer_id: Uuid) -> Result<Vec<HistoryEntry>, CustomersError> {
+        let stream = customer_stream(customer_id)?;
+        let entries = history(self.customers.store(), &stream, customer_id)
+            .await
+            .map_err(|e| CustomersError::Internal(e.to_string()))?;
+        if entries.is_empty() {
+            return Err(CustomersError::NotFound);
+        }
+        Ok(entries)
+    }
+
+    /// Changes name and shipping address.
+    ///
+    /// # Errors
+    /// [`CustomersError::Invalid`], [`CustomersError::NotFound`], [`CustomersError::Conflict`].
+    pub async fn update(
+        &self,
+        customer_id: Uuid,
+        name: String,
+        shipping_address: String,
+    ) -> Result<Profile, CustomersError> {
+        let command = CustomerCommand::Update {
+            name,
+            shipping_address,
+        };
+        self.execute(customer_id, &command, "customer").await
+    }
+
+    /// Changes the credit limit (for machine clients).
+    ///
+    /// # Errors
+    /// [`CustomersError::Invalid`], [`CustomersError::NotFound`], [`CustomersError::Conflict`].
+    pub async fn change_credit_limit(
+        &self,
+        customer_id: Uuid,
+        limit: Money,
+    ) -> Result<Profile, CustomersError> {
+        self.execute(
+            customer_id,
+            &CustomerCommand::ChangeCreditLimit(limit),
+            "m2m",
+        )
+        .await
+    }
+
+    async fn execute(
+        &self,
+        customer_id: Uuid,
+        command: &CustomerCommand,
+        actor: &str,
+    ) -> Result<Profile, CustomersError> {
+        let stream = customer_stream(customer_id)?;
+        let executed = self
+            .customers
+            .execute(&stream, command, &context(actor))
+            .await?;
+        executed
+            .state
+            .profile()
+            .cloned()
+            .ok_or(CustomersError::NotFound)
+    }
+}
+
+fn customer_stream(customer_id: Uuid) -> Result<StreamId, CustomersError> {
+    StreamId::for_aggregate(<Customer as es_core::Aggregate>::TYPE, customer_id)
+        .map_err(|e| CustomersError::Internal(e.to_string()))
+}
+
+fn context(actor: &str) -> CommandContext {
+    CommandContext::new().with_actor(actor)
+}

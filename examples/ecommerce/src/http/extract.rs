@@ -1,0 +1,104 @@
+//! Extractors whose rejections are problem documents: bad JSON is a 400, JSON of the wrong
+//! shape (a missing field, a wrong type) a 422, a wrong content type a 415, an oversized body a 413, a malformed id a 400 and the nil UUID a 422.
+
+use axum::extract::rejection::{JsonRejection, PathRejection};
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::StatusCode;
+use axum::http::request::Parts;
+use serde::de::DeserializeOwned;
+use uuid::Uuid;
+
+use super::problem::ApiError;
+
+/// A JSON body; rejections become problem documents.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Json<T>(pub T);
+
+impl<T, S> FromRequest<S> for Json<T>
+where
+    T: DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, ApiError> {
+        match axum::Json::<T>::from_request(request, state).await {
+            Ok(axum::Json(value)) => Ok(Json(value)),
+            Err(rejection) => Err(json_rejection(rejection)),
+        }
+    }
+}
+
+fn json_rejection(rejection: JsonRejection) -> ApiError {
+    match rejection {
+        JsonRejection::MissingJsonContentType(_) => ApiError::UnsupportedMediaType(
+            "the body must be JSON with `Content-Type: application/json`".to_owned(),
+        ),
+        JsonRejection::BytesRejection(bytes) if bytes.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+            ApiError::PayloadTooLarge("the request body is larger than the limit".to_owned())
+        }
+        JsonRejection::JsonDataError(error) => ApiError::field("body", error.body_text()),
+        other => ApiError::BadRequest(format!("malformed JSON body: {}", other.body_text())),
+    }
+}
+
+/// A non-nil UUID from the path (routes with one path parameter).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IdPath(pub Uuid);
+
+impl<S: Send + Sync> FromRequestParts<S> for IdPath {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        let axum::extract::Path(raw) =
+            axum::extract::Path::<String>::from_request_parts(parts, state)
+                .await
+                .map_err(path_rejection)?;
+        parse_id("id", &raw).map(IdPath)
+    }
+}
+
+/// Two non-nil UUIDs from the path, in order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IdPairPath(pub Uuid, pub Uuid);
+
+impl<S: Send + Sync> FromRequestParts<S> for IdPairPath {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        let axum::extract::Path((first, second)) =
+            axum::extract::Path::<(String, String)>::from_request_parts(parts, state)
+                .await
+                .map_err(path_rejection)?;
+        Ok(IdPairPath(
+            parse_id("id", &first)?,
+            parse_id("id", &second)?,
+        ))
+    }
+}
+
+fn path_rejection(rejection: PathRejection) -> ApiError {
+    ApiError::BadRequest(rejection.body_text())
+}
+
+/// Parses a UUID, refusing the nil one.
+///
+/// # Errors
+/// 400 when `raw` is not a UUID, 422 (naming `field`) when it is the nil UUID.
+pub fn parse_id(field: &str, raw: &str) -> Result<Uuid, ApiError> {
+    let id = Uuid::parse_str(raw)
+        .map_err(|_| ApiError::BadRequest(format!("{field} `{raw}` is not a UUID")))?;
+    check_id(field, id)
+}
+
+/// Refuses the nil UUID.
+///
+/// # Errors
+/// 422 naming `field`.
+pub fn check_id(field: &str, id: Uuid) -> Result<Uuid, ApiError> {
+    if id.is_nil() {
+        Err(ApiError::field(field, "the nil UUID is not a valid id"))
+    } else {
+        Ok(id)
+    }
+}

@@ -1,0 +1,232 @@
+//! Errors as `application/problem+json` (RFC 9457), with the status codes of the spec.
+
+use std::collections::BTreeMap;
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+/// The media type of every error body.
+pub const PROBLEM_JSON: &str = "application/problem+json";
+
+/// Field name → what is wrong with it.
+pub type FieldErrors = BTreeMap<String, Vec<String>>;
+
+/// Why a request failed, mapped to one HTTP status each.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ApiError {
+    /// 400: the body is not JSON, or a path or query value does not parse.
+    #[error("{0}")]
+    BadRequest(String),
+    /// 401: no token, or an invalid or expired one.
+    #[error("{0}")]
+    Unauthorized(String),
+    /// 403: a valid token without the role or scope the route needs.
+    #[error("{0}")]
+    Forbidden(String),
+    /// 404: no such resource (or not the caller's).
+    #[error("{0}")]
+    NotFound(String),
+    /// 409: the resource changed concurrently and the change could not be retried.
+    #[error("{0}")]
+    Conflict(String),
+    /// 413: the body is larger than the configured limit.
+    #[error("{0}")]
+    PayloadTooLarge(String),
+    /// 415: the body is not declared as JSON.
+    #[error("{0}")]
+    UnsupportedMediaType(String),
+    /// 422: fields failed validation.
+    #[error("validation failed")]
+    Validation(FieldErrors),
+    /// 422: a domain rule refused the request.
+    #[error("{0}")]
+    Rule(String),
+    /// 503: a dependency does not answer.
+    #[error("{0}")]
+    Unavailable(String),
+    /// 500: anything else; logged with a trace id, never shown.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl ApiError {
+    /// A 422 for one field.
+    pub fn field(field: &str, message: impl Into<String>) -> Self {
+        let mut errors = FieldErrors::new();
+        errors.insert(field.to_owned(), vec![message.into()]);
+        ApiError::Validation(errors)
+    }
+
+    /// A 500 from any error; the details go to the log only.
+    pub fn internal(error: impl std::fmt::Display) -> Self {
+        ApiError::Internal(error.to_string())
+    }
+
+    /// The HTTP status.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
+            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::Conflict(_) => StatusCode::CONFLICT,
+            ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::Validation(_) | ApiError::Rule(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+}
+
+/// An `application/problem+json` body.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Problem {
+    /// A URI naming the kind of problem (`about:blank` for plain HTTP statuses).
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// The status's reason phrase.
+    pub title: String,
+    /// The HTTP status.
+    pub status: u16,
+    /// What went wrong, for a human.
+    pub detail: String,
+    /// The same as `detail`: the domain's message for a broken rule.
+    pub message: String,
+    /// Field errors of a failed validation.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub errors: FieldErrors,
+    /// For a 500: the id under which the error was logged.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub trace_id: Option<String>,
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        let mut trace_id = None;
+        let (detail, errors) = match self {
+            ApiError::Validation(errors) => ("one or more fields are invalid".to_owned(), errors),
+            ApiError::Internal(error) => {
+                let id = Uuid::new_v4().to_string();
+                tracing::error!(trace_id = %id, %error, "request failed");
+                trace_id = Some(id);
+                ("an internal error occurred".to_owned(), FieldErrors::new())
+            }
+            other => (other.to_string(), FieldErrors::new()),
+        };
+        let problem = Problem {
+            kind: "about:blank".to_owned(),
+            title: status.canonical_reason().unwrap_or("Error").to_owned(),
+            status: status.as_u16(),
+            message: detail.clone(),
+            detail,
+            errors,
+            trace_id,
+        };
+        let mut response = (status, axum::Json(problem)).into_response();
+        response
+            .headers_mut()
+            .insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
+        if status == StatusCode::UNAUTHORIZED {
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        response
+    }
+}
+
+/// Collects field errors, then yields a 422 if any.
+#[derive(Debug, Default)]
+pub struct Validator {
+    errors: FieldErrors,
+}
+
+impl Validator {
+    /// No errors yet.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Records `message` for `field` unless `ok`.
+    pub fn check(&mut self, ok: bool, field: &str, message: impl Into<String>) -> &mut Self {
+        if !ok {
+            self.add(field, message);
+        }
+        self
+    }
+
+    /// Records `message` for `field`.
+    pub fn add(&mut self, field: &str, message: impl Into<String>) -> &mut Self {
+        self.errors
+            .entry(field.to_owned())
+            .or_default()
+            .push(message.into());
+        self
+    }
+
+    /// Checks that `value` has between `min` and `max` characters once trimmed.
+    pub fn length(&mut self, value: &str, field: &str, min: usize, max: usize) -> &mut Self {
+        let length = value.trim().chars().count();
+        self.check(
+            (min..=max).contains(&length),
+            field,
+            format!("must be {min} to {max} characters long"),
+        )
+    }
+
+    /// `Ok` when nothing was recorded, else [`ApiError::Validation`].
+    ///
+    /// # Errors
+    /// The recorded field errors.
+    pub fn finish(&mut self) -> Result<(), ApiError> {
+        if self.errors.is_empty() {
+            Ok(())
+        } else {
+            Err(ApiError::Validation(std::mem::take(&mut self.errors)))
+        }
+    }
+}
+
+/// Whether `email` looks like a deliverable address: one `@`, a non-empty local part, a dotted
+/// domain, no spaces, at most 254 characters.
+pub fn is_valid_email(email: &str) -> bool {
+    if email.len() > 254 || email.chars().any(char::is_whitespace) {
+        return false;
+    }
+    let Some((local, domain)) = email.split_once('@') else {
+        return false;
+    };
+    !local.is_empty()
+        && !domain.contains('@')
+        && domain.contains('.')
+        && domain.split('.').all(|label| !label.is_empty())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn emails() {
+        assert!(is_valid_email("ada@example.com"));
+        for bad in [
+            "",
+            "ada",
+            "ada@",
+            "@example.com",
+            "a@b",
+            "a@@b.c",
+            "a b@c.d",
+            "a@b..c",
+        ] {
+            assert!(!is_valid_email(bad), "{bad}");
+        }
+    }
+}

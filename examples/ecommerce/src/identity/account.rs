@@ -1,0 +1,375 @@
+//! The account aggregate: credentials of one customer and the refresh tokens issued to it.
+//!
+//! An account's stream is keyed by its email (the account id is a name-based UUID of the
+//! normalized email), so registering an email twice is an optimistic-concurrency conflict, not
+//! a lookup race.
+
+use std::collections::{HashMap, HashSet};
+
+use es_core::{Aggregate, DomainEvent, EventType};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+/// The namespace of account ids.
+const ACCOUNT_NAMESPACE: Uuid = Uuid::from_u128(0x5d1c_7a0e_3b4f_4e59_9a51_6c2f_0d8e_a7b3);
+
+/// The account id of an email: the same for every spelling that differs only in case or
+/// surrounding spaces.
+pub fn account_id(email: &str) -> Uuid {
+    Uuid::new_v5(&ACCOUNT_NAMESPACE, normalize_email(email).as_bytes())
+}
+
+/// An email as accounts compare it: trimmed and lower-cased.
+pub fn normalize_email(email: &str) -> String {
+    email.trim().to_lowercase()
+}
+
+/// The state of an account.
+#[derive(Debug, Default, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Account {
+    registered: Option<Registration>,
+    closed: bool,
+    /// Unspent refresh tokens → their family.
+    active: HashMap<Uuid, Uuid>,
+    /// Spent refresh tokens → their family.
+    spent: HashMap<Uuid, Uuid>,
+    revoked_families: HashSet<Uuid>,
+}
+
+/// What registration recorded.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Registration {
+    /// The account id.
+    pub account_id: Uuid,
+    /// The email as given.
+    pub email: String,
+    /// The Argon2id PHC string.
+    pub password_hash: String,
+    /// The customer the account signs in as.
+    pub customer_id: Uuid,
+}
+
+impl Account {
+    /// The registration, unless the account does not exist or is closed.
+    pub fn active_registration(&self) -> Option<&Registration> {
+        self.registered.as_ref().filter(|_| !self.closed)
+    }
+}
+
+/// What an account can be asked to do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AccountCommand {
+    /// Opens the account (again, if it was closed).
+    Register(Registration),
+    /// Closes the account: it can no longer sign in and its refresh tokens stop working.
+    Close,
+    /// Records a refresh token issued at sign-in, starting a rotation family.
+    IssueRefreshToken {
+        /// The token's id.
+        token_id: Uuid,
+        /// Its new family.
+        family_id: Uuid,
+    },
+    /// Spends `presented` and records `next` in its family.
+    RotateRefreshToken {
+        /// The id of the token presented.
+        presented: Uuid,
+        /// The id of the token that replaces it.
+        next: Uuid,
+    },
+}
+
+/// What happened to an account.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum AccountEvent {
+    /// The account was opened.
+    #[serde(rename = "AccountRegistered")]
+    Registered(Registration),
+    /// The account was closed.
+    #[serde(rename = "AccountClosed")]
+    Closed {
+        /// The account id.
+        #[serde(rename = "accountId")]
+        account_id: Uuid,
+    },
+    /// A refresh token was issued at sign-in.
+    #[serde(rename = "RefreshTokenIssued")]
+    RefreshTokenIssued {
+        /// The token's id.
+        #[serde(rename = "tokenId")]
+        token_id: Uuid,
+        /// Its family.
+        #[serde(rename = "familyId")]
+        family_id: Uuid,
+    },
+    /// A refresh token was spent and replaced.
+    #[serde(rename = "RefreshTokenRotated")]
+    RefreshTokenRotated {
+        /// The spent token.
+        #[serde(rename = "spentTokenId")]
+        spent_token_id: Uuid,
+        /// Its replacement.
+        #[serde(rename = "tokenId")]
+        token_id: Uuid,
+        /// The family of both.
+        #[serde(rename = "familyId")]
+        family_id: Uuid,
+    },
+    /// A spent refresh token was presented again: its whole family is revoked.
+    #[serde(rename = "RefreshTokenReuseDetected")]
+    RefreshTokenReuseDetected {
+        /// The token presented again.
+        #[serde(rename = "tokenId")]
+        token_id: Uuid,
+        /// The revoked family.
+        #[serde(rename = "familyId")]
+        family_id: Uuid,
+    },
+}
+
+impl DomainEvent for AccountEvent {
+    const EVENT_TYPES: &'static [EventType] = &[
+        EventType::new("AccountRegistered"),
+        EventType::new("AccountClosed"),
+        EventType::new("RefreshTokenIssued"),
+        EventType::new("RefreshTokenRotated"),
+        EventType::new("RefreshTokenReuseDetected"),
+    ];
+
+    fn event_type(&self) -> &'static str {
+        match self {
+            Self::Registered(_) => "AccountRegistered",
+            Self::Closed { .. } => "AccountClosed",
+            Self::RefreshTokenIssued { .. } => "RefreshTokenIssued",
+            Self::RefreshTokenRotated { .. } => "RefreshTokenRotated",
+            Self::RefreshTokenReuseDetected { .. } => "RefreshTokenReuseDetected",
+        }
+    }
+}
+
+/// Why an account refused a command.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum AccountError {
+    /// An open account already uses this email.
+    #[error("an account with this email already exists")]
+    EmailTaken,
+    /// No open account.
+    #[error("no such account")]
+    NotFound,
+    /// The refresh token is unknown, or its family was revoked.
+    #[error("the refresh token is not valid")]
+    InvalidRefreshToken,
+}
+
+impl Aggregate for Account {
+    const TYPE: &'static str = "account";
+    type Command = AccountCommand;
+    type Event = AccountEvent;
+    type Error = AccountError;
+
+    fn decide(&self, command: &AccountCommand) -> Result<Vec<AccountEvent>, AccountError> {
+        match command {
+            AccountCommand::Register(registration) => {
+                if self.active_registration().is_some() {
+                    return Err(AccountError::EmailTaken);
+                }
+                Ok(vec![AccountEvent::Registered(registration.clone())])
+            }
+            AccountCommand::Close => {
+                let registration = self.active_registration().ok_or(AccountError::NotFound)?;
+                Ok(vec![AccountEvent::Closed {
+                    account_id: registration.account_id,
+                }])
+            }
+            AccountCommand::IssueRefreshToken {
+                token_id,
+                family_id,
+            } => {
+                self.active_registration().ok_or(AccountError::NotFound)?;
+                Ok(vec![AccountEvent::RefreshTokenIssued {
+                    token_id: *token_id,
+                    family_id: *family_id,
+                }])
+            }
+            AccountCommand::RotateRefreshToken { presented, next } => {
+                self.active_registration().ok_or(AccountError::NotFound)?;
+                if let Some(&family_id) = self.active.get(presented) {
+                    return Ok(vec![AccountEvent::RefreshTokenRotated {
+                        spent_token_id: *presented,
+                        token_id: *next,
+                        family_id,
+                    }]);
+                }
+                match self.spent.get(presented) {
+                    Some(&family_id) if !self.revoked_families.contains(&family_id) => {
+                        Ok(vec![AccountEvent::RefreshTokenReuseDetected {
+                            token_id: *presented,
+                            family_id,
+                        }])
+                    }
+                    _ => Err(AccountError::InvalidRefreshToken),
+                }
+            }
+        }
+    }
+
+    fn evolve(&mut self, event: &AccountEvent) {
+        match event {
+            AccountEvent::Registered(registration) => {
+                *self = Account {
+                    registered: Some(registration.clone()),
+                    ..Account::default()
+                };
+            }
+            AccountEvent::Closed { .. } => {
+                self.closed = true;
+                self.active.clear();
+            }
+            AccountEvent::RefreshTokenIssued {
+                token_id,
+                family_id,
+            } => {
+                self.active.insert(*token_id, *family_id);
+            }
+            AccountEvent::RefreshTokenRotated {
+                spent_token_id,
+                token_id,
+                family_id,
+            } => {
+                self.active.remove(spent_token_id);
+                self.spent.insert(*spent_token_id, *family_id);
+                self.active.insert(*token_id, *family_id);
+            }
+            AccountEvent::RefreshTokenReuseDetected { family_id, .. } => {
+                self.revoked_families.insert(*family_id);
+                self.active.retain(|_, family| family != family_id);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use es_core::testing::given;
+
+    use super::*;
+
+    fn registration() -> Registration {
+        Registration {
+            account_id: account_id("ada@example.com"),
+            email: "ada@example.com".to_owned(),
+            password_hash: "$argon2id$...".to_owned(),
+            customer_id: Uuid::from_u128(7),
+        }
+    }
+
+    fn issued(token: u128, family: u128) -> AccountEvent {
+        AccountEvent::RefreshTokenIssued {
+            token_id: Uuid::from_u128(token),
+            family_id: Uuid::from_u128(family),
+        }
+    }
+
+    #[test]
+    fn account_ids_ignore_case_and_spaces() {
+        assert_eq!(
+            account_id(" Ada@Example.COM "),
+            account_id("ada@example.com")
+        );
+        assert_ne!(account_id("ada@example.com"), account_id("bob@example.com"));
+    }
+
+    #[test]
+    fn an_email_registers_once_until_closed() {
+        given::<Account>([])
+            .when(AccountCommand::Register(registration()))
+            .then([AccountEvent::Registered(registration())]);
+        given::<Account>([AccountEvent::Registered(registration())])
+            .when(AccountCommand::Register(registration()))
+            .then_error(AccountError::EmailTaken);
+        let closed = AccountEvent::Closed {
+            account_id: registration().account_id,
+        };
+        given::<Account>([AccountEvent::Registered(registration()), closed])
+            .when(AccountCommand::Register(registration()))
+            .then([AccountEvent::Registered(registration())]);
+    }
+
+    #[test]
+    fn a_refresh_token_rotates_once() {
+        given::<Account>([AccountEvent::Registered(registration()), issued(1, 9)])
+            .when(AccountCommand::RotateRefreshToken {
+                presented: Uuid::from_u128(1),
+                next: Uuid::from_u128(2),
+            })
+            .then([AccountEvent::RefreshTokenRotated {
+                spent_token_id: Uuid::from_u128(1),
+                token_id: Uuid::from_u128(2),
+                family_id: Uuid::from_u128(9),
+            }]);
+    }
+
+    #[test]
+    fn reusing_a_spent_token_revokes_its_family() {
+        let rotated = AccountEvent::RefreshTokenRotated {
+            spent_token_id: Uuid::from_u128(1),
+            token_id: Uuid::from_u128(2),
+            family_id: Uuid::from_u128(9),
+        };
+        let history = [
+            AccountEvent::Registered(registration()),
+            issued(1, 9),
+            rotated.clone(),
+        ];
+        given::<Account>(history.clone())
+            .when(AccountCommand::RotateRefreshToken {
+                presented: Uuid::from_u128(1),
+                next: Uuid::from_u128(3),
+            })
+            .then([AccountEvent::RefreshTokenReuseDetected {
+                token_id: Uuid::from_u128(1),
+                family_id: Uuid::from_u128(9),
+            }]);
+        let revoked = AccountEvent::RefreshTokenReuseDetected {
+            token_id: Uuid::from_u128(1),
+            family_id: Uuid::from_u128(9),
+        };
+        let mut after = history.to_vec();
+        after.push(revoked);
+        // The token that replaced the reused one is revoked with its family.
+        given::<Account>(after)
+            .when(AccountCommand::RotateRefreshToken {
+                presented: Uuid::from_u128(2),
+                next: Uuid::from_u128(4),
+            })
+            .then_error(AccountError::InvalidRefreshToken);
+    }
+
+    #[test]
+    fn unknown_tokens_and_closed_accounts_are_refused() {
+        given::<Account>([AccountEvent::Registered(registration())])
+            .when(AccountCommand::RotateRefreshToken {
+                presented: Uuid::from_u128(5),
+                next: Uuid::from_u128(6),
+            })
+            .then_error(AccountError::InvalidRefreshToken);
+        let closed = AccountEvent::Closed {
+            account_id: registration().account_id,
+        };
+        given::<Account>([
+            AccountEvent::Registered(registration()),
+            issued(1, 9),
+            closed,
+        ])
+        .when(AccountCommand::RotateRefreshToken {
+            presented: Uuid::from_u128(1),
+            next: Uuid::from_u128(2),
+        })
+        .then_error(AccountError::NotFound);
+        given::<Account>([])
+            .when(AccountCommand::Close)
+            .then_error(AccountError::NotFound);
+    }
+}

@@ -1,0 +1,387 @@
+//! Identity: accounts, sign-in, refresh-token rotation and machine-to-machine tokens.
+//!
+//! Accounts are created only through customer registration (the customers context calls
+//! [`AccountsClient::create_account`]); there is no public sign-up route.
+
+mod account;
+mod password;
+pub mod routes;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use es_core::{Clock, CommandContext, Repository, RepositoryError, SnapshotPolicy, StreamId};
+use uuid::Uuid;
+
+pub use account::{
+    Account, AccountCommand, AccountError, AccountEvent, Registration, account_id, normalize_email,
+};
+
+use crate::auth::{
+    ACCESS_AUDIENCE, AccessClaims, ISSUER, REFRESH_AUDIENCE, RefreshClaims, Role, Scope, TokenKeys,
+};
+use crate::backend::ContextStore;
+use crate::config::{ClientCredentials, IdentityConfig};
+
+/// Why an identity operation failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum IdentityError {
+    /// An open account already uses the email.
+    #[error("an account with this email already exists")]
+    EmailTaken,
+    /// Wrong email or password (never says which).
+    #[error("the email or password is not correct")]
+    InvalidCredentials,
+    /// Unknown client, wrong secret or a scope the client may not have.
+    #[error("the client credentials are not valid")]
+    InvalidClient,
+    /// A scope the client is not allowed.
+    #[error("the client may not request the scope `{0}`")]
+    ScopeNotAllowed(String),
+    /// The refresh token is malformed, expired, spent or revoked.
+    #[error("the refresh token is not valid: {0}")]
+    InvalidRefreshToken(String),
+    /// No such account.
+    #[error("no such account")]
+    NotFound,
+    /// Storage or hashing failed.
+    #[error("identity storage failed: {0}")]
+    Internal(String),
+}
+
+impl<E: std::error::Error + 'static> From<RepositoryError<E>> for IdentityError {
+    fn from(error: RepositoryError<E>) -> Self {
+        IdentityError::Internal(error.to_string())
+    }
+}
+
+/// A new account for a customer.
+#[derive(Debug, Clone)]
+pub struct NewAccount {
+    /// The sign-in email.
+    pub email: String,
+    /// The password in clear (hashed before anything is stored).
+    pub password: String,
+    /// The customer the account signs in as.
+    pub customer_id: Uuid,
+}
+
+/// Tokens returned by sign-in and refresh.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenPair {
+    /// The access token.
+    pub access_token: String,
+    /// The refresh token (single use).
+    pub refresh_token: String,
+    /// Seconds until the access token expires.
+    pub expires_in: u64,
+}
+
+/// A machine-to-machine access token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientToken {
+    /// The access token.
+    pub access_token: String,
+    /// Seconds until it expires.
+    pub expires_in: u64,
+    /// The granted scopes, space-separated.
+    pub scope: String,
+}
+
+/// What the customers context needs of identity: the internal account routes, as a client.
+///
+/// In one process it is [`Identity`] itself; split into services it would be an HTTP client
+/// of `/api/v2/internal/accounts` holding an M2M token.
+#[async_trait]
+pub trait AccountsClient: Send + Sync {
+    /// Creates the account of a new customer; returns the account id.
+    async fn create_account(&self, account: NewAccount) -> Result<Uuid, IdentityError>;
+    /// Closes an account (registration's compensation).
+    async fn close_account(&self, account_id: Uuid) -> Result<(), IdentityError>;
+}
+
+/// The identity context.
+#[derive(Debug)]
+pub struct Identity {
+    accounts: Repository<Account, ContextStore>,
+    keys: Arc<TokenKeys>,
+    config: IdentityConfig,
+    clock: Arc<dyn Clock>,
+    /// A hash checked when the email is unknown, so a miss takes as long as a wrong password.
+    decoy_hash: String,
+}
+
+impl Identity {
+    /// The identity context over `store`.
+    ///
+    /// # Errors
+    /// When the decoy password hash cannot be computed.
+    pub async fn new(
+        store: ContextStore,
+        keys: Arc<TokenKeys>,
+        config: IdentityConfig,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Self, IdentityError> {
+        let accounts = Repository::new(store)
+            .with_clock(clock.clone())
+            // Every account command decides again safely on newer state: a concurrent refresh
+            // of the same token then sees it spent.
+            .with_conflict_retries(5)
+            .with_snapshots(SnapshotPolicy::EveryNEvents(50));
+        let decoy_hash = password::hash(Uuid::new_v4().to_string())
+            .await
+            .map_err(IdentityError::Internal)?;
+        Ok(Self {
+            accounts,
+            keys,
+            config,
+            clock,
+            decoy_hash,
+        })
+    }
+
+    /// Signs in with email and password.
+    ///
+    /// # Errors
+    /// [`IdentityError::InvalidCredentials`] for an unknown email or a wrong password.
+    pub async fn login(&self, email: &str, password: &str) -> Result<TokenPair, IdentityError> {
+        let stream = account_stream(account_id(email))?;
+        let account = self.accounts.load(&stream).await?.state;
+        let registration = account.active_registration();
+        let hash = registration
+            .map(|r| r.password_hash.clone())
+            .unwrap_or_else(|| self.decoy_hash.clone());
+        let matches = password::verify(password.to_owned(), hash).await;
+        let registration = match registration {
+            Some(registration) if matches => registration.clone(),
+            _ => return Err(IdentityError::InvalidCredentials),
+        };
+        let token_id = Uuid::new_v4();
+        let family_id = Uuid::new_v4();
+        let command = AccountCommand::IssueRefreshToken {
+            token_id,
+            family_id,
+        };
+        self.execute(&stream, &command).await?;
+        self.token_pair(&registration, token_id, family_id)
+    }
+
+    /// Spends a refresh token for a new pair. A spent token presented again revokes every
+    /// token of its family (someone else may hold a copy).
+    ///
+    /// # Errors
+    /// [`IdentityError::InvalidRefreshToken`] for a malformed, expired, unknown, spent or
+    /// revoked token.
+    pub async fn refresh(&self, refresh_token: &str) -> Result<TokenPair, IdentityError> {
+        let claims = self
+            .keys
+            .verify_refresh(refresh_token)
+            .map_err(|e| IdentityError::InvalidRefreshToken(e.to_string()))?;
+        let account_id = Uuid::parse_str(&claims.sub)
+            .map_err(|_| IdentityError::InvalidRefreshToken("malformed subject".to_owned()))?;
+        let stream = account_stream(account_id)?;
+        let next = Uuid::new_v4();
+        let command = AccountCommand::RotateRefreshToken {
+            presented: claims.jti,
+            next,
+        };
+        let executed = match self.accounts.execute(&stream, &command, &context()).await {
+            Ok(executed) => executed,
+            Err(RepositoryError::Rejected(error)) => {
+                return Err(IdentityError::InvalidRefreshToken(error.to_string()));
+            }
+            Err(other) => return Err(other.into()),
+        };
+        if executed
+            .events
+            .iter()
+            .any(|e| matches!(e, AccountEvent::RefreshTokenReuseDetected { .. }))
+        {
+            tracing::warn!(%account_id, family = %claims.fam, "refresh token reused; family revoked");
+            return Err(IdentityError::InvalidRefreshToken(
+                "the token was already used; every token of its family is revoked".to_owned(),
+            ));
+        }
+        let registration = executed
+            .state
+            .active_registration()
+            .cloned()
+            .ok_or(IdentityError::NotFound)?;
+        self.token_pair(&registration, next, claims.fam)
+    }
+
+    /// The client-credentials grant: an M2M token with the requested scopes (all the client's
+    /// scopes when `scope` is `None`).
+    ///
+    /// # Errors
+    /// [`IdentityError::InvalidClient`] for an unknown client or a wrong secret;
+    /// [`IdentityError::ScopeNotAllowed`] for a scope the client may not have.
+    pub fn client_token(
+        &self,
+        client_id: &str,
+        client_secret: &str,
+        scope: Option<&str>,
+    ) -> Result<ClientToken, IdentityError> {
+        let client = self
+            .config
+            .clients
+            .iter()
+            .find(|c| c.id == client_id && constant_time_eq(&c.secret, client_secret))
+            .ok_or(IdentityError::InvalidClient)?;
+        let scopes = granted_scopes(client, scope)?;
+        let now = self.clock.now().timestamp();
+        let ttl = self.config.m2m_token_ttl;
+        let claims = AccessClaims {
+            sub: client.id.clone(),
+            iss: ISSUER.to_owned(),
+            aud: ACCESS_AUDIENCE.to_owned(),
+            iat: now,
+            exp: now + seconds(ttl),
+            jti: Uuid::new_v4().to_string(),
+            role: Role::M2MAccess,
+            scope: scopes.clone(),
+            email: None,
+            customer_id: None,
+        };
+        let access_token = self.keys.sign(&claims).map_err(internal)?;
+        Ok(ClientToken {
+            access_token,
+            expires_in: ttl.as_secs(),
+            scope: scopes,
+        })
+    }
+
+    async fn execute(
+        &self,
+        stream: &StreamId,
+        command: &AccountCommand,
+    ) -> Result<Account, IdentityError> {
+        match self.accounts.execute(stream, command, &context()).await {
+            Ok(executed) => Ok(executed.state),
+            Err(RepositoryError::Rejected(AccountError::EmailTaken)) => {
+                Err(IdentityError::EmailTaken)
+            }
+            Err(RepositoryError::Rejected(AccountError::NotFound)) => Err(IdentityError::NotFound),
+            Err(other) => Err(other.into()),
+        }
+    }
+
+    fn token_pair(
+        &self,
+        registration: &Registration,
+        token_id: Uuid,
+        family_id: Uuid,
+    ) -> Result<TokenPair, IdentityError> {
+        let now = self.clock.now().timestamp();
+        let access = AccessClaims {
+            sub: registration.account_id.to_string(),
+            iss: ISSUER.to_owned(),
+            aud: ACCESS_AUDIENCE.to_owned(),
+            iat: now,
+            exp: now + seconds(self.config.access_token_ttl),
+            jti: Uuid::new_v4().to_string(),
+            role: Role::Customer,
+            scope: [Scope::Read, Scope::Write, Scope::Delete]
+                .map(Scope::as_str)
+                .join(" "),
+            email: Some(registration.email.clone()),
+            customer_id: Some(registration.customer_id),
+        };
+        let refresh = RefreshClaims {
+            sub: registration.account_id.to_string(),
+            iss: ISSUER.to_owned(),
+            aud: REFRESH_AUDIENCE.to_owned(),
+            iat: now,
+            exp: now + seconds(self.config.refresh_token_ttl),
+            jti: token_id,
+            fam: family_id,
+        };
+        Ok(TokenPair {
+            access_token: self.keys.sign(&access).map_err(internal)?,
+            refresh_token: self.keys.sign(&refresh).map_err(internal)?,
+            expires_in: self.config.access_token_ttl.as_secs(),
+        })
+    }
+}
+
+#[async_trait]
+impl AccountsClient for Identity {
+    async fn create_account(&self, account: NewAccount) -> Result<Uuid, IdentityError> {
+        let id = account_id(&account.email);
+        let stream = account_stream(id)?;
+        if self
+            .accounts
+            .load(&stream)
+            .await?
+            .state
+            .active_registration()
+            .is_some()
+        {
+            return Err(IdentityError::EmailTaken);
+        }
+        let password_hash = password::hash(account.password)
+            .await
+            .map_err(IdentityError::Internal)?;
+        let registration = Registration {
+            account_id: id,
+            email: account.email.trim().to_owned(),
+            password_hash,
+            customer_id: account.customer_id,
+        };
+        self.execute(&stream, &AccountCommand::Register(registration))
+            .await?;
+        Ok(id)
+    }
+
+    async fn close_account(&self, account_id: Uuid) -> Result<(), IdentityError> {
+        let stream = account_stream(account_id)?;
+        self.execute(&stream, &AccountCommand::Close).await?;
+        Ok(())
+    }
+}
+
+fn account_stream(account_id: Uuid) -> Result<StreamId, IdentityError> {
+    StreamId::for_aggregate(<Account as es_core::Aggregate>::TYPE, account_id).map_err(internal)
+}
+
+fn context() -> CommandContext {
+    CommandContext::new().with_actor("identity")
+}
+
+fn internal(error: impl std::fmt::Display) -> IdentityError {
+    IdentityError::Internal(error.to_string())
+}
+
+fn seconds(duration: Duration) -> i64 {
+    i64::try_from(duration.as_secs()).unwrap_or(i64::MAX / 2)
+}
+
+fn granted_scopes(
+    client: &ClientCredentials,
+    requested: Option<&str>,
+) -> Result<String, IdentityError> {
+    let Some(requested) = requested.filter(|s| !s.trim().is_empty()) else {
+        return Ok(client
+            .scopes
+            .iter()
+            .map(|s| s.as_str())
+            .collect::<Vec<_>>()
+            .join(" "));
+    };
+    let mut granted = Vec::new();
+    for name in requested.split_whitespace() {
+        match Scope::parse(name) {
+            Some(scope) if client.scopes.contains(&scope) => granted.push(scope.as_str()),
+            _ => return Err(IdentityError::ScopeNotAllowed(name.to_owned())),
+        }
+    }
+    Ok(granted.join(" "))
+}
+
+/// Compares secrets in time independent of where they differ.
+fn constant_time_eq(a: &str, b: &str) -> bool {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}

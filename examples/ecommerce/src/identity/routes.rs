@@ -1,0 +1,258 @@
+//! Identity's routes: sign-in, refresh and the client-credentials grant (public), account
+//! creation and closing (internal).
+
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+use uuid::Uuid;
+
+use super::{AccountsClient, Identity, IdentityError, NewAccount, TokenPair};
+use crate::auth::{Caller, Policy, Scope};
+use crate::http::extract::{IdPath, Json};
+use crate::http::problem::{ApiError, Problem, Validator, is_valid_email};
+
+/// `POST /api/v2/accounts/login`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct LoginRequest {
+    /// The account's email.
+    pub email: String,
+    /// The password.
+    pub password: String,
+}
+
+/// `POST /api/v2/accounts/refresh`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RefreshRequest {
+    /// A refresh token from sign-in or an earlier refresh; each works once.
+    pub refresh_token: String,
+}
+
+/// Tokens for a customer.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TokenResponse {
+    /// The bearer access token.
+    pub access_token: String,
+    /// The single-use refresh token.
+    pub refresh_token: String,
+    /// Seconds until the access token expires.
+    pub expires_in: u64,
+    /// Always `Bearer`.
+    pub token_type: String,
+}
+
+impl From<TokenPair> for TokenResponse {
+    fn from(pair: TokenPair) -> Self {
+        Self {
+            access_token: pair.access_token,
+            refresh_token: pair.refresh_token,
+            expires_in: pair.expires_in,
+            token_type: "Bearer".to_owned(),
+        }
+    }
+}
+
+/// `POST /api/v2/accounts/token`: the client-credentials grant.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ClientTokenRequest {
+    /// Must be `client_credentials`.
+    pub grant_type: String,
+    /// The client id.
+    pub client_id: String,
+    /// The client secret.
+    pub client_secret: String,
+    /// Space-separated scopes (all the client's scopes when absent).
+    #[serde(default)]
+    pub scope: Option<String>,
+}
+
+/// A machine-to-machine token.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ClientTokenResponse {
+    /// The bearer access token.
+    pub access_token: String,
+    /// Seconds until it expires.
+    pub expires_in: u64,
+    /// The granted scopes.
+    pub scope: String,
+    /// Always `Bearer`.
+    pub token_type: String,
+}
+
+/// `POST /api/v2/internal/accounts`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CreateAccountRequest {
+    /// The sign-in email.
+    pub email: String,
+    /// The password (5 to 100 characters).
+    pub password: String,
+    /// The customer the account signs in as.
+    pub customer_id: Uuid,
+}
+
+/// An account id.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AccountCreated {
+    /// The new account's id.
+    pub account_id: Uuid,
+}
+
+impl From<IdentityError> for ApiError {
+    fn from(error: IdentityError) -> Self {
+        match error {
+            IdentityError::EmailTaken => ApiError::field("email", error.to_string()),
+            IdentityError::InvalidCredentials
+            | IdentityError::InvalidClient
+            | IdentityError::InvalidRefreshToken(_) => ApiError::Unauthorized(error.to_string()),
+            IdentityError::ScopeNotAllowed(_) => ApiError::Forbidden(error.to_string()),
+            IdentityError::NotFound => ApiError::NotFound(error.to_string()),
+            IdentityError::Internal(e) => ApiError::Internal(e),
+        }
+    }
+}
+
+/// Identity's public routes.
+pub fn public() -> OpenApiRouter<Arc<Identity>> {
+    OpenApiRouter::new()
+        .routes(routes!(login))
+        .routes(routes!(refresh))
+        .routes(routes!(client_token))
+}
+
+/// Identity's internal routes.
+pub fn internal() -> OpenApiRouter<Arc<Identity>> {
+    OpenApiRouter::new()
+        .routes(routes!(create_account))
+        .routes(routes!(close_account))
+}
+
+/// Signs in with email and password.
+#[utoipa::path(post, path = "/api/v2/accounts/login", tag = "identity",
+    request_body = LoginRequest,
+    responses(
+        (status = 200, description = "Signed in", body = TokenResponse),
+        (status = 401, description = "Wrong email or password", body = Problem, content_type = "application/problem+json"),
+    ))]
+async fn login(
+    State(identity): State<Arc<Identity>>,
+    Json(request): Json<LoginRequest>,
+) -> Result<axum::Json<TokenResponse>, ApiError> {
+    let pair = identity.login(&request.email, &request.password).await?;
+    Ok(axum::Json(pair.into()))
+}
+
+/// Spends a refresh token for a new pair; a reused token revokes its family.
+#[utoipa::path(post, path = "/api/v2/accounts/refresh", tag = "identity",
+    request_body = RefreshRequest,
+    responses(
+        (status = 200, description = "New tokens", body = TokenResponse),
+        (status = 401, description = "Invalid, expired, spent or revoked token", body = Problem, content_type = "application/problem+json"),
+    ))]
+async fn refresh(
+    State(identity): State<Arc<Identity>>,
+    Json(request): Json<RefreshRequest>,
+) -> Result<axum::Json<TokenResponse>, ApiError> {
+    let pair = identity.refresh(&request.refresh_token).await?;
+    Ok(axum::Json(pair.into()))
+}
+
+/// The client-credentials grant: a machine-to-machine token.
+#[utoipa::path(post, path = "/api/v2/accounts/token", tag = "identity",
+    request_body = ClientTokenRequest,
+    responses(
+        (status = 200, description = "A machine token", body = ClientTokenResponse),
+        (status = 401, description = "Unknown client or wrong secret", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "A scope the client may not have", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Unsupported grant type", body = Problem, content_type = "application/problem+json"),
+    ))]
+async fn client_token(
+    State(identity): State<Arc<Identity>>,
+    Json(request): Json<ClientTokenRequest>,
+) -> Result<axum::Json<ClientTokenResponse>, ApiError> {
+    if request.grant_type != "client_credentials" {
+        return Err(ApiError::field(
+            "grantType",
+            "only `client_credentials` is supported",
+        ));
+    }
+    let token = identity.client_token(
+        &request.client_id,
+        &request.client_secret,
+        request.scope.as_deref(),
+    )?;
+    Ok(axum::Json(ClientTokenResponse {
+        access_token: token.access_token,
+        expires_in: token.expires_in,
+        scope: token.scope,
+        token_type: "Bearer".to_owned(),
+    }))
+}
+
+/// Creates a customer's account (called by customer registration).
+#[utoipa::path(post, path = "/api/v2/internal/accounts", tag = "internal",
+    request_body = CreateAccountRequest,
+    security(("bearer" = [])),
+    responses(
+        (status = 201, description = "Created", body = AccountCreated),
+        (status = 422, description = "Invalid fields or email taken", body = Problem, content_type = "application/problem+json"),
+    ))]
+async fn create_account(
+    State(identity): State<Arc<Identity>>,
+    caller: Caller,
+    Json(request): Json<CreateAccountRequest>,
+) -> Result<(StatusCode, axum::Json<AccountCreated>), ApiError> {
+    caller.require(Policy::Machine(Scope::Write))?;
+    Validator::new()
+        .check(
+            is_valid_email(request.email.trim()),
+            "email",
+            "must be a valid email address",
+        )
+        .length(&request.password, "password", 5, 100)
+        .check(
+            !request.customer_id.is_nil(),
+            "customerId",
+            "the nil UUID is not a valid id",
+        )
+        .finish()?;
+    let account_id = identity
+        .create_account(NewAccount {
+            email: request.email,
+            password: request.password,
+            customer_id: request.customer_id,
+        })
+        .await?;
+    Ok((
+        StatusCode::CREATED,
+        axum::Json(AccountCreated { account_id }),
+    ))
+}
+
+/// Closes an account (compensation of a failed registration).
+#[utoipa::path(delete, path = "/api/v2/internal/accounts/{id}", tag = "internal",
+    params(("id" = Uuid, Path, description = "Account id")),
+    security(("bearer" = [])),
+    responses(
+        (status = 204, description = "Closed"),
+        (status = 404, description = "No such account", body = Problem, content_type = "application/problem+json"),
+    ))]
+async fn close_account(
+    State(identity): State<Arc<Identity>>,
+    caller: Caller,
+    IdPath(id): IdPath,
+) -> Result<StatusCode, ApiError> {
+    caller.require(Policy::Machine(Scope::Delete))?;
+    identity.close_account(id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
