@@ -4,6 +4,8 @@
 //! and `es-saga`. With nothing configured it runs embedded on the in-memory backend; with
 //! `DATABASE_URL` it keeps its data in PostgreSQL, one schema per context.
 
+use std::process::ExitCode;
+
 use clap::{Parser, Subcommand};
 use ecommerce::app::{App, AppConfig};
 use ecommerce::backend::Backend;

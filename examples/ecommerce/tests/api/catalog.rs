@@ -1,0 +1,145 @@
+//! The product catalog: prices in each currency, stock, ids.
+
+use axum::http::StatusCode;
+use ecommerce::catalog::product_id;
+use serde_json::json;
+use uuid::Uuid;
+
+use crate::on_both_backends;
+use crate::support::{TestApp, assert_problem};
+
+on_both_backends!(
+    lists_every_product_in_usd,
+    prices_convert_exactly,
+    selects_products_by_id_and_refuses_bad_ids,
+    the_catalog_needs_a_read_token,
+);
+
+async fn lists_every_product_in_usd(app: TestApp) {
+    let ada = app.customer("Ada Lovelace").await;
+    let reply = app
+        .post(
+            "/api/v2/products",
+            Some(&ada.access_token),
+            json!({ "currencyCode": "USD", "productIds": [] }),
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::OK, "{:?}", reply.body);
+    let products = reply.body.as_array().unwrap();
+    assert_eq!(products.len(), 20);
+    let categories: std::collections::HashSet<_> = products
+        .iter()
+        .map(|p| p["category"].as_str().unwrap())
+        .collect();
+    assert_eq!(categories.len(), 4);
+    for product in products {
+        for field in [
+            "productId",
+            "name",
+            "category",
+            "description",
+            "imageUrl",
+            "price",
+        ] {
+            assert!(!product[field].is_null(), "{field} in {product}");
+        }
+        assert_eq!(product["currencyCode"], "USD");
+        assert_eq!(product["currencySymbol"], "$");
+        assert_eq!(product["quantityInStock"], 0, "no inventory yet");
+    }
+    assert_eq!(products[0]["name"], "Mechanical Keyboard");
+    assert_eq!(products[0]["price"], json!(89.99));
+}
+
+async fn prices_convert_exactly(app: TestApp) {
+    let m2m = app.m2m_token(Some("read")).await;
+    let keyboard = product_id("Mechanical Keyboard");
+    let bottle = product_id("Water Bottle");
+    for (currency, symbol, keyboard_price, bottle_price) in [
+        ("CAD", "CA$", 118.79, 25.25), // 89.99 × 1.32 = 118.7868; 19.13 × 1.32 = 25.2516
+        ("EUR", "€", 107.09, 22.76),   // 89.99 × 1.19 = 107.0881; 19.13 × 1.19 = 22.7647
+    ] {
+        let reply = app
+            .post(
+                "/api/v2/products",
+                Some(&m2m),
+                json!({ "currencyCode": currency, "productIds": [keyboard, bottle] }),
+            )
+            .await;
+        assert_eq!(reply.status, StatusCode::OK, "{:?}", reply.body);
+        let products = reply.body.as_array().unwrap();
+        assert_eq!(products[0]["price"], json!(keyboard_price));
+        assert_eq!(products[1]["price"], json!(bottle_price));
+        assert_eq!(products[0]["currencySymbol"], symbol);
+    }
+}
+
+async fn selects_products_by_id_and_refuses_bad_ids(app: TestApp) {
+    let ada = app.customer("Ada Lovelace").await;
+    let token = Some(ada.access_token.as_str());
+    let yoga = product_id("Yoga Mat");
+    let reply = app
+        .post(
+            "/api/v2/products",
+            token,
+            json!({ "currencyCode": "USD", "productIds": [yoga, yoga] }),
+        )
+        .await;
+    let products = reply.body.as_array().unwrap();
+    assert_eq!(products.len(), 1);
+    assert_eq!(products[0]["productId"], json!(yoga));
+
+    let unknown = Uuid::new_v4();
+    let missing = app
+        .post(
+            "/api/v2/products",
+            token,
+            json!({ "currencyCode": "USD", "productIds": [yoga, unknown] }),
+        )
+        .await;
+    assert_problem(&missing, StatusCode::NOT_FOUND);
+    assert!(
+        missing.body["detail"]
+            .as_str()
+            .unwrap()
+            .contains(&unknown.to_string())
+    );
+    let nil = app
+        .post(
+            "/api/v2/products",
+            token,
+            json!({ "currencyCode": "USD", "productIds": [Uuid::nil()] }),
+        )
+        .await;
+    assert_problem(&nil, StatusCode::UNPROCESSABLE_ENTITY);
+    let currency = app
+        .post(
+            "/api/v2/products",
+            token,
+            json!({ "currencyCode": "GBP", "productIds": [] }),
+        )
+        .await;
+    assert_problem(&currency, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(currency.body["errors"]["currencyCode"].is_array());
+    let malformed = app
+        .post(
+            "/api/v2/products",
+            token,
+            json!({ "currencyCode": "USD", "productIds": ["42"] }),
+        )
+        .await;
+    assert_problem(&malformed, StatusCode::UNPROCESSABLE_ENTITY);
+}
+
+async fn the_catalog_needs_a_read_token(app: TestApp) {
+    let body = json!({ "currencyCode": "USD", "productIds": [] });
+    assert_problem(
+        &app.post("/api/v2/products", None, body.clone()).await,
+        StatusCode::UNAUTHORIZED,
+    );
+    let write_only = app.m2m_token(Some("write")).await;
+    assert_problem(
+        &app.post("/api/v2/products", Some(&write_only), body).await,
+        StatusCode::FORBIDDEN,
+    );
+}

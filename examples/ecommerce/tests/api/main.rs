@@ -1,0 +1,11 @@
+//! The HTTP API, end to end through the routers, embedded and on PostgreSQL.
+
+#![allow(missing_docs, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod support;
+
+mod auth;
+mod catalog;
+mod customers;
+mod identity;
+mod openapi;

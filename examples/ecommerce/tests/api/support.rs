@@ -1,0 +1,267 @@
+//! An application under test, embedded or on PostgreSQL, driven through its routers.
+
+#![allow(
+    dead_code,
+    unreachable_pub,
+    missing_docs,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic
+)]
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Body;
+use axum::http::{HeaderMap, Method, Request, StatusCode, header};
+use ecommerce::app::{App, AppConfig};
+use ecommerce::backend::Backend;
+use http_body_util::BodyExt;
+use serde_json::{Value, json};
+use tower::ServiceExt;
+use uuid::Uuid;
+
+/// Which listener a request goes to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Listener {
+    Public,
+    Internal,
+}
+
+/// A response, decoded.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Value,
+}
+
+impl Reply {
+    pub fn content_type(&self) -> &str {
+        self.headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+    }
+}
+
+pub struct TestApp {
+    pub app: App,
+    public: Router,
+    internal: Router,
+}
+
+/// A registered, signed-in customer.
+#[derive(Debug, Clone)]
+pub struct SignedIn {
+    pub customer_id: Uuid,
+    pub email: String,
+    pub access_token: String,
+    pub refresh_token: String,
+}
+
+impl TestApp {
+    pub async fn memory() -> Self {
+        Self::with(AppConfig::embedded()).await
+    }
+
+    /// The app on PostgreSQL from `DATABASE_URL`, in schemas of its own.
+    pub async fn postgres() -> Self {
+        let url = std::env::var("DATABASE_URL").unwrap_or_else(|_| {
+            panic!(
+                "DATABASE_URL is not set: these tests need PostgreSQL. Run `scripts/test`, or start \
+                 PostgreSQL (pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start) \
+                 and export DATABASE_URL=postgres://postgres@127.0.0.1:5432/test"
+            )
+        });
+        let prefix = format!("es_test_shop_{}", Uuid::new_v4().simple());
+        let backend = Backend::postgres(&url, 8, &prefix).expect("DATABASE_URL parses");
+        if let Err(error) = backend.check().await {
+            panic!("PostgreSQL at {url} does not answer ({error}); start it or run `scripts/test`");
+        }
+        Self::with(AppConfig {
+            backend,
+            ..AppConfig::embedded()
+        })
+        .await
+    }
+
+    pub async fn with(config: AppConfig) -> Self {
+        let app = App::start(config).await.expect("the app starts");
+        let public = app.public_router();
+        let internal = app.internal_router();
+        Self {
+            app,
+            public,
+            internal,
+        }
+    }
+
+    pub async fn send(&self, listener: Listener, request: Request<Body>) -> Reply {
+        let router = match listener {
+            Listener::Public => self.public.clone(),
+            Listener::Internal => self.internal.clone(),
+        };
+        let response = router
+            .oneshot(request)
+            .await
+            .expect("routers are infallible");
+        let status = response.status();
+        let headers = response.headers().clone();
+        let bytes = response
+            .into_body()
+            .collect()
+            .await
+            .expect("body")
+            .to_bytes();
+        let body = if bytes.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&bytes)
+                .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()))
+        };
+        Reply {
+            status,
+            headers,
+            body,
+        }
+    }
+
+    pub async fn call(
+        &self,
+        listener: Listener,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> Reply {
+        let mut request = Request::builder().method(method).uri(path);
+        if let Some(token) = token {
+            request = request.header(header::AUTHORIZATION, format!("Bearer {token}"));
+        }
+        let request = match body {
+            Some(body) => request
+                .header(header::CONTENT_TYPE, "application/json")
+                .body(Body::from(body.to_string())),
+            None => request.body(Body::empty()),
+        }
+        .expect("request");
+        self.send(listener, request).await
+    }
+
+    pub async fn get(&self, path: &str, token: Option<&str>) -> Reply {
+        self.call(Listener::Public, Method::GET, path, token, None)
+            .await
+    }
+
+    pub async fn post(&self, path: &str, token: Option<&str>, body: Value) -> Reply {
+        self.call(Listener::Public, Method::POST, path, token, Some(body))
+            .await
+    }
+
+    pub async fn put(&self, path: &str, token: Option<&str>, body: Value) -> Reply {
+        self.call(Listener::Public, Method::PUT, path, token, Some(body))
+            .await
+    }
+
+    /// Registers a customer with a unique email and signs in.
+    pub async fn customer(&self, name: &str) -> SignedIn {
+        let email = format!(
+            "{}-{}@example.com",
+            name.to_lowercase().replace(' ', "."),
+            Uuid::new_v4().simple()
+        );
+        let registered = self
+            .post("/api/v2/customers", None, registration(name, &email))
+            .await;
+        assert_eq!(
+            registered.status,
+            StatusCode::CREATED,
+            "{:?}",
+            registered.body
+        );
+        let customer_id: Uuid =
+            serde_json::from_value(registered.body["customerId"].clone()).unwrap();
+        let tokens = self.login(&email, "secret-password").await;
+        assert_eq!(tokens.status, StatusCode::OK, "{:?}", tokens.body);
+        SignedIn {
+            customer_id,
+            email,
+            access_token: tokens.body["accessToken"].as_str().unwrap().to_owned(),
+            refresh_token: tokens.body["refreshToken"].as_str().unwrap().to_owned(),
+        }
+    }
+
+    pub async fn login(&self, email: &str, password: &str) -> Reply {
+        self.post(
+            "/api/v2/accounts/login",
+            None,
+            json!({ "email": email, "password": password }),
+        )
+        .await
+    }
+
+    /// A machine token from the built-in development client.
+    pub async fn m2m_token(&self, scope: Option<&str>) -> String {
+        let reply = self
+            .post(
+                "/api/v2/accounts/token",
+                None,
+                json!({
+                    "grantType": "client_credentials",
+                    "clientId": ecommerce::config::DEVELOPMENT_CLIENT_ID,
+                    "clientSecret": ecommerce::config::DEVELOPMENT_CLIENT_SECRET,
+                    "scope": scope,
+                }),
+            )
+            .await;
+        assert_eq!(reply.status, StatusCode::OK, "{:?}", reply.body);
+        reply.body["accessToken"].as_str().unwrap().to_owned()
+    }
+
+    pub fn keys(&self) -> &Arc<ecommerce::auth::TokenKeys> {
+        self.app.keys()
+    }
+}
+
+/// A valid registration body.
+pub fn registration(name: &str, email: &str) -> Value {
+    json!({
+        "name": name,
+        "email": email,
+        "password": "secret-password",
+        "passwordConfirm": "secret-password",
+        "shippingAddress": "12 Analytical Row, London",
+        "creditLimit": 5000,
+    })
+}
+
+/// Asserts a problem document with `status`.
+pub fn assert_problem(reply: &Reply, status: StatusCode) {
+    assert_eq!(reply.status, status, "{:?}", reply.body);
+    assert_eq!(reply.content_type(), "application/problem+json");
+    assert_eq!(reply.body["status"], status.as_u16());
+}
+
+/// Runs each scenario `async fn name(app: TestApp)` embedded and on PostgreSQL.
+#[macro_export]
+macro_rules! on_both_backends {
+    ($($scenario:ident),* $(,)?) => {
+        mod embedded {
+            $(
+                #[tokio::test]
+                async fn $scenario() {
+                    super::$scenario($crate::support::TestApp::memory().await).await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test]
+                async fn $scenario() {
+                    super::$scenario($crate::support::TestApp::postgres().await).await;
+                }
+            )*
+        }
+    };
+}
