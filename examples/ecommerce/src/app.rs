@@ -1,8 +1,10 @@
 //! The whole application in one process: every context wired to one backend, the public and
 //! internal routers, and serving them.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, State};
@@ -12,15 +14,31 @@ use tokio::net::TcpListener;
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 
+use chrono::TimeDelta;
+use es_core::MessageHandler;
+use es_core::memory::{MemoryBus, MemoryCheckpointStore, MemorySagaStore};
+use es_postgres::{PgCheckpointStore, PgSagaStore};
+use es_saga::SagaRunner;
+
 use crate::auth::TokenKeys;
-use crate::backend::Backend;
-use crate::catalog::{Catalog, NoInventory};
+use crate::backend::{Backend, ContextStore};
+use crate::catalog::{Catalog, StockClient};
 use crate::config::IdentityConfig;
 use crate::customers::Customers;
 use crate::http::problem::ApiError;
 use crate::http::{Health, InternalApi, PublicApi, not_found, trace_requests};
 use crate::identity::{AccountsClient, Identity};
-use crate::{catalog, customers, identity};
+use crate::inventory::Inventory;
+use crate::messages::topics;
+use crate::orders::Orders;
+use crate::payments::{CreditClient, Payments};
+use crate::quotes::{PriceClient, Quotes, QuotesClient};
+use crate::shipments::Shipments;
+use crate::workflow::failures::FailureRules;
+use crate::workflow::runtime::{OrderSagaRunner, Runtime};
+use crate::workflow::saga::OrderSaga;
+use crate::workflow::stores::{Checkpoints, SagaStores};
+use crate::{catalog, customers, identity, inventory, orders, quotes};
 
 /// What the application needs to start.
 #[derive(Debug, Clone)]
@@ -31,6 +49,8 @@ pub struct AppConfig {
     pub identity: IdentityConfig,
     /// Largest accepted request body, in bytes.
     pub body_limit: usize,
+    /// The ordering workflow's settings.
+    pub workflow: WorkflowConfig,
 }
 
 impl AppConfig {
@@ -40,6 +60,38 @@ impl AppConfig {
             backend: Backend::Memory,
             identity: IdentityConfig::development(),
             body_limit: 64 * 1024,
+            workflow: WorkflowConfig::default(),
+        }
+    }
+}
+
+/// The ordering workflow's settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WorkflowConfig {
+    /// How long a step may go unanswered before the order is cancelled.
+    pub step_timeout: Duration,
+    /// How often the deadline scheduler looks for due deadlines.
+    pub deadline_poll: Duration,
+    /// Orders that fail on purpose.
+    pub failures: FailureRules,
+    /// Deliver every message twice (to show handlers are idempotent).
+    pub duplicate_delivery: bool,
+    /// Partitions per topic of the bus.
+    pub partitions: u32,
+    /// Consumer groups not started until [`App::release`] (to hold a context back in tests
+    /// and demos: its commands wait on the bus, as if it were down).
+    pub held: &'static [&'static str],
+}
+
+impl Default for WorkflowConfig {
+    fn default() -> Self {
+        Self {
+            step_timeout: Duration::from_secs(60),
+            deadline_poll: Duration::from_millis(500),
+            failures: FailureRules::default(),
+            duplicate_delivery: false,
+            partitions: 8,
+            held: &[],
         }
     }
 }
@@ -78,6 +130,31 @@ pub struct App {
     pub customers: Arc<Customers>,
     /// The product catalog.
     pub catalog: Arc<Catalog>,
+    /// Inventory.
+    pub inventory: Arc<Inventory>,
+    /// Quotes.
+    pub quotes: Arc<Quotes>,
+    /// Orders.
+    pub orders: Arc<Orders>,
+    /// Payments.
+    pub payments: Arc<Payments>,
+    /// Shipments.
+    pub shipments: Arc<Shipments>,
+    /// The order saga.
+    pub saga: Arc<OrderSagaRunner>,
+    /// The workflow's relays, consumers and scheduler.
+    pub runtime: Arc<Runtime>,
+    held: Arc<std::sync::Mutex<Held>>,
+}
+
+/// Consumers held back, by group: their topic and handler.
+#[derive(Default)]
+struct Held(HashMap<String, (&'static str, Arc<dyn MessageHandler>)>);
+
+impl std::fmt::Debug for Held {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_set().entries(self.0.keys()).finish()
+    }
 }
 
 impl App {
@@ -116,11 +193,108 @@ impl App {
             .map_err(|e| storage("customers")(&e))?;
         let accounts: Arc<dyn AccountsClient> = identity.clone();
         let customers = Arc::new(Customers::new(customers_store, accounts, clock.clone()));
+        let store = |context: &'static str| {
+            let backend = backend.clone();
+            async move {
+                backend
+                    .event_store(context)
+                    .await
+                    .map_err(|e| storage(context)(&e))
+            }
+        };
+        let inventory_store = store("inventory").await?;
+        let inventory = Arc::new(
+            Inventory::open(inventory_store.clone(), clock.clone())
+                .await
+                .map_err(|e| storage("inventory")(&e))?,
+        );
+        let stock: Arc<dyn StockClient> = inventory.clone();
         let catalog = Arc::new(
-            Catalog::open(&backend, Arc::new(NoInventory))
+            Catalog::open(&backend, stock)
                 .await
                 .map_err(|e| storage("catalog")(&e))?,
         );
+        let prices: Arc<dyn PriceClient> = catalog.clone();
+        let quotes = Arc::new(Quotes::new(store("quotes").await?, prices, clock.clone()));
+        let quotes_client: Arc<dyn QuotesClient> = quotes.clone();
+        let orders_store = store("orders").await?;
+        let orders = Arc::new(Orders::new(
+            orders_store.clone(),
+            quotes_client,
+            clock.clone(),
+        ));
+        let workflow = config.workflow;
+        let credit: Arc<dyn CreditClient> = customers.clone();
+        let payments_store = store("payments").await?;
+        let payments = Arc::new(Payments::new(
+            payments_store.clone(),
+            credit,
+            workflow.failures,
+            clock.clone(),
+        ));
+        let shipments_store = store("shipments").await?;
+        let shipments = Arc::new(Shipments::new(
+            shipments_store.clone(),
+            workflow.failures,
+            clock.clone(),
+        ));
+        let (sagas, checkpoints) = match store("saga").await? {
+            ContextStore::Memory(_) => (
+                SagaStores::Memory(MemorySagaStore::new()),
+                Checkpoints::Memory(MemoryCheckpointStore::new()),
+            ),
+            ContextStore::Postgres(pg) => (
+                SagaStores::Postgres(PgSagaStore::new(&pg)),
+                Checkpoints::Postgres(PgCheckpointStore::new(&pg)),
+            ),
+        };
+        let step_timeout =
+            TimeDelta::from_std(workflow.step_timeout).unwrap_or(TimeDelta::seconds(60));
+        let saga = Arc::new(SagaRunner::new(OrderSaga { step_timeout }, sagas.clone()));
+
+        let bus = MemoryBus::new()
+            .with_partitions(workflow.partitions)
+            .with_duplicate_delivery(workflow.duplicate_delivery);
+        let runtime = Arc::new(Runtime::new(bus));
+        for (name, source) in [
+            ("inventory", &inventory_store),
+            ("orders", &orders_store),
+            ("payments", &payments_store),
+            ("shipments", &shipments_store),
+        ] {
+            runtime.relay(
+                &format!("{name}-relay"),
+                source.clone(),
+                checkpoints.clone(),
+            );
+        }
+        runtime.relay("saga-relay", sagas.clone(), checkpoints);
+        runtime.consume(
+            "order-saga",
+            &[
+                topics::ORDERS,
+                topics::INVENTORY,
+                topics::PAYMENTS,
+                topics::SHIPMENTS,
+            ],
+            saga.clone(),
+        );
+        let mut held = HashMap::new();
+        let consumers: [(&str, &str, Arc<dyn MessageHandler>); 4] = [
+            ("inventory", topics::INVENTORY_COMMANDS, inventory.clone()),
+            ("payments", topics::PAYMENT_COMMANDS, payments.clone()),
+            ("shipments", topics::SHIPMENT_COMMANDS, shipments.clone()),
+            ("orders", topics::ORDER_COMMANDS, orders.clone()),
+        ];
+        for (group, topic, handler) in consumers {
+            if workflow.held.contains(&group) {
+                held.insert(group.to_owned(), (topic, handler));
+            } else {
+                runtime.consume(group, &[topic], handler);
+            }
+        }
+        runtime.schedule(saga.clone(), sagas, workflow.deadline_poll);
+        runtime.run_until_stopped(orders.clone().run_view());
         Ok(Self {
             backend,
             keys,
@@ -128,7 +302,32 @@ impl App {
             identity,
             customers,
             catalog,
+            inventory,
+            quotes,
+            orders,
+            payments,
+            shipments,
+            saga,
+            runtime,
+            held: Arc::new(std::sync::Mutex::new(Held(held))),
         })
+    }
+
+    /// Starts a consumer group held back by [`WorkflowConfig::held`]; returns whether it was.
+    pub fn release(&self, group: &str) -> bool {
+        let held = self
+            .held
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .0
+            .remove(group);
+        match held {
+            Some((topic, handler)) => {
+                self.runtime.consume(group, &[topic], handler);
+                true
+            }
+            None => false,
+        }
     }
 
     /// The backend in use.
@@ -146,12 +345,16 @@ impl App {
             .merge(identity::routes::public().with_state(self.identity.clone()))
             .merge(customers::routes::public().with_state(self.customers.clone()))
             .merge(catalog::routes::public().with_state(self.catalog.clone()))
+            .merge(inventory::routes::public().with_state(self.inventory.clone()))
+            .merge(quotes::routes::public().with_state(self.quotes.clone()))
+            .merge(orders::routes::public().with_state(self.orders.clone()))
     }
 
     fn internal_api(&self) -> OpenApiRouter {
         OpenApiRouter::with_openapi(InternalApi::openapi())
             .merge(identity::routes::internal().with_state(self.identity.clone()))
             .merge(customers::routes::internal().with_state(self.customers.clone()))
+            .merge(inventory::routes::internal().with_state(self.inventory.clone()))
     }
 
     /// The public API's OpenAPI document.
@@ -242,6 +445,8 @@ impl App {
                 tracing::error!(%error, "listener failed");
             }
         }
+        self.runtime.shutdown().await;
+        tracing::info!("stopped");
         Ok(())
     }
 }

@@ -4,8 +4,8 @@
 use es_core::memory::MemoryEventStore;
 use es_core::{
     AppendOutcome, AppendRequest, DeleteMode, EventStore, ExpectedVersion, LogBatch, LogFilter,
-    Position, RecordedEvent, Snapshot, SnapshotStore, StoreError, StreamId, StreamRead,
-    SubscriptionItem, Version,
+    OutboxBatch, OutboxSource, Position, RecordedEvent, Snapshot, SnapshotStore, StoreError,
+    StreamId, StreamRead, SubscriptionItem, Version,
 };
 use es_postgres::{PgConfig, PgError, PgEventStore};
 use futures::stream::BoxStream;
@@ -170,6 +170,22 @@ impl SnapshotStore for ContextStore {
         match self {
             ContextStore::Memory(store) => store.save_snapshot(snapshot).await,
             ContextStore::Postgres(store) => store.save_snapshot(snapshot).await,
+        }
+    }
+}
+
+impl OutboxSource for ContextStore {
+    async fn read_outbox(&self, after: Position, limit: usize) -> Result<OutboxBatch, StoreError> {
+        match self {
+            ContextStore::Memory(store) => store.read_outbox(after, limit).await,
+            ContextStore::Postgres(store) => store.read_outbox(after, limit).await,
+        }
+    }
+
+    async fn delete_outbox_up_to(&self, up_to: Position) -> Result<u64, StoreError> {
+        match self {
+            ContextStore::Memory(store) => store.delete_outbox_up_to(up_to).await,
+            ContextStore::Postgres(store) => store.delete_outbox_up_to(up_to).await,
         }
     }
 }

@@ -61,6 +61,18 @@ pub struct ServeArgs {
     /// Largest accepted request body, in bytes.
     #[arg(long, env = "ECOMMERCE_BODY_LIMIT", default_value_t = 64 * 1024)]
     pub body_limit: usize,
+    /// Seconds a workflow step may go unanswered before the order is cancelled.
+    #[arg(long, env = "ECOMMERCE_STEP_TIMEOUT_SECONDS", default_value_t = 60.0)]
+    pub step_timeout_seconds: f64,
+    /// Decline payments of orders whose total ends in these cents (for demos and tests).
+    #[arg(long, env = "ECOMMERCE_FAIL_PAYMENTS_ENDING_IN")]
+    pub fail_payments_ending_in: Option<u32>,
+    /// Fail shipments of orders whose total ends in these cents (for demos and tests).
+    #[arg(long, env = "ECOMMERCE_FAIL_SHIPMENTS_ENDING_IN")]
+    pub fail_shipments_ending_in: Option<u32>,
+    /// Deliver every integration message twice (shows that handlers are idempotent).
+    #[arg(long, env = "ECOMMERCE_DUPLICATE_DELIVERY")]
+    pub duplicate_delivery: bool,
 }
 
 /// A machine client allowed the client-credentials grant.
@@ -150,6 +162,46 @@ pub enum ConfigError {
 }
 
 impl ServeArgs {
+    /// The workflow's settings.
+    ///
+    /// # Errors
+    /// [`ConfigError::Invalid`] for a negative or absurd timeout, or cents above 99.
+    pub fn workflow(&self) -> Result<crate::app::WorkflowConfig, ConfigError> {
+        let step_timeout = Duration::try_from_secs_f64(self.step_timeout_seconds)
+            .ok()
+            .filter(|t| !t.is_zero())
+            .ok_or_else(|| ConfigError::Invalid {
+                name: "ECOMMERCE_STEP_TIMEOUT_SECONDS",
+                reason: "must be a positive number of seconds".to_owned(),
+            })?;
+        for (name, cents) in [
+            (
+                "ECOMMERCE_FAIL_PAYMENTS_ENDING_IN",
+                self.fail_payments_ending_in,
+            ),
+            (
+                "ECOMMERCE_FAIL_SHIPMENTS_ENDING_IN",
+                self.fail_shipments_ending_in,
+            ),
+        ] {
+            if cents.is_some_and(|c| c > 99) {
+                return Err(ConfigError::Invalid {
+                    name,
+                    reason: "cents go from 0 to 99".to_owned(),
+                });
+            }
+        }
+        Ok(crate::app::WorkflowConfig {
+            step_timeout,
+            failures: crate::workflow::failures::FailureRules {
+                payment_cents: self.fail_payments_ending_in,
+                shipment_cents: self.fail_shipments_ending_in,
+            },
+            duplicate_delivery: self.duplicate_delivery,
+            ..crate::app::WorkflowConfig::default()
+        })
+    }
+
     /// Identity's settings, checked for production.
     ///
     /// # Errors

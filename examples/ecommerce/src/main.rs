@@ -63,6 +63,7 @@ async fn serve(args: ServeArgs) -> MainResult {
         backend,
         identity,
         body_limit: args.body_limit,
+        workflow: args.workflow()?,
     })
     .await?;
     app.serve(args.public_addr, args.internal_addr, shutdown_signal())

@@ -32,7 +32,7 @@ async fn lists_every_product_in_usd(app: TestApp) {
         .map(|p| p["category"].as_str().unwrap())
         .collect();
     assert_eq!(categories.len(), 4);
-    for product in products {
+    for (index, product) in products.iter().enumerate() {
         for field in [
             "productId",
             "name",
@@ -45,7 +45,11 @@ async fn lists_every_product_in_usd(app: TestApp) {
         }
         assert_eq!(product["currencyCode"], "USD");
         assert_eq!(product["currencySymbol"], "$");
-        assert_eq!(product["quantityInStock"], 0, "no inventory yet");
+        assert_eq!(
+            product["quantityInStock"],
+            ecommerce::inventory::seeded_quantity(index),
+            "stock from inventory"
+        );
     }
     assert_eq!(products[0]["name"], "Mechanical Keyboard");
     assert_eq!(products[0]["price"], json!(89.99));

@@ -9,3 +9,5 @@ mod catalog;
 mod customers;
 mod identity;
 mod openapi;
+mod quotes;
+mod workflow;

@@ -265,3 +265,105 @@ macro_rules! on_both_backends {
         }
     };
 }
+
+/// A quote with `lines` (product, quantity) in `currency`, placed; returns the order id.
+pub async fn place_order(
+    app: &TestApp,
+    who: &SignedIn,
+    currency: &str,
+    lines: &[(Uuid, u32)],
+) -> Uuid {
+    let token = Some(who.access_token.as_str());
+    let quote = app
+        .post("/api/v2/quotes", token, json!({ "currencyCode": currency }))
+        .await;
+    assert_eq!(quote.status, StatusCode::CREATED, "{:?}", quote.body);
+    let quote_id = quote.body["quoteId"].as_str().unwrap().to_owned();
+    for (product_id, quantity) in lines {
+        let item = app
+            .put(
+                &format!("/api/v2/quotes/{quote_id}/items"),
+                token,
+                json!({ "productId": product_id, "quantity": quantity }),
+            )
+            .await;
+        assert_eq!(item.status, StatusCode::OK, "{:?}", item.body);
+    }
+    let placed = app
+        .post(
+            &format!("/api/v2/orders/quote/{quote_id}"),
+            token,
+            json!({}),
+        )
+        .await;
+    assert_eq!(placed.status, StatusCode::ACCEPTED, "{:?}", placed.body);
+    serde_json::from_value(placed.body["orderId"].clone()).unwrap()
+}
+
+/// The caller's order as listed, once `done` holds for it (or panics after `timeout`).
+pub async fn wait_for_order(
+    app: &TestApp,
+    who: &SignedIn,
+    order_id: Uuid,
+    timeout: std::time::Duration,
+    done: impl Fn(&Value) -> bool,
+) -> Value {
+    let started = std::time::Instant::now();
+    loop {
+        let orders = app.get("/api/v2/orders", Some(&who.access_token)).await;
+        let order = orders.body.as_array().and_then(|all| {
+            all.iter()
+                .find(|o| o["orderId"] == json!(order_id))
+                .cloned()
+        });
+        if let Some(order) = order {
+            if done(&order) {
+                return order;
+            }
+            if started.elapsed() > timeout {
+                panic!("order {order_id} did not get there: {order}");
+            }
+        } else if started.elapsed() > timeout {
+            panic!("order {order_id} is not listed");
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+/// Whether an order reached Shipped, Delivered or Cancelled.
+pub fn terminal(order: &Value) -> bool {
+    matches!(
+        order["statusText"].as_str(),
+        Some("Shipped" | "Delivered" | "Cancelled")
+    )
+}
+
+/// Lines (product, quantity) whose USD total ends in `cents`.
+pub fn lines_ending_in(cents: u32) -> Vec<(Uuid, u32)> {
+    let products = ecommerce::catalog::seed();
+    let cents_of = |p: &ecommerce::catalog::Product, q: u32| -> u32 {
+        ecommerce::payments::cents(p.price.amount() * rust_decimal::Decimal::from(q))
+    };
+    for a in &products {
+        for qa in 1..=5 {
+            if cents_of(a, qa) == cents {
+                return vec![(a.product_id, qa)];
+            }
+        }
+    }
+    for a in &products {
+        for b in &products {
+            if a.product_id == b.product_id {
+                continue;
+            }
+            for qa in 1..=2 {
+                for qb in 1..=2 {
+                    if (cents_of(a, qa) + cents_of(b, qb)) % 100 == cents {
+                        return vec![(a.product_id, qa), (b.product_id, qb)];
+                    }
+                }
+            }
+        }
+    }
+    panic!("no small basket ends in .{cents:02}");
+}

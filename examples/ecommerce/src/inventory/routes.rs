@@ -1,0 +1,216 @@
+//! Inventory's routes: a product's history (public), and stock, reservations and releases
+//! (internal).
+
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+use uuid::Uuid;
+
+use super::{
+    Inventory, InventoryError, ReservationStatus, StockLine, WarehouseCommand, WarehouseError,
+};
+use crate::auth::{Caller, Policy, Scope};
+use crate::history::HistoryEntry;
+use crate::http::extract::{IdPath, Json, check_id};
+use crate::http::problem::{ApiError, Problem};
+
+/// A product's stock.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct StockView {
+    /// The product.
+    pub product_id: Uuid,
+    /// Available quantity.
+    pub quantity: u32,
+    /// Quantity held for orders.
+    pub reserved: u32,
+}
+
+/// A line to reserve.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ReservationLine {
+    /// The product.
+    pub product_id: Uuid,
+    /// How many (> 0).
+    pub quantity: u32,
+}
+
+/// `POST /api/v2/internal/inventory/reservations`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ReservationRequest {
+    /// The order.
+    pub order_id: Uuid,
+    /// Its lines.
+    pub lines: Vec<ReservationLine>,
+}
+
+/// Where a reservation stands.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ReservationView {
+    /// The order.
+    pub order_id: Uuid,
+    /// `Reserved`, `Released` or `Refused`.
+    pub status: String,
+}
+
+impl From<InventoryError> for ApiError {
+    fn from(error: InventoryError) -> Self {
+        match error {
+            InventoryError::Rejected(WarehouseError::UnknownProduct(_)) => {
+                ApiError::NotFound(error.to_string())
+            }
+            InventoryError::Rejected(rejected) => ApiError::Rule(rejected.to_string()),
+            InventoryError::Internal(e) => ApiError::Internal(e),
+        }
+    }
+}
+
+/// Inventory's public routes.
+pub fn public() -> OpenApiRouter<Arc<Inventory>> {
+    OpenApiRouter::new().routes(routes!(product_history))
+}
+
+/// Inventory's internal routes.
+pub fn internal() -> OpenApiRouter<Arc<Inventory>> {
+    OpenApiRouter::new()
+        .routes(routes!(stock))
+        .routes(routes!(reserve))
+        .routes(routes!(release))
+}
+
+/// A product's stock history, oldest first.
+#[utoipa::path(get, path = "/api/v2/inventory/{id}/history", tag = "inventory",
+    params(("id" = Uuid, Path, description = "Product id")),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "History", body = Vec<HistoryEntry>),
+        (status = 404, description = "No stock unit for the product", body = Problem, content_type = "application/problem+json"),
+    ))]
+async fn product_history(
+    State(inventory): State<Arc<Inventory>>,
+    caller: Caller,
+    IdPath(product_id): IdPath,
+) -> Result<axum::Json<Vec<HistoryEntry>>, ApiError> {
+    caller.require(Policy::Customer(Scope::Read))?;
+    let entries = inventory.history(product_id).await?;
+    if entries.is_empty() {
+        return Err(ApiError::NotFound(format!(
+            "product {product_id} has no stock unit"
+        )));
+    }
+    Ok(axum::Json(entries))
+}
+
+/// A product's stock (machine clients).
+#[utoipa::path(get, path = "/api/v2/internal/inventory/{id}", tag = "internal",
+    params(("id" = Uuid, Path, description = "Product id")),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "Stock", body = StockView),
+        (status = 404, description = "No stock unit", body = Problem, content_type = "application/problem+json"),
+    ))]
+async fn stock(
+    State(inventory): State<Arc<Inventory>>,
+    caller: Caller,
+    IdPath(product_id): IdPath,
+) -> Result<axum::Json<StockView>, ApiError> {
+    caller.require(Policy::Machine(Scope::Read))?;
+    let warehouse = inventory.warehouse().await?;
+    let quantity = warehouse
+        .available(&product_id)
+        .ok_or_else(|| ApiError::NotFound(format!("product {product_id} has no stock unit")))?;
+    let reserved = warehouse.reserved().get(&product_id).copied().unwrap_or(0);
+    Ok(axum::Json(StockView {
+        product_id,
+        quantity,
+        reserved,
+    }))
+}
+
+/// Reserves stock for every line of an order, or none (machine clients; idempotent per order).
+#[utoipa::path(post, path = "/api/v2/internal/inventory/reservations", tag = "internal",
+    request_body = ReservationRequest,
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "Where the reservation stands: `Reserved` or `Refused`", body = ReservationView),
+        (status = 422, description = "No line, or a zero quantity", body = Problem, content_type = "application/problem+json"),
+    ))]
+async fn reserve(
+    State(inventory): State<Arc<Inventory>>,
+    caller: Caller,
+    Json(request): Json<ReservationRequest>,
+) -> Result<axum::Json<ReservationView>, ApiError> {
+    caller.require(Policy::Machine(Scope::Write))?;
+    let order_id = check_id("orderId", request.order_id)?;
+    let lines = request
+        .lines
+        .iter()
+        .map(|l| StockLine {
+            product_id: l.product_id,
+            quantity: l.quantity,
+        })
+        .collect();
+    let command = WarehouseCommand::Reserve { order_id, lines };
+    let warehouse = inventory
+        .execute(
+            &command,
+            &es_core::CommandContext::new().with_actor(caller.claims().sub.clone()),
+        )
+        .await?;
+    Ok(axum::Json(reservation_view(
+        order_id,
+        warehouse.reservation(&order_id),
+    )))
+}
+
+/// Releases an order's reservation (machine clients; idempotent).
+#[utoipa::path(delete, path = "/api/v2/internal/inventory/reservations/{id}", tag = "internal",
+    params(("id" = Uuid, Path, description = "Order id")),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "Where the reservation stands", body = ReservationView),
+        (status = 404, description = "No reservation for the order", body = Problem, content_type = "application/problem+json"),
+    ))]
+async fn release(
+    State(inventory): State<Arc<Inventory>>,
+    caller: Caller,
+    IdPath(order_id): IdPath,
+) -> Result<(StatusCode, axum::Json<ReservationView>), ApiError> {
+    caller.require(Policy::Machine(Scope::Write))?;
+    let warehouse = inventory
+        .execute(
+            &WarehouseCommand::Release { order_id },
+            &es_core::CommandContext::new().with_actor(caller.claims().sub.clone()),
+        )
+        .await?;
+    let status = warehouse.reservation(&order_id);
+    if status.is_none() {
+        return Err(ApiError::NotFound(format!(
+            "no reservation for order {order_id}"
+        )));
+    }
+    Ok((
+        StatusCode::OK,
+        axum::Json(reservation_view(order_id, status)),
+    ))
+}
+
+fn reservation_view(order_id: Uuid, status: Option<ReservationStatus>) -> ReservationView {
+    let status = match status {
+        Some(ReservationStatus::Reserved) => "Reserved",
+        Some(ReservationStatus::Released) => "Released",
+        Some(ReservationStatus::Refused) | None => "Refused",
+    };
+    ReservationView {
+        order_id,
+        status: status.to_owned(),
+    }
+}

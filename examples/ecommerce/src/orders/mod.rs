@@ -1,0 +1,332 @@
+//! Orders: placed from a confirmed quote (once per quote), moved through the workflow by the
+//! order saga's commands, cancelled by the customer until shipped, delivery confirmed by the
+//! customer. Status changes are pushed to the order's customer.
+
+mod order;
+pub mod routes;
+mod view;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use es_core::memory::MemoryReadModel;
+use es_core::{
+    Clock, CommandContext, Delivery, HandlerError, MessageHandler, Metadata, OutboxMessage,
+    Repository, RepositoryError, StreamId,
+};
+use tokio::sync::broadcast;
+use uuid::Uuid;
+
+pub use order::{Order, OrderCommand, OrderError, OrderEvent, OrderStatus, Placement, reasons};
+pub use view::{Notification, OrderSummary, OrdersProjection, OrdersView};
+
+use crate::backend::ContextStore;
+use crate::history::{HistoryEntry, history};
+use crate::messages::{self, CancelOrder, Message, ProcessOrder, RecordPayment, RecordShipment};
+use crate::quotes::{QuoteError, QuotesClient, QuotesError};
+use crate::workflow::context::{caused_by, decode, transient_unless_permanent};
+
+/// The namespace of order ids: an order's id is derived from its quote's, so placing a quote
+/// twice places one order.
+const ORDER_NAMESPACE: Uuid = Uuid::from_u128(0x2c6a_90d1_5e3f_4b8a_a1c7_7e4d_39b0_f256);
+
+/// The order id of a quote.
+pub fn order_id_for(quote_id: Uuid) -> Uuid {
+    Uuid::new_v5(&ORDER_NAMESPACE, quote_id.as_bytes())
+}
+
+/// How long a request waits for the read model to show its own write.
+const READ_YOUR_WRITES: Duration = Duration::from_secs(5);
+
+/// Why an orders operation failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum OrdersError {
+    /// The order refused.
+    #[error(transparent)]
+    Rejected(OrderError),
+    /// The quote could not be confirmed.
+    #[error(transparent)]
+    Quote(QuotesError),
+    /// Storage failed.
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl From<RepositoryError<OrderError>> for OrdersError {
+    fn from(error: RepositoryError<OrderError>) -> Self {
+        match error {
+            RepositoryError::Rejected(rejected) => OrdersError::Rejected(rejected),
+            other => OrdersError::Internal(other.to_string()),
+        }
+    }
+}
+
+/// The orders context.
+pub struct Orders {
+    orders: Repository<Order, ContextStore>,
+    quotes: Arc<dyn QuotesClient>,
+    view: MemoryReadModel<OrdersView>,
+    push: broadcast::Sender<Notification>,
+    clock: Arc<dyn Clock>,
+}
+
+impl std::fmt::Debug for Orders {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Orders")
+            .field("orders", &self.orders)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Orders {
+    /// The orders context over `store`, confirming quotes through `quotes`. Call
+    /// [`run_view`](Self::run_view) to keep the read model and notifications current.
+    pub fn new(store: ContextStore, quotes: Arc<dyn QuotesClient>, clock: Arc<dyn Clock>) -> Self {
+        let orders = Repository::new(store)
+            .with_clock(clock.clone())
+            // Every order decision is safe to recompute on newer state.
+            .with_conflict_retries(8)
+            .with_outbox(integration_messages);
+        let (push, _) = broadcast::channel(4096);
+        Self {
+            orders,
+            quotes,
+            view: MemoryReadModel::new(OrdersView::default()),
+            push,
+            clock,
+        }
+    }
+
+    /// Keeps the read model current: catch-up then live on the orders store's global log,
+    /// restarting after a failure. Runs until the task is dropped.
+    pub async fn run_view(self: Arc<Self>) {
+        let projection = OrdersProjection::new(self.push.clone());
+        loop {
+            if let Err(error) = self.view.run(self.orders.store(), &projection).await {
+                tracing::error!(%error, "orders view stopped; restarting in 1 s");
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    }
+
+    /// The read model.
+    pub fn view(&self) -> &MemoryReadModel<OrdersView> {
+        &self.view
+    }
+
+    /// Live notifications of every customer (filter by customer).
+    pub fn subscribe(&self) -> broadcast::Receiver<Notification> {
+        self.push.subscribe()
+    }
+
+    /// Places the order of a quote: confirms the quote, then records the order, whose id is
+    /// derived from the quote's. Placing the same quote again returns the same order.
+    ///
+    /// # Errors
+    /// [`OrdersError::Quote`] when the quote is not the customer's, is cancelled or empty.
+    pub async fn place(&self, customer_id: Uuid, quote_id: Uuid) -> Result<Uuid, OrdersError> {
+        let quote = self
+            .quotes
+            .confirm(customer_id, quote_id)
+            .await
+            .map_err(OrdersError::Quote)?;
+        let order_id = order_id_for(quote_id);
+        let placement = Placement {
+            order_id,
+            customer_id,
+            quote_id,
+            lines: quote.items,
+            currency: quote.currency,
+            placed_at: self.clock.now(),
+        };
+        let context = CommandContext::new().with_actor(customer_id.to_string());
+        let executed = self
+            .orders
+            .execute(
+                &stream(order_id)?,
+                &OrderCommand::Place(placement),
+                &context,
+            )
+            .await?;
+        if let Some(position) = executed.positions.last() {
+            self.view.wait_for(*position, READ_YOUR_WRITES).await;
+        }
+        tracing::info!(%order_id, %customer_id, "order placed");
+        Ok(order_id)
+    }
+
+    /// The customer's order, loaded from its stream.
+    ///
+    /// # Errors
+    /// [`OrderError::NotFound`] when it is not the customer's.
+    pub async fn order(&self, customer_id: Uuid, order_id: Uuid) -> Result<Order, OrdersError> {
+        let order = self.orders.load(&stream(order_id)?).await?.state;
+        match &order.placement {
+            Some(placement) if placement.customer_id == customer_id => Ok(order),
+            _ => Err(OrdersError::Rejected(OrderError::NotFound)),
+        }
+    }
+
+    /// The customer's orders, oldest first.
+    pub async fn list(&self, customer_id: Uuid) -> Vec<OrderSummary> {
+        self.view.read(|view| view.for_customer(&customer_id)).await
+    }
+
+    /// An order's history.
+    ///
+    /// # Errors
+    /// [`OrderError::NotFound`] when it is not the customer's.
+    pub async fn history(
+        &self,
+        customer_id: Uuid,
+        order_id: Uuid,
+    ) -> Result<Vec<HistoryEntry>, OrdersError> {
+        self.order(customer_id, order_id).await?;
+        history(self.orders.store(), &stream(order_id)?, order_id)
+            .await
+            .map_err(|e| OrdersError::Internal(e.to_string()))
+    }
+
+    /// The customer asks to cancel; the saga decides (too late once shipped).
+    ///
+    /// # Errors
+    /// [`OrderError::NotFound`], [`OrderError::CannotCancel`].
+    pub async fn request_cancellation(
+        &self,
+        customer_id: Uuid,
+        order_id: Uuid,
+    ) -> Result<(), OrdersError> {
+        self.customer_command(customer_id, order_id, OrderCommand::RequestCancellation)
+            .await
+    }
+
+    /// The customer confirms delivery.
+    ///
+    /// # Errors
+    /// [`OrderError::NotFound`], [`OrderError::NotShipped`].
+    pub async fn confirm_delivery(
+        &self,
+        customer_id: Uuid,
+        order_id: Uuid,
+    ) -> Result<(), OrdersError> {
+        self.customer_command(customer_id, order_id, OrderCommand::ConfirmDelivery)
+            .await
+    }
+
+    async fn customer_command(
+        &self,
+        customer_id: Uuid,
+        order_id: Uuid,
+        command: OrderCommand,
+    ) -> Result<(), OrdersError> {
+        self.order(customer_id, order_id).await?;
+        let context = CommandContext::new().with_actor(customer_id.to_string());
+        let executed = self
+            .orders
+            .execute(&stream(order_id)?, &command, &context)
+            .await?;
+        if let Some(position) = executed.positions.last() {
+            self.view.wait_for(*position, READ_YOUR_WRITES).await;
+        }
+        Ok(())
+    }
+}
+
+/// Handles the saga's commands: `ProcessOrder`, `RecordPayment`, `RecordShipment`,
+/// `CancelOrder`.
+#[async_trait]
+impl MessageHandler for Orders {
+    async fn handle(&self, delivery: &Delivery) -> Result<(), HandlerError> {
+        let (order_id, command) = if let Some(c) = decode::<ProcessOrder>(delivery)? {
+            (c.order_id, OrderCommand::Process)
+        } else if let Some(c) = decode::<RecordPayment>(delivery)? {
+            (c.order_id, OrderCommand::RecordPayment(c.payment_id))
+        } else if let Some(c) = decode::<RecordShipment>(delivery)? {
+            (c.order_id, OrderCommand::RecordShipment(c.shipment_id))
+        } else if let Some(c) = decode::<CancelOrder>(delivery)? {
+            (c.order_id, OrderCommand::Cancel(c.reason))
+        } else {
+            return Err(HandlerError::permanent(format!(
+                "orders do not handle {}",
+                delivery.message.message_type
+            )));
+        };
+        let stream = StreamId::for_aggregate(<Order as es_core::Aggregate>::TYPE, order_id)
+            .map_err(|e| HandlerError::permanent(e.to_string()))?;
+        let context = caused_by(&delivery.message, "order-saga");
+        match self.orders.execute(&stream, &command, &context).await {
+            Ok(_) => Ok(()),
+            Err(RepositoryError::Rejected(error)) => {
+                // A command for an order that is not there (or no longer accepts it) can never
+                // succeed: say so once and move on.
+                tracing::warn!(%order_id, %error, command = %delivery.message.message_type, "order command refused");
+                Ok(())
+            }
+            Err(error) => Err(transient_unless_permanent(error)),
+        }
+    }
+}
+
+fn integration_messages(
+    stream: &StreamId,
+    state: &Order,
+    events: &[(OrderEvent, Metadata)],
+) -> Vec<OutboxMessage> {
+    let Some(placement) = &state.placement else {
+        return Vec::new();
+    };
+    let order_id = placement.order_id;
+    events
+        .iter()
+        .map(|(event, metadata)| {
+            let message = match event {
+                OrderEvent::Placed(placement) => messages::OrderPlaced {
+                    order_id,
+                    customer_id: placement.customer_id,
+                    quote_id: placement.quote_id,
+                }
+                .to_message(),
+                OrderEvent::Processed { total, .. } => messages::OrderProcessed {
+                    order_id,
+                    customer_id: placement.customer_id,
+                    lines: placement.lines.clone(),
+                    total: *total,
+                    currency_code: placement.currency.code().to_owned(),
+                }
+                .to_message(),
+                OrderEvent::CancellationRequested { .. } => {
+                    messages::CancellationRequested { order_id }.to_message()
+                }
+                other => messages::OrderStatusChanged {
+                    order_id,
+                    customer_id: placement.customer_id,
+                    status: other
+                        .status()
+                        .map(|s| s.text().to_owned())
+                        .unwrap_or_default(),
+                    reason: match other {
+                        OrderEvent::Cancelled { reason, .. } => Some(reason.clone()),
+                        _ => None,
+                    },
+                }
+                .to_message(),
+            };
+            message
+                .with_source("order", stream.as_str())
+                .caused_by(metadata)
+        })
+        .collect()
+}
+
+fn stream(order_id: Uuid) -> Result<StreamId, OrdersError> {
+    StreamId::for_aggregate(<Order as es_core::Aggregate>::TYPE, order_id)
+        .map_err(|e| OrdersError::Internal(e.to_string()))
+}
+
+impl From<QuoteError> for OrdersError {
+    fn from(error: QuoteError) -> Self {
+        OrdersError::Quote(QuotesError::Rejected(error))
+    }
+}

@@ -1,0 +1,172 @@
+//! The spec's invariants, checked over every order once the system is idle: every order ends
+//! Shipped, Delivered or Cancelled; a cancelled order holds no reserved stock and no
+//! un-refunded payment; no order has two payments; stock never goes negative (nor is any
+//! created or lost); every status change was pushed to the order's owner.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use es_core::SagaStore;
+use uuid::Uuid;
+
+use super::saga::ORDER_SAGA;
+use crate::app::App;
+use crate::catalog::seed;
+use crate::inventory::{ReservationStatus, seeded_quantity};
+use crate::orders::{OrderStatus, OrderSummary};
+use crate::payments::PaymentStatus;
+
+/// What a check found.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Report {
+    /// Orders checked.
+    pub orders: usize,
+    /// Orders per final status.
+    pub by_status: BTreeMap<String, usize>,
+    /// Cancelled orders per reason.
+    pub by_reason: BTreeMap<String, usize>,
+    /// Every broken invariant, one line each.
+    pub violations: Vec<String>,
+}
+
+impl Report {
+    /// Whether every invariant holds.
+    pub fn holds(&self) -> bool {
+        self.violations.is_empty()
+    }
+}
+
+/// Checks every invariant over every order the app knows.
+pub async fn check(app: &App) -> Report {
+    let orders: Vec<OrderSummary> = app
+        .orders
+        .view()
+        .read(|view| view.all().cloned().collect())
+        .await;
+    let mut report = Report {
+        orders: orders.len(),
+        ..Report::default()
+    };
+    let warehouse = match app.inventory.warehouse().await {
+        Ok(warehouse) => warehouse,
+        Err(error) => {
+            report
+                .violations
+                .push(format!("inventory unreadable: {error}"));
+            return report;
+        }
+    };
+    for order in &orders {
+        *report
+            .by_status
+            .entry(order.status.text().to_owned())
+            .or_default() += 1;
+        if let Some(reason) = &order.cancellation_reason {
+            *report.by_reason.entry(reason.clone()).or_default() += 1;
+        }
+        check_order(app, order, &warehouse, &mut report.violations).await;
+    }
+    for (index, product) in seed().iter().enumerate() {
+        let available = warehouse.available(&product.product_id).unwrap_or(0);
+        let reserved = warehouse
+            .reserved()
+            .get(&product.product_id)
+            .copied()
+            .unwrap_or(0);
+        if available + reserved != seeded_quantity(index) {
+            report.violations.push(format!(
+                "product {}: {available} available + {reserved} reserved != {} seeded",
+                product.name,
+                seeded_quantity(index)
+            ));
+        }
+    }
+    report
+}
+
+async fn check_order(
+    app: &App,
+    order: &OrderSummary,
+    warehouse: &crate::inventory::Warehouse,
+    violations: &mut Vec<String>,
+) {
+    let id = order.order_id;
+    if !order.status.is_terminal() {
+        violations.push(format!("order {id} is still {}", order.status.text()));
+    }
+    let reservation = warehouse.reservation(&id);
+    let payment = match app.payments.account(order.customer_id).await {
+        Ok(account) => account.payment(&id).map(|p| p.status),
+        Err(error) => {
+            violations.push(format!("order {id}: payments unreadable: {error}"));
+            return;
+        }
+    };
+    match order.status {
+        OrderStatus::Cancelled => {
+            if reservation == Some(ReservationStatus::Reserved) {
+                violations.push(format!("cancelled order {id} still holds stock"));
+            }
+            if payment == Some(PaymentStatus::Completed) {
+                violations.push(format!("cancelled order {id} has an un-refunded payment"));
+            }
+        }
+        OrderStatus::Shipped | OrderStatus::Delivered => {
+            if reservation != Some(ReservationStatus::Reserved) {
+                violations.push(format!(
+                    "shipped order {id} has no stock reserved ({reservation:?})"
+                ));
+            }
+            if payment != Some(PaymentStatus::Completed) {
+                violations.push(format!("shipped order {id} is not paid ({payment:?})"));
+            }
+        }
+        _ => {}
+    }
+    match app.payments.payments_created(order.customer_id, id).await {
+        Ok(count) if count > 1 => violations.push(format!("order {id} has {count} payments")),
+        Ok(_) => {}
+        Err(error) => violations.push(format!("order {id}: payments unreadable: {error}")),
+    }
+    match app.saga.store().load(ORDER_SAGA, &id.to_string()).await {
+        Ok(Some(instance)) if instance.completed => {}
+        Ok(Some(_)) => violations.push(format!("order {id}: its saga has not completed")),
+        Ok(None) => violations.push(format!("order {id}: no saga")),
+        Err(error) => violations.push(format!("order {id}: saga unreadable: {error}")),
+    }
+    let pushed: Vec<String> = app
+        .orders
+        .view()
+        .read(|view| view.notifications(&order.customer_id, 0))
+        .await
+        .into_iter()
+        .filter(|n| n.order_id == id)
+        .map(|n| n.status)
+        .collect();
+    let statuses: Vec<String> = order.statuses.iter().map(|s| s.text().to_owned()).collect();
+    if pushed != statuses {
+        violations.push(format!(
+            "order {id}: pushed {pushed:?}, went through {statuses:?}"
+        ));
+    }
+}
+
+/// Checks until every invariant holds or `timeout` passes; returns the last report.
+pub async fn settle(app: &App, timeout: Duration) -> Report {
+    let started = Instant::now();
+    loop {
+        let report = check(app).await;
+        if report.holds() || started.elapsed() >= timeout {
+            return report;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The ids of every order, for reports.
+pub async fn order_ids(app: &App) -> Vec<Uuid> {
+    app.orders
+        .view()
+        .read(|view| view.all().map(|o| o.order_id).collect())
+        .await
+}

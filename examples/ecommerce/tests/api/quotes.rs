@@ -1,0 +1,248 @@
+//! Quotes: one open per customer, quantities, re-pricing, ownership on every id.
+
+use axum::http::{Method, StatusCode};
+use ecommerce::catalog::product_id;
+use serde_json::json;
+use uuid::Uuid;
+
+use crate::on_both_backends;
+use crate::support::{Listener, TestApp, assert_problem};
+
+on_both_backends!(
+    a_quote_fills_and_prices,
+    quote_rules_are_enforced,
+    quotes_belong_to_their_customer
+);
+
+async fn a_quote_fills_and_prices(app: TestApp) {
+    let ada = app.customer("Ada Lovelace").await;
+    let token = Some(ada.access_token.as_str());
+    assert_problem(
+        &app.get("/api/v2/quotes", token).await,
+        StatusCode::NOT_FOUND,
+    );
+    let created = app
+        .post("/api/v2/quotes", token, json!({ "currencyCode": "CAD" }))
+        .await;
+    assert_eq!(created.status, StatusCode::CREATED);
+    let quote_id = created.body["quoteId"].as_str().unwrap().to_owned();
+    let items = format!("/api/v2/quotes/{quote_id}/items");
+    let keyboard = product_id("Mechanical Keyboard");
+    let press = product_id("French Press");
+    app.put(
+        &items,
+        token,
+        json!({ "productId": keyboard, "quantity": 1 }),
+    )
+    .await;
+    let set = app
+        .put(
+            &items,
+            token,
+            json!({ "productId": keyboard, "quantity": 3 }),
+        )
+        .await;
+    assert_eq!(set.status, StatusCode::OK, "{:?}", set.body);
+    app.put(&items, token, json!({ "productId": press, "quantity": 2 }))
+        .await;
+    let quote = app.get("/api/v2/quotes", token).await;
+    assert_eq!(quote.status, StatusCode::OK);
+    assert_eq!(quote.body["quoteId"], json!(quote_id));
+    assert_eq!(quote.body["customerId"], json!(ada.customer_id));
+    assert_eq!(quote.body["quoteStatus"], "Open");
+    assert_eq!(quote.body["currencyCode"], "CAD");
+    assert_eq!(quote.body["currencySymbol"], "CA$");
+    assert!(quote.body["createdAt"].is_string());
+    let items_json = quote.body["items"].as_array().unwrap();
+    assert_eq!(items_json.len(), 2);
+    assert_eq!(items_json[0]["quantity"], 3);
+    assert_eq!(items_json[0]["unitPrice"], json!(118.79));
+    assert_eq!(items_json[1]["unitPrice"], json!(35.81)); // 27.13 × 1.32 = 35.8116
+    assert_eq!(quote.body["totalPrice"], json!(427.99)); // 3 × 118.79 + 2 × 35.81
+    let removed = app
+        .call(
+            Listener::Public,
+            Method::DELETE,
+            &format!("/api/v2/quotes/{quote_id}/items/{press}"),
+            token,
+            None,
+        )
+        .await;
+    assert_eq!(removed.status, StatusCode::OK);
+    assert_eq!(removed.body["items"].as_array().unwrap().len(), 1);
+    let history = app
+        .get(&format!("/api/v2/quotes/{quote_id}/history"), token)
+        .await;
+    let types: Vec<_> = history
+        .body
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["eventType"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(
+        types,
+        [
+            "QuoteCreated",
+            "QuoteItemAdded",
+            "QuoteItemQuantityChanged",
+            "QuoteItemAdded",
+            "QuoteItemRemoved"
+        ]
+    );
+}
+
+async fn quote_rules_are_enforced(app: TestApp) {
+    let ada = app.customer("Ada Lovelace").await;
+    let token = Some(ada.access_token.as_str());
+    let created = app
+        .post("/api/v2/quotes", token, json!({ "currencyCode": "USD" }))
+        .await;
+    let quote_id = created.body["quoteId"].as_str().unwrap().to_owned();
+    let second = app
+        .post("/api/v2/quotes", token, json!({ "currencyCode": "USD" }))
+        .await;
+    assert_problem(&second, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(
+        second.body["message"]
+            .as_str()
+            .unwrap()
+            .contains("already open")
+    );
+    let items = format!("/api/v2/quotes/{quote_id}/items");
+    let mat = product_id("Yoga Mat");
+    for quantity in [0, -3] {
+        let bad = app
+            .put(
+                &items,
+                token,
+                json!({ "productId": mat, "quantity": quantity }),
+            )
+            .await;
+        assert_problem(&bad, StatusCode::UNPROCESSABLE_ENTITY);
+        assert!(bad.body["errors"]["quantity"].is_array());
+    }
+    let unknown = app
+        .put(
+            &items,
+            token,
+            json!({ "productId": Uuid::new_v4(), "quantity": 1 }),
+        )
+        .await;
+    assert_problem(&unknown, StatusCode::NOT_FOUND);
+    let currency = app
+        .post("/api/v2/quotes", token, json!({ "currencyCode": "JPY" }))
+        .await;
+    assert_problem(&currency, StatusCode::UNPROCESSABLE_ENTITY);
+    // Confirming needs an item.
+    let empty = app
+        .post(
+            &format!("/api/v2/orders/quote/{quote_id}"),
+            token,
+            json!({}),
+        )
+        .await;
+    assert_problem(&empty, StatusCode::UNPROCESSABLE_ENTITY);
+    let missing_item = app
+        .call(
+            Listener::Public,
+            Method::DELETE,
+            &format!("/api/v2/quotes/{quote_id}/items/{mat}"),
+            token,
+            None,
+        )
+        .await;
+    assert_problem(&missing_item, StatusCode::UNPROCESSABLE_ENTITY);
+    // Cancelled: nothing changes any more, and a new quote can be opened.
+    let cancelled = app
+        .call(
+            Listener::Public,
+            Method::DELETE,
+            &format!("/api/v2/quotes/{quote_id}"),
+            token,
+            None,
+        )
+        .await;
+    assert_eq!(cancelled.status, StatusCode::NO_CONTENT);
+    let after = app
+        .put(&items, token, json!({ "productId": mat, "quantity": 1 }))
+        .await;
+    assert_problem(&after, StatusCode::UNPROCESSABLE_ENTITY);
+    let again = app
+        .call(
+            Listener::Public,
+            Method::DELETE,
+            &format!("/api/v2/quotes/{quote_id}"),
+            token,
+            None,
+        )
+        .await;
+    assert_problem(&again, StatusCode::UNPROCESSABLE_ENTITY);
+    let place = app
+        .post(
+            &format!("/api/v2/orders/quote/{quote_id}"),
+            token,
+            json!({}),
+        )
+        .await;
+    assert_problem(&place, StatusCode::UNPROCESSABLE_ENTITY);
+    let fresh = app
+        .post("/api/v2/quotes", token, json!({ "currencyCode": "EUR" }))
+        .await;
+    assert_eq!(fresh.status, StatusCode::CREATED);
+}
+
+async fn quotes_belong_to_their_customer(app: TestApp) {
+    let ada = app.customer("Ada Lovelace").await;
+    let bob = app.customer("Bob Babbage").await;
+    let created = app
+        .post(
+            "/api/v2/quotes",
+            Some(&ada.access_token),
+            json!({ "currencyCode": "USD" }),
+        )
+        .await;
+    let quote_id = created.body["quoteId"].as_str().unwrap().to_owned();
+    let mat = product_id("Yoga Mat");
+    let bob_token = Some(bob.access_token.as_str());
+    let attempts = [
+        (
+            Method::PUT,
+            format!("/api/v2/quotes/{quote_id}/items"),
+            Some(json!({ "productId": mat, "quantity": 1 })),
+        ),
+        (
+            Method::DELETE,
+            format!("/api/v2/quotes/{quote_id}/items/{mat}"),
+            None,
+        ),
+        (Method::DELETE, format!("/api/v2/quotes/{quote_id}"), None),
+        (
+            Method::GET,
+            format!("/api/v2/quotes/{quote_id}/history"),
+            None,
+        ),
+        (
+            Method::POST,
+            format!("/api/v2/orders/quote/{quote_id}"),
+            Some(json!({})),
+        ),
+    ];
+    for (method, path, body) in attempts {
+        let reply = app
+            .call(Listener::Public, method.clone(), &path, bob_token, body)
+            .await;
+        assert_problem(&reply, StatusCode::NOT_FOUND);
+    }
+    assert_problem(
+        &app.get("/api/v2/quotes", bob_token).await,
+        StatusCode::NOT_FOUND,
+    );
+    let m2m = app.m2m_token(None).await;
+    assert_problem(
+        &app.get("/api/v2/quotes", Some(&m2m)).await,
+        StatusCode::FORBIDDEN,
+    );
+    let still = app.get("/api/v2/quotes", Some(&ada.access_token)).await;
+    assert_eq!(still.body["items"], json!([]));
+}
