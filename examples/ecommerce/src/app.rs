@@ -355,6 +355,7 @@ impl App {
             .merge(identity::routes::internal().with_state(self.identity.clone()))
             .merge(customers::routes::internal().with_state(self.customers.clone()))
             .merge(inventory::routes::internal().with_state(self.inventory.clone()))
+            .merge(crate::ops::internal().with_state(self.clone()))
     }
 
     /// The public API's OpenAPI document.

@@ -6,10 +6,16 @@
 
 use std::process::ExitCode;
 
+use std::sync::Arc;
+use std::time::Duration;
+
 use clap::{Parser, Subcommand};
-use ecommerce::app::{App, AppConfig};
+use ecommerce::app::{App, AppConfig, WorkflowConfig};
 use ecommerce::backend::Backend;
 use ecommerce::config::ServeArgs;
+use ecommerce::demo::DemoOptions;
+use ecommerce::shop::{InProcess, Remote, Shop};
+use ecommerce::workflow::failures::FailureRules;
 use tracing_subscriber::EnvFilter;
 
 /// The reference ecommerce backend.
@@ -26,18 +32,68 @@ struct Cli {
 enum Command {
     /// Serves the public API on :5000 and the internal API on 127.0.0.1:5100 (the default).
     Serve,
+    /// Drives the ordering workflow through the HTTP API: registers customers, places orders
+    /// (some hitting each compensation path), prints each order's status history and checks
+    /// every invariant. In process on the embedded default, or against `--url`.
+    Demo(DemoArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct DemoArgs {
+    /// A running instance's public URL (e.g. http://127.0.0.1:5000); in process when absent.
+    #[arg(long)]
+    url: Option<String>,
+    /// The running instance's internal URL (for the status and invariants).
+    #[arg(long, default_value = "http://127.0.0.1:5100")]
+    internal_url: String,
+    /// Customers to register.
+    #[arg(long, default_value_t = 20)]
+    customers: usize,
+    /// Orders to place.
+    #[arg(long, default_value_t = 200)]
+    orders: usize,
+    /// Customers shopping at once.
+    #[arg(long, default_value_t = 8)]
+    concurrency: usize,
+    /// Seconds to wait for every order to end.
+    #[arg(long, default_value_t = 60)]
+    settle_seconds: u64,
+    /// Print only the totals, not each order.
+    #[arg(long)]
+    quiet: bool,
+    /// In process: deliver every integration message twice.
+    #[arg(long)]
+    duplicate_delivery: bool,
+    /// The payment failure rule the instance runs with (cents).
+    #[arg(long, default_value_t = 39)]
+    fail_payments_ending_in: u32,
+    /// The shipment failure rule the instance runs with (cents).
+    #[arg(long, default_value_t = 13)]
+    fail_shipments_ending_in: u32,
+    /// Machine client id (for the status route).
+    #[arg(long, env = "ECOMMERCE_DEMO_CLIENT_ID", default_value = ecommerce::config::DEVELOPMENT_CLIENT_ID)]
+    client_id: String,
+    /// Machine client secret.
+    #[arg(long, env = "ECOMMERCE_DEMO_CLIENT_SECRET", default_value = ecommerce::config::DEVELOPMENT_CLIENT_SECRET, hide_default_value = true)]
+    client_secret: String,
 }
 
 #[tokio::main]
 async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    // The demo prints its own report: only warnings from the app.
+    let level = match cli.command {
+        Some(Command::Demo(_)) => "warn",
+        _ => "info",
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level)),
         )
         .init();
-    let cli = Cli::parse();
     let result = match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => serve(cli.serve).await,
+        Command::Demo(args) => demo(args).await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -69,6 +125,55 @@ async fn serve(args: ServeArgs) -> MainResult {
     app.serve(args.public_addr, args.internal_addr, shutdown_signal())
         .await?;
     Ok(())
+}
+
+async fn demo(args: DemoArgs) -> MainResult {
+    let failures = FailureRules {
+        payment_cents: Some(args.fail_payments_ending_in),
+        shipment_cents: Some(args.fail_shipments_ending_in),
+    };
+    let options = DemoOptions {
+        customers: args.customers,
+        orders: args.orders,
+        concurrency: args.concurrency,
+        failures,
+        client_id: args.client_id,
+        client_secret: args.client_secret,
+        settle: Duration::from_secs(args.settle_seconds),
+        progress: !args.quiet,
+    };
+    let (shop, app): (Arc<dyn Shop>, Option<App>) = match &args.url {
+        Some(url) => (Arc::new(Remote::new(url, &args.internal_url)), None),
+        None => {
+            println!("running in process on the embedded default (nothing is kept)");
+            let app = App::start(AppConfig {
+                workflow: WorkflowConfig {
+                    failures,
+                    duplicate_delivery: args.duplicate_delivery,
+                    deadline_poll: Duration::from_millis(50),
+                    ..WorkflowConfig::default()
+                },
+                ..AppConfig::embedded()
+            })
+            .await?;
+            (Arc::new(InProcess::new(&app)), Some(app))
+        }
+    };
+    let report = ecommerce::demo::run(shop, &options).await?;
+    report.print(!args.quiet);
+    if let Some(app) = app {
+        app.runtime.shutdown().await;
+    }
+    print_verdict(&report)
+}
+
+fn print_verdict(report: &ecommerce::demo::DemoReport) -> MainResult {
+    if report.passed() {
+        println!("demo passed");
+        Ok(())
+    } else {
+        Err("demo failed: see UNEXPECTED and INVARIANT BROKEN above".into())
+    }
 }
 
 async fn shutdown_signal() {

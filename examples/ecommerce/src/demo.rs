@@ -1,0 +1,569 @@
+//! The demo: registers customers, fills quotes and places orders through the HTTP API,
+//! including orders that hit each compensation path, waits for the workflow to settle, prints
+//! each order's status history and checks every invariant of the spec.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::http::{Method, StatusCode};
+use futures::StreamExt;
+use indicatif::{ProgressBar, ProgressStyle};
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+use crate::catalog::{Product, seed};
+use crate::money::Currency;
+use crate::ops::Status;
+use crate::orders::reasons;
+use crate::payments::cents;
+use crate::shop::{Listener, Shop};
+use crate::workflow::failures::FailureRules;
+
+/// What an order of the demo is meant to do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Kind {
+    /// Ship.
+    Ships,
+    /// Be cancelled by its customer right after placing (or ship, if that was too late).
+    CustomerCancels,
+    /// Ask for more than the stock.
+    OutOfStock,
+    /// Exceed its customer's credit.
+    CreditLimit,
+    /// Be declined by payments (total ending in the failure rule's cents).
+    PaymentFails,
+    /// Fail to ship (total ending in the failure rule's cents).
+    ShipmentFails,
+}
+
+impl Kind {
+    /// Whether `status`/`reason` is what this kind should end as.
+    pub fn accepts(self, status: &str, reason: Option<&str>) -> bool {
+        match self {
+            Kind::Ships => status == "Shipped",
+            Kind::CustomerCancels => {
+                status == "Shipped" || reason == Some(reasons::CANCELLED_BY_CUSTOMER)
+            }
+            Kind::OutOfStock => reason == Some(reasons::OUT_OF_STOCK),
+            Kind::CreditLimit => reason == Some(reasons::CREDIT_LIMIT_REACHED),
+            Kind::PaymentFails => reason == Some(reasons::PAYMENT_FAILED),
+            Kind::ShipmentFails => reason == Some(reasons::SHIPMENT_FAILED),
+        }
+    }
+}
+
+/// How the demo runs.
+#[derive(Debug, Clone)]
+pub struct DemoOptions {
+    /// Customers to register.
+    pub customers: usize,
+    /// Orders to place.
+    pub orders: usize,
+    /// Customers shopping at once.
+    pub concurrency: usize,
+    /// The failure rules the shop runs with (the demo builds baskets that hit them).
+    pub failures: FailureRules,
+    /// The machine client used to read the status.
+    pub client_id: String,
+    /// Its secret.
+    pub client_secret: String,
+    /// How long to wait for the workflow to settle.
+    pub settle: Duration,
+    /// Show a progress bar.
+    pub progress: bool,
+}
+
+impl Default for DemoOptions {
+    fn default() -> Self {
+        Self {
+            customers: 20,
+            orders: 200,
+            concurrency: 8,
+            failures: FailureRules::demo(),
+            client_id: crate::config::DEVELOPMENT_CLIENT_ID.to_owned(),
+            client_secret: crate::config::DEVELOPMENT_CLIENT_SECRET.to_owned(),
+            settle: Duration::from_secs(60),
+            progress: false,
+        }
+    }
+}
+
+/// One order of the demo, as it ended.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Outcome {
+    /// The order.
+    pub order_id: Uuid,
+    /// What it was meant to do.
+    pub kind: Kind,
+    /// Its final status.
+    pub status: String,
+    /// Why it was cancelled.
+    pub reason: Option<String>,
+    /// Its status history, from its event history.
+    pub history: Vec<String>,
+}
+
+/// What the demo saw.
+#[derive(Debug)]
+pub struct DemoReport {
+    /// Every order.
+    pub outcomes: Vec<Outcome>,
+    /// Orders that ended otherwise than their kind says.
+    pub unexpected: Vec<String>,
+    /// The shop's status once settled (invariants included).
+    pub status: Status,
+    /// Seconds from the first order to the last final status.
+    pub seconds: f64,
+}
+
+impl DemoReport {
+    /// Whether every order ended as meant and every invariant holds.
+    pub fn passed(&self) -> bool {
+        self.unexpected.is_empty() && self.status.invariants_hold
+    }
+
+    /// Prints each order's history (when `each_order`), the totals and the invariants.
+    pub fn print(&self, each_order: bool) {
+        for outcome in self.outcomes.iter().filter(|_| each_order) {
+            let reason = outcome
+                .reason
+                .as_deref()
+                .map(|r| format!(" ({r})"))
+                .unwrap_or_default();
+            println!(
+                "order {} {:<15} {}{reason}",
+                outcome.order_id,
+                format!("{:?}", outcome.kind),
+                outcome.history.join(" → ")
+            );
+        }
+        let mut by_kind: BTreeMap<String, usize> = BTreeMap::new();
+        for outcome in &self.outcomes {
+            let key = match &outcome.reason {
+                Some(reason) => format!("{} ({reason})", outcome.status),
+                None => outcome.status.clone(),
+            };
+            *by_kind.entry(key).or_default() += 1;
+        }
+        println!("\n{} orders in {:.1} s:", self.outcomes.len(), self.seconds);
+        for (status, count) in by_kind {
+            println!("  {count:>4}  {status}");
+        }
+        if !self.status.dead_letters.is_empty() {
+            println!("dead letters: {:#?}", self.status.dead_letters);
+        }
+        for line in &self.unexpected {
+            println!("UNEXPECTED: {line}");
+        }
+        if self.status.invariants_hold {
+            println!(
+                "invariants: every order ended Shipped, Delivered or Cancelled; no cancelled order holds stock or an un-refunded payment; no order has two payments; no stock went negative or was lost; every status change was pushed to its owner"
+            );
+        } else {
+            for violation in &self.status.violations {
+                println!("INVARIANT BROKEN: {violation}");
+            }
+        }
+    }
+}
+
+struct Customer {
+    token: String,
+    orders: Vec<Kind>,
+}
+
+/// Runs the demo against `shop`.
+///
+/// # Errors
+/// When a request fails outright (the shop is unreachable or answers unexpectedly).
+pub async fn run(shop: Arc<dyn Shop>, options: &DemoOptions) -> Result<DemoReport, String> {
+    let run = Uuid::new_v4().simple().to_string();
+    let customers = options.customers.max(1);
+    // Every fifth customer has a tiny credit limit: their orders exceed it.
+    let low_limit = |c: usize| c % 5 == 2 && customers > 2;
+    let mut plans: Vec<Vec<Kind>> = vec![Vec::new(); customers];
+    let rotation = [
+        Kind::Ships,
+        Kind::OutOfStock,
+        Kind::Ships,
+        Kind::PaymentFails,
+        Kind::CustomerCancels,
+        Kind::ShipmentFails,
+    ];
+    for i in 0..options.orders {
+        let c = i % customers;
+        let kind = if low_limit(c) {
+            Kind::CreditLimit
+        } else {
+            rotation[(i / customers + c) % rotation.len()]
+        };
+        plans[c].push(kind);
+    }
+    let progress = progress_bar(options, plans.iter().map(Vec::len).sum());
+    let mut registered = Vec::new();
+    for (c, orders) in plans.into_iter().enumerate() {
+        let limit = if low_limit(c) { 20 } else { 100_000 };
+        let token = register(shop.as_ref(), &run, c, limit).await?;
+        registered.push(Customer { token, orders });
+    }
+    let started = Instant::now();
+    let placed: Vec<Result<Vec<(Uuid, Kind, String)>, String>> =
+        futures::stream::iter(registered.into_iter().enumerate().map(|(c, customer)| {
+            let shop = shop.clone();
+            let progress = progress.clone();
+            async move {
+                let mut placed = Vec::new();
+                for (n, kind) in customer.orders.iter().enumerate() {
+                    let order =
+                        place(shop.as_ref(), &customer.token, *kind, c + n, options).await?;
+                    progress.inc(1);
+                    placed.push((order, *kind, customer.token.clone()));
+                }
+                Ok(placed)
+            }
+        }))
+        .buffer_unordered(options.concurrency.max(1))
+        .collect()
+        .await;
+    let mut orders = Vec::new();
+    for customer in placed {
+        orders.extend(customer?);
+    }
+    progress.set_message("waiting for every order to end");
+    progress.set_position(0);
+    let mut outcomes = Vec::new();
+    let mut unexpected = Vec::new();
+    let deadline = Instant::now() + options.settle;
+    for (order_id, kind, token) in orders {
+        let order = wait_terminal(shop.as_ref(), &token, order_id, deadline).await?;
+        progress.inc(1);
+        let status = order["statusText"].as_str().unwrap_or("?").to_owned();
+        let reason = order["cancellationReason"].as_str().map(str::to_owned);
+        let history = shop
+            .call(
+                Listener::Public,
+                Method::GET,
+                &format!("/api/v2/orders/{order_id}/history"),
+                Some(&token),
+                None,
+            )
+            .await?;
+        let history: Vec<String> = history
+            .body
+            .as_array()
+            .map(|events| {
+                events
+                    .iter()
+                    .filter_map(|e| e["eventType"].as_str())
+                    .filter(|t| *t != "OrderCancellationRequested")
+                    .map(|t| t.trim_start_matches("Order").to_owned())
+                    .collect()
+            })
+            .unwrap_or_default();
+        if !kind.accepts(&status, reason.as_deref()) {
+            unexpected.push(format!(
+                "order {order_id} ({kind:?}) ended {status} {reason:?}"
+            ));
+        }
+        outcomes.push(Outcome {
+            order_id,
+            kind,
+            status,
+            reason,
+            history,
+        });
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    progress.finish_and_clear();
+    let status = settled_status(shop.as_ref(), options, deadline).await?;
+    Ok(DemoReport {
+        outcomes,
+        unexpected,
+        status,
+        seconds,
+    })
+}
+
+fn progress_bar(options: &DemoOptions, total: usize) -> ProgressBar {
+    if !options.progress {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new(u64::try_from(total).unwrap_or(u64::MAX));
+    if let Ok(style) = ProgressStyle::with_template("{msg:32} [{bar:40}] {pos}/{len} ({elapsed})") {
+        bar.set_style(style.progress_chars("=> "));
+    }
+    bar.set_message("placing orders");
+    bar
+}
+
+async fn register(shop: &dyn Shop, run: &str, index: usize, limit: u32) -> Result<String, String> {
+    let email = format!("demo-{run}-{index}@example.com");
+    let body = json!({
+        "name": format!("Demo Customer {index}"),
+        "email": email,
+        "password": "demo-password",
+        "passwordConfirm": "demo-password",
+        "shippingAddress": format!("{index} Demo Street, Springfield"),
+        "creditLimit": limit,
+    });
+    let reply = shop
+        .call(
+            Listener::Public,
+            Method::POST,
+            "/api/v2/customers",
+            None,
+            Some(body),
+        )
+        .await?;
+    expect(&reply, StatusCode::CREATED, "register")?;
+    let login = shop
+        .call(
+            Listener::Public,
+            Method::POST,
+            "/api/v2/accounts/login",
+            None,
+            Some(json!({ "email": email, "password": "demo-password" })),
+        )
+        .await?;
+    expect(&login, StatusCode::OK, "login")?;
+    login.body["accessToken"]
+        .as_str()
+        .map(str::to_owned)
+        .ok_or_else(|| "login returned no token".to_owned())
+}
+
+fn expect(reply: &crate::shop::Reply, status: StatusCode, what: &str) -> Result<(), String> {
+    if reply.status == status {
+        Ok(())
+    } else {
+        Err(format!(
+            "{what}: expected {status}, got {}: {}",
+            reply.status, reply.body
+        ))
+    }
+}
+
+/// A basket for `kind`: products, quantities and currency.
+fn basket(kind: Kind, n: usize, failures: &FailureRules) -> (Vec<(Uuid, u32)>, Currency) {
+    let products = seed();
+    let by_name = |name: &str| {
+        products
+            .iter()
+            .find(|p| p.name == name)
+            .map(|p| p.product_id)
+    };
+    let fails = |p: &Product, q: u32, currency: Currency| -> bool {
+        let total = p
+            .price
+            .convert_to(currency)
+            .map(|m| m.amount() * rust_decimal::Decimal::from(q))
+            .unwrap_or_default();
+        failures.declines_payment(total) || failures.fails_shipment(total)
+    };
+    let currencies = [Currency::Usd, Currency::Cad, Currency::Eur];
+    match kind {
+        Kind::Ships | Kind::CustomerCancels => {
+            let currency = currencies[n % currencies.len()];
+            let safe: Vec<&Product> = products
+                .iter()
+                .filter(|p| p.name != "Desk Lamp" && !fails(p, 1, currency))
+                .collect();
+            let product = safe[n % safe.len()];
+            (vec![(product.product_id, 1)], currency)
+        }
+        Kind::OutOfStock => (
+            vec![(by_name("Desk Lamp").unwrap_or_default(), 100_000)],
+            Currency::Usd,
+        ),
+        Kind::CreditLimit => (
+            vec![(by_name("Mechanical Keyboard").unwrap_or_default(), 1)],
+            Currency::Usd,
+        ),
+        Kind::PaymentFails => {
+            let target = failures.payment_cents.unwrap_or(39);
+            (
+                small_basket(&products, target, failures, true),
+                Currency::Usd,
+            )
+        }
+        Kind::ShipmentFails => {
+            let target = failures.shipment_cents.unwrap_or(13);
+            (
+                small_basket(&products, target, failures, false),
+                Currency::Usd,
+            )
+        }
+    }
+}
+
+/// One product in a small quantity whose USD total ends in `target` cents (and does not also
+/// hit the other rule).
+fn small_basket(
+    products: &[Product],
+    target: u32,
+    failures: &FailureRules,
+    payment: bool,
+) -> Vec<(Uuid, u32)> {
+    for product in products {
+        for quantity in 1..=9u32 {
+            let total = product.price.amount() * rust_decimal::Decimal::from(quantity);
+            let other = if payment {
+                failures.fails_shipment(total)
+            } else {
+                failures.declines_payment(total)
+            };
+            if cents(total) == target && !other {
+                return vec![(product.product_id, quantity)];
+            }
+        }
+    }
+    Vec::new()
+}
+
+async fn place(
+    shop: &dyn Shop,
+    token: &str,
+    kind: Kind,
+    n: usize,
+    options: &DemoOptions,
+) -> Result<Uuid, String> {
+    let (lines, currency) = basket(kind, n, &options.failures);
+    let quote = shop
+        .call(
+            Listener::Public,
+            Method::POST,
+            "/api/v2/quotes",
+            Some(token),
+            Some(json!({ "currencyCode": currency.code() })),
+        )
+        .await?;
+    expect(&quote, StatusCode::CREATED, "open a quote")?;
+    let quote_id = quote.body["quoteId"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    for (product_id, quantity) in lines {
+        let item = shop
+            .call(
+                Listener::Public,
+                Method::PUT,
+                &format!("/api/v2/quotes/{quote_id}/items"),
+                Some(token),
+                Some(json!({ "productId": product_id, "quantity": quantity })),
+            )
+            .await?;
+        expect(&item, StatusCode::OK, "add an item")?;
+    }
+    let placed = shop
+        .call(
+            Listener::Public,
+            Method::POST,
+            &format!("/api/v2/orders/quote/{quote_id}"),
+            Some(token),
+            Some(json!({})),
+        )
+        .await?;
+    expect(&placed, StatusCode::ACCEPTED, "place the order")?;
+    let order_id: Uuid =
+        serde_json::from_value(placed.body["orderId"].clone()).map_err(|e| e.to_string())?;
+    if kind == Kind::CustomerCancels {
+        let cancel = shop
+            .call(
+                Listener::Public,
+                Method::POST,
+                &format!("/api/v2/orders/{order_id}/cancel"),
+                Some(token),
+                Some(json!({})),
+            )
+            .await?;
+        // Too late (already shipped) is a 422: the order ships, which the kind accepts.
+        if cancel.status != StatusCode::ACCEPTED
+            && cancel.status != StatusCode::UNPROCESSABLE_ENTITY
+        {
+            return Err(format!("cancel: {}: {}", cancel.status, cancel.body));
+        }
+    }
+    Ok(order_id)
+}
+
+async fn wait_terminal(
+    shop: &dyn Shop,
+    token: &str,
+    order_id: Uuid,
+    deadline: Instant,
+) -> Result<Value, String> {
+    loop {
+        let orders = shop
+            .call(
+                Listener::Public,
+                Method::GET,
+                "/api/v2/orders",
+                Some(token),
+                None,
+            )
+            .await?;
+        let order = orders.body.as_array().and_then(|all| {
+            all.iter()
+                .find(|o| o["orderId"] == json!(order_id))
+                .cloned()
+        });
+        if let Some(order) = &order
+            && matches!(
+                order["statusText"].as_str(),
+                Some("Shipped" | "Delivered" | "Cancelled")
+            )
+        {
+            return Ok(order.clone());
+        }
+        if Instant::now() >= deadline {
+            return Ok(
+                order.unwrap_or_else(|| json!({ "orderId": order_id, "statusText": "missing" }))
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+async fn settled_status(
+    shop: &dyn Shop,
+    options: &DemoOptions,
+    deadline: Instant,
+) -> Result<Status, String> {
+    let token = shop
+        .call(
+            Listener::Public,
+            Method::POST,
+            "/api/v2/accounts/token",
+            None,
+            Some(json!({
+                "grantType": "client_credentials",
+                "clientId": options.client_id,
+                "clientSecret": options.client_secret,
+                "scope": "read",
+            })),
+        )
+        .await?;
+    expect(&token, StatusCode::OK, "machine token")?;
+    let token = token.body["accessToken"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    loop {
+        let reply = shop
+            .call(
+                Listener::Internal,
+                Method::GET,
+                "/api/v2/internal/status",
+                Some(&token),
+                None,
+            )
+            .await?;
+        expect(&reply, StatusCode::OK, "status")?;
+        let status: Status = serde_json::from_value(reply.body).map_err(|e| e.to_string())?;
+        if status.invariants_hold || Instant::now() >= deadline {
+            return Ok(status);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

@@ -1,0 +1,139 @@
+//! The operational view: relays, consumers, dead letters, orders by status and the spec's
+//! invariants, on the internal listener.
+
+use std::collections::BTreeMap;
+
+use axum::extract::State;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::app::App;
+use crate::auth::{Caller, Policy, Scope};
+use crate::http::problem::{ApiError, Problem};
+use crate::workflow::invariants;
+
+/// One relay.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RelayView {
+    /// Its name (`orders-relay`, ...).
+    pub name: String,
+    /// Messages published.
+    pub published: u64,
+    /// Messages waiting in its outbox, as of its last read.
+    pub backlog: usize,
+    /// Seconds the oldest waiting message has waited.
+    pub oldest_unpublished_seconds: f64,
+    /// Failed batches (retried).
+    pub errors: u64,
+}
+
+/// One consumer group.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ConsumerView {
+    /// The group.
+    pub group: String,
+    /// Messages handled.
+    pub handled: u64,
+    /// Transient failures retried.
+    pub retried: u64,
+}
+
+/// The operational status.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Status {
+    /// `memory` or `postgres`.
+    pub backend: String,
+    /// Relays.
+    pub relays: Vec<RelayView>,
+    /// Consumers.
+    pub consumers: Vec<ConsumerView>,
+    /// Messages refused for good, with why.
+    pub dead_letters: Vec<String>,
+    /// Orders.
+    pub orders: usize,
+    /// Orders per status.
+    pub by_status: BTreeMap<String, usize>,
+    /// Cancelled orders per reason.
+    pub by_reason: BTreeMap<String, usize>,
+    /// Whether every invariant of the spec holds right now (false while orders are in flight).
+    pub invariants_hold: bool,
+    /// What does not hold.
+    pub violations: Vec<String>,
+}
+
+/// The status of `app`.
+pub async fn status(app: &App) -> Status {
+    let now = chrono::Utc::now();
+    let report = invariants::check(app).await;
+    Status {
+        backend: app.backend().name().to_owned(),
+        relays: app
+            .runtime
+            .relay_stats()
+            .into_iter()
+            .map(|(name, stats)| RelayView {
+                name,
+                published: stats.published,
+                backlog: stats.backlog,
+                oldest_unpublished_seconds: stats
+                    .oldest_unpublished_at
+                    .map_or(0.0, |at| (now - at).as_seconds_f64().max(0.0)),
+                errors: stats.errors,
+            })
+            .collect(),
+        consumers: app
+            .runtime
+            .consumer_stats()
+            .into_iter()
+            .map(|(group, handled, retried)| ConsumerView {
+                group,
+                handled,
+                retried,
+            })
+            .collect(),
+        dead_letters: app
+            .runtime
+            .dead_letters()
+            .into_iter()
+            .map(|d| {
+                format!(
+                    "{} {} ({}): {}",
+                    d.group,
+                    d.delivery.message.message_type,
+                    d.delivery.message.message_id,
+                    d.reason
+                )
+            })
+            .collect(),
+        orders: report.orders,
+        by_status: report.by_status.clone(),
+        by_reason: report.by_reason.clone(),
+        invariants_hold: report.holds(),
+        violations: report.violations,
+    }
+}
+
+/// The operational routes.
+pub fn internal() -> OpenApiRouter<App> {
+    OpenApiRouter::new().routes(routes!(status_route))
+}
+
+/// Relays, consumers, dead letters, orders by status and the invariants (machine clients).
+#[utoipa::path(get, path = "/api/v2/internal/status", tag = "internal",
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "Status", body = Status),
+        (status = 403, description = "Not a machine token with `read`", body = Problem, content_type = "application/problem+json"),
+    ))]
+async fn status_route(
+    State(app): State<App>,
+    caller: Caller,
+) -> Result<axum::Json<Status>, ApiError> {
+    caller.require(Policy::Machine(Scope::Read))?;
+    Ok(axum::Json(status(&app).await))
+}

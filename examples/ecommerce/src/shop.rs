@@ -1,0 +1,175 @@
+//! A client of the shop's HTTP API: in process (through the routers, no sockets) or remote
+//! (a running instance). The demo drives the workflow through it, exactly as a user would.
+
+use async_trait::async_trait;
+use axum::Router;
+use axum::body::Body;
+use axum::http::{Method, Request, StatusCode, header};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Bytes;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use serde_json::Value;
+use tower::ServiceExt;
+
+/// Which listener a call goes to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Listener {
+    /// The public API.
+    Public,
+    /// The internal API (M2M tokens).
+    Internal,
+}
+
+/// A response: status and JSON body (`null` when empty).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Reply {
+    /// The status.
+    pub status: StatusCode,
+    /// The body.
+    pub body: Value,
+}
+
+/// Something that answers the shop's HTTP API.
+#[async_trait]
+pub trait Shop: Send + Sync {
+    /// One request.
+    ///
+    /// # Errors
+    /// When the request cannot be sent or the answer read.
+    async fn call(
+        &self,
+        listener: Listener,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> Result<Reply, String>;
+}
+
+fn request(
+    method: Method,
+    uri: &str,
+    token: Option<&str>,
+    body: Option<Value>,
+) -> Result<(axum::http::request::Builder, Bytes), String> {
+    let mut builder = Request::builder().method(method).uri(uri);
+    if let Some(token) = token {
+        builder = builder.header(header::AUTHORIZATION, format!("Bearer {token}"));
+    }
+    let bytes = match body {
+        Some(body) => {
+            builder = builder.header(header::CONTENT_TYPE, "application/json");
+            Bytes::from(serde_json::to_vec(&body).map_err(|e| e.to_string())?)
+        }
+        None => Bytes::new(),
+    };
+    Ok((builder, bytes))
+}
+
+fn decode(status: StatusCode, bytes: &[u8]) -> Reply {
+    let body = if bytes.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_slice(bytes)
+            .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(bytes).into_owned()))
+    };
+    Reply { status, body }
+}
+
+/// The shop in this process, through its routers.
+#[derive(Debug, Clone)]
+pub struct InProcess {
+    public: Router,
+    internal: Router,
+}
+
+impl InProcess {
+    /// A client of `app`'s routers.
+    pub fn new(app: &crate::app::App) -> Self {
+        Self {
+            public: app.public_router(),
+            internal: app.internal_router(),
+        }
+    }
+}
+
+#[async_trait]
+impl Shop for InProcess {
+    async fn call(
+        &self,
+        listener: Listener,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> Result<Reply, String> {
+        let (builder, bytes) = request(method, path, token, body)?;
+        let request = builder.body(Body::from(bytes)).map_err(|e| e.to_string())?;
+        let router = match listener {
+            Listener::Public => self.public.clone(),
+            Listener::Internal => self.internal.clone(),
+        };
+        let response = router.oneshot(request).await.map_err(|e| e.to_string())?;
+        let status = response.status();
+        let bytes = response
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| e.to_string())?
+            .to_bytes();
+        Ok(decode(status, &bytes))
+    }
+}
+
+/// A running instance, over HTTP/1.1.
+#[derive(Debug, Clone)]
+pub struct Remote {
+    public: String,
+    internal: String,
+    client: Client<HttpConnector, Full<Bytes>>,
+}
+
+impl Remote {
+    /// A client of the instance at `public` (e.g. `http://127.0.0.1:5000`) and `internal`.
+    pub fn new(public: &str, internal: &str) -> Self {
+        Self {
+            public: public.trim_end_matches('/').to_owned(),
+            internal: internal.trim_end_matches('/').to_owned(),
+            client: Client::builder(TokioExecutor::new()).build_http(),
+        }
+    }
+}
+
+#[async_trait]
+impl Shop for Remote {
+    async fn call(
+        &self,
+        listener: Listener,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> Result<Reply, String> {
+        let base = match listener {
+            Listener::Public => &self.public,
+            Listener::Internal => &self.internal,
+        };
+        let (builder, bytes) = request(method, &format!("{base}{path}"), token, body)?;
+        let request = builder.body(Full::new(bytes)).map_err(|e| e.to_string())?;
+        let response = self
+            .client
+            .request(request)
+            .await
+            .map_err(|e| format!("{base}{path}: {e}"))?;
+        let status = response.status();
+        let bytes = response
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| e.to_string())?
+            .to_bytes();
+        Ok(decode(status, &bytes))
+    }
+}
