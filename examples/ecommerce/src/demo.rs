@@ -168,6 +168,9 @@ impl DemoReport {
     }
 }
 
+/// An order placed: its id, kind and its customer's token.
+type Placed = (Uuid, Kind, String);
+
 struct Customer {
     token: String,
     orders: Vec<Kind>,
@@ -208,7 +211,7 @@ pub async fn run(shop: Arc<dyn Shop>, options: &DemoOptions) -> Result<DemoRepor
         registered.push(Customer { token, orders });
     }
     let started = Instant::now();
-    let placed: Vec<Result<Vec<(Uuid, Kind, String)>, String>> =
+    let placed: Vec<Result<Vec<Placed>, String>> =
         futures::stream::iter(registered.into_iter().enumerate().map(|(c, customer)| {
             let shop = shop.clone();
             let progress = progress.clone();
