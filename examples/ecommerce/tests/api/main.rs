@@ -8,6 +8,8 @@ mod auth;
 mod catalog;
 mod customers;
 mod identity;
+mod load;
+mod notifications;
 mod openapi;
 mod quotes;
 mod workflow;

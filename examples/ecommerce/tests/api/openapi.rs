@@ -15,6 +15,19 @@ const PUBLIC_ROUTES: &[(&str, &str)] = &[
     ("get", "/api/v2/customers/history"),
     ("put", "/api/v2/customers/update"),
     ("post", "/api/v2/products"),
+    ("get", "/api/v2/inventory/{id}/history"),
+    ("get", "/api/v2/quotes"),
+    ("post", "/api/v2/quotes"),
+    ("put", "/api/v2/quotes/{id}/items"),
+    ("delete", "/api/v2/quotes/{id}/items/{productId}"),
+    ("delete", "/api/v2/quotes/{id}"),
+    ("get", "/api/v2/quotes/{id}/history"),
+    ("get", "/api/v2/orders"),
+    ("post", "/api/v2/orders/quote/{id}"),
+    ("get", "/api/v2/orders/{id}/history"),
+    ("post", "/api/v2/orders/{id}/cancel"),
+    ("post", "/api/v2/orders/{id}/confirm-delivery"),
+    ("get", "/api/v2/notifications"),
 ];
 
 /// The wire shapes of the spec, as schemas.
@@ -32,6 +45,12 @@ const SCHEMAS: &[&str] = &[
     "ProductView",
     "HistoryEntry",
     "Problem",
+    "CreateQuoteRequest",
+    "QuoteCreated",
+    "QuoteView",
+    "SetItemRequest",
+    "OrderAccepted",
+    "OrderView",
 ];
 
 fn routes_of(doc: &Value) -> Vec<(String, String)> {
