@@ -117,7 +117,10 @@ impl OrderSaga {
         reason: &str,
     ) -> Decision<OrderSagaState> {
         let undo: Vec<OutboxMessage> = state.steps.compensate().into_iter().map(routed).collect();
-        let shipping = state.stage == Stage::Shipping;
+        // A shipment still under way is stopped; one that failed or was cancelled is not.
+        let shipping = state.stage == Stage::Shipping
+            && reason != reasons::SHIPMENT_FAILED
+            && reason != reasons::CANCELLED_BY_CUSTOMER;
         state.stage = Stage::Cancelled;
         state.cancel_reason = Some(reason.to_owned());
         let mut decision = Decision::new(state).send_all(undo);
@@ -311,5 +314,310 @@ impl Saga for OrderSaga {
             _ => Decision::new(state),
         };
         Ok(decision)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::Utc;
+    use es_saga::{FiredDeadline, Input};
+    use serde_json::json;
+
+    use super::*;
+
+    const ORDER: Uuid = Uuid::from_u128(0x0d);
+    const CUSTOMER: Uuid = Uuid::from_u128(0x0c);
+
+    struct Run {
+        saga: OrderSaga,
+        state: OrderSagaState,
+        completed: bool,
+    }
+
+    impl Run {
+        fn new() -> Self {
+            Self {
+                saga: OrderSaga::default(),
+                state: OrderSagaState::default(),
+                completed: false,
+            }
+        }
+
+        /// Hands `message` to the saga; returns the types of the commands it sent.
+        fn on(&mut self, message: OutboxMessage) -> Vec<String> {
+            let key = ORDER.to_string();
+            let input = Input {
+                key: &key,
+                message: &message,
+                deadline: None,
+                completed: self.completed,
+                now: Utc::now(),
+            };
+            self.decide(&input)
+        }
+
+        fn deadline(&mut self, step: &str) -> Vec<String> {
+            let key = ORDER.to_string();
+            let fired = FiredDeadline {
+                id: Uuid::new_v4(),
+                saga: ORDER_SAGA.to_owned(),
+                key: key.clone(),
+                step: step.to_owned(),
+                due_at: Utc::now(),
+                payload: json!(null),
+            };
+            let message = fired
+                .to_message(Utc::now())
+                .unwrap_or_else(|_| OutboxMessage::new("x", "", json!(null)));
+            let input = Input {
+                key: &key,
+                message: &message,
+                deadline: Some(&fired),
+                completed: self.completed,
+                now: Utc::now(),
+            };
+            self.decide(&input)
+        }
+
+        fn decide(&mut self, input: &Input<'_>) -> Vec<String> {
+            let decision = match self.saga.handle(self.state.clone(), input) {
+                Ok(decision) => decision,
+                Err(error) => panic!("{error}"),
+            };
+            self.state = decision.state;
+            self.completed |= decision.completed;
+            for command in &decision.commands {
+                assert!(
+                    command.topic.is_some(),
+                    "{} has no topic",
+                    command.message_type
+                );
+            }
+            decision
+                .commands
+                .iter()
+                .map(|c| c.message_type.clone())
+                .collect()
+        }
+
+        fn reason(&self) -> Option<&str> {
+            self.state.cancel_reason.as_deref()
+        }
+    }
+
+    fn placed() -> OutboxMessage {
+        messages::OrderPlaced {
+            order_id: ORDER,
+            customer_id: CUSTOMER,
+            quote_id: Uuid::from_u128(9),
+        }
+        .to_message()
+    }
+
+    fn processed() -> OutboxMessage {
+        let line = Line {
+            product_id: Uuid::from_u128(0xa),
+            product_name: "Keyboard".to_owned(),
+            unit_price: Decimal::new(8999, 2),
+            quantity: 1,
+        };
+        OrderProcessed {
+            order_id: ORDER,
+            customer_id: CUSTOMER,
+            lines: vec![line],
+            total: Decimal::new(8999, 2),
+            currency_code: "USD".to_owned(),
+        }
+        .to_message()
+    }
+
+    fn reserved() -> OutboxMessage {
+        messages::StockReserved { order_id: ORDER }.to_message()
+    }
+
+    fn paid() -> OutboxMessage {
+        PaymentCompleted {
+            order_id: ORDER,
+            payment_id: Uuid::from_u128(0xf),
+        }
+        .to_message()
+    }
+
+    fn payment_failed(reason: &str) -> OutboxMessage {
+        PaymentFailed {
+            order_id: ORDER,
+            payment_id: Uuid::from_u128(0xf),
+            reason: reason.to_owned(),
+        }
+        .to_message()
+    }
+
+    fn shipped() -> OutboxMessage {
+        PackageShipped {
+            order_id: ORDER,
+            shipment_id: Uuid::from_u128(0xe),
+        }
+        .to_message()
+    }
+
+    fn cancellation() -> OutboxMessage {
+        messages::CancellationRequested { order_id: ORDER }.to_message()
+    }
+
+    /// A run up to `stage`.
+    fn at(stage: Stage) -> Run {
+        let mut run = Run::new();
+        let steps = [placed(), processed(), reserved(), paid()];
+        let count = match stage {
+            Stage::Processing => 1,
+            Stage::Reserving => 2,
+            Stage::Paying => 3,
+            Stage::Shipping => 4,
+            _ => 0,
+        };
+        for message in steps.into_iter().take(count) {
+            run.on(message);
+        }
+        assert_eq!(run.state.stage, stage);
+        run
+    }
+
+    #[test]
+    fn happy_path() {
+        let mut run = Run::new();
+        assert_eq!(run.on(placed()), ["ProcessOrder"]);
+        assert_eq!(run.on(processed()), ["ReserveStock"]);
+        assert_eq!(run.on(reserved()), ["RequestPayment"]);
+        assert_eq!(run.on(paid()), ["RecordPayment", "RequestShipment"]);
+        assert_eq!(run.on(shipped()), ["RecordShipment"]);
+        assert!(run.completed);
+        assert_eq!(run.state.stage, Stage::Shipped);
+        assert_eq!(
+            run.deadline("shipment"),
+            Vec::<String>::new(),
+            "a deadline after completion does nothing"
+        );
+    }
+
+    #[test]
+    fn out_of_stock_cancels() {
+        let mut run = at(Stage::Reserving);
+        let unavailable = messages::StockUnavailable {
+            order_id: ORDER,
+            product_ids: vec![],
+        }
+        .to_message();
+        assert_eq!(run.on(unavailable), ["CancelOrder"]);
+        assert_eq!(run.reason(), Some(reasons::OUT_OF_STOCK));
+        assert!(run.completed);
+    }
+
+    #[test]
+    fn payment_failures_release_the_stock() {
+        for reason in [reasons::CREDIT_LIMIT_REACHED, reasons::PAYMENT_FAILED] {
+            let mut run = at(Stage::Paying);
+            assert_eq!(
+                run.on(payment_failed(reason)),
+                ["ReleaseStock", "CancelOrder"]
+            );
+            assert_eq!(run.reason(), Some(reason));
+        }
+    }
+
+    #[test]
+    fn a_failed_shipment_refunds_and_releases() {
+        let mut run = at(Stage::Shipping);
+        let failed = messages::ShipmentFailed {
+            order_id: ORDER,
+            shipment_id: Uuid::from_u128(0xe),
+        }
+        .to_message();
+        assert_eq!(
+            run.on(failed),
+            ["RefundPayment", "ReleaseStock", "CancelOrder"]
+        );
+        assert_eq!(run.reason(), Some(reasons::SHIPMENT_FAILED));
+    }
+
+    #[test]
+    fn customers_cancel_before_shipment() {
+        let mut run = at(Stage::Processing);
+        assert_eq!(run.on(cancellation()), ["CancelOrder"]);
+        let mut run = at(Stage::Paying);
+        assert_eq!(run.on(cancellation()), ["ReleaseStock", "CancelOrder"]);
+        assert_eq!(run.reason(), Some(reasons::CANCELLED_BY_CUSTOMER));
+        // The payment answered after the cancellation is refunded.
+        assert_eq!(run.on(paid()), ["RefundPayment"]);
+        assert_eq!(run.state.late, ["PaymentCompleted"]);
+    }
+
+    #[test]
+    fn a_cancellation_during_shipment_depends_on_the_carrier() {
+        let mut run = at(Stage::Shipping);
+        assert_eq!(run.on(cancellation()), ["CancelShipment"]);
+        assert!(!run.completed);
+        let stopped = messages::ShipmentCancelled {
+            order_id: ORDER,
+            shipment_id: Uuid::from_u128(0xe),
+        }
+        .to_message();
+        assert_eq!(
+            run.on(stopped),
+            ["RefundPayment", "ReleaseStock", "CancelOrder"]
+        );
+        assert_eq!(run.reason(), Some(reasons::CANCELLED_BY_CUSTOMER));
+
+        let mut late = at(Stage::Shipping);
+        late.on(cancellation());
+        assert_eq!(late.on(shipped()), ["RecordShipment"], "too late: it ships");
+        assert_eq!(late.state.stage, Stage::Shipped);
+    }
+
+    #[test]
+    fn a_deadline_compensates_and_cancels() {
+        let mut run = at(Stage::Paying);
+        assert_eq!(run.deadline("payment"), ["ReleaseStock", "CancelOrder"]);
+        assert_eq!(run.reason(), Some(reasons::PROCESSING_ERROR));
+        // The late payment is refunded, the late reservation released.
+        assert_eq!(run.on(paid()), ["RefundPayment"]);
+        assert_eq!(run.on(reserved()), ["ReleaseStock"]);
+        assert_eq!(run.deadline("payment"), Vec::<String>::new());
+
+        let mut shipping = at(Stage::Shipping);
+        assert_eq!(
+            shipping.deadline("shipment"),
+            [
+                "RefundPayment",
+                "ReleaseStock",
+                "CancelShipment",
+                "CancelOrder"
+            ]
+        );
+    }
+
+    #[test]
+    fn duplicates_and_strays_decide_nothing() {
+        let mut run = at(Stage::Paying);
+        assert_eq!(run.on(reserved()), Vec::<String>::new());
+        assert_eq!(run.on(placed()), Vec::<String>::new());
+        assert_eq!(run.on(shipped()), Vec::<String>::new());
+        assert_eq!(run.state.stage, Stage::Paying);
+    }
+
+    #[test]
+    fn routes_by_order_id() {
+        let saga = OrderSaga::default();
+        assert_eq!(saga.route(&placed()), Route::Start(ORDER.to_string()));
+        assert_eq!(saga.route(&paid()), Route::Continue(ORDER.to_string()));
+        let other = messages::PaymentRefunded {
+            order_id: ORDER,
+            payment_id: Uuid::from_u128(1),
+        }
+        .to_message();
+        assert_eq!(saga.route(&other), Route::Ignore);
+        assert_eq!(
+            saga.route(&OutboxMessage::new("OrderPlaced", "k", json!({}))),
+            Route::Ignore
+        );
     }
 }
