@@ -31,7 +31,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Serves the public API on :5000 and the internal API on 127.0.0.1:5100 (the default).
-    Serve,
+    Serve(ServeArgs),
     /// Drives the ordering workflow through the HTTP API: registers customers, places orders
     /// (some hitting each compensation path), prints each order's status history and checks
     /// every invariant. In process on the embedded default, or against `--url`.
@@ -91,9 +91,10 @@ async fn main() -> ExitCode {
             EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level)),
         )
         .init();
-    let result = match cli.command.unwrap_or(Command::Serve) {
-        Command::Serve => serve(cli.serve).await,
-        Command::Demo(args) => demo(args).await,
+    let result = match cli.command {
+        None => serve(cli.serve).await,
+        Some(Command::Serve(args)) => serve(args).await,
+        Some(Command::Demo(args)) => demo(args).await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

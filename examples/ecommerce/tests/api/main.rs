@@ -8,6 +8,7 @@ mod auth;
 mod catalog;
 mod customers;
 mod identity;
+mod inventory;
 mod load;
 mod notifications;
 mod openapi;
