@@ -1,7 +1,7 @@
 //! The whole application in one process: every context wired to one backend, the public and
 //! internal routers, and serving them.
 
-use std::collections::HashMap;
+use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -34,6 +34,7 @@ use crate::orders::Orders;
 use crate::payments::{CreditClient, Payments};
 use crate::quotes::{PriceClient, Quotes, QuotesClient};
 use crate::shipments::Shipments;
+use crate::workflow::bus::Bus;
 use crate::workflow::failures::FailureRules;
 use crate::workflow::runtime::{OrderSagaRunner, Runtime};
 use crate::workflow::saga::OrderSaga;
@@ -51,6 +52,17 @@ pub struct AppConfig {
     pub body_limit: usize,
     /// The ordering workflow's settings.
     pub workflow: WorkflowConfig,
+    /// Kafka, when messages go through a broker instead of the in-process bus.
+    pub kafka: Option<KafkaSettings>,
+}
+
+/// Where the workflow's messages go on Kafka.
+#[derive(Debug, Clone)]
+pub struct KafkaSettings {
+    /// The cluster.
+    pub config: es_kafka::KafkaConfig,
+    /// A prefix before every topic name.
+    pub topic_prefix: String,
 }
 
 impl AppConfig {
@@ -61,6 +73,7 @@ impl AppConfig {
             identity: IdentityConfig::development(),
             body_limit: 64 * 1024,
             workflow: WorkflowConfig::default(),
+            kafka: None,
         }
     }
 }
@@ -142,19 +155,46 @@ pub struct App {
     pub shipments: Arc<Shipments>,
     /// The order saga.
     pub saga: Arc<OrderSagaRunner>,
-    /// The workflow's relays, consumers and scheduler.
-    pub runtime: Arc<Runtime>,
-    held: Arc<std::sync::Mutex<Held>>,
+    runtime: Arc<std::sync::Mutex<Arc<Runtime>>>,
+    wiring: Arc<Wiring>,
 }
 
-/// Consumers held back, by group: their topic and handler.
-#[derive(Default)]
-struct Held(HashMap<String, (&'static str, Arc<dyn MessageHandler>)>);
+/// The topics the order saga reads.
+const SAGA_TOPICS: [&str; 4] = [
+    topics::ORDERS,
+    topics::INVENTORY,
+    topics::PAYMENTS,
+    topics::SHIPMENTS,
+];
 
-impl std::fmt::Debug for Held {
+/// What the workflow's tasks are made of, kept to restart them.
+struct Wiring {
+    bus: Bus,
+    workflow: WorkflowConfig,
+    outboxes: Vec<(&'static str, ContextStore)>,
+    sagas: SagaStores,
+    checkpoints: Checkpoints,
+    handlers: Vec<(
+        &'static str,
+        &'static [&'static str],
+        Arc<dyn MessageHandler>,
+    )>,
+    held: std::sync::Mutex<HashSet<String>>,
+}
+
+impl std::fmt::Debug for Wiring {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_set().entries(self.0.keys()).finish()
+        f.debug_struct("Wiring")
+            .field("bus", &self.bus)
+            .field("workflow", &self.workflow)
+            .finish_non_exhaustive()
     }
+}
+
+fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 impl App {
@@ -252,50 +292,50 @@ impl App {
             TimeDelta::from_std(workflow.step_timeout).unwrap_or(TimeDelta::seconds(60));
         let saga = Arc::new(SagaRunner::new(OrderSaga { step_timeout }, sagas.clone()));
 
-        let bus = MemoryBus::new()
-            .with_partitions(workflow.partitions)
-            .with_duplicate_delivery(workflow.duplicate_delivery);
-        let runtime = Arc::new(Runtime::new(bus));
-        for (name, source) in [
-            ("inventory", &inventory_store),
-            ("orders", &orders_store),
-            ("payments", &payments_store),
-            ("shipments", &shipments_store),
-        ] {
-            runtime.relay(
-                &format!("{name}-relay"),
-                source.clone(),
-                checkpoints.clone(),
-            );
-        }
-        runtime.relay("saga-relay", sagas.clone(), checkpoints);
-        runtime.consume(
-            "order-saga",
-            &[
-                topics::ORDERS,
-                topics::INVENTORY,
-                topics::PAYMENTS,
-                topics::SHIPMENTS,
-            ],
-            saga.clone(),
-        );
-        let mut held = HashMap::new();
-        let consumers: [(&str, &str, Arc<dyn MessageHandler>); 4] = [
-            ("inventory", topics::INVENTORY_COMMANDS, inventory.clone()),
-            ("payments", topics::PAYMENT_COMMANDS, payments.clone()),
-            ("shipments", topics::SHIPMENT_COMMANDS, shipments.clone()),
-            ("orders", topics::ORDER_COMMANDS, orders.clone()),
+        let bus = match &config.kafka {
+            None => Bus::Memory(
+                MemoryBus::new()
+                    .with_partitions(workflow.partitions)
+                    .with_duplicate_delivery(workflow.duplicate_delivery),
+            ),
+            Some(kafka) => Bus::Kafka {
+                config: kafka.config.clone(),
+                prefix: kafka.topic_prefix.clone(),
+            },
+        };
+        bus.prepare(workflow.partitions)
+            .await
+            .map_err(|e| storage("the message bus")(&e))?;
+        let handlers: Vec<(
+            &'static str,
+            &'static [&'static str],
+            Arc<dyn MessageHandler>,
+        )> = vec![
+            ("order-saga", &SAGA_TOPICS, saga.clone()),
+            (
+                "inventory",
+                &[topics::INVENTORY_COMMANDS],
+                inventory.clone(),
+            ),
+            ("payments", &[topics::PAYMENT_COMMANDS], payments.clone()),
+            ("shipments", &[topics::SHIPMENT_COMMANDS], shipments.clone()),
+            ("orders", &[topics::ORDER_COMMANDS], orders.clone()),
         ];
-        for (group, topic, handler) in consumers {
-            if workflow.held.contains(&group) {
-                held.insert(group.to_owned(), (topic, handler));
-            } else {
-                runtime.consume(group, &[topic], handler);
-            }
-        }
-        runtime.schedule(saga.clone(), sagas, workflow.deadline_poll);
-        runtime.run_until_stopped(orders.clone().run_view());
-        Ok(Self {
+        let wiring = Arc::new(Wiring {
+            bus,
+            workflow,
+            outboxes: vec![
+                ("inventory", inventory_store),
+                ("orders", orders_store),
+                ("payments", payments_store),
+                ("shipments", shipments_store),
+            ],
+            sagas,
+            checkpoints,
+            handlers,
+            held: std::sync::Mutex::new(workflow.held.iter().map(|g| (*g).to_owned()).collect()),
+        });
+        let app = Self {
             backend,
             keys,
             body_limit: config.body_limit,
@@ -308,26 +348,92 @@ impl App {
             payments,
             shipments,
             saga,
-            runtime,
-            held: Arc::new(std::sync::Mutex::new(Held(held))),
-        })
+            runtime: Arc::new(std::sync::Mutex::new(Arc::new(Runtime::new(
+                wiring.bus.clone(),
+                false,
+            )))),
+            wiring,
+        };
+        let runtime = app
+            .start_workflow()
+            .map_err(|e| storage("the workflow")(&e))?;
+        *lock(&app.runtime) = runtime;
+        Ok(app)
+    }
+
+    /// Starts the workflow's relays, consumers (but held ones), deadline scheduler and the
+    /// orders read model.
+    fn start_workflow(&self) -> Result<Arc<Runtime>, String> {
+        let wiring = &self.wiring;
+        let runtime = Arc::new(Runtime::new(
+            wiring.bus.clone(),
+            wiring.workflow.duplicate_delivery,
+        ));
+        for (name, source) in &wiring.outboxes {
+            runtime.relay(
+                &format!("{name}-relay"),
+                source.clone(),
+                wiring.checkpoints.clone(),
+            );
+        }
+        runtime.relay(
+            "saga-relay",
+            wiring.sagas.clone(),
+            wiring.checkpoints.clone(),
+        );
+        let held = lock(&wiring.held).clone();
+        for (group, topics, handler) in &wiring.handlers {
+            if !held.contains(*group) {
+                runtime.consume(group, topics, handler.clone())?;
+            }
+        }
+        runtime.schedule(
+            self.saga.clone(),
+            wiring.sagas.clone(),
+            wiring.workflow.deadline_poll,
+        );
+        runtime.run_until_stopped(self.orders.clone().run_view());
+        Ok(runtime)
+    }
+
+    /// The running workflow.
+    pub fn runtime(&self) -> Arc<Runtime> {
+        lock(&self.runtime).clone()
+    }
+
+    /// Stops the workflow's relays, consumers and scheduler (gracefully: in-flight messages
+    /// finish; or abruptly, as a crash would, when `crash`) and starts them again: they resume
+    /// from their checkpoints and committed offsets.
+    ///
+    /// # Errors
+    /// When the workflow cannot start again.
+    pub async fn restart_workflow(&self, crash: bool) -> Result<(), String> {
+        let old = self.runtime();
+        if crash {
+            old.abort();
+        } else {
+            old.shutdown().await;
+        }
+        let new = self.start_workflow()?;
+        *lock(&self.runtime) = new;
+        Ok(())
     }
 
     /// Starts a consumer group held back by [`WorkflowConfig::held`]; returns whether it was.
     pub fn release(&self, group: &str) -> bool {
-        let held = self
-            .held
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .0
-            .remove(group);
-        match held {
-            Some((topic, handler)) => {
-                self.runtime.consume(group, &[topic], handler);
-                true
-            }
-            None => false,
+        if !lock(&self.wiring.held).remove(group) {
+            return false;
         }
+        let runtime = self.runtime();
+        for (name, topics, handler) in &self.wiring.handlers {
+            if *name == group
+                && let Err(error) = runtime.consume(name, topics, handler.clone())
+            {
+                tracing::error!(%group, %error, "held consumer not started");
+                return false;
+            }
+        }
+        true
     }
 
     /// The backend in use.
@@ -375,7 +481,10 @@ impl App {
         let openapi = Arc::new(openapi);
         let router = router
             .route("/health", get(health))
-            .route("/ready", get(ready).with_state(self.backend.clone()))
+            .route(
+                "/ready",
+                get(ready).with_state((self.backend.clone(), self.wiring.bus.clone())),
+            )
             .route(
                 "/api/v2/openapi.json",
                 get(move || {
@@ -446,7 +555,7 @@ impl App {
                 tracing::error!(%error, "listener failed");
             }
         }
-        self.runtime.shutdown().await;
+        self.runtime().shutdown().await;
         tracing::info!("stopped");
         Ok(())
     }
@@ -456,13 +565,18 @@ async fn health() -> axum::Json<Health> {
     axum::Json(Health {
         status: "ok".to_owned(),
         backend: None,
+        bus: None,
     })
 }
 
-async fn ready(State(backend): State<Backend>) -> Result<axum::Json<Health>, ApiError> {
+async fn ready(
+    State((backend, bus)): State<(Backend, Bus)>,
+) -> Result<axum::Json<Health>, ApiError> {
     backend.check().await.map_err(ApiError::Unavailable)?;
+    bus.check().await.map_err(ApiError::Unavailable)?;
     Ok(axum::Json(Health {
         status: "ready".to_owned(),
         backend: Some(backend.name().to_owned()),
+        bus: Some(bus.name().to_owned()),
     }))
 }

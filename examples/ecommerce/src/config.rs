@@ -73,6 +73,14 @@ pub struct ServeArgs {
     /// Deliver every integration message twice (shows that handlers are idempotent).
     #[arg(long, env = "ECOMMERCE_DUPLICATE_DELIVERY")]
     pub duplicate_delivery: bool,
+    /// Kafka bootstrap servers; without them messages travel on the in-process bus. Other
+    /// librdkafka settings (SASL, TLS) come from `KAFKA_CONFIG_*` variables
+    /// (`KAFKA_CONFIG_SECURITY_PROTOCOL=SASL_SSL` sets `security.protocol`).
+    #[arg(long, env = "KAFKA_BOOTSTRAP_SERVERS")]
+    pub kafka_bootstrap_servers: Option<String>,
+    /// A prefix before every Kafka topic name.
+    #[arg(long, env = "ECOMMERCE_TOPIC_PREFIX", default_value = "")]
+    pub topic_prefix: String,
 }
 
 /// A machine client allowed the client-credentials grant.
@@ -162,6 +170,18 @@ pub enum ConfigError {
 }
 
 impl ServeArgs {
+    /// Kafka's settings, when bootstrap servers are given.
+    pub fn kafka(&self) -> Option<crate::app::KafkaSettings> {
+        let servers = self.kafka_bootstrap_servers.as_ref()?;
+        let mut config = es_kafka::KafkaConfig::from_env()
+            .unwrap_or_else(|_| es_kafka::KafkaConfig::new(servers.clone()));
+        config.bootstrap_servers.clone_from(servers);
+        Some(crate::app::KafkaSettings {
+            config,
+            topic_prefix: self.topic_prefix.clone(),
+        })
+    }
+
     /// The workflow's settings.
     ///
     /// # Errors

@@ -121,6 +121,7 @@ async fn serve(args: ServeArgs) -> MainResult {
         identity,
         body_limit: args.body_limit,
         workflow: args.workflow()?,
+        kafka: args.kafka(),
     })
     .await?;
     app.serve(args.public_addr, args.internal_addr, shutdown_signal())
@@ -163,7 +164,7 @@ async fn demo(args: DemoArgs) -> MainResult {
     let report = ecommerce::demo::run(shop, &options).await?;
     report.print(!args.quiet);
     if let Some(app) = app {
-        app.runtime.shutdown().await;
+        app.runtime().shutdown().await;
     }
     print_verdict(&report)
 }

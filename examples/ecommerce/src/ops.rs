@@ -73,7 +73,7 @@ pub async fn status(app: &App) -> Status {
     Status {
         backend: app.backend().name().to_owned(),
         relays: app
-            .runtime
+            .runtime()
             .relay_stats()
             .into_iter()
             .map(|(name, stats)| RelayView {
@@ -87,7 +87,7 @@ pub async fn status(app: &App) -> Status {
             })
             .collect(),
         consumers: app
-            .runtime
+            .runtime()
             .consumer_stats()
             .into_iter()
             .map(|(group, handled, retried)| ConsumerView {
@@ -97,7 +97,7 @@ pub async fn status(app: &App) -> Status {
             })
             .collect(),
         dead_letters: app
-            .runtime
+            .runtime()
             .dead_letters()
             .into_iter()
             .map(|d| {

@@ -8,6 +8,7 @@ fn ecommerce() -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_ecommerce"));
     for variable in [
         "DATABASE_URL",
+        "KAFKA_BOOTSTRAP_SERVERS",
         "ECOMMERCE_JWT_SECRET",
         "ECOMMERCE_M2M_CLIENTS",
         "ECOMMERCE_PRODUCTION",

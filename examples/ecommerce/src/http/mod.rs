@@ -63,6 +63,9 @@ pub struct Health {
     /// The storage backend (`memory` or `postgres`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub backend: Option<String>,
+    /// The message bus (`memory` or `kafka`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bus: Option<String>,
 }
 
 /// Logs each request with its status and duration, in a span carrying method and path.

@@ -2,6 +2,7 @@
 //! the bus, a consumer per context), the deadline scheduler, and checks of the spec's
 //! invariants.
 
+pub mod bus;
 pub mod context;
 pub mod failures;
 pub mod invariants;

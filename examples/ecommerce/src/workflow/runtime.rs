@@ -4,16 +4,19 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use es_core::memory::MemoryBus;
 use es_core::relay::{Relay, RelayOptions, RelayStatsHandle};
 use es_core::{
-    CheckpointStore, Consumer, ConsumerError, Delivery, MessageHandler, OutboxSource, Publisher,
+    CheckpointStore, Consumer, ConsumerError, Delivery, HandlerError, MessageHandler, OutboxSource,
+    Publisher,
 };
+use es_kafka::{ConsumerRunner, KafkaConsumer, RunnerOptions};
 use es_saga::{DeadlineScheduler, SagaRunner};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use super::bus::{Bus, Routed};
 use super::saga::OrderSaga;
 use super::stores::SagaStores;
 
@@ -45,7 +48,8 @@ pub struct ConsumerStats {
 /// The workflow's background tasks.
 #[derive(Debug)]
 pub struct Runtime {
-    bus: MemoryBus,
+    bus: Bus,
+    duplicate_delivery: bool,
     stop: watch::Sender<bool>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
     dead_letters: Arc<Mutex<Vec<DeadLetter>>>,
@@ -54,11 +58,13 @@ pub struct Runtime {
 }
 
 impl Runtime {
-    /// A runtime on `bus` with nothing running yet.
-    pub fn new(bus: MemoryBus) -> Self {
+    /// A runtime on `bus` with nothing running yet; on Kafka, `duplicate_delivery` publishes
+    /// every message twice (the in-memory bus duplicates deliveries itself).
+    pub fn new(bus: Bus, duplicate_delivery: bool) -> Self {
         let (stop, _) = watch::channel(false);
         Self {
             bus,
+            duplicate_delivery,
             stop,
             tasks: Mutex::new(Vec::new()),
             dead_letters: Arc::new(Mutex::new(Vec::new())),
@@ -68,7 +74,7 @@ impl Runtime {
     }
 
     /// The bus.
-    pub fn bus(&self) -> &MemoryBus {
+    pub fn bus(&self) -> &Bus {
         &self.bus
     }
 
@@ -90,12 +96,21 @@ impl Runtime {
         S: OutboxSource + 'static,
         C: CheckpointStore + 'static,
     {
-        let publisher: Arc<dyn Publisher> = Arc::new(self.bus.clone());
-        let mut relay = Relay::new(name, source, checkpoints, publisher).with_options(
-            RelayOptions::default()
-                .batch_size(500)
-                .poll_interval(Duration::from_millis(2), Duration::from_millis(50)),
-        );
+        let options = RelayOptions::default()
+            .batch_size(500)
+            .poll_interval(Duration::from_millis(2), Duration::from_millis(50));
+        let mut relay = match &self.bus {
+            Bus::Memory(bus) => {
+                let publisher: Arc<dyn Publisher> = Arc::new(bus.clone());
+                Relay::new(name, source, checkpoints, publisher)
+            }
+            Bus::Kafka { config, prefix } => {
+                let factory =
+                    Routed::kafka_factory(config.clone(), prefix.clone(), self.duplicate_delivery);
+                Relay::with_factory(name, source, checkpoints, factory)
+            }
+        }
+        .with_options(options);
         lock(&self.relays).push((name.to_owned(), relay.stats()));
         let stopped = self.stopped();
         let name = name.to_owned();
@@ -107,21 +122,49 @@ impl Runtime {
     }
 
     /// Runs `handler` on `topics` as consumer group `group`.
-    pub fn consume(&self, group: &str, topics: &[&str], handler: Arc<dyn MessageHandler>) {
-        let consumer = self.bus.consumer(group, topics);
+    ///
+    /// # Errors
+    /// When the Kafka consumer cannot be created (bad configuration).
+    pub fn consume(
+        &self,
+        group: &str,
+        topics: &[&str],
+        handler: Arc<dyn MessageHandler>,
+    ) -> Result<(), String> {
         let stats = Arc::new(ConsumerStats::default());
         lock(&self.consumers).push((group.to_owned(), stats.clone()));
-        let stopped = self.stopped();
-        let dead_letters = self.dead_letters.clone();
-        let group = group.to_owned();
-        self.spawn(consume(
-            consumer,
-            handler,
-            group,
+        let counted = Counted {
+            inner: handler,
             stats,
-            dead_letters,
-            stopped,
-        ));
+            group: group.to_owned(),
+            dead_letters: self.dead_letters.clone(),
+        };
+        let stopped = self.stopped();
+        match &self.bus {
+            Bus::Memory(bus) => {
+                let consumer = bus.consumer(group, topics);
+                self.spawn(consume(consumer, counted, group.to_owned(), stopped));
+            }
+            Bus::Kafka { config, prefix } => {
+                let consumer = KafkaConsumer::builder(config.clone(), group)
+                    .topic_prefix(prefix.clone())
+                    .subscribe(topics.iter().copied())
+                    .build()
+                    .map_err(|e| format!("consumer {group}: {e}"))?;
+                let options = RunnerOptions::default()
+                    .max_attempts(20)
+                    .backoff(Duration::from_millis(20), Duration::from_secs(2))
+                    .commit_interval(Duration::from_millis(200));
+                let mut runner = ConsumerRunner::new(consumer, counted).with_options(options);
+                let group = group.to_owned();
+                self.spawn(async move {
+                    if let Err(error) = runner.run(stopped).await {
+                        tracing::error!(%group, %error, "consumer stopped");
+                    }
+                });
+            }
+        }
+        Ok(())
     }
 
     /// Fires the saga's deadlines through `runner`.
@@ -186,6 +229,16 @@ impl Runtime {
     }
 }
 
+impl Runtime {
+    /// Stops every task at once, mid-message, as a crash would.
+    pub fn abort(&self) {
+        let _ = self.stop.send(true);
+        for task in lock(&self.tasks).drain(..) {
+            task.abort();
+        }
+    }
+}
+
 impl Drop for Runtime {
     fn drop(&mut self) {
         let _ = self.stop.send(true);
@@ -201,17 +254,49 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
         .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
-/// Handles each delivery in order: commits after success, rewinds after a transient failure
-/// (with a back-off growing with the attempt), records and commits a permanent one.
+/// A handler that counts what it handled and records what it refused for good.
+struct Counted {
+    inner: Arc<dyn MessageHandler>,
+    stats: Arc<ConsumerStats>,
+    group: String,
+    dead_letters: Arc<Mutex<Vec<DeadLetter>>>,
+}
+
+#[async_trait]
+impl MessageHandler for Counted {
+    async fn handle(&self, delivery: &Delivery) -> Result<(), HandlerError> {
+        use std::sync::atomic::Ordering::Relaxed;
+        let outcome = self.inner.handle(delivery).await;
+        match &outcome {
+            Ok(()) => {
+                self.stats.handled.fetch_add(1, Relaxed);
+            }
+            Err(error) if error.is_transient() => {
+                self.stats.retried.fetch_add(1, Relaxed);
+            }
+            Err(error) => {
+                tracing::error!(group = %self.group, %error, message_type = %delivery.message.message_type, message_id = %delivery.message.message_id, "dead-lettered");
+                lock(&self.dead_letters).push(DeadLetter {
+                    group: self.group.clone(),
+                    delivery: delivery.clone(),
+                    reason: error.to_string(),
+                    at: Utc::now(),
+                });
+            }
+        }
+        outcome
+    }
+}
+
+/// Handles each delivery of the in-memory bus in order: commits after success, rewinds after
+/// a transient failure (with a back-off growing with the attempt), commits a permanent one
+/// (recorded as a dead letter by [`Counted`]).
 async fn consume(
     mut consumer: impl Consumer + 'static,
-    handler: Arc<dyn MessageHandler>,
+    handler: Counted,
     group: String,
-    stats: Arc<ConsumerStats>,
-    dead_letters: Arc<Mutex<Vec<DeadLetter>>>,
     stopped: impl Future<Output = ()> + Send,
 ) {
-    use std::sync::atomic::Ordering::Relaxed;
     let mut stopped = std::pin::pin!(stopped);
     loop {
         let delivery = tokio::select! {
@@ -230,27 +315,14 @@ async fn consume(
         };
         let outcome = handler.handle(&delivery).await;
         let settled = match outcome {
-            Ok(()) => {
-                stats.handled.fetch_add(1, Relaxed);
-                consumer.commit(&delivery).await
-            }
+            Ok(()) => consumer.commit(&delivery).await,
             Err(error) if error.is_transient() => {
-                stats.retried.fetch_add(1, Relaxed);
                 let backoff = Duration::from_millis(5 << delivery.attempt.min(7));
                 tracing::debug!(%group, %error, attempt = delivery.attempt, "retrying");
                 tokio::time::sleep(backoff).await;
                 consumer.retry(&delivery).await
             }
-            Err(error) => {
-                tracing::error!(%group, %error, message_type = %delivery.message.message_type, message_id = %delivery.message.message_id, "dead-lettered");
-                lock(&dead_letters).push(DeadLetter {
-                    group: group.clone(),
-                    delivery: delivery.clone(),
-                    reason: error.to_string(),
-                    at: Utc::now(),
-                });
-                consumer.commit(&delivery).await
-            }
+            Err(_) => consumer.commit(&delivery).await,
         };
         if let Err(error) = settled {
             tracing::warn!(%group, %error, "commit or rewind failed; the message comes again");

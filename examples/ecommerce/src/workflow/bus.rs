@@ -1,0 +1,138 @@
+//! Where integration messages travel: the in-process bus of the embedded default, or Kafka.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use es_core::memory::MemoryBus;
+use es_core::{OutboxMessage, PublishError, PublishFailure, Publisher};
+use es_kafka::{KafkaConfig, KafkaPublisher, TopicRouter};
+use rdkafka::consumer::{BaseConsumer, Consumer as _};
+
+use crate::messages::topics;
+
+/// The message bus the workflow runs on.
+#[derive(Debug, Clone)]
+pub enum Bus {
+    /// The in-process bus (Kafka's semantics, in memory).
+    Memory(MemoryBus),
+    /// A Kafka cluster; every topic name is prefixed with `prefix`.
+    Kafka {
+        /// The cluster.
+        config: KafkaConfig,
+        /// The prefix of every topic (for several apps, or tests, on one cluster).
+        prefix: String,
+    },
+}
+
+impl Bus {
+    /// The bus's name, for logs and `/ready`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Bus::Memory(_) => "memory",
+            Bus::Kafka { .. } => "kafka",
+        }
+    }
+
+    /// Creates the workflow's topics (and their dead-letter topics) on Kafka; nothing in
+    /// memory.
+    ///
+    /// # Errors
+    /// When the cluster cannot create them.
+    pub async fn prepare(&self, partitions: u32) -> Result<(), String> {
+        let Bus::Kafka { config, prefix } = self else {
+            return Ok(());
+        };
+        let partitions = i32::try_from(partitions).unwrap_or(8);
+        let names: Vec<String> = topics::ALL
+            .iter()
+            .flat_map(|t| [format!("{prefix}{t}"), format!("{prefix}{t}.dlq")])
+            .collect();
+        let wanted: Vec<(&str, i32)> = names.iter().map(|n| (n.as_str(), partitions)).collect();
+        es_kafka::ensure_topics(config, &wanted)
+            .await
+            .map_err(|e| e.to_string())
+    }
+
+    /// Whether the bus answers.
+    ///
+    /// # Errors
+    /// A message saying what does not answer.
+    pub async fn check(&self) -> Result<(), String> {
+        let Bus::Kafka { config, .. } = self else {
+            return Ok(());
+        };
+        let client = config.client_config();
+        tokio::task::spawn_blocking(move || {
+            let consumer: BaseConsumer = client.create().map_err(|e| format!("broker: {e}"))?;
+            consumer
+                .fetch_metadata(None, Duration::from_secs(3))
+                .map(|_| ())
+                .map_err(|e| format!("broker: {e}"))
+        })
+        .await
+        .map_err(|e| format!("broker: {e}"))?
+    }
+}
+
+/// Puts a prefix before each message's topic, then publishes through `inner`; publishes every
+/// batch twice when `twice` (to show that consumers are idempotent).
+pub struct Routed {
+    inner: Arc<dyn Publisher>,
+    prefix: String,
+    twice: bool,
+}
+
+impl Routed {
+    /// A publisher prefixing topics with `prefix`.
+    pub fn new(inner: Arc<dyn Publisher>, prefix: &str, twice: bool) -> Self {
+        Self {
+            inner,
+            prefix: prefix.to_owned(),
+            twice,
+        }
+    }
+
+    /// A Kafka publisher factory for the relay (recreated after a fatal producer error).
+    pub fn kafka_factory(
+        config: KafkaConfig,
+        prefix: String,
+        twice: bool,
+    ) -> impl Fn() -> Result<Arc<dyn Publisher>, PublishError> + Send + Sync + 'static {
+        move || {
+            let kafka =
+                KafkaPublisher::new(&config, TopicRouter::new()).map_err(PublishError::backend)?;
+            let publisher: Arc<dyn Publisher> =
+                Arc::new(Routed::new(Arc::new(kafka), &prefix, twice));
+            Ok(publisher)
+        }
+    }
+}
+
+impl std::fmt::Debug for Routed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Routed")
+            .field("prefix", &self.prefix)
+            .field("twice", &self.twice)
+            .finish_non_exhaustive()
+    }
+}
+
+#[async_trait]
+impl Publisher for Routed {
+    async fn publish(&self, messages: &[OutboxMessage]) -> Result<(), PublishFailure> {
+        let routed: Vec<OutboxMessage> = messages
+            .iter()
+            .map(|m| {
+                let mut m = m.clone();
+                m.topic = m.topic.map(|t| format!("{}{t}", self.prefix));
+                m
+            })
+            .collect();
+        self.inner.publish(&routed).await?;
+        if self.twice {
+            self.inner.publish(&routed).await?;
+        }
+        Ok(())
+    }
+}
