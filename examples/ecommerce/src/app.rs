@@ -382,9 +382,22 @@ impl App {
             wiring.checkpoints.clone(),
         );
         let held = lock(&wiring.held).clone();
-        for (group, topics, handler) in &wiring.handlers {
-            if !held.contains(*group) {
-                runtime.consume(group, topics, handler.clone())?;
+        match &wiring.bus {
+            Bus::Memory(_) => {
+                for (group, topics, handler) in &wiring.handlers {
+                    if !held.contains(*group) {
+                        runtime.consume(group, topics, handler.clone())?;
+                    }
+                }
+            }
+            Bus::Kafka { .. } => {
+                let routes: Vec<_> = wiring
+                    .handlers
+                    .iter()
+                    .filter(|(group, _, _)| !held.contains(*group))
+                    .map(|(_, topics, handler)| (*topics, handler.clone()))
+                    .collect();
+                runtime.consume_together("ecommerce", &routes)?;
             }
         }
         runtime.schedule(
@@ -410,7 +423,7 @@ impl App {
     pub async fn restart_workflow(&self, crash: bool) -> Result<(), String> {
         let old = self.runtime();
         if crash {
-            old.abort();
+            old.abort().await;
         } else {
             old.shutdown().await;
         }
@@ -420,6 +433,7 @@ impl App {
     }
 
     /// Starts a consumer group held back by [`WorkflowConfig::held`]; returns whether it was.
+    /// (On Kafka every handler shares one group: a held one starts in a group of its own.)
     pub fn release(&self, group: &str) -> bool {
         if !lock(&self.wiring.held).remove(group) {
             return false;

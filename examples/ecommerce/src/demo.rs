@@ -46,9 +46,17 @@ impl Kind {
                 status == "Shipped" || reason == Some(reasons::CANCELLED_BY_CUSTOMER)
             }
             Kind::OutOfStock => reason == Some(reasons::OUT_OF_STOCK),
-            Kind::CreditLimit => reason == Some(reasons::CREDIT_LIMIT_REACHED),
-            Kind::PaymentFails => reason == Some(reasons::PAYMENT_FAILED),
-            Kind::ShipmentFails => reason == Some(reasons::SHIPMENT_FAILED),
+            // Stock held by orders still in flight can make any order's stock short first.
+            Kind::CreditLimit => {
+                reason == Some(reasons::CREDIT_LIMIT_REACHED)
+                    || reason == Some(reasons::OUT_OF_STOCK)
+            }
+            Kind::PaymentFails => {
+                reason == Some(reasons::PAYMENT_FAILED) || reason == Some(reasons::OUT_OF_STOCK)
+            }
+            Kind::ShipmentFails => {
+                reason == Some(reasons::SHIPMENT_FAILED) || reason == Some(reasons::OUT_OF_STOCK)
+            }
         }
     }
 }
@@ -206,7 +214,11 @@ pub async fn run(shop: Arc<dyn Shop>, options: &DemoOptions) -> Result<DemoRepor
     let progress = progress_bar(options, plans.iter().map(Vec::len).sum());
     let mut registered = Vec::new();
     for (c, orders) in plans.into_iter().enumerate() {
-        let limit = if low_limit(c) { 20 } else { 100_000 };
+        let limit = if low_limit(c) {
+            LOW_CREDIT_LIMIT
+        } else {
+            100_000
+        };
         let token = register(shop.as_ref(), &run, c, limit).await?;
         registered.push(Customer { token, orders });
     }
@@ -379,36 +391,47 @@ fn basket(kind: Kind, n: usize, failures: &FailureRules) -> (Vec<(Uuid, u32)>, C
             vec![(by_name("Desk Lamp").unwrap_or_default(), 100_000)],
             Currency::Usd,
         ),
-        Kind::CreditLimit => (
-            vec![(by_name("Mechanical Keyboard").unwrap_or_default(), 1)],
-            Currency::Usd,
-        ),
+        Kind::CreditLimit => {
+            // Anything above the tiny limit, spread over the catalog so that reservations
+            // held until the payment is refused do not run a product out of stock.
+            let dear: Vec<&Product> = products
+                .iter()
+                .filter(|p| {
+                    p.name != "Desk Lamp"
+                        && p.price.amount() > rust_decimal::Decimal::from(LOW_CREDIT_LIMIT)
+                        && !failures.declines_payment(p.price.amount())
+                })
+                .collect();
+            let product = dear[n % dear.len()];
+            (vec![(product.product_id, 1)], Currency::Usd)
+        }
         Kind::PaymentFails => {
             let target = failures.payment_cents.unwrap_or(39);
-            (
-                small_basket(&products, target, failures, true),
-                Currency::Usd,
-            )
+            let lines = small_basket(&products, target, failures, true, n);
+            (lines, Currency::Usd)
         }
         Kind::ShipmentFails => {
             let target = failures.shipment_cents.unwrap_or(13);
-            (
-                small_basket(&products, target, failures, false),
-                Currency::Usd,
-            )
+            let lines = small_basket(&products, target, failures, false, n);
+            (lines, Currency::Usd)
         }
     }
 }
 
-/// One product in a small quantity whose USD total ends in `target` cents (and does not also
-/// hit the other rule).
+/// The credit limit of the customers whose orders exceed it.
+const LOW_CREDIT_LIMIT: u32 = 20;
+
+/// The `n`th (round robin) of the baskets of one product in a small quantity whose USD total
+/// ends in `target` cents and does not also hit the other rule.
 fn small_basket(
     products: &[Product],
     target: u32,
     failures: &FailureRules,
     payment: bool,
+    n: usize,
 ) -> Vec<(Uuid, u32)> {
-    for product in products {
+    let mut baskets = Vec::new();
+    for product in products.iter().filter(|p| p.name != "Desk Lamp") {
         for quantity in 1..=9u32 {
             let total = product.price.amount() * rust_decimal::Decimal::from(quantity);
             let other = if payment {
@@ -417,11 +440,14 @@ fn small_basket(
                 failures.declines_payment(total)
             };
             if cents(total) == target && !other {
-                return vec![(product.product_id, quantity)];
+                baskets.push((product.product_id, quantity));
             }
         }
     }
-    Vec::new()
+    if baskets.is_empty() {
+        return Vec::new();
+    }
+    vec![baskets[n % baskets.len()]]
 }
 
 async fn place(

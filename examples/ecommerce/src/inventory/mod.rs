@@ -50,7 +50,7 @@ impl From<RepositoryError<WarehouseError>> for InventoryError {
 
 /// The seeded quantity of the `index`th product of the catalog (deterministic).
 pub fn seeded_quantity(index: usize) -> u32 {
-    u32::try_from(40 + (index * 37) % 61).unwrap_or(40)
+    u32::try_from(100 + (index * 37) % 61).unwrap_or(100)
 }
 
 /// The inventory context.

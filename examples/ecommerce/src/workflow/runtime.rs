@@ -146,9 +146,21 @@ impl Runtime {
                 self.spawn(consume(consumer, counted, group.to_owned(), stopped));
             }
             Bus::Kafka { config, prefix } => {
-                let consumer = KafkaConsumer::builder(config.clone(), group)
+                let mut builder = KafkaConsumer::builder(config.clone(), group)
                     .topic_prefix(prefix.clone())
-                    .subscribe(topics.iter().copied())
+                    .subscribe(topics.iter().copied());
+                // A member that crashed without leaving is replaced within seconds, not
+                // Kafka's default 45 s, unless the configuration says otherwise.
+                for (name, value) in [
+                    ("session.timeout.ms", "6000"),
+                    ("heartbeat.interval.ms", "1000"),
+                    ("max.poll.interval.ms", "30000"),
+                ] {
+                    if !config.settings.contains_key(name) {
+                        builder = builder.set(name, value);
+                    }
+                }
+                let consumer = builder
                     .build()
                     .map_err(|e| format!("consumer {group}: {e}"))?;
                 let options = RunnerOptions::default()
@@ -165,6 +177,33 @@ impl Runtime {
             }
         }
         Ok(())
+    }
+
+    /// Runs several handlers in one consumer group over all their topics, each message going
+    /// to the handler of its topic. On Kafka one group joins once, where five would join five
+    /// times (and some brokers serialize joins).
+    ///
+    /// # Errors
+    /// As [`consume`](Self::consume).
+    pub fn consume_together(
+        &self,
+        group: &str,
+        routes: &[(&'static [&'static str], Arc<dyn MessageHandler>)],
+    ) -> Result<(), String> {
+        let prefix = match &self.bus {
+            Bus::Kafka { prefix, .. } => prefix.clone(),
+            Bus::Memory(_) => String::new(),
+        };
+        let mut by_topic = std::collections::HashMap::new();
+        let mut topics = Vec::new();
+        for (route_topics, handler) in routes {
+            for topic in *route_topics {
+                by_topic.insert(format!("{prefix}{topic}"), handler.clone());
+                topics.push(*topic);
+            }
+        }
+        let dispatch: Arc<dyn MessageHandler> = Arc::new(ByTopic { by_topic });
+        self.consume(group, &topics, dispatch)
     }
 
     /// Fires the saga's deadlines through `runner`.
@@ -230,11 +269,16 @@ impl Runtime {
 }
 
 impl Runtime {
-    /// Stops every task at once, mid-message, as a crash would.
-    pub fn abort(&self) {
+    /// Stops every task at once, mid-message, as a crash would, and waits until they are
+    /// gone (their connections closed), as a crashed process would be.
+    pub async fn abort(&self) {
         let _ = self.stop.send(true);
-        for task in lock(&self.tasks).drain(..) {
+        let tasks: Vec<JoinHandle<()>> = lock(&self.tasks).drain(..).collect();
+        for task in &tasks {
             task.abort();
+        }
+        for task in tasks {
+            let _ = task.await;
         }
     }
 }
@@ -252,6 +296,24 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Hands each delivery to the handler of the topic it was read from.
+struct ByTopic {
+    by_topic: std::collections::HashMap<String, Arc<dyn MessageHandler>>,
+}
+
+#[async_trait]
+impl MessageHandler for ByTopic {
+    async fn handle(&self, delivery: &Delivery) -> Result<(), HandlerError> {
+        match self.by_topic.get(&delivery.topic) {
+            Some(handler) => handler.handle(delivery).await,
+            None => Err(HandlerError::permanent(format!(
+                "no handler reads topic {}",
+                delivery.topic
+            ))),
+        }
+    }
 }
 
 /// A handler that counts what it handled and records what it refused for good.

@@ -1,0 +1,160 @@
+//! The app on PostgreSQL and the project's Kafka-protocol broker: 200 orders end to end, with
+//! the relays and consumers crashing midway, with every message delivered twice, and with the
+//! broker frozen for 10 s. Each test runs on a broker of its own, one test at a time (they
+//! are `alone_*`): each drives the whole workflow and one freezes its broker.
+
+#![allow(missing_docs, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod broker;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use ecommerce::app::{App, AppConfig, KafkaSettings, WorkflowConfig};
+use ecommerce::backend::Backend;
+use ecommerce::demo::{DemoOptions, DemoReport, run};
+use ecommerce::shop::InProcess;
+use ecommerce::workflow::failures::FailureRules;
+use uuid::Uuid;
+
+fn database_url() -> String {
+    std::env::var("DATABASE_URL").unwrap_or_else(|_| {
+        panic!("DATABASE_URL is not set: run `scripts/test`, or start PostgreSQL and export DATABASE_URL=postgres://postgres@127.0.0.1:5432/test")
+    })
+}
+
+async fn app(bootstrap: &str, duplicate_delivery: bool) -> App {
+    if let Ok(filter) = std::env::var("RUST_LOG") {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+            .with_test_writer()
+            .try_init();
+    }
+    let run = Uuid::new_v4().simple().to_string();
+    let backend = Backend::postgres(&database_url(), 16, &format!("es_test_shop_{run}")).unwrap();
+    App::start(AppConfig {
+        backend,
+        workflow: WorkflowConfig {
+            failures: FailureRules::demo(),
+            duplicate_delivery,
+            deadline_poll: Duration::from_millis(100),
+            ..WorkflowConfig::default()
+        },
+        kafka: Some(KafkaSettings {
+            config: es_kafka::KafkaConfig::new(bootstrap),
+            topic_prefix: format!("shop-{run}-"),
+        }),
+        ..AppConfig::embedded()
+    })
+    .await
+    .unwrap_or_else(|e| panic!("the app did not start on PostgreSQL and {bootstrap}: {e}"))
+}
+
+fn options(orders: usize) -> DemoOptions {
+    DemoOptions {
+        orders,
+        settle: Duration::from_secs(120),
+        ..DemoOptions::default()
+    }
+}
+
+fn assert_settled(report: &DemoReport, orders: usize) {
+    assert_eq!(report.outcomes.len(), orders);
+    assert!(report.unexpected.is_empty(), "{:#?}", report.unexpected);
+    assert!(
+        report.status.invariants_hold,
+        "{:#?}",
+        report.status.violations
+    );
+    assert!(
+        report.status.dead_letters.is_empty(),
+        "{:#?}",
+        report.status.dead_letters
+    );
+    for reason in [
+        "OutOfStock",
+        "CreditLimitReached",
+        "PaymentFailed",
+        "ShipmentFailed",
+    ] {
+        assert!(
+            report.status.by_reason.contains_key(reason),
+            "{reason}: {:?}",
+            report.status.by_reason
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn alone_two_hundred_orders_on_postgres_and_kafka() {
+    let broker = broker::PrivateBroker::start();
+    let app = app(&broker.bootstrap_servers(), false).await;
+    let report = run(Arc::new(InProcess::new(&app)), &options(200))
+        .await
+        .unwrap();
+    assert_settled(&report, 200);
+    app.runtime().shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn alone_every_message_delivered_twice_changes_nothing() {
+    let broker = broker::PrivateBroker::start();
+    let app = app(&broker.bootstrap_servers(), true).await;
+    let report = run(Arc::new(InProcess::new(&app)), &options(100))
+        .await
+        .unwrap();
+    assert_settled(&report, 100);
+    app.runtime().shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn alone_relays_and_consumers_crash_midway_and_resume() {
+    let broker = broker::PrivateBroker::start();
+    let app = Arc::new(app(&broker.bootstrap_servers(), false).await);
+    let shop = Arc::new(InProcess::new(&app));
+    let demo = tokio::spawn(async move { run(shop, &options(200)).await });
+    let terminal = |app: Arc<App>| async move {
+        app.orders
+            .view()
+            .read(|v| v.all().filter(|o| o.status.is_terminal()).count())
+            .await
+    };
+    // Crash midway, then (once orders flow again) stop and start gracefully.
+    for crash in [true, false] {
+        let done = terminal(app.clone()).await;
+        let started = std::time::Instant::now();
+        while terminal(app.clone()).await < done + 30 {
+            assert!(
+                started.elapsed() < Duration::from_secs(90),
+                "orders stopped ending"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        app.restart_workflow(crash).await.unwrap();
+    }
+    let report = demo.await.unwrap().unwrap();
+    assert_settled(&report, 200);
+    app.runtime().shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn alone_a_frozen_broker_delays_orders_and_loses_none() {
+    let private = broker::PrivateBroker::start();
+    let app = Arc::new(app(&private.bootstrap_servers(), false).await);
+    let shop = Arc::new(InProcess::new(&app));
+    let demo = tokio::spawn(async move { run(shop, &options(200)).await });
+    let started = std::time::Instant::now();
+    while app.orders.view().read(|v| v.all().count()).await < 50 {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "orders stopped coming"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    private.pause();
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    private.resume();
+    let report = demo.await.unwrap().unwrap();
+    assert_settled(&report, 200);
+    app.runtime().shutdown().await;
+}
