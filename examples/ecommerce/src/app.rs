@@ -36,7 +36,7 @@ use crate::quotes::{PriceClient, Quotes, QuotesClient};
 use crate::shipments::Shipments;
 use crate::workflow::bus::Bus;
 use crate::workflow::failures::FailureRules;
-use crate::workflow::runtime::{OrderSagaRunner, Runtime};
+use crate::workflow::runtime::{Election, OrderSagaRunner, Runtime};
 use crate::workflow::saga::OrderSaga;
 use crate::workflow::stores::{Checkpoints, SagaStores};
 use crate::{catalog, customers, identity, inventory, orders, quotes};
@@ -369,17 +369,26 @@ impl App {
             wiring.bus.clone(),
             wiring.workflow.duplicate_delivery,
         ));
+        let election = match &self.backend {
+            Backend::Memory => None,
+            Backend::Postgres { pool, .. } => Some(Election {
+                pool: pool.clone(),
+                schema: self.backend.schema("saga"),
+            }),
+        };
         for (name, source) in &wiring.outboxes {
             runtime.relay(
                 &format!("{name}-relay"),
                 source.clone(),
                 wiring.checkpoints.clone(),
+                election.clone(),
             );
         }
         runtime.relay(
             "saga-relay",
             wiring.sagas.clone(),
             wiring.checkpoints.clone(),
+            election,
         );
         let held = lock(&wiring.held).clone();
         match &wiring.bus {

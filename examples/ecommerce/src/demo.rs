@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::http::{Method, StatusCode};
+use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::{Value, json};
@@ -110,6 +111,9 @@ pub struct Outcome {
     pub reason: Option<String>,
     /// Its status history, from its event history.
     pub history: Vec<String>,
+    /// When it was placed and when it reached its final status (the server's clock, from
+    /// its event history).
+    pub span: Option<(DateTime<Utc>, DateTime<Utc>)>,
 }
 
 /// What the demo saw.
@@ -125,7 +129,42 @@ pub struct DemoReport {
     pub seconds: f64,
 }
 
+/// Throughput and latency of a run, from the orders' event histories.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Timing {
+    /// Orders that reached a final status per second, from the first placement to the last
+    /// final status.
+    pub orders_per_second: f64,
+    /// Median time from placing to the final status, in milliseconds.
+    pub p50_ms: f64,
+    /// 99th percentile of the same.
+    pub p99_ms: f64,
+}
+
 impl DemoReport {
+    /// Throughput and latency, from the orders' histories (`None` without orders).
+    pub fn timing(&self) -> Option<Timing> {
+        let spans: Vec<(DateTime<Utc>, DateTime<Utc>)> =
+            self.outcomes.iter().filter_map(|o| o.span).collect();
+        let first = spans.iter().map(|s| s.0).min()?;
+        let last = spans.iter().map(|s| s.1).max()?;
+        let mut latencies: Vec<f64> = spans
+            .iter()
+            .map(|(placed, ended)| (*ended - *placed).as_seconds_f64() * 1000.0)
+            .collect();
+        latencies.sort_by(f64::total_cmp);
+        let at = |q: f64| {
+            let index = ((latencies.len() as f64 - 1.0) * q).round() as usize;
+            latencies[index.min(latencies.len() - 1)]
+        };
+        let seconds = (last - first).as_seconds_f64().max(1e-3);
+        Some(Timing {
+            orders_per_second: spans.len() as f64 / seconds,
+            p50_ms: at(0.50),
+            p99_ms: at(0.99),
+        })
+    }
+
     /// Whether every order ended as meant and every invariant holds.
     pub fn passed(&self) -> bool {
         self.unexpected.is_empty() && self.status.invariants_hold
@@ -155,6 +194,12 @@ impl DemoReport {
             *by_kind.entry(key).or_default() += 1;
         }
         println!("\n{} orders in {:.1} s:", self.outcomes.len(), self.seconds);
+        if let Some(timing) = self.timing() {
+            println!(
+                "  {:.0} orders/s from first placement to last final status; place → final status p50 {:.0} ms, p99 {:.0} ms",
+                timing.orders_per_second, timing.p50_ms, timing.p99_ms
+            );
+        }
         for (status, count) in by_kind {
             println!("  {count:>4}  {status}");
         }
@@ -264,6 +309,7 @@ pub async fn run(shop: Arc<dyn Shop>, options: &DemoOptions) -> Result<DemoRepor
                 None,
             )
             .await?;
+        let span = span_of(&history.body);
         let history: Vec<String> = history
             .body
             .as_array()
@@ -287,6 +333,7 @@ pub async fn run(shop: Arc<dyn Shop>, options: &DemoOptions) -> Result<DemoRepor
             status,
             reason,
             history,
+            span,
         });
     }
     let seconds = started.elapsed().as_secs_f64();
@@ -298,6 +345,23 @@ pub async fn run(shop: Arc<dyn Shop>, options: &DemoOptions) -> Result<DemoRepor
         status,
         seconds,
     })
+}
+
+/// When the order was placed and when it reached its final status, from its history.
+fn span_of(history: &Value) -> Option<(DateTime<Utc>, DateTime<Utc>)> {
+    let events = history.as_array()?;
+    let at = |types: &[&str]| {
+        events
+            .iter()
+            .find(|e| e["eventType"].as_str().is_some_and(|t| types.contains(&t)))
+            .and_then(|e| e["timestamp"].as_str())
+            .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
+            .map(|t| t.with_timezone(&Utc))
+    };
+    Some((
+        at(&["OrderPlaced"])?,
+        at(&["OrderShipped", "OrderCancelled"])?,
+    ))
 }
 
 fn progress_bar(options: &DemoOptions, total: usize) -> ProgressBar {

@@ -33,6 +33,9 @@ pub struct DeadLetter {
     pub at: DateTime<Utc>,
 }
 
+/// The statistics of a relay's current run (none while it waits for leadership).
+type SharedStats = Arc<Mutex<Option<RelayStatsHandle>>>;
+
 /// The saga runner of the workflow.
 pub type OrderSagaRunner = SagaRunner<OrderSaga, SagaStores>;
 
@@ -53,7 +56,7 @@ pub struct Runtime {
     stop: watch::Sender<bool>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
     dead_letters: Arc<Mutex<Vec<DeadLetter>>>,
-    relays: Mutex<Vec<(String, RelayStatsHandle)>>,
+    relays: Mutex<Vec<(String, SharedStats)>>,
     consumers: Mutex<Vec<(String, Arc<ConsumerStats>)>>,
 }
 
@@ -90,35 +93,38 @@ impl Runtime {
         lock(&self.tasks).push(handle);
     }
 
-    /// Relays `source`'s outbox to the bus, checkpointed under `name`.
-    pub fn relay<S, C>(&self, name: &str, source: S, checkpoints: C)
+    /// Relays `source`'s outbox to the bus, checkpointed under `name`. With `election`
+    /// (a pool and a schema), the relay first wins leadership of `name` (an advisory lock), so
+    /// that one instance relays at a time, and a standby takes over when the leader's
+    /// connection dies; without, it relays at once (one process, or the in-memory outbox).
+    pub fn relay<S, C>(&self, name: &str, source: S, checkpoints: C, election: Option<Election>)
     where
-        S: OutboxSource + 'static,
-        C: CheckpointStore + 'static,
+        S: OutboxSource + Clone + 'static,
+        C: CheckpointStore + Clone + 'static,
     {
-        let options = RelayOptions::default()
-            .batch_size(500)
-            .poll_interval(Duration::from_millis(2), Duration::from_millis(50));
-        let mut relay = match &self.bus {
-            Bus::Memory(bus) => {
-                let publisher: Arc<dyn Publisher> = Arc::new(bus.clone());
-                Relay::new(name, source, checkpoints, publisher)
-            }
-            Bus::Kafka { config, prefix } => {
-                let factory =
-                    Routed::kafka_factory(config.clone(), prefix.clone(), self.duplicate_delivery);
-                Relay::with_factory(name, source, checkpoints, factory)
-            }
-        }
-        .with_options(options);
-        lock(&self.relays).push((name.to_owned(), relay.stats()));
-        let stopped = self.stopped();
+        let stats: SharedStats = Arc::new(Mutex::new(None));
+        lock(&self.relays).push((name.to_owned(), stats.clone()));
+        let bus = self.bus.clone();
+        let twice = self.duplicate_delivery;
         let name = name.to_owned();
-        self.spawn(async move {
-            if let Err(error) = relay.run(stopped).await {
-                tracing::error!(relay = %name, %error, "relay stopped");
-            }
-        });
+        let stop = self.stop.subscribe();
+        let make = move || {
+            let options = RelayOptions::default()
+                .batch_size(500)
+                .poll_interval(Duration::from_millis(2), Duration::from_millis(50));
+            let relay = match &bus {
+                Bus::Memory(bus) => {
+                    let publisher: Arc<dyn Publisher> = Arc::new(bus.clone());
+                    Relay::new(name.clone(), source.clone(), checkpoints.clone(), publisher)
+                }
+                Bus::Kafka { config, prefix } => {
+                    let factory = Routed::kafka_factory(config.clone(), prefix.clone(), twice);
+                    Relay::with_factory(name.clone(), source.clone(), checkpoints.clone(), factory)
+                }
+            };
+            relay.with_options(options)
+        };
+        self.spawn(run_relay(make, stats, election, stop));
     }
 
     /// Runs `handler` on `topics` as consumer group `group`.
@@ -239,7 +245,11 @@ impl Runtime {
     pub fn relay_stats(&self) -> Vec<(String, es_core::relay::RelayStats)> {
         lock(&self.relays)
             .iter()
-            .map(|(name, stats)| (name.clone(), stats.snapshot()))
+            .filter_map(|(name, stats)| {
+                lock(stats)
+                    .as_ref()
+                    .map(|stats| (name.clone(), stats.snapshot()))
+            })
             .collect()
     }
 
@@ -296,6 +306,87 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Where relays compete for leadership: a pool and the schema their locks are keyed by.
+#[derive(Debug, Clone)]
+pub struct Election {
+    /// The pool the leader's connection comes from.
+    pub pool: deadpool_postgres::Pool,
+    /// The schema of the locks.
+    pub schema: String,
+}
+
+/// Completes once `stop` says so (the guard `wait_for` returns is not held across awaits).
+async fn until_stopped(stop: &mut watch::Receiver<bool>) {
+    let _ = stop.wait_for(|s| *s).await;
+}
+
+/// Runs relays made by `make` until `stop`: with an election, only while leading.
+async fn run_relay<S, C>(
+    make: impl Fn() -> Relay<S, C> + Send + 'static,
+    stats: SharedStats,
+    election: Option<Election>,
+    mut stop: watch::Receiver<bool>,
+) where
+    S: OutboxSource + 'static,
+    C: CheckpointStore + 'static,
+{
+    loop {
+        let mut relay = make();
+        let name = relay.name().to_owned();
+        let leader = match &election {
+            None => None,
+            Some(election) => {
+                let acquire = es_postgres::Leader::acquire(
+                    &election.pool,
+                    &election.schema,
+                    &name,
+                    Duration::from_secs(1),
+                );
+                tokio::select! {
+                    () = until_stopped(&mut stop) => return,
+                    leader = acquire => match leader {
+                        Ok(leader) => Some(leader),
+                        Err(error) => {
+                            tracing::warn!(relay = %name, %error, "cannot compete for leadership");
+                            tokio::time::sleep(Duration::from_secs(1)).await;
+                            continue;
+                        }
+                    },
+                }
+            }
+        };
+        *lock(&stats) = Some(relay.stats());
+        let mut stopped = stop.clone();
+        let ended = relay.run(async move {
+            let _ = stopped.wait_for(|s| *s).await;
+        });
+        let outcome = match leader {
+            None => ended.await,
+            Some(mut leader) => {
+                let lost = async {
+                    while leader.is_leader().await {
+                        tokio::time::sleep(Duration::from_secs(2)).await;
+                    }
+                };
+                tokio::select! {
+                    outcome = ended => outcome,
+                    () = lost => {
+                        tracing::warn!(relay = %name, "leadership lost; competing again");
+                        continue;
+                    }
+                }
+            }
+        };
+        match outcome {
+            Ok(()) => return,
+            Err(error) => {
+                tracing::warn!(relay = %name, %error, "relay stopped; starting again");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+    }
 }
 
 /// Hands each delivery to the handler of the topic it was read from.

@@ -3,7 +3,13 @@
 //! broker frozen for 10 s. Each test runs on a broker of its own, one test at a time (they
 //! are `alone_*`): each drives the whole workflow and one freezes its broker.
 
-#![allow(missing_docs, unreachable_pub, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(
+    missing_docs,
+    unreachable_pub,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic
+)]
 
 mod broker;
 
