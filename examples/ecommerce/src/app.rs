@@ -91,6 +91,9 @@ pub struct WorkflowConfig {
     pub duplicate_delivery: bool,
     /// Partitions per topic of the bus.
     pub partitions: u32,
+    /// Members of the workflow's consumer group on Kafka (each handles its share of the
+    /// partitions, in order per partition).
+    pub consumers: usize,
     /// Consumer groups not started until [`App::release`] (to hold a context back in tests
     /// and demos: its commands wait on the bus, as if it were down).
     pub held: &'static [&'static str],
@@ -104,6 +107,7 @@ impl Default for WorkflowConfig {
             failures: FailureRules::default(),
             duplicate_delivery: false,
             partitions: 8,
+            consumers: 4,
             held: &[],
         }
     }
@@ -382,6 +386,7 @@ impl App {
                 source.clone(),
                 wiring.checkpoints.clone(),
                 election.clone(),
+                Some(source.append_signal()),
             );
         }
         runtime.relay(
@@ -389,6 +394,7 @@ impl App {
             wiring.sagas.clone(),
             wiring.checkpoints.clone(),
             election,
+            None,
         );
         let held = lock(&wiring.held).clone();
         match &wiring.bus {
@@ -406,7 +412,7 @@ impl App {
                     .filter(|(group, _, _)| !held.contains(*group))
                     .map(|(_, topics, handler)| (*topics, handler.clone()))
                     .collect();
-                runtime.consume_together("ecommerce", &routes)?;
+                runtime.consume_together("ecommerce", &routes, wiring.workflow.consumers)?;
             }
         }
         runtime.schedule(

@@ -96,6 +96,17 @@ pub enum ContextStore {
     Postgres(PgEventStore),
 }
 
+impl ContextStore {
+    /// The in-process signal fired after each committed append (wakes relays and
+    /// subscriptions at once instead of at their next poll).
+    pub fn append_signal(&self) -> es_core::AppendSignal {
+        match self {
+            ContextStore::Memory(store) => store.append_signal().clone(),
+            ContextStore::Postgres(store) => store.append_signal().clone(),
+        }
+    }
+}
+
 impl EventStore for ContextStore {
     async fn append(&self, request: AppendRequest) -> Result<AppendOutcome, StoreError> {
         match self {

@@ -78,6 +78,9 @@ pub struct ServeArgs {
     /// (`KAFKA_CONFIG_SECURITY_PROTOCOL=SASL_SSL` sets `security.protocol`).
     #[arg(long, env = "KAFKA_BOOTSTRAP_SERVERS")]
     pub kafka_bootstrap_servers: Option<String>,
+    /// Members of the workflow's Kafka consumer group in this process.
+    #[arg(long, env = "ECOMMERCE_CONSUMERS", default_value_t = 4)]
+    pub consumers: usize,
     /// A prefix before every Kafka topic name.
     #[arg(long, env = "ECOMMERCE_TOPIC_PREFIX", default_value = "")]
     pub topic_prefix: String,
@@ -218,6 +221,7 @@ impl ServeArgs {
                 shipment_cents: self.fail_shipments_ending_in,
             },
             duplicate_delivery: self.duplicate_delivery,
+            consumers: self.consumers.max(1),
             ..crate::app::WorkflowConfig::default()
         })
     }

@@ -97,8 +97,14 @@ impl Runtime {
     /// (a pool and a schema), the relay first wins leadership of `name` (an advisory lock), so
     /// that one instance relays at a time, and a standby takes over when the leader's
     /// connection dies; without, it relays at once (one process, or the in-memory outbox).
-    pub fn relay<S, C>(&self, name: &str, source: S, checkpoints: C, election: Option<Election>)
-    where
+    pub fn relay<S, C>(
+        &self,
+        name: &str,
+        source: S,
+        checkpoints: C,
+        election: Option<Election>,
+        signal: Option<es_core::AppendSignal>,
+    ) where
         S: OutboxSource + Clone + 'static,
         C: CheckpointStore + Clone + 'static,
     {
@@ -122,7 +128,11 @@ impl Runtime {
                     Relay::with_factory(name.clone(), source.clone(), checkpoints.clone(), factory)
                 }
             };
-            relay.with_options(options)
+            let relay = relay.with_options(options);
+            match &signal {
+                Some(signal) => relay.with_signal(signal.clone()),
+                None => relay,
+            }
         };
         self.spawn(run_relay(make, stats, election, stop));
     }
@@ -161,6 +171,9 @@ impl Runtime {
                     ("session.timeout.ms", "6000"),
                     ("heartbeat.interval.ms", "1000"),
                     ("max.poll.interval.ms", "30000"),
+                    // A fetch answers as soon as a record arrives, not after 500 ms: each hop
+                    // of the workflow is a fetch.
+                    ("fetch.wait.max.ms", "10"),
                 ] {
                     if !config.settings.contains_key(name) {
                         builder = builder.set(name, value);
@@ -185,8 +198,9 @@ impl Runtime {
         Ok(())
     }
 
-    /// Runs several handlers in one consumer group over all their topics, each message going
-    /// to the handler of its topic. On Kafka one group joins once, where five would join five
+    /// Runs several handlers in one consumer group of `members` members over all their
+    /// topics (the partitions are split among the members), each message going to the handler
+    /// of its topic. On Kafka one group joins once, where five would join five
     /// times (and some brokers serialize joins).
     ///
     /// # Errors
@@ -195,6 +209,7 @@ impl Runtime {
         &self,
         group: &str,
         routes: &[(&'static [&'static str], Arc<dyn MessageHandler>)],
+        members: usize,
     ) -> Result<(), String> {
         let prefix = match &self.bus {
             Bus::Kafka { prefix, .. } => prefix.clone(),
@@ -209,7 +224,10 @@ impl Runtime {
             }
         }
         let dispatch: Arc<dyn MessageHandler> = Arc::new(ByTopic { by_topic });
-        self.consume(group, &topics, dispatch)
+        for _ in 0..members.max(1) {
+            self.consume(group, &topics, dispatch.clone())?;
+        }
+        Ok(())
     }
 
     /// Fires the saga's deadlines through `runner`.
