@@ -75,12 +75,13 @@ BEGIN
     LIMIT 1;
     IF NOT FOUND THEN
         v_current := 0;
-    ELSIF v_tombstone AND EXISTS (
-        SELECT 1 FROM __SCHEMA__.streams s WHERE s.stream_id = p_stream_id AND s.deleted
-    ) THEN
-        status := 3;
-        version := v_current;
-        RETURN;
+    ELSIF v_tombstone THEN
+        -- Nested, so that the common case evaluates no query here.
+        IF EXISTS (SELECT 1 FROM __SCHEMA__.streams s WHERE s.stream_id = p_stream_id AND s.deleted) THEN
+            status := 3;
+            version := v_current;
+            RETURN;
+        END IF;
     END IF;
 
     IF p_expected = -1
