@@ -7,10 +7,7 @@ use tokio_postgres::types::{FromSql, Type};
 pub(crate) struct Xid8(pub(crate) u64);
 
 impl<'a> FromSql<'a> for Xid8 {
-    fn from_sql(
-        _: &Type,
-        raw: &'a [u8],
-    ) -> Result<Self, Box<dyn std::error::Error + Sync + Send>> {
+    fn from_sql(_: &Type, raw: &'a [u8]) -> Result<Self, Box<dyn std::error::Error + Sync + Send>> {
         let bytes: [u8; 8] = raw
             .try_into()
             .map_err(|_| format!("an xid8 is 8 bytes, got {}", raw.len()))?;

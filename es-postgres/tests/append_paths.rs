@@ -29,7 +29,11 @@ async fn alone_a_first_write_racing_an_uncommitted_duplicate_reports_it() {
 
     let mut holder = store.transaction([&first]).await.expect("begin");
     holder
-        .append(request(&first, ExpectedVersion::NoStream, vec![shared.clone()]))
+        .append(request(
+            &first,
+            ExpectedVersion::NoStream,
+            vec![shared.clone()],
+        ))
         .await
         .expect("the holder appends");
 
@@ -85,7 +89,11 @@ async fn a_refused_first_write_leaves_the_transaction_usable() {
     let elsewhere = common::stream("elsewhere");
     let stored = common::event(1);
     store
-        .append(request(&elsewhere, ExpectedVersion::NoStream, vec![stored.clone()]))
+        .append(request(
+            &elsewhere,
+            ExpectedVersion::NoStream,
+            vec![stored.clone()],
+        ))
         .await
         .expect("stored elsewhere");
 
