@@ -16,6 +16,6 @@ impl<'a> FromSql<'a> for Xid8 {
 
     fn accepts(ty: &Type) -> bool {
         // Not among tokio-postgres's built-in types; matched by name (its OID is 5069).
-        ty.name() == "xid8"
+        ty.name() == "xid8" && ty.schema() == "pg_catalog"
     }
 }
