@@ -1,7 +1,7 @@
 -- A cheaper append_events: same signature, statuses and guarantees as 0002_append.sql.
 -- __SCHEMA__ is the quoted schema, __LOCK_NS__ the lock namespace.
 --
--- What changed, each measured with the append benchmark:
+-- What changed (measurements in docs/benchmarks.md):
 -- * The checks that run on every call are plain expressions (evaluated without starting the
 --   executor); the pg_locks lookup runs only when the transaction already holds an id.
 -- * The version and the deleted flag come from one index probe: the stream's last event. A
@@ -11,8 +11,9 @@
 --   unique_violation, instead of INSERT ... ON CONFLICT, whose speculative insertion costs a
 --   second index probe and a WAL record per row. The block is a subtransaction; because it is
 --   used only while the transaction has no id yet, a transaction opens at most one of them
---   here, however many appends it makes (more than 64 would overflow the subtransaction cache
---   of every snapshot). Later appends of the same transaction keep ON CONFLICT DO NOTHING.
+--   here, however many appends it makes (more than 64 overflow the backend's subtransaction
+--   cache, which slows every snapshot taken in the cluster while it runs). Later appends of
+--   the same transaction keep ON CONFLICT DO NOTHING.
 --   Either way a unique violation never reaches the caller: a clash (an id committed, or
 --   committed meanwhile by a concurrent transaction) is classified below as before.
 CREATE OR REPLACE FUNCTION __SCHEMA__.append_events(
