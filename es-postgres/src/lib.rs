@@ -13,6 +13,7 @@ mod migrate;
 mod saga;
 mod store;
 mod transaction;
+mod xid8;
 
 pub use checkpoint::PgCheckpointStore;
 pub use config::PgConfig;

@@ -27,6 +27,11 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
         "0004_projections.sql",
         include_str!("../migrations/0004_projections.sql"),
     ),
+    (
+        5,
+        "0005_append_fast.sql",
+        include_str!("../migrations/0005_append_fast.sql"),
+    ),
 ];
 
 /// The newest migration number this version knows.

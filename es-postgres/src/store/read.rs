@@ -12,6 +12,7 @@ use tokio_postgres::types::ToSql;
 use super::PgEventStore;
 use crate::error::{PgError, backend};
 use crate::jsonb::JsonAs;
+use crate::xid8::Xid8;
 
 /// Rows a stream read fetches per round trip.
 const STREAM_PAGE: i64 = 1000;
@@ -20,7 +21,7 @@ const STREAM_PAGE: i64 = 1000;
 /// version, event type, schema version, data, metadata, recorded at.
 fn decode_event(row: &Row, at: usize) -> Result<RecordedEvent, StoreError> {
     let position: i64 = row.try_get(at).map_err(backend)?;
-    let transaction: i64 = row.try_get(at + 1).map_err(backend)?;
+    let transaction: Xid8 = row.try_get(at + 1).map_err(backend)?;
     let stream: String = row.try_get(at + 2).map_err(backend)?;
     let corrupt = |reason: String| PgError::CorruptRow {
         table: "events",
@@ -38,7 +39,7 @@ fn decode_event(row: &Row, at: usize) -> Result<RecordedEvent, StoreError> {
     Ok(RecordedEvent {
         stream_id,
         version: Version::new(version.max(0) as u64),
-        position: Position::new(transaction.max(0) as u64, position.max(0) as u64),
+        position: Position::new(transaction.0, position.max(0) as u64),
         event_type: row.try_get(at + 4).map_err(backend)?,
         schema_version: schema_version.max(0) as u32,
         data: row.try_get(at + 6).map_err(backend)?,
@@ -169,19 +170,28 @@ impl PgEventStore {
             &limit,
         ];
         let rows = client.query(&statement, &params).await.map_err(backend)?;
-        let Some(first) = rows.first() else {
-            return Err(PgError::Config("the log query returned no fence row".to_owned()).into());
-        };
-        let fence: i64 = first.get(0);
-        let next_xid: i64 = first.get(1);
-        let max_xid: Option<i64> = first.get(2);
-        let held_back: bool = first.get(3);
-        check_regression(after, max_xid, next_xid)?;
+        // One row carries the fence (its position is null); every other row is an event.
+        let mut fence_row = None;
         let mut events = Vec::with_capacity(rows.len());
         for row in &rows {
             if row.try_get::<_, Option<i64>>(4).map_err(backend)?.is_some() {
                 events.push(decode_event(row, 4)?);
+            } else {
+                fence_row = Some(row);
             }
+        }
+        let Some(fence_row) = fence_row else {
+            return Err(PgError::Config("the log query returned no fence row".to_owned()).into());
+        };
+        let fence: i64 = fence_row.try_get(0).map_err(backend)?;
+        let next_xid: i64 = fence_row.try_get(1).map_err(backend)?;
+        let max_xid: Option<i64> = fence_row.try_get(2).map_err(backend)?;
+        let held_back: bool = fence_row.try_get(3).map_err(backend)?;
+        check_regression(after, max_xid, next_xid)?;
+        // The query does not sort its output again (that would hold every row back until the
+        // last was read); the events come in index order, which this makes sure of.
+        if !events.windows(2).all(|w| w[0].position < w[1].position) {
+            events.sort_by_key(|event| event.position);
         }
         let mut batch = log_batch(after, events, limit, fence);
         batch.held_back = held_back;
