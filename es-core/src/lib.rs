@@ -22,6 +22,7 @@ mod snapshot;
 mod store;
 mod subscription;
 pub mod testing;
+mod timestamp;
 
 pub use aggregate::Aggregate;
 pub use checkpoint::{CheckpointError, CheckpointStore};

@@ -24,6 +24,7 @@ pub struct Metadata {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub actor: Option<String>,
     /// When the event was decided, in UTC.
+    #[serde(deserialize_with = "crate::timestamp::deserialize")]
     pub timestamp: DateTime<Utc>,
     /// Free-form headers (for example a W3C `traceparent`).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
