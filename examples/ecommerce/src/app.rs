@@ -36,7 +36,7 @@ use crate::quotes::{PriceClient, Quotes, QuotesClient};
 use crate::shipments::Shipments;
 use crate::workflow::bus::Bus;
 use crate::workflow::failures::FailureRules;
-use crate::workflow::runtime::{Election, OrderSagaRunner, Runtime};
+use crate::workflow::runtime::{Election, OrderSagaRunner, Runtime, lock};
 use crate::workflow::saga::OrderSaga;
 use crate::workflow::stores::{Checkpoints, SagaStores};
 use crate::{catalog, customers, identity, inventory, orders, quotes};
@@ -193,12 +193,6 @@ impl std::fmt::Debug for Wiring {
             .field("workflow", &self.workflow)
             .finish_non_exhaustive()
     }
-}
-
-fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 impl App {

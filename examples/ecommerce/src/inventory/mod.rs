@@ -9,9 +9,10 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use es_core::{
-    Clock, CommandContext, Delivery, HandlerError, MessageHandler, Metadata, OutboxMessage,
-    Repository, RepositoryError, SnapshotPolicy, StreamId,
+    Clock, CommandContext, Delivery, EventStore, HandlerError, MessageHandler, Metadata,
+    OutboxMessage, Projection, Repository, RepositoryError, SnapshotPolicy, StreamId, StreamRead,
 };
+use futures::TryStreamExt;
 use uuid::Uuid;
 
 pub use warehouse::{
@@ -20,7 +21,7 @@ pub use warehouse::{
 
 use crate::backend::ContextStore;
 use crate::catalog::{StockClient, seed};
-use crate::history::{HistoryEntry, history};
+use crate::history::{HistoryEntry, HistoryProjection};
 use crate::messages::{self, Message, ReleaseStock, ReserveStock};
 use crate::workflow::context::{caused_by, decode, transient_unless_permanent};
 
@@ -113,16 +114,30 @@ impl Inventory {
     /// A product's history: every warehouse event about it.
     ///
     /// # Errors
-    /// [`InventoryError::Internal`] when storage fails.
+    /// [`InventoryError::Internal`] when storage fails or an event does not decode.
     pub async fn history(&self, product_id: Uuid) -> Result<Vec<HistoryEntry>, InventoryError> {
-        let entries = history(self.warehouse.store(), &stream()?, product_id)
-            .await
-            .map_err(|e| InventoryError::Internal(e.to_string()))?;
-        let key = product_id.to_string();
-        Ok(entries
-            .into_iter()
-            .filter(|entry| entry.data.to_string().contains(&key))
-            .collect())
+        let internal = |e: &dyn std::fmt::Display| InventoryError::Internal(e.to_string());
+        let stream = stream()?;
+        let mut events = self
+            .warehouse
+            .store()
+            .read_stream(&stream, StreamRead::forward());
+        let projection = HistoryProjection {
+            aggregate_id: product_id,
+        };
+        let mut entries = Vec::new();
+        while let Some(recorded) = events.try_next().await.map_err(|e| internal(&e))? {
+            let event: WarehouseEvent = recorded
+                .decode(self.warehouse.registry())
+                .map_err(|e| internal(&e))?;
+            if event.product_ids().contains(&product_id) {
+                projection
+                    .apply(&mut entries, &recorded)
+                    .await
+                    .map_err(|e| internal(&e))?;
+            }
+        }
+        Ok(entries)
     }
 }
 

@@ -66,13 +66,10 @@ pub async fn check(app: &App) -> Report {
         }
         check_order(app, order, &warehouse, &mut report.violations).await;
     }
+    let held = warehouse.reserved();
     for (index, product) in seed().iter().enumerate() {
         let available = warehouse.available(&product.product_id).unwrap_or(0);
-        let reserved = warehouse
-            .reserved()
-            .get(&product.product_id)
-            .copied()
-            .unwrap_or(0);
+        let reserved = held.get(&product.product_id).copied().unwrap_or(0);
         if available + reserved != seeded_quantity(index) {
             report.violations.push(format!(
                 "product {}: {available} available + {reserved} reserved != {} seeded",
