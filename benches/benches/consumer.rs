@@ -12,7 +12,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use es_benches::{Report, fresh_store};
+use es_benches::{Report, fresh_store, latency_table};
 use es_core::relay::Relay;
 use es_core::{
     AppendRequest, CommandContext, Delivery, EventStore, ExpectedVersion, HandlerError,
@@ -195,11 +195,6 @@ impl MessageHandler for Latency {
     }
 }
 
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    let index = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted.get(index).copied().unwrap_or_default()
-}
-
 async fn latency(bootstrap: &str, topic: &str, seconds: usize) -> Vec<Duration> {
     let store = fresh_store(LATENCY_SCHEMA, 4, true).await;
     let publisher: Arc<dyn Publisher> =
@@ -295,9 +290,10 @@ fn main() {
     println!("{}", report.table("messages"));
     let latencies = runtime.block_on(latency(&bootstrap, &latency_topic, seconds));
     println!(
-        "| latency, commit → handler, 1,000 messages/s for {seconds} s | p50 | p99 |\n|---|---:|---:|\n| {} messages | {:.1} ms | {:.1} ms |",
-        latencies.len(),
-        percentile(&latencies, 0.50).as_secs_f64() * 1e3,
-        percentile(&latencies, 0.99).as_secs_f64() * 1e3,
+        "{}",
+        latency_table(
+            &format!("latency, commit → handler, 1,000 messages/s for {seconds} s"),
+            &latencies
+        )
     );
 }

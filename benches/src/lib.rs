@@ -148,3 +148,27 @@ pub fn alternate(
         });
     }
 }
+
+/// The `p`-quantile (0.0 to 1.0) of `sorted` (ascending); zero when empty.
+pub fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    let last = sorted.len().saturating_sub(1);
+    #[allow(
+        clippy::cast_precision_loss,
+        clippy::cast_possible_truncation,
+        clippy::cast_sign_loss
+    )]
+    let index = ((last as f64) * p.clamp(0.0, 1.0)).round() as usize;
+    sorted.get(index).copied().unwrap_or_default()
+}
+
+/// A markdown table of latencies (ascending): count, p50, p99 and the maximum, in ms.
+pub fn latency_table(title: &str, sorted: &[Duration]) -> String {
+    let ms = |d: Duration| d.as_secs_f64() * 1e3;
+    format!(
+        "| {title} | p50 | p99 | max |\n|---|---:|---:|---:|\n| {} messages | {:.1} ms | {:.1} ms | {:.1} ms |",
+        sorted.len(),
+        ms(percentile(sorted, 0.50)),
+        ms(percentile(sorted, 0.99)),
+        ms(sorted.last().copied().unwrap_or_default()),
+    )
+}

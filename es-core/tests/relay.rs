@@ -212,6 +212,94 @@ async fn a_fatal_error_recreates_the_publisher_and_loses_nothing() {
     assert_eq!(assert_delivered_in_order(&bus, 200), 200);
 }
 
+/// Counts reads of the outbox it wraps.
+#[derive(Clone)]
+struct CountsReads {
+    inner: MemoryOutbox,
+    reads: Arc<AtomicUsize>,
+}
+
+impl es_core::OutboxSource for CountsReads {
+    async fn read_outbox(
+        &self,
+        after: Position,
+        limit: usize,
+    ) -> Result<es_core::OutboxBatch, es_core::StoreError> {
+        self.reads.fetch_add(1, Ordering::SeqCst);
+        self.inner.read_outbox(after, limit).await
+    }
+
+    async fn delete_outbox_up_to(&self, up_to: Position) -> Result<u64, es_core::StoreError> {
+        self.inner.delete_outbox_up_to(up_to).await
+    }
+}
+
+/// Notes, when each publish returns, how many outbox reads had started.
+struct NotesReads {
+    inner: MemoryBus,
+    reads: Arc<AtomicUsize>,
+    seen: std::sync::Mutex<Vec<usize>>,
+}
+
+#[async_trait::async_trait]
+impl Publisher for NotesReads {
+    async fn publish(&self, messages: &[OutboxMessage]) -> Result<(), PublishFailure> {
+        // A broker taking its time: long enough for a read to run beside it.
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        self.seen
+            .lock()
+            .unwrap()
+            .push(self.reads.load(Ordering::SeqCst));
+        self.inner.publish(messages).await
+    }
+}
+
+#[tokio::test]
+async fn the_next_full_batch_is_read_while_the_current_one_is_published() {
+    let outbox = MemoryOutbox::new();
+    fill(&outbox, 10, 10, 3);
+    let reads = Arc::new(AtomicUsize::new(0));
+    let source = CountsReads {
+        inner: outbox.clone(),
+        reads: Arc::clone(&reads),
+    };
+    let bus = bus();
+    let publisher = Arc::new(NotesReads {
+        inner: bus.clone(),
+        reads: Arc::clone(&reads),
+        seen: std::sync::Mutex::new(Vec::new()),
+    });
+    let checkpoints = MemoryCheckpointStore::new();
+    let mut relay = Relay::new("relay", source, checkpoints.clone(), publisher.clone())
+        .with_options(RelayOptions::default().batch_size(30));
+    let mut batches = Vec::new();
+    loop {
+        let batch = relay.run_once().await.unwrap();
+        if batch.read == 0 {
+            break;
+        }
+        batches.push(batch.read);
+    }
+    assert_eq!(batches, [30, 30, 30, 10]);
+    // Batch n+1 was read (read n+1 started) before batch n's publish returned; the last
+    // batch did not fill up, so nothing was read beside it.
+    assert_eq!(*publisher.seen.lock().unwrap(), [2, 3, 4, 4]);
+    assert_eq!(
+        reads.load(Ordering::SeqCst),
+        5,
+        "one read per batch and the last, empty one"
+    );
+    assert_eq!(
+        assert_delivered_in_order(&bus, 100),
+        100,
+        "nothing published twice"
+    );
+    assert_eq!(
+        checkpoints.load_checkpoint("relay").await.unwrap(),
+        Some(outbox.messages().last().unwrap().position)
+    );
+}
+
 /// Fails its next compare-and-set after the write took effect, as a crash right after the
 /// commit (or a lost reply) would.
 #[derive(Clone)]

@@ -14,7 +14,7 @@ use crate::checkpoint::{CheckpointError, CheckpointStore};
 use crate::clock::{Clock, SystemClock};
 use crate::ids::Position;
 use crate::messaging::{PublishError, PublishFailure, Publisher};
-use crate::outbox::{OutboxMessage, OutboxSource};
+use crate::outbox::{OutboxBatch, OutboxMessage, OutboxSource, StoredOutboxMessage};
 use crate::subscription::AppendSignal;
 
 pub use self::error::RelayError;
@@ -43,7 +43,9 @@ pub struct RelayBatch {
 /// crash between publishing and the checkpoint write means those messages are published again
 /// (duplicates, which consumers deduplicate by message id), never lost. When the
 /// compare-and-set finds the checkpoint moved by someone else, the relay is
-/// [deposed](RelayError::Deposed) and stops.
+/// [deposed](RelayError::Deposed) and stops. While a full batch is being published, the
+/// relay reads the next one (it never publishes ahead: order per key does not depend on the
+/// broker's answer); a failed batch discards that read.
 ///
 /// The publisher comes from a [`PublisherFactory`]; after a fatal publisher error
 /// ([`PublishError::Fatal`]) the relay drops it, makes a new one,
@@ -83,6 +85,9 @@ pub struct Relay<S, C> {
     publisher: Option<Arc<dyn Publisher>>,
     /// The checkpoint as this relay last loaded or wrote it; `None` until loaded.
     checkpoint: Option<Option<Position>>,
+    /// The next batch, read while the previous one was being published, with the position
+    /// it was read after.
+    read_ahead: Option<(Position, OutboxBatch)>,
     options: RelayOptions,
     signal: Option<AppendSignal>,
     clock: Arc<dyn Clock>,
@@ -130,6 +135,7 @@ impl<S: OutboxSource, C: CheckpointStore> Relay<S, C> {
             factory: Arc::new(factory),
             publisher: None,
             checkpoint: None,
+            read_ahead: None,
             options: RelayOptions::default(),
             signal: None,
             clock: Arc::new(SystemClock),
@@ -188,55 +194,91 @@ impl<S: OutboxSource, C: CheckpointStore> Relay<S, C> {
     /// so the next batch makes a new one) or [`RelayError::Checkpoint`]: retry later, from the
     /// checkpoint.
     pub async fn run_once(&mut self) -> Result<RelayBatch, RelayError> {
-        let after = self.checkpoint().await?;
+        let result = self.relay_batch().await;
+        if result.is_err() {
+            // Whatever was read ahead may follow messages that were not acknowledged.
+            self.read_ahead = None;
+        }
+        result
+    }
+
+    async fn relay_batch(&mut self) -> Result<RelayBatch, RelayError> {
+        let checkpoint = self.checkpoint().await?;
+        let after = checkpoint.unwrap_or(Position::START);
         let publisher = self.publisher()?;
-        let batch = self
-            .source
-            .read_outbox(after.unwrap_or(Position::START), self.options.batch_size)
-            .await
-            .map_err(|source| RelayError::Read {
-                name: self.name.clone(),
-                source,
-            })?;
+        let batch = match self.read_ahead.take() {
+            Some((from, batch)) if from == after => batch,
+            _ => self.read(after).await?,
+        };
         let read = batch.messages.len();
-        if read == 0 {
+        let reached_end = batch.reached_end;
+        let (positions, messages): (Vec<Position>, Vec<OutboxMessage>) = batch
+            .messages
+            .into_iter()
+            .map(|StoredOutboxMessage { position, message }| (position, message))
+            .unzip();
+        // Until the broker answers, the whole batch is the backlog.
+        self.record_backlog(&messages, reached_end);
+        let Some(&last) = positions.last() else {
             self.stats.published(0);
-            self.record_backlog(&[], batch.reached_end);
             return Ok(RelayBatch {
                 read,
                 published: 0,
-                reached_end: batch.reached_end,
+                reached_end,
             });
-        }
-        let messages: Vec<OutboxMessage> =
-            batch.messages.iter().map(|m| m.message.clone()).collect();
-        // Until the broker answers, the whole batch is the backlog.
-        self.record_backlog(&messages, batch.reached_end);
-        let outcome = publisher.publish(&messages).await;
+        };
+        // A full batch means more is waiting: read the next batch while the broker works on
+        // this one. Publishing stays one batch at a time, so order per key holds whatever
+        // the broker answers.
+        let (outcome, next) = if reached_end {
+            (publisher.publish(&messages).await, None)
+        } else {
+            let limit = self.options.batch_size;
+            let (outcome, next) = tokio::join!(
+                publisher.publish(&messages),
+                self.source.read_outbox(last, limit)
+            );
+            (outcome, Some(next))
+        };
         let acknowledged = match &outcome {
             Ok(()) => read,
             Err(failure) => failure.acknowledged.min(read),
         };
         self.stats.published(acknowledged);
-        if let Some(last) = acknowledged
-            .checked_sub(1)
-            .and_then(|i| batch.messages.get(i))
-        {
-            self.advance(after, last.position).await?;
+        if let Some(&position) = acknowledged.checked_sub(1).and_then(|i| positions.get(i)) {
+            self.advance(checkpoint, position).await?;
         }
         let unpublished = messages.get(acknowledged..).unwrap_or_default();
-        self.record_backlog(unpublished, batch.reached_end);
+        self.record_backlog(unpublished, reached_end);
         match outcome {
             Ok(()) => {
+                match next {
+                    Some(Ok(next)) => self.read_ahead = Some((last, next)),
+                    // Read again, and report it then, on the next batch.
+                    Some(Err(error)) => {
+                        tracing::debug!(relay = %self.name, %error, "reading ahead failed");
+                    }
+                    None => {}
+                }
                 tracing::debug!(relay = %self.name, published = read, "relayed a batch");
                 Ok(RelayBatch {
                     read,
                     published: read,
-                    reached_end: batch.reached_end,
+                    reached_end,
                 })
             }
             Err(failure) => Err(self.publish_failed(failure)),
         }
+    }
+
+    async fn read(&self, after: Position) -> Result<OutboxBatch, RelayError> {
+        self.source
+            .read_outbox(after, self.options.batch_size)
+            .await
+            .map_err(|source| RelayError::Read {
+                name: self.name.clone(),
+                source,
+            })
     }
 
     /// The checkpoint, loaded on first use (and after a failed write, whose outcome is

@@ -104,6 +104,7 @@ impl<S: OutboxSource, C: CheckpointStore> Relay<S, C> {
     /// relay is reused.
     fn stopped(&mut self) {
         self.checkpoint = None;
+        self.read_ahead = None;
         tracing::info!(relay = %self.name, "relay stopped");
     }
 
