@@ -4,7 +4,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use es_core::{CheckpointStore, EventStore, LogFilter, Position, Projection};
+use es_core::{CheckpointStore, EventStore, LogBatch, LogFilter, Position, Projection};
 use tokio::sync::watch;
 
 use super::Shared;
@@ -54,6 +54,9 @@ pub(crate) struct Runner {
     pub(crate) filter: LogFilter,
     /// Checkpoints known while leading, by version.
     pub(crate) cursors: HashMap<u32, Option<Position>>,
+    /// The next batch of a version, read while the previous one was committing, with the
+    /// checkpoint it was read from.
+    read_ahead: HashMap<u32, (Position, LogBatch)>,
     rebuild_meter: Option<(u32, Instant, u64, Instant)>,
 }
 
@@ -76,6 +79,7 @@ impl Runner {
             name,
             filter,
             cursors: HashMap::new(),
+            read_ahead: HashMap::new(),
             rebuild_meter: None,
         }
     }
@@ -123,6 +127,7 @@ impl Runner {
             self.live.set_leader(None);
             self.live.set_rebuild_rate(None);
             self.cursors.clear();
+            self.read_ahead.clear();
             self.rebuild_meter = None;
             match stop {
                 Stop::Shutdown => {
@@ -226,20 +231,39 @@ impl Runner {
                     self.prepare(version).await?;
                 }
                 let at = self.cursor(version).await?;
-                let batch = self
-                    .shared
-                    .store
-                    .read_log(
-                        at.unwrap_or(Position::START),
-                        &self.filter,
-                        self.options.batch_size,
-                    )
-                    .await?;
+                let from = at.unwrap_or(Position::START);
+                let batch = match self.read_ahead.remove(&version) {
+                    Some((start, batch)) if start == from => batch,
+                    _ => {
+                        self.shared
+                            .store
+                            .read_log(from, &self.filter, self.options.batch_size)
+                            .await?
+                    }
+                };
                 let (reached_end, held_back) = (batch.reached_end, batch.held_back);
                 let events = batch.events.len() as u64;
-                match self.apply(version, role, at, batch).await? {
+                let next_from = batch.checkpoint.max(from);
+                let (applied, next) = if reached_end {
+                    (self.apply(version, role, at, batch).await?, None)
+                } else {
+                    // More is waiting: read it while this batch commits.
+                    let (store, filter) = (self.shared.store.clone(), self.filter.clone());
+                    let size = self.options.batch_size;
+                    let (applied, next) =
+                        tokio::join!(self.apply(version, role, at, batch), async move {
+                            store.read_log(next_from, &filter, size).await
+                        });
+                    (applied?, next.ok())
+                };
+                match applied {
                     Applied::Nothing => {}
                     Applied::Committed { switched } => {
+                        if let Some(next) = next
+                            && self.cursors.get(&version) == Some(&Some(next_from))
+                        {
+                            self.read_ahead.insert(version, (next_from, next));
+                        }
                         moved = true;
                         self.live.committed();
                         if role == Role::Rebuild {
