@@ -13,6 +13,7 @@ pub mod memory;
 mod messaging;
 mod metadata;
 mod outbox;
+mod paused;
 mod projection;
 mod registry;
 pub mod relay;
@@ -43,6 +44,7 @@ pub use messaging::{
 };
 pub use metadata::{CommandContext, Metadata};
 pub use outbox::{OutboxBatch, OutboxMessage, OutboxSource, StoredOutboxMessage};
+pub use paused::{PausedPartition, PausedPartitions, PausedPartitionsError};
 pub use projection::{Projection, ProjectionError, fold};
 pub use registry::{EventRegistry, RegistryError};
 pub use repository::{Executed, Loaded, Repository, RepositoryError};

@@ -32,6 +32,11 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
         "0005_append_fast.sql",
         include_str!("../migrations/0005_append_fast.sql"),
     ),
+    (
+        6,
+        "0006_paused_partitions.sql",
+        include_str!("../migrations/0006_paused_partitions.sql"),
+    ),
 ];
 
 /// The newest migration number this version knows.

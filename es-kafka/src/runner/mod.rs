@@ -147,7 +147,8 @@ impl<H: MessageHandler, P: PausedPartitions> ConsumerRunner<H, P> {
     ///
     /// # Errors
     /// [`RunnerError::Consumer`] when the consumer is closed or the final commit fails,
-    /// [`RunnerError::Paused`] when the paused-partitions store fails.
+    /// [`RunnerError::Paused`] when the paused-partitions store cannot be read at the start
+    /// (later failures to read it are logged and retried).
     pub async fn run(
         &mut self,
         shutdown: impl Future<Output = ()> + Send,
@@ -170,7 +171,12 @@ impl<H: MessageHandler, P: PausedPartitions> ConsumerRunner<H, P> {
                         tracing::warn!(%error, "periodic commit failed");
                     }
                 }
-                _ = refresh.tick() => self.refresh_paused().await?,
+                _ = refresh.tick() => {
+                    // The held set stays as it was; the next refresh tries again.
+                    if let Err(error) = self.refresh_paused().await {
+                        tracing::warn!(%error, "reading paused partitions failed");
+                    }
+                }
                 received = self.consumer.recv() => match received {
                     Ok(delivery) => self.dispatch(delivery).await,
                     Err(ConsumerError::Closed) => return Err(ConsumerError::Closed.into()),
