@@ -57,7 +57,7 @@ order_message! {
 }
 
 /// The order id a message is about.
-fn order_id(message: &OutboxMessage) -> Option<String> {
+pub fn order_id(message: &OutboxMessage) -> Option<String> {
     message.payload["orderId"].as_str().map(str::to_owned)
 }
 
