@@ -7,6 +7,9 @@ use es_core::ConsumerError;
 use rdkafka::consumer::Consumer as _;
 use rdkafka::topic_partition_list::Offset;
 
+use rdkafka::consumer::StreamConsumer;
+
+use super::context::GroupContext;
 use super::{KafkaConsumer, backend};
 
 /// How long the broker may take to answer a lag query.
@@ -29,8 +32,23 @@ pub struct PartitionLag {
     pub lag: i64,
 }
 
-impl KafkaConsumer {
-    /// The lag of every partition assigned to this member (high watermark − committed).
+/// Measures a [`KafkaConsumer`]'s lag from anywhere (a status endpoint, a metrics task) while
+/// the consumer itself is busy in its loop. Cheap to clone; it keeps the consumer's client
+/// alive.
+#[derive(Clone)]
+pub struct LagProbe {
+    consumer: Arc<StreamConsumer<GroupContext>>,
+}
+
+impl std::fmt::Debug for LagProbe {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LagProbe").finish_non_exhaustive()
+    }
+}
+
+impl LagProbe {
+    /// The lag of every partition assigned to the member right now (high watermark −
+    /// committed); empty while it has no partitions.
     ///
     /// # Errors
     /// [`ConsumerError::Backend`] when the broker does not answer.
@@ -62,5 +80,23 @@ impl KafkaConsumer {
         })
         .await
         .map_err(backend)?
+    }
+}
+
+impl KafkaConsumer {
+    /// The lag of every partition assigned to this member (high watermark − committed).
+    ///
+    /// # Errors
+    /// [`ConsumerError::Backend`] when the broker does not answer.
+    pub async fn lag(&self) -> Result<Vec<PartitionLag>, ConsumerError> {
+        self.lag_probe().lag().await
+    }
+
+    /// A handle measuring this member's lag while the consumer is busy elsewhere (inside a
+    /// [`ConsumerRunner`](crate::ConsumerRunner), say).
+    pub fn lag_probe(&self) -> LagProbe {
+        LagProbe {
+            consumer: Arc::clone(&self.consumer),
+        }
     }
 }

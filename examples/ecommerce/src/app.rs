@@ -16,7 +16,7 @@ use utoipa_axum::router::OpenApiRouter;
 
 use chrono::TimeDelta;
 use es_core::MessageHandler;
-use es_core::memory::{MemoryBus, MemoryCheckpointStore, MemorySagaStore};
+use es_core::memory::{MemoryBus, MemoryCheckpointStore, MemoryPausedPartitions, MemorySagaStore};
 use es_postgres::{PgCheckpointStore, PgSagaStore};
 use es_saga::SagaRunner;
 
@@ -38,7 +38,7 @@ use crate::workflow::bus::Bus;
 use crate::workflow::failures::FailureRules;
 use crate::workflow::runtime::{Election, OrderSagaRunner, Runtime, lock};
 use crate::workflow::saga::OrderSaga;
-use crate::workflow::stores::{Checkpoints, SagaStores};
+use crate::workflow::stores::{Checkpoints, PausedStore, SagaStores};
 use crate::{catalog, customers, identity, inventory, orders, quotes};
 
 /// What the application needs to start.
@@ -178,6 +178,8 @@ struct Wiring {
     outboxes: Vec<(&'static str, ContextStore)>,
     sagas: SagaStores,
     checkpoints: Checkpoints,
+    /// Where consumer partitions paused by policy are kept.
+    paused: PausedStore,
     handlers: Vec<(
         &'static str,
         &'static [&'static str],
@@ -261,6 +263,10 @@ impl App {
             quotes_client,
             clock.clone(),
         ));
+        orders
+            .prepare()
+            .await
+            .map_err(|e| storage("the orders view")(&e))?;
         let workflow = config.workflow;
         let credit: Arc<dyn CreditClient> = customers.clone();
         let payments_store = store("payments").await?;
@@ -276,14 +282,16 @@ impl App {
             workflow.failures,
             clock.clone(),
         ));
-        let (sagas, checkpoints) = match store("saga").await? {
+        let (sagas, checkpoints, paused) = match store("saga").await? {
             ContextStore::Memory(_) => (
                 SagaStores::Memory(MemorySagaStore::new()),
                 Checkpoints::Memory(MemoryCheckpointStore::new()),
+                PausedStore::Memory(MemoryPausedPartitions::new()),
             ),
             ContextStore::Postgres(pg) => (
                 SagaStores::Postgres(PgSagaStore::new(&pg)),
                 Checkpoints::Postgres(PgCheckpointStore::new(&pg)),
+                PausedStore::Postgres(pg.paused_partitions()),
             ),
         };
         let step_timeout =
@@ -330,6 +338,7 @@ impl App {
             ],
             sagas,
             checkpoints,
+            paused,
             handlers,
             held: std::sync::Mutex::new(workflow.held.iter().map(|g| (*g).to_owned()).collect()),
         });
@@ -363,10 +372,10 @@ impl App {
     /// orders read model.
     fn start_workflow(&self) -> Result<Arc<Runtime>, String> {
         let wiring = &self.wiring;
-        let runtime = Arc::new(Runtime::new(
-            wiring.bus.clone(),
-            wiring.workflow.duplicate_delivery,
-        ));
+        let runtime = Arc::new(
+            Runtime::new(wiring.bus.clone(), wiring.workflow.duplicate_delivery)
+                .with_paused(wiring.paused.clone()),
+        );
         let election = match &self.backend {
             Backend::Memory => None,
             Backend::Postgres { pool, .. } => Some(Election {

@@ -1,5 +1,6 @@
-//! The operational view: relays, consumers, dead letters, orders by status and the spec's
-//! invariants, on the internal listener.
+//! The operational view: relays, consumers with their lag, paused partitions, the read
+//! model's projection, dead letters, orders by status and the spec's invariants, on the
+//! internal listener.
 
 use std::collections::BTreeMap;
 
@@ -12,6 +13,7 @@ use utoipa_axum::routes;
 use crate::app::App;
 use crate::auth::{Caller, Policy, Scope};
 use crate::http::problem::{ApiError, Problem};
+use crate::orders::ViewStatus;
 use crate::workflow::invariants;
 
 /// One relay.
@@ -40,6 +42,31 @@ pub struct ConsumerView {
     pub handled: u64,
     /// Transient failures retried.
     pub retried: u64,
+    /// Records on its partitions the group has not committed yet (null on the in-process
+    /// bus, or when the broker did not answer: see `lagError`).
+    pub lag: Option<i64>,
+    /// Why the lag could not be measured.
+    pub lag_error: Option<String>,
+}
+
+/// A consumer partition paused at a message its handler kept failing on.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PausedPartitionView {
+    /// The consumer group.
+    pub group: String,
+    /// The topic.
+    pub topic: String,
+    /// The partition.
+    pub partition: u32,
+    /// Where it stands: the failing message's offset.
+    pub offset: u64,
+    /// The failing message.
+    pub message_id: uuid::Uuid,
+    /// The handler's last error.
+    pub reason: String,
+    /// Since when.
+    pub paused_at: chrono::DateTime<chrono::Utc>,
 }
 
 /// The operational status.
@@ -52,6 +79,12 @@ pub struct Status {
     pub relays: Vec<RelayView>,
     /// Consumers.
     pub consumers: Vec<ConsumerView>,
+    /// Consumer partitions paused by policy until an operator resumes them.
+    pub paused_partitions: Vec<PausedPartitionView>,
+    /// Why the paused partitions could not be read.
+    pub paused_partitions_error: Option<String>,
+    /// The read models' projections: state (`running`, `paused`, ...) and lag.
+    pub projections: Vec<ViewStatus>,
     /// Messages refused for good, with why.
     pub dead_letters: Vec<String>,
     /// Orders.
@@ -70,6 +103,9 @@ pub struct Status {
 pub async fn status(app: &App) -> Status {
     let now = chrono::Utc::now();
     let report = invariants::check(app).await;
+    let runtime = app.runtime();
+    let lags = runtime.consumer_lag().await;
+    let paused = runtime.paused_partitions().await;
     Status {
         backend: app.backend().name().to_owned(),
         relays: app
@@ -90,12 +126,39 @@ pub async fn status(app: &App) -> Status {
             .runtime()
             .consumer_stats()
             .into_iter()
-            .map(|(group, handled, retried)| ConsumerView {
-                group,
-                handled,
-                retried,
+            .map(|(group, handled, retried)| {
+                let lag = lags
+                    .iter()
+                    .find(|(g, _)| *g == group)
+                    .map_or(Ok(None), |(_, lag)| lag.clone());
+                ConsumerView {
+                    group,
+                    handled,
+                    retried,
+                    lag: lag.clone().ok().flatten(),
+                    lag_error: lag.err(),
+                }
             })
             .collect(),
+        paused_partitions: paused
+            .as_ref()
+            .map(|paused| {
+                paused
+                    .iter()
+                    .map(|p| PausedPartitionView {
+                        group: p.group.clone(),
+                        topic: p.topic.clone(),
+                        partition: p.partition,
+                        offset: p.offset,
+                        message_id: p.message_id,
+                        reason: p.reason.clone(),
+                        paused_at: p.paused_at,
+                    })
+                    .collect()
+            })
+            .unwrap_or_default(),
+        paused_partitions_error: paused.err(),
+        projections: vec![app.orders.view_status().await],
         dead_letters: app
             .runtime()
             .dead_letters()
@@ -123,7 +186,8 @@ pub fn internal() -> OpenApiRouter<App> {
     OpenApiRouter::new().routes(routes!(status_route))
 }
 
-/// Relays, consumers, dead letters, orders by status and the invariants (machine clients).
+/// Relays, consumers and their lag, paused partitions, projections and their lag, dead
+/// letters, orders by status and the invariants (machine clients).
 #[utoipa::path(get, path = "/api/v2/internal/status", tag = "internal",
     security(("bearer" = [])),
     responses(

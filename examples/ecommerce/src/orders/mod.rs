@@ -3,6 +3,7 @@
 //! customer. Status changes are pushed to the order's customer.
 
 mod order;
+mod pg_view;
 pub mod routes;
 mod view;
 
@@ -12,13 +13,14 @@ use std::time::Duration;
 use async_trait::async_trait;
 use es_core::memory::MemoryReadModel;
 use es_core::{
-    Clock, CommandContext, Delivery, HandlerError, MessageHandler, Metadata, OutboxMessage,
-    Repository, RepositoryError, StreamId,
+    Clock, CommandContext, Delivery, EventStore, HandlerError, MessageHandler, Metadata,
+    OutboxMessage, Position, Projection, Repository, RepositoryError, StreamId,
 };
 use tokio::sync::broadcast;
 use uuid::Uuid;
 
 pub use order::{Order, OrderCommand, OrderError, OrderEvent, OrderStatus, Placement, reasons};
+pub use pg_view::{OrdersTables, PgOrdersView};
 pub use view::{Notification, OrderSummary, OrdersProjection, OrdersView};
 
 use crate::backend::ContextStore;
@@ -63,11 +65,50 @@ impl From<RepositoryError<OrderError>> for OrdersError {
     }
 }
 
+/// Where the orders read model lives.
+enum ReadModel {
+    /// In memory, rebuilt from the log at start-up.
+    Memory(MemoryReadModel<OrdersView>),
+    /// In tables of the orders schema, kept by the projection daemon.
+    Postgres(Arc<PgOrdersView>),
+}
+
+/// The state of the orders read model's projection.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ViewStatus {
+    /// The projection.
+    pub name: String,
+    /// `running`, `paused`, `starting` or `unknown` (its state could not be read).
+    pub state: String,
+    /// Events of the log it has not applied yet (counted up to 10,000 in memory).
+    pub lag_events: u64,
+    /// How long the oldest of them has waited, in seconds.
+    pub lag_seconds: f64,
+    /// Why it is paused.
+    pub paused_reason: Option<String>,
+    /// The last error.
+    pub error: Option<String>,
+}
+
+impl ViewStatus {
+    fn unreadable(error: String) -> Self {
+        Self {
+            name: "orders-view".to_owned(),
+            state: "unknown".to_owned(),
+            lag_events: 0,
+            lag_seconds: 0.0,
+            paused_reason: None,
+            error: Some(error),
+        }
+    }
+}
+
 /// The orders context.
 pub struct Orders {
     orders: Repository<Order, ContextStore>,
     quotes: Arc<dyn QuotesClient>,
-    view: MemoryReadModel<OrdersView>,
+    view: ReadModel,
     push: broadcast::Sender<Notification>,
     clock: Arc<dyn Clock>,
 }
@@ -84,6 +125,14 @@ impl Orders {
     /// The orders context over `store`, confirming quotes through `quotes`. Call
     /// [`run_view`](Self::run_view) to keep the read model and notifications current.
     pub fn new(store: ContextStore, quotes: Arc<dyn QuotesClient>, clock: Arc<dyn Clock>) -> Self {
+        let view = match &store {
+            ContextStore::Memory(_) => {
+                ReadModel::Memory(MemoryReadModel::new(OrdersView::default()))
+            }
+            ContextStore::Postgres(pg) => {
+                ReadModel::Postgres(Arc::new(PgOrdersView::new(pg.clone())))
+            }
+        };
         let orders = Repository::new(store)
             .with_clock(clock.clone())
             // Every order decision is safe to recompute on newer state.
@@ -93,32 +142,131 @@ impl Orders {
         Self {
             orders,
             quotes,
-            view: MemoryReadModel::new(OrdersView::default()),
+            view,
             push,
             clock,
         }
     }
 
-    /// Keeps the read model current: catch-up then live on the orders store's global log,
-    /// restarting after a failure. Runs until the task is dropped.
-    pub async fn run_view(self: Arc<Self>) {
-        let projection = OrdersProjection::new(self.push.clone());
-        loop {
-            if let Err(error) = self.view.run(self.orders.store(), &projection).await {
-                tracing::error!(%error, "orders view stopped; restarting in 1 s");
-            }
-            tokio::time::sleep(Duration::from_secs(1)).await;
+    /// Creates the read model's tables (PostgreSQL), so reads work before its projection
+    /// first runs.
+    ///
+    /// # Errors
+    /// When the database refuses.
+    pub async fn prepare(&self) -> Result<(), String> {
+        match &self.view {
+            ReadModel::Memory(_) => Ok(()),
+            ReadModel::Postgres(view) => view.prepare().await,
         }
     }
 
-    /// The read model.
-    pub fn view(&self) -> &MemoryReadModel<OrdersView> {
-        &self.view
+    /// Keeps the read model and the notification feed current until the task is dropped:
+    /// in memory, catch-up then live on the orders store's global log, restarting after a
+    /// failure; on PostgreSQL, the projection daemon (one node leading) and the push of new
+    /// notifications to this process's subscribers.
+    pub async fn run_view(self: Arc<Self>) {
+        match &self.view {
+            ReadModel::Memory(view) => {
+                let projection = OrdersProjection::new(self.push.clone());
+                loop {
+                    if let Err(error) = view.run(self.orders.store(), &projection).await {
+                        tracing::error!(%error, "orders view stopped; restarting in 1 s");
+                    }
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            }
+            ReadModel::Postgres(view) => view.clone().run(self.push.clone()).await,
+        }
     }
 
     /// Live notifications of every customer (filter by customer).
     pub fn subscribe(&self) -> broadcast::Receiver<Notification> {
         self.push.subscribe()
+    }
+
+    /// A customer's notifications with an id above `after`, oldest first.
+    ///
+    /// # Errors
+    /// [`OrdersError::Internal`] when the read model cannot be read.
+    pub async fn notifications(
+        &self,
+        customer_id: Uuid,
+        after: u64,
+    ) -> Result<Vec<Notification>, OrdersError> {
+        match &self.view {
+            ReadModel::Memory(view) => Ok(view
+                .read(|view| view.notifications(&customer_id, after))
+                .await),
+            ReadModel::Postgres(view) => view
+                .notifications(customer_id, after)
+                .await
+                .map_err(OrdersError::Internal),
+        }
+    }
+
+    /// Every order in the read model.
+    ///
+    /// # Errors
+    /// [`OrdersError::Internal`] when the read model cannot be read.
+    pub async fn all(&self) -> Result<Vec<OrderSummary>, OrdersError> {
+        match &self.view {
+            ReadModel::Memory(view) => Ok(view.read(|view| view.all().cloned().collect()).await),
+            ReadModel::Postgres(view) => view.all().await.map_err(OrdersError::Internal),
+        }
+    }
+
+    /// The read model's projection: where it is, how far behind, whether paused.
+    pub async fn view_status(&self) -> ViewStatus {
+        match &self.view {
+            ReadModel::Memory(view) => {
+                let at = view.checkpoint();
+                let filter = OrdersProjection::new(self.push.clone()).filter();
+                match self.orders.store().read_log(at, &filter, 10_000).await {
+                    Ok(batch) => ViewStatus {
+                        name: "orders-view".to_owned(),
+                        state: "running".to_owned(),
+                        lag_events: batch.events.len() as u64,
+                        lag_seconds: batch.events.first().map_or(0.0, |e| {
+                            (chrono::Utc::now() - e.metadata.timestamp)
+                                .as_seconds_f64()
+                                .max(0.0)
+                        }),
+                        paused_reason: None,
+                        error: None,
+                    },
+                    Err(error) => ViewStatus::unreadable(error.to_string()),
+                }
+            }
+            ReadModel::Postgres(view) => match view.status().await {
+                Ok(Some(status)) => ViewStatus {
+                    name: status.name,
+                    state: status.state.as_str().to_owned(),
+                    lag_events: status.lag_events,
+                    lag_seconds: status.lag_time.as_secs_f64(),
+                    paused_reason: status.paused_reason,
+                    error: status.error,
+                },
+                Ok(None) => ViewStatus {
+                    name: "orders-view".to_owned(),
+                    state: "starting".to_owned(),
+                    lag_events: 0,
+                    lag_seconds: 0.0,
+                    paused_reason: None,
+                    error: None,
+                },
+                Err(error) => ViewStatus::unreadable(error),
+            },
+        }
+    }
+
+    async fn wait_for_view(&self, position: Position) {
+        let reached = match &self.view {
+            ReadModel::Memory(view) => view.wait_for(position, READ_YOUR_WRITES).await,
+            ReadModel::Postgres(view) => view.wait_for(position, READ_YOUR_WRITES).await,
+        };
+        if !reached {
+            tracing::warn!(%position, "the orders view did not show a write in time");
+        }
     }
 
     /// Places the order of a quote: confirms the quote, then records the order, whose id is
@@ -151,7 +299,7 @@ impl Orders {
             )
             .await?;
         if let Some(position) = executed.positions.last() {
-            self.view.wait_for(*position, READ_YOUR_WRITES).await;
+            self.wait_for_view(*position).await;
         }
         tracing::info!(%order_id, %customer_id, "order placed");
         Ok(order_id)
@@ -170,8 +318,17 @@ impl Orders {
     }
 
     /// The customer's orders, oldest first.
-    pub async fn list(&self, customer_id: Uuid) -> Vec<OrderSummary> {
-        self.view.read(|view| view.for_customer(&customer_id)).await
+    ///
+    /// # Errors
+    /// [`OrdersError::Internal`] when the read model cannot be read.
+    pub async fn list(&self, customer_id: Uuid) -> Result<Vec<OrderSummary>, OrdersError> {
+        match &self.view {
+            ReadModel::Memory(view) => Ok(view.read(|view| view.for_customer(&customer_id)).await),
+            ReadModel::Postgres(view) => view
+                .for_customer(customer_id)
+                .await
+                .map_err(OrdersError::Internal),
+        }
     }
 
     /// An order's history.
@@ -228,7 +385,7 @@ impl Orders {
             .execute(&stream(order_id)?, &command, &context)
             .await?;
         if let Some(position) = executed.positions.last() {
-            self.view.wait_for(*position, READ_YOUR_WRITES).await;
+            self.wait_for_view(*position).await;
         }
         Ok(())
     }

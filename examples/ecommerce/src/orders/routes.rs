@@ -142,7 +142,7 @@ async fn list(
     caller: Caller,
 ) -> Result<axum::Json<Vec<OrderView>>, ApiError> {
     let customer_id = caller.customer(Scope::Read)?;
-    let list = orders.list(customer_id).await;
+    let list = orders.list(customer_id).await?;
     Ok(axum::Json(list.into_iter().map(OrderView::from).collect()))
 }
 
@@ -244,10 +244,7 @@ async fn notifications(
     // Subscribe before reading the feed, then skip what the feed already gave: nothing is
     // missed between the two and nothing is sent twice.
     let live = orders.subscribe();
-    let past = orders
-        .view()
-        .read(|view| view.notifications(&customer_id, after))
-        .await;
+    let past = orders.notifications(customer_id, after).await?;
     let last_past = past.last().map_or(after, |n| n.id);
     let replay = futures::stream::iter(past.into_iter().map(to_event));
     let live = futures::stream::unfold((live, last_past), move |(mut live, mut last)| async move {

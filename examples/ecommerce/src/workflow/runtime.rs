@@ -6,19 +6,21 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use es_core::memory::MemoryPausedPartitions;
 use es_core::relay::{Relay, RelayOptions, RelayStatsHandle};
 use es_core::{
     CheckpointStore, Consumer, ConsumerError, Delivery, HandlerError, MessageHandler, OutboxSource,
     Publisher,
 };
-use es_kafka::{ConsumerRunner, KafkaConsumer, RunnerOptions};
+use es_core::{PausedPartition, PausedPartitions};
+use es_kafka::{ConsumerRunner, KafkaConsumer, LagProbe, RunnerOptions};
 use es_saga::{DeadlineScheduler, SagaRunner};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use super::bus::{Bus, Routed};
 use super::saga::OrderSaga;
-use super::stores::SagaStores;
+use super::stores::{PausedStore, SagaStores};
 
 /// A message a handler refused for good (malformed, unknown type): recorded, not retried.
 #[derive(Debug, Clone, PartialEq)]
@@ -58,6 +60,9 @@ pub struct Runtime {
     dead_letters: Arc<Mutex<Vec<DeadLetter>>>,
     relays: Mutex<Vec<(String, SharedStats)>>,
     consumers: Mutex<Vec<(String, Arc<ConsumerStats>)>>,
+    /// Each Kafka member's group and lag probe.
+    probes: Mutex<Vec<(String, LagProbe)>>,
+    paused: PausedStore,
 }
 
 impl Runtime {
@@ -73,7 +78,16 @@ impl Runtime {
             dead_letters: Arc::new(Mutex::new(Vec::new())),
             relays: Mutex::new(Vec::new()),
             consumers: Mutex::new(Vec::new()),
+            probes: Mutex::new(Vec::new()),
+            paused: PausedStore::Memory(MemoryPausedPartitions::new()),
         }
+    }
+
+    /// Keeps partitions paused by policy in `paused` (in memory unless set).
+    #[must_use]
+    pub fn with_paused(mut self, paused: PausedStore) -> Self {
+        self.paused = paused;
+        self
     }
 
     /// The bus.
@@ -186,7 +200,10 @@ impl Runtime {
                     .max_attempts(20)
                     .backoff(Duration::from_millis(20), Duration::from_secs(2))
                     .commit_interval(Duration::from_millis(200));
-                let mut runner = ConsumerRunner::new(consumer, counted).with_options(options);
+                lock(&self.probes).push((group.to_owned(), consumer.lag_probe()));
+                let mut runner = ConsumerRunner::new(consumer, counted)
+                    .with_options(options)
+                    .with_paused_store(self.paused.clone());
                 let group = group.to_owned();
                 self.spawn(async move {
                     if let Err(error) = runner.run(stopped).await {
@@ -284,6 +301,51 @@ impl Runtime {
                 )
             })
             .collect()
+    }
+
+    /// Each consumer group's lag on the broker: records published to the partitions its
+    /// members hold that the group has not committed (`None` on the in-process bus; an error
+    /// when the broker does not answer).
+    pub async fn consumer_lag(&self) -> Vec<(String, Result<Option<i64>, String>)> {
+        let probes = lock(&self.probes).clone();
+        let mut by_group: Vec<(String, Result<Option<i64>, String>)> = Vec::new();
+        for group in lock(&self.consumers).iter().map(|(group, _)| group.clone()) {
+            if !by_group.iter().any(|(g, _)| *g == group) {
+                by_group.push((group, Ok(None)));
+            }
+        }
+        for (group, probe) in probes {
+            let lag = probe
+                .lag()
+                .await
+                .map(|partitions| partitions.iter().map(|p| p.lag).sum::<i64>())
+                .map_err(|e| e.to_string());
+            if let Some((_, total)) = by_group.iter_mut().find(|(g, _)| *g == group) {
+                *total = match (total.clone(), lag) {
+                    (Err(error), _) | (_, Err(error)) => Err(error),
+                    (Ok(sum), Ok(lag)) => Ok(Some(sum.unwrap_or(0) + lag)),
+                };
+            }
+        }
+        by_group
+    }
+
+    /// The partitions paused by policy, of every consumer group.
+    ///
+    /// # Errors
+    /// When the paused-partitions store cannot be read.
+    pub async fn paused_partitions(&self) -> Result<Vec<PausedPartition>, String> {
+        let mut groups: Vec<String> = lock(&self.consumers)
+            .iter()
+            .map(|(g, _)| g.clone())
+            .collect();
+        groups.sort();
+        groups.dedup();
+        let mut paused = Vec::new();
+        for group in groups {
+            paused.extend(self.paused.list(&group).await.map_err(|e| e.to_string())?);
+        }
+        Ok(paused)
     }
 
     /// Stops every task and waits for them: in-flight messages finish, nothing new starts.

@@ -1,13 +1,15 @@
 //! The saga, deadline and checkpoint stores of the workflow, in memory or on PostgreSQL.
 
 use chrono::{DateTime, Utc};
+use es_core::memory::MemoryPausedPartitions;
 use es_core::memory::{MemoryCheckpointStore, MemorySagaStore};
 use es_core::{
     CheckpointError, CheckpointStore, Deadline, DeadlineStore, DeadlineStoreError, OutboxBatch,
     OutboxSource, Position, SagaCommit, SagaCommitOutcome, SagaInstance, SagaStore, SagaStoreError,
     StoreError,
 };
-use es_postgres::{PgCheckpointStore, PgSagaStore};
+use es_core::{PausedPartition, PausedPartitions, PausedPartitionsError};
+use es_postgres::{PgCheckpointStore, PgPausedPartitions, PgSagaStore};
 use uuid::Uuid;
 
 /// Saga state, deadlines and the saga's outbox.
@@ -130,6 +132,44 @@ impl CheckpointStore for Checkpoints {
         match self {
             Self::Memory(s) => s.compare_and_set_checkpoint(name, expected, new).await,
             Self::Postgres(s) => s.compare_and_set_checkpoint(name, expected, new).await,
+        }
+    }
+}
+
+/// Consumer partitions paused by policy: in memory, or in the saga schema's
+/// `paused_partitions` table.
+#[derive(Debug, Clone)]
+pub enum PausedStore {
+    /// In memory.
+    Memory(MemoryPausedPartitions),
+    /// On PostgreSQL.
+    Postgres(PgPausedPartitions),
+}
+
+impl PausedPartitions for PausedStore {
+    async fn pause(&self, paused: PausedPartition) -> Result<(), PausedPartitionsError> {
+        match self {
+            Self::Memory(s) => s.pause(paused).await,
+            Self::Postgres(s) => s.pause(paused).await,
+        }
+    }
+
+    async fn resume(
+        &self,
+        group: &str,
+        topic: &str,
+        partition: u32,
+    ) -> Result<(), PausedPartitionsError> {
+        match self {
+            Self::Memory(s) => s.resume(group, topic, partition).await,
+            Self::Postgres(s) => s.resume(group, topic, partition).await,
+        }
+    }
+
+    async fn list(&self, group: &str) -> Result<Vec<PausedPartition>, PausedPartitionsError> {
+        match self {
+            Self::Memory(s) => s.list(group).await,
+            Self::Postgres(s) => s.list(group).await,
         }
     }
 }

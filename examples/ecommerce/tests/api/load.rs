@@ -42,6 +42,21 @@ async fn two_hundred_orders(duplicate_delivery: bool) {
         "{:#?}",
         report.status.dead_letters
     );
+    // Idle: the read model has applied everything; the in-process bus has no lag to measure.
+    let view = &report.status.projections[0];
+    assert_eq!(
+        (view.state.as_str(), view.lag_events),
+        ("running", 0),
+        "{view:?}"
+    );
+    assert!(
+        report
+            .status
+            .consumers
+            .iter()
+            .all(|c| c.lag.is_none() && c.lag_error.is_none())
+    );
+    assert!(report.status.paused_partitions.is_empty());
     for reason in [
         "OutOfStock",
         "CreditLimitReached",

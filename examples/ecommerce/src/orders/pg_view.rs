@@ -1,0 +1,482 @@
+//! The orders read model on PostgreSQL: two tables in the orders schema, kept by the
+//! projection daemon (exactly once, one node leading, rebuildable into a new version), and a
+//! poller that pushes each committed notification to this process's live subscribers.
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use es_core::{EventRegistry, LogFilter, Position, Projection, ProjectionError, RecordedEvent};
+use es_postgres::{PgEventStore, PgProjectionTx, ProjectionDaemon, ProjectionOptions};
+use rust_decimal::Decimal;
+use tokio::sync::broadcast;
+use tokio_postgres::Row;
+use uuid::Uuid;
+
+use super::order::{Order, OrderEvent, OrderStatus};
+use super::view::{Notification, OrderSummary};
+use crate::quotes::total;
+
+/// The projection's name (its checkpoints are `orders-view@v<version>`).
+pub(super) const NAME: &str = "orders-view";
+/// The summaries table (suffixed by the version).
+const SUMMARIES: &str = "order_summary";
+/// The notifications table (suffixed by the version).
+const NOTIFICATIONS: &str = "order_notification";
+/// How often new notifications are looked for, to push them to live subscribers.
+const PUSH_POLL: Duration = Duration::from_millis(100);
+
+fn table(schema: &str, base: &str, version: u32) -> String {
+    format!("\"{schema}\".\"{base}_v{version}\"")
+}
+
+fn ddl(summaries: &str, notifications: &str) -> String {
+    format!(
+        "CREATE TABLE IF NOT EXISTS {summaries} (
+             seq                 bigserial   NOT NULL UNIQUE,
+             order_id            uuid        PRIMARY KEY,
+             quote_id            uuid        NOT NULL,
+             customer_id         uuid        NOT NULL,
+             created_at          timestamptz NOT NULL,
+             status              text        NOT NULL,
+             cancellation_reason text,
+             lines               jsonb       NOT NULL,
+             currency            text        NOT NULL,
+             total               text        NOT NULL,
+             statuses            jsonb       NOT NULL
+         );
+         CREATE INDEX IF NOT EXISTS \"{}_by_customer\" ON {summaries} (customer_id, seq);
+         CREATE TABLE IF NOT EXISTS {notifications} (
+             id          bigserial   PRIMARY KEY,
+             customer_id uuid        NOT NULL,
+             order_id    uuid        NOT NULL,
+             status      text        NOT NULL,
+             reason      text,
+             at          timestamptz NOT NULL
+         );
+         CREATE INDEX IF NOT EXISTS \"{}_by_customer\" ON {notifications} (customer_id, id);",
+        index_name(summaries),
+        index_name(notifications),
+    )
+}
+
+/// An index name from a qualified table name (`"s"."t_v1"` → `t_v1`).
+fn index_name(qualified: &str) -> String {
+    qualified
+        .rsplit('.')
+        .next()
+        .unwrap_or(qualified)
+        .trim_matches('"')
+        .to_owned()
+}
+
+fn apply_error(error: impl std::fmt::Display) -> ProjectionError {
+    ProjectionError::apply(error.to_string())
+}
+
+/// Projects order events into the summaries and notifications tables, in the daemon's batch
+/// transaction.
+#[derive(Debug, Clone, Copy)]
+pub struct OrdersTables;
+
+#[async_trait]
+impl Projection<PgProjectionTx> for OrdersTables {
+    fn name(&self) -> &str {
+        NAME
+    }
+
+    fn filter(&self) -> LogFilter {
+        LogFilter::all().stream_types([<Order as es_core::Aggregate>::TYPE])
+    }
+
+    async fn prepare(&self, tx: &mut PgProjectionTx) -> Result<(), ProjectionError> {
+        let sql = ddl(&tx.table(SUMMARIES), &tx.table(NOTIFICATIONS));
+        tx.client().batch_execute(&sql).await.map_err(apply_error)
+    }
+
+    async fn apply(
+        &self,
+        tx: &mut PgProjectionTx,
+        recorded: &RecordedEvent,
+    ) -> Result<(), ProjectionError> {
+        let event: OrderEvent = recorded
+            .decode(&EventRegistry::new())
+            .map_err(ProjectionError::apply)?;
+        let (summaries, notifications) = (tx.table(SUMMARIES), tx.table(NOTIFICATIONS));
+        let client = tx.client();
+        let order_id = match &event {
+            OrderEvent::Placed(placement) => {
+                let lines = serde_json::to_value(&placement.lines).map_err(apply_error)?;
+                let inserted = client
+                    .execute(
+                        &format!(
+                            "INSERT INTO {summaries} (order_id, quote_id, customer_id, created_at, \
+                             status, lines, currency, total, statuses) \
+                             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, '[]'::jsonb) \
+                             ON CONFLICT (order_id) DO NOTHING"
+                        ),
+                        &[
+                            &placement.order_id,
+                            &placement.quote_id,
+                            &placement.customer_id,
+                            &placement.placed_at,
+                            &OrderStatus::Placed.text(),
+                            &lines,
+                            &placement.currency.code(),
+                            &total(&placement.lines).to_string(),
+                        ],
+                    )
+                    .await
+                    .map_err(apply_error)?;
+                if inserted == 0 {
+                    return Ok(());
+                }
+                placement.order_id
+            }
+            OrderEvent::Processed { order_id, .. }
+            | OrderEvent::Paid { order_id, .. }
+            | OrderEvent::Shipped { order_id, .. }
+            | OrderEvent::Delivered { order_id }
+            | OrderEvent::Cancelled { order_id, .. }
+            | OrderEvent::CancellationRequested { order_id } => *order_id,
+        };
+        let Some(status) = event.status() else {
+            return Ok(());
+        };
+        let total = match &event {
+            OrderEvent::Processed { total, .. } => Some(total.to_string()),
+            _ => None,
+        };
+        let reason = match &event {
+            OrderEvent::Cancelled { reason, .. } => Some(reason.clone()),
+            _ => None,
+        };
+        let changed = client
+            .query_opt(
+                &format!(
+                    "UPDATE {summaries} SET status = $2, statuses = statuses || to_jsonb($2::text), \
+                     total = coalesce($3, total), \
+                     cancellation_reason = coalesce($4, cancellation_reason) \
+                     WHERE order_id = $1 RETURNING customer_id, cancellation_reason"
+                ),
+                &[&order_id, &status.text(), &total, &reason],
+            )
+            .await
+            .map_err(apply_error)?;
+        let Some(row) = changed else {
+            return Err(ProjectionError::apply(format!(
+                "order {order_id} changed before it was placed"
+            )));
+        };
+        let customer_id: Uuid = row.get(0);
+        let reason: Option<String> = row.get(1);
+        client
+            .execute(
+                &format!(
+                    "INSERT INTO {notifications} (customer_id, order_id, status, reason, at) \
+                     VALUES ($1, $2, $3, $4, $5)"
+                ),
+                &[
+                    &customer_id,
+                    &order_id,
+                    &status.text(),
+                    &reason,
+                    &recorded.metadata.timestamp,
+                ],
+            )
+            .await
+            .map_err(apply_error)?;
+        Ok(())
+    }
+}
+
+fn status_of(text: &str) -> Result<OrderStatus, String> {
+    serde_json::from_value(serde_json::Value::String(text.to_owned()))
+        .map_err(|e| format!("stored order status {text:?}: {e}"))
+}
+
+fn summary(row: &Row) -> Result<OrderSummary, String> {
+    let text = |e: tokio_postgres::Error| e.to_string();
+    let statuses: Vec<String> =
+        serde_json::from_value(row.try_get(9).map_err(text)?).map_err(|e| e.to_string())?;
+    let currency: String = row.try_get(7).map_err(text)?;
+    let total: String = row.try_get(8).map_err(text)?;
+    Ok(OrderSummary {
+        order_id: row.try_get(0).map_err(text)?,
+        quote_id: row.try_get(1).map_err(text)?,
+        customer_id: row.try_get(2).map_err(text)?,
+        created_at: row.try_get(3).map_err(text)?,
+        status: status_of(row.try_get(4).map_err(text)?)?,
+        cancellation_reason: row.try_get(5).map_err(text)?,
+        lines: serde_json::from_value(row.try_get(6).map_err(text)?).map_err(|e| e.to_string())?,
+        currency: currency.parse().map_err(|e| format!("{e}"))?,
+        total: total.parse::<Decimal>().map_err(|e| e.to_string())?,
+        statuses: statuses
+            .iter()
+            .map(|s| status_of(s))
+            .collect::<Result<_, _>>()?,
+    })
+}
+
+fn notification(row: &Row) -> Result<Notification, String> {
+    let text = |e: tokio_postgres::Error| e.to_string();
+    let id: i64 = row.try_get(0).map_err(text)?;
+    let at: DateTime<Utc> = row.try_get(5).map_err(text)?;
+    Ok(Notification {
+        id: u64::try_from(id).map_err(|e| e.to_string())?,
+        customer_id: row.try_get(1).map_err(text)?,
+        order_id: row.try_get(2).map_err(text)?,
+        status: row.try_get(3).map_err(text)?,
+        reason: row.try_get(4).map_err(text)?,
+        at,
+    })
+}
+
+const SUMMARY_COLUMNS: &str = "order_id, quote_id, customer_id, created_at, status, \
+     cancellation_reason, lines, currency, total, statuses";
+const NOTIFICATION_COLUMNS: &str = "id, customer_id, order_id, status, reason, at";
+
+/// The orders read model on PostgreSQL.
+pub struct PgOrdersView {
+    store: PgEventStore,
+    /// The daemon of the current run (a new one per run: a stopped daemon does not restart).
+    daemon: Mutex<ProjectionDaemon>,
+    /// The active version as last read (0: not read yet).
+    version: AtomicU32,
+}
+
+impl std::fmt::Debug for PgOrdersView {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PgOrdersView")
+            .field("schema", &self.store.schema())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Aborts the daemon of a run when the run's task is dropped.
+struct Running(ProjectionDaemon);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+fn new_daemon(store: &PgEventStore) -> ProjectionDaemon {
+    // Registering one projection on a fresh daemon cannot fail.
+    ProjectionDaemon::new(store)
+        .register(OrdersTables, ProjectionOptions::default().batch_size(500))
+        .unwrap_or_else(|_| ProjectionDaemon::new(store))
+}
+
+impl PgOrdersView {
+    /// The read model in `store`'s schema.
+    pub fn new(store: PgEventStore) -> Self {
+        let daemon = new_daemon(&store);
+        Self {
+            store,
+            daemon: Mutex::new(daemon),
+            version: AtomicU32::new(0),
+        }
+    }
+
+    fn daemon(&self) -> ProjectionDaemon {
+        crate::workflow::runtime::lock(&self.daemon).clone()
+    }
+
+    /// Creates the tables of the first version, so that reads work before the daemon first
+    /// leads.
+    pub async fn prepare(&self) -> Result<(), String> {
+        let client = self.store.pool().get().await.map_err(|e| e.to_string())?;
+        let schema = self.store.schema();
+        client
+            .batch_execute(&ddl(
+                &table(schema, SUMMARIES, 1),
+                &table(schema, NOTIFICATIONS, 1),
+            ))
+            .await
+            .map_err(|e| e.to_string())
+    }
+
+    async fn active_version(&self) -> Result<u32, String> {
+        match self.version.load(Ordering::Relaxed) {
+            0 => self.refresh_version().await,
+            version => Ok(version),
+        }
+    }
+
+    async fn refresh_version(&self) -> Result<u32, String> {
+        let version = match self.daemon().active_version(NAME).await {
+            Ok(version) => version.max(1),
+            // Not recorded before the daemon first leads: version 1.
+            Err(es_postgres::DaemonError::UnknownProjection(_)) => 1,
+            Err(error) => return Err(error.to_string()),
+        };
+        self.version.store(version, Ordering::Relaxed);
+        Ok(version)
+    }
+
+    async fn query(
+        &self,
+        base: &str,
+        sql: impl Fn(&str) -> String,
+        params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+    ) -> Result<Vec<Row>, String> {
+        let version = self.active_version().await?;
+        let client = self.store.pool().get().await.map_err(|e| e.to_string())?;
+        let statement = sql(&table(self.store.schema(), base, version));
+        client
+            .query(&statement, params)
+            .await
+            .map_err(|e| e.to_string())
+    }
+
+    /// A customer's orders, oldest first.
+    pub async fn for_customer(&self, customer_id: Uuid) -> Result<Vec<OrderSummary>, String> {
+        let rows = self
+            .query(
+                SUMMARIES,
+                |t| {
+                    format!("SELECT {SUMMARY_COLUMNS} FROM {t} WHERE customer_id = $1 ORDER BY seq")
+                },
+                &[&customer_id],
+            )
+            .await?;
+        rows.iter().map(summary).collect()
+    }
+
+    /// Every order.
+    pub async fn all(&self) -> Result<Vec<OrderSummary>, String> {
+        let rows = self
+            .query(
+                SUMMARIES,
+                |t| format!("SELECT {SUMMARY_COLUMNS} FROM {t} ORDER BY seq"),
+                &[],
+            )
+            .await?;
+        rows.iter().map(summary).collect()
+    }
+
+    /// A customer's notifications with an id above `after`.
+    pub async fn notifications(
+        &self,
+        customer_id: Uuid,
+        after: u64,
+    ) -> Result<Vec<Notification>, String> {
+        let after = i64::try_from(after).unwrap_or(i64::MAX);
+        let rows = self
+            .query(
+                NOTIFICATIONS,
+                |t| {
+                    format!(
+                        "SELECT {NOTIFICATION_COLUMNS} FROM {t} \
+                         WHERE customer_id = $1 AND id > $2 ORDER BY id"
+                    )
+                },
+                &[&customer_id, &after],
+            )
+            .await?;
+        rows.iter().map(notification).collect()
+    }
+
+    /// Every notification with an id above `after`, oldest first, at most `limit`.
+    async fn notifications_after(
+        &self,
+        after: i64,
+        limit: i64,
+    ) -> Result<Vec<Notification>, String> {
+        let rows = self
+            .query(
+                NOTIFICATIONS,
+                |t| {
+                    format!(
+                        "SELECT {NOTIFICATION_COLUMNS} FROM {t} WHERE id > $1 ORDER BY id LIMIT $2"
+                    )
+                },
+                &[&after, &limit],
+            )
+            .await?;
+        rows.iter().map(notification).collect()
+    }
+
+    /// Waits until the read model has applied `position`; false after `timeout`.
+    pub async fn wait_for(&self, position: Position, timeout: Duration) -> bool {
+        match self.daemon().wait_for(NAME, position, timeout).await {
+            Ok(reached) => reached,
+            Err(error) => {
+                tracing::warn!(%error, "waiting for the orders view failed");
+                false
+            }
+        }
+    }
+
+    /// The daemon's view of the projection: state, lag, pause.
+    pub async fn status(&self) -> Result<Option<es_postgres::ProjectionStatus>, String> {
+        match self.daemon().projection_status(NAME).await {
+            Ok(status) => Ok(Some(status)),
+            Err(es_postgres::DaemonError::UnknownProjection(_)) => Ok(None),
+            Err(error) => Err(error.to_string()),
+        }
+    }
+
+    /// Runs a daemon for the projection (leading it when no other node does) and pushes each
+    /// notification committed from now on to `push`. Runs until dropped, which aborts the
+    /// daemon: a batch in flight rolls back and is applied again by the next leader.
+    pub async fn run(self: Arc<Self>, push: broadcast::Sender<Notification>) {
+        let daemon = new_daemon(&self.store);
+        *crate::workflow::runtime::lock(&self.daemon) = daemon.clone();
+        if let Err(error) = daemon.start() {
+            tracing::error!(%error, "the orders view daemon did not start");
+            return;
+        }
+        let _running = Running(daemon);
+        let mut last = loop {
+            match self.last_notification().await {
+                Ok(last) => break last,
+                Err(error) => {
+                    tracing::warn!(%error, "reading the notifications failed; retrying");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            }
+        };
+        let mut version = self.active_version().await.unwrap_or(1);
+        loop {
+            tokio::time::sleep(PUSH_POLL).await;
+            match self.refresh_version().await {
+                // A rebuilt version numbers its notifications afresh: push only new ones.
+                Ok(now) if now != version => {
+                    version = now;
+                    last = self.last_notification().await.unwrap_or(last);
+                    continue;
+                }
+                Ok(_) => {}
+                Err(error) => tracing::debug!(%error, "reading the orders view version failed"),
+            }
+            match self.notifications_after(last, 1_000).await {
+                Ok(new) => {
+                    for notification in new {
+                        last = i64::try_from(notification.id).unwrap_or(last);
+                        // Nobody listening is fine: the feed keeps it.
+                        let _ = push.send(notification);
+                    }
+                }
+                Err(error) => tracing::debug!(%error, "reading new notifications failed"),
+            }
+        }
+    }
+
+    async fn last_notification(&self) -> Result<i64, String> {
+        let rows = self
+            .query(
+                NOTIFICATIONS,
+                |t| format!("SELECT coalesce(max(id), 0) FROM {t}"),
+                &[],
+            )
+            .await?;
+        rows.first()
+            .map(|row| row.try_get::<_, i64>(0).map_err(|e| e.to_string()))
+            .unwrap_or(Ok(0))
+    }
+}
