@@ -114,10 +114,52 @@ fn assert_settled(report: &DemoReport, orders: usize) {
 async fn alone_two_hundred_orders_on_postgres_and_kafka() {
     let broker = broker::PrivateBroker::start();
     let app = app(&broker.bootstrap_servers(), false).await;
+    // Everything pushed live to this instance's subscribers while the orders run.
+    let pushed = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let mut live = app.orders.subscribe();
+    let listener = {
+        let pushed = pushed.clone();
+        tokio::spawn(async move {
+            loop {
+                match live.recv().await {
+                    Ok(notification) => pushed.lock().unwrap().push(notification),
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+                    Err(lagged) => panic!("the live feed fell behind: {lagged}"),
+                }
+            }
+        })
+    };
     let report = run(Arc::new(InProcess::new(&app)), &options(200))
         .await
         .unwrap();
     assert_settled(&report, 200);
+
+    // Every status change in the daemon-kept feed was pushed live once, in order, to its own
+    // customer (the feed is what a reconnecting client replays).
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut customers: Vec<_> = app
+        .orders
+        .all()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|o| o.customer_id)
+        .collect();
+    customers.sort();
+    customers.dedup();
+    let mut feed = Vec::new();
+    for customer in customers {
+        feed.extend(app.orders.notifications(customer, 0).await.unwrap());
+    }
+    feed.sort_by_key(|n| n.id);
+    assert!(feed.len() >= 200 * 2, "{} notifications", feed.len());
+    assert!(!listener.is_finished(), "the listener stopped early");
+    listener.abort();
+    let pushed = pushed.lock().unwrap().clone();
+    assert_eq!(
+        pushed, feed,
+        "each committed notification pushed once, in order"
+    );
     app.runtime().shutdown().await;
 }
 
