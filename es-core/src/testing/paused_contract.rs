@@ -101,7 +101,7 @@ pub async fn resume_removes_only_that_partition<S: PausedPartitions>(store: S) {
 /// expression (usually an `async` call) evaluated afresh for each test, yielding a
 /// [`PausedPartitions`].
 ///
-/// ```ignore
+/// ```text
 /// es_core::paused_partitions_contract_tests!(async { MemoryPausedPartitions::new() });
 /// ```
 #[macro_export]
