@@ -423,7 +423,8 @@ impl App {
             wiring.sagas.clone(),
             wiring.workflow.deadline_poll,
         );
-        runtime.run_until_stopped(self.orders.clone().run_view());
+        let orders = self.orders.clone();
+        runtime.run_until_stopped(|stopped| orders.run_view(stopped));
         Ok(runtime)
     }
 

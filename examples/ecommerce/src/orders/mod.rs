@@ -160,22 +160,29 @@ impl Orders {
         }
     }
 
-    /// Keeps the read model and the notification feed current until the task is dropped:
+    /// Keeps the read model and the notification feed current until `stopped` completes:
     /// in memory, catch-up then live on the orders store's global log, restarting after a
-    /// failure; on PostgreSQL, the projection daemon (one node leading) and the push of new
-    /// notifications to this process's subscribers.
-    pub async fn run_view(self: Arc<Self>) {
+    /// failure; on PostgreSQL, the projection daemon (one node leading, its current batch
+    /// finished at the stop) and the push of new notifications to this process's
+    /// subscribers.
+    pub async fn run_view(self: Arc<Self>, stopped: impl Future<Output = ()> + Send) {
         match &self.view {
             ReadModel::Memory(view) => {
                 let projection = OrdersProjection::new(self.push.clone());
-                loop {
-                    if let Err(error) = view.run(self.orders.store(), &projection).await {
-                        tracing::error!(%error, "orders view stopped; restarting in 1 s");
+                let follow = async {
+                    loop {
+                        if let Err(error) = view.run(self.orders.store(), &projection).await {
+                            tracing::error!(%error, "orders view stopped; restarting in 1 s");
+                        }
+                        tokio::time::sleep(Duration::from_secs(1)).await;
                     }
-                    tokio::time::sleep(Duration::from_secs(1)).await;
+                };
+                tokio::select! {
+                    () = stopped => {}
+                    () = follow => {}
                 }
             }
-            ReadModel::Postgres(view) => view.clone().run(self.push.clone()).await,
+            ReadModel::Postgres(view) => view.clone().run(self.push.clone(), stopped).await,
         }
     }
 

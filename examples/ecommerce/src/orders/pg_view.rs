@@ -422,16 +422,30 @@ impl PgOrdersView {
     }
 
     /// Runs a daemon for the projection (leading it when no other node does) and pushes each
-    /// notification committed from now on to `push`. Runs until dropped, which aborts the
-    /// daemon: a batch in flight rolls back and is applied again by the next leader.
-    pub async fn run(self: Arc<Self>, push: broadcast::Sender<Notification>) {
+    /// notification committed from now on to `push`, until `stopped` completes: then the
+    /// daemon finishes its current batch and gives up leadership. Dropped instead (a crash),
+    /// it aborts the daemon: a batch in flight rolls back and the next leader applies it.
+    pub async fn run(
+        self: Arc<Self>,
+        push: broadcast::Sender<Notification>,
+        stopped: impl Future<Output = ()> + Send,
+    ) {
         let daemon = new_daemon(&self.store);
         *crate::workflow::runtime::lock(&self.daemon) = daemon.clone();
         if let Err(error) = daemon.start() {
             tracing::error!(%error, "the orders view daemon did not start");
             return;
         }
-        let _running = Running(daemon);
+        let running = Running(daemon.clone());
+        tokio::select! {
+            () = stopped => daemon.shutdown().await,
+            () = self.push_new(push) => {}
+        }
+        drop(running);
+    }
+
+    /// Pushes every notification committed from now on, forever.
+    async fn push_new(&self, push: broadcast::Sender<Notification>) {
         let mut last = loop {
             match self.last_notification().await {
                 Ok(last) => break last,

@@ -38,6 +38,9 @@ pub struct DeadLetter {
 /// The statistics of a relay's current run (none while it waits for leadership).
 type SharedStats = Arc<Mutex<Option<RelayStatsHandle>>>;
 
+/// Completes when the runtime stops.
+pub type Stopped = std::pin::Pin<Box<dyn Future<Output = ()> + Send>>;
+
 /// The saga runner of the workflow.
 pub type OrderSagaRunner = SagaRunner<OrderSaga, SagaStores>;
 
@@ -260,15 +263,14 @@ impl Runtime {
         });
     }
 
-    /// Runs `task` until the runtime stops.
-    pub fn run_until_stopped(&self, task: impl Future<Output = ()> + Send + 'static) {
-        let stopped = self.stopped();
-        self.spawn(async move {
-            tokio::select! {
-                () = stopped => {}
-                () = task => {}
-            }
-        });
+    /// Runs the task `start` makes from the runtime's stop signal: it winds down on its own
+    /// when the signal completes, and [`shutdown`](Self::shutdown) waits for it.
+    pub fn run_until_stopped<F>(&self, start: impl FnOnce(Stopped) -> F)
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        let stopped: Stopped = Box::pin(self.stopped());
+        self.spawn(start(stopped));
     }
 
     /// Messages refused for good.
