@@ -9,10 +9,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use es_core::{Delivery, HandlerError, HandlerRegistry, MessageHandler, OutboxMessage, Publisher};
+use es_core::{Delivery, HandlerError, HandlerRegistry, MessageHandler, OutboxMessage};
 use es_kafka::{
-    ConsumerRunner, KafkaConfig, KafkaPublisher, ReplayFilter, RunnerOptions, RunnerStats,
-    TopicRouter, dead_letter, replay_dead_letters,
+    ConsumerRunner, KafkaConfig, ReplayFilter, RunnerOptions, RunnerStats, dead_letter,
+    replay_dead_letters,
 };
 use rdkafka::ClientConfig;
 use rdkafka::consumer::{Consumer as _, StreamConsumer};
@@ -71,11 +71,6 @@ async fn topic_with_dlq(bootstrap: &str, prefix: &str) -> String {
     topic
 }
 
-async fn publish(bootstrap: &str, messages: &[OutboxMessage]) {
-    let publisher = KafkaPublisher::new(&KafkaConfig::new(bootstrap), TopicRouter::new()).unwrap();
-    publisher.publish(messages).await.unwrap();
-}
-
 /// Runs a loop over `topic` with `handler` in the background; send on the sender to stop it.
 fn spawn_runner<H: MessageHandler + 'static>(
     bootstrap: &str,
@@ -100,17 +95,6 @@ fn spawn_runner<H: MessageHandler + 'static>(
             .unwrap();
     });
     (stop, stats, task)
-}
-
-async fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    while !done() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 /// Every record of `topic` (up to `count`), with its headers as text.
@@ -172,10 +156,10 @@ async fn a_handler_failing_three_times_then_succeeding_holds_only_its_partition(
         .lock()
         .unwrap()
         .insert(flaky.message_id, 3);
-    publish(&bootstrap, &messages).await;
+    support::publish(&bootstrap, &messages).await;
 
     let (stop, stats, task) = spawn_runner(&bootstrap, &topic, recorder.clone(), quick(5));
-    wait_for("every message handled", || recorder.handled().len() >= 205).await;
+    support::wait_for("every message handled", || recorder.handled().len() >= 205).await;
     stop.send(()).unwrap();
     task.await.unwrap();
 
@@ -214,10 +198,10 @@ async fn a_poison_message_is_dead_lettered_after_n_attempts_and_replayed_once_fi
         .lock()
         .unwrap()
         .insert(poison.message_id, u32::MAX);
-    publish(&bootstrap, &messages).await;
+    support::publish(&bootstrap, &messages).await;
 
     let (stop, stats, task) = spawn_runner(&bootstrap, &topic, recorder.clone(), quick(3));
-    wait_for("the rest of the partition handled", || {
+    support::wait_for("the rest of the partition handled", || {
         recorder.handled().len() >= 9
     })
     .await;
@@ -256,7 +240,7 @@ async fn a_poison_message_is_dead_lettered_after_n_attempts_and_replayed_once_fi
     .await
     .unwrap();
     assert_eq!(report.replayed, 1);
-    wait_for("the replayed message handled", || {
+    support::wait_for("the replayed message handled", || {
         recorder.handled().len() >= 10
     })
     .await;
@@ -287,12 +271,12 @@ async fn malformed_json_and_unknown_types_are_dead_lettered_with_the_reason() {
         .unwrap();
     broken.message_type = "NobodyHandlesThis".into();
     let good = message(&topic, "key", 2);
-    publish(&bootstrap, &[broken.clone(), good.clone()]).await;
+    support::publish(&bootstrap, &[broken.clone(), good.clone()]).await;
 
     let recorder = Recorder::default();
     let registry = HandlerRegistry::new().on("Tested", 1, recorder.clone());
     let (stop, stats, task) = spawn_runner(&bootstrap, &topic, registry, quick(3));
-    wait_for("the good message handled", || {
+    support::wait_for("the good message handled", || {
         !recorder.handled().is_empty()
     })
     .await;

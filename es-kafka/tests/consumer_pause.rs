@@ -9,13 +9,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use es_core::{
-    Consumer, Delivery, HandlerError, MessageHandler, OutboxMessage, PausedPartitions, Publisher,
-};
-use es_kafka::{
-    ConsumerRunner, FailurePolicy, KafkaConfig, KafkaPublisher, RunnerOptions, RunnerStats,
-    TopicRouter,
-};
+use es_core::{Consumer, Delivery, HandlerError, MessageHandler, OutboxMessage, PausedPartitions};
+use es_kafka::{ConsumerRunner, FailurePolicy, RunnerOptions, RunnerStats};
 use es_postgres::PgPausedPartitions;
 use serde_json::json;
 use tokio::sync::oneshot;
@@ -58,22 +53,6 @@ impl MessageHandler for Stuck {
 
 fn message(topic: &str, key: &str, seq: u64) -> OutboxMessage {
     OutboxMessage::new("Tested", key, json!({ "seq": seq })).with_topic(topic)
-}
-
-async fn publish(bootstrap: &str, messages: &[OutboxMessage]) {
-    let publisher = KafkaPublisher::new(&KafkaConfig::new(bootstrap), TopicRouter::new()).unwrap();
-    publisher.publish(messages).await.unwrap();
-}
-
-async fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    while !done() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 /// A member of `group` over `topics` pausing partitions into `paused`, in the background.
@@ -124,7 +103,7 @@ async fn a_partition_paused_by_policy_stays_paused_across_a_restart_until_resume
     let mut messages = vec![poison.clone()];
     messages.extend((1..6).map(|seq| message(&stuck, "ledger", seq)));
     messages.extend((0..50).map(|seq| message(&flowing, &format!("k{}", seq % 7), seq)));
-    publish(&bootstrap, &messages).await;
+    support::publish(&bootstrap, &messages).await;
 
     let handler = Stuck {
         handled: Arc::default(),
@@ -134,7 +113,7 @@ async fn a_partition_paused_by_policy_stays_paused_across_a_restart_until_resume
     let group = support::unique("pausing");
     let topics = [stuck.as_str(), flowing.as_str()];
     let (stop, stats, task) = spawn(&bootstrap, &group, &topics, handler.clone(), paused.clone());
-    wait_for("the other topic handled and the partition paused", || {
+    support::wait_for("the other topic handled and the partition paused", || {
         handler.handled_on(&flowing).len() == 50 && stats.paused() == 1
     })
     .await;
@@ -169,7 +148,7 @@ async fn a_partition_paused_by_policy_stays_paused_across_a_restart_until_resume
     assert_eq!(paused.list(&group).await.unwrap().len(), 1);
 
     paused.resume(&group, &stuck, 0).await.unwrap();
-    wait_for("the resumed partition handled", || {
+    support::wait_for("the resumed partition handled", || {
         handler.handled_on(&stuck).len() >= 6
     })
     .await;
@@ -197,7 +176,7 @@ async fn lag_is_what_the_group_has_not_committed() {
     // One record per produce request: tansu 0.6 reports a partition's end as the last
     // batch's first offset + 1, which is the true end only for one-record batches.
     for seq in 0..10 {
-        publish(&bootstrap, &[message(&topic, &format!("k{seq}"), seq)]).await;
+        support::publish(&bootstrap, &[message(&topic, &format!("k{seq}"), seq)]).await;
     }
 
     let mut consumer = support::consumer(&bootstrap, &support::unique("lagging"), &[&topic]);

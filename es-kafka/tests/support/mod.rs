@@ -23,6 +23,30 @@ pub fn unique(prefix: &str) -> String {
     format!("{prefix}-{}", uuid::Uuid::new_v4().simple())
 }
 
+/// Publishes `messages` (each to its own topic) through a fresh publisher, and waits until
+/// the broker has them all.
+pub async fn publish(bootstrap: &str, messages: &[es_core::OutboxMessage]) {
+    use es_core::Publisher as _;
+    let publisher = es_kafka::KafkaPublisher::new(
+        &es_kafka::KafkaConfig::new(bootstrap),
+        es_kafka::TopicRouter::new(),
+    )
+    .unwrap();
+    publisher.publish(messages).await.unwrap();
+}
+
+/// Polls `done` every 50 ms; fails the test naming `what` after 60 s.
+pub async fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while !done() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// Creates `topic` with `partitions` partitions.
 pub async fn create_topic(bootstrap: &str, topic: &str, partitions: i32) {
     let admin: AdminClient<DefaultClientContext> = ClientConfig::new()

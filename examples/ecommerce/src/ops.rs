@@ -127,10 +127,7 @@ pub async fn status(app: &App) -> Status {
             .consumer_stats()
             .into_iter()
             .map(|(group, handled, retried)| {
-                let lag = lags
-                    .iter()
-                    .find(|(g, _)| *g == group)
-                    .map_or(Ok(None), |(_, lag)| lag.clone());
+                let lag = lags.get(&group).cloned().unwrap_or(Ok(None));
                 ConsumerView {
                     group,
                     handled,

@@ -219,6 +219,19 @@ impl DomainEvent for OrderEvent {
 }
 
 impl OrderEvent {
+    /// The order the event belongs to.
+    pub fn order_id(&self) -> Uuid {
+        match self {
+            Self::Placed(placement) => placement.order_id,
+            Self::Processed { order_id, .. }
+            | Self::Paid { order_id, .. }
+            | Self::Shipped { order_id, .. }
+            | Self::Delivered { order_id }
+            | Self::Cancelled { order_id, .. }
+            | Self::CancellationRequested { order_id } => *order_id,
+        }
+    }
+
     /// The status an event moves the order to, if it does.
     pub fn status(&self) -> Option<OrderStatus> {
         match self {

@@ -106,42 +106,34 @@ impl Projection<PgProjectionTx> for OrdersTables {
             .map_err(ProjectionError::apply)?;
         let (summaries, notifications) = (tx.table(SUMMARIES), tx.table(NOTIFICATIONS));
         let client = tx.client();
-        let order_id = match &event {
-            OrderEvent::Placed(placement) => {
-                let lines = serde_json::to_value(&placement.lines).map_err(apply_error)?;
-                let inserted = client
-                    .execute(
-                        &format!(
-                            "INSERT INTO {summaries} (order_id, quote_id, customer_id, created_at, \
-                             status, lines, currency, total, statuses) \
-                             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, '[]'::jsonb) \
-                             ON CONFLICT (order_id) DO NOTHING"
-                        ),
-                        &[
-                            &placement.order_id,
-                            &placement.quote_id,
-                            &placement.customer_id,
-                            &placement.placed_at,
-                            &OrderStatus::Placed.text(),
-                            &lines,
-                            &placement.currency.code(),
-                            &total(&placement.lines).to_string(),
-                        ],
-                    )
-                    .await
-                    .map_err(apply_error)?;
-                if inserted == 0 {
-                    return Ok(());
-                }
-                placement.order_id
+        if let OrderEvent::Placed(placement) = &event {
+            let lines = serde_json::to_value(&placement.lines).map_err(apply_error)?;
+            let inserted = client
+                .execute(
+                    &format!(
+                        "INSERT INTO {summaries} (order_id, quote_id, customer_id, created_at, \
+                         status, lines, currency, total, statuses) \
+                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, '[]'::jsonb) \
+                         ON CONFLICT (order_id) DO NOTHING"
+                    ),
+                    &[
+                        &placement.order_id,
+                        &placement.quote_id,
+                        &placement.customer_id,
+                        &placement.placed_at,
+                        &OrderStatus::Placed.text(),
+                        &lines,
+                        &placement.currency.code(),
+                        &total(&placement.lines).to_string(),
+                    ],
+                )
+                .await
+                .map_err(apply_error)?;
+            if inserted == 0 {
+                return Ok(());
             }
-            OrderEvent::Processed { order_id, .. }
-            | OrderEvent::Paid { order_id, .. }
-            | OrderEvent::Shipped { order_id, .. }
-            | OrderEvent::Delivered { order_id }
-            | OrderEvent::Cancelled { order_id, .. }
-            | OrderEvent::CancellationRequested { order_id } => *order_id,
-        };
+        }
+        let order_id = event.order_id();
         let Some(status) = event.status() else {
             return Ok(());
         };

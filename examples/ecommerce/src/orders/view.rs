@@ -134,39 +134,31 @@ impl Projection<OrdersView> for OrdersProjection {
             .decode(&EventRegistry::new())
             .map_err(ProjectionError::apply)?;
         let at = recorded.metadata.timestamp;
-        let order_id = match &event {
-            OrderEvent::Placed(placement) => {
-                if view.orders.contains_key(&placement.order_id) {
-                    return Ok(());
-                }
-                view.orders.insert(
-                    placement.order_id,
-                    OrderSummary {
-                        order_id: placement.order_id,
-                        quote_id: placement.quote_id,
-                        customer_id: placement.customer_id,
-                        created_at: placement.placed_at,
-                        status: OrderStatus::Placed,
-                        cancellation_reason: None,
-                        lines: placement.lines.clone(),
-                        currency: placement.currency,
-                        total: total(&placement.lines),
-                        statuses: Vec::new(),
-                    },
-                );
-                view.by_customer
-                    .entry(placement.customer_id)
-                    .or_default()
-                    .push(placement.order_id);
-                placement.order_id
+        if let OrderEvent::Placed(placement) = &event {
+            if view.orders.contains_key(&placement.order_id) {
+                return Ok(());
             }
-            OrderEvent::Processed { order_id, .. }
-            | OrderEvent::Paid { order_id, .. }
-            | OrderEvent::Shipped { order_id, .. }
-            | OrderEvent::Delivered { order_id }
-            | OrderEvent::Cancelled { order_id, .. }
-            | OrderEvent::CancellationRequested { order_id } => *order_id,
-        };
+            view.orders.insert(
+                placement.order_id,
+                OrderSummary {
+                    order_id: placement.order_id,
+                    quote_id: placement.quote_id,
+                    customer_id: placement.customer_id,
+                    created_at: placement.placed_at,
+                    status: OrderStatus::Placed,
+                    cancellation_reason: None,
+                    lines: placement.lines.clone(),
+                    currency: placement.currency,
+                    total: total(&placement.lines),
+                    statuses: Vec::new(),
+                },
+            );
+            view.by_customer
+                .entry(placement.customer_id)
+                .or_default()
+                .push(placement.order_id);
+        }
+        let order_id = event.order_id();
         let Some(status) = event.status() else {
             return Ok(());
         };

@@ -1,6 +1,7 @@
 //! The running workflow: a relay from every outbox to the bus, a consumer per context and for
 //! the saga, and the deadline scheduler, stopped together.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -308,28 +309,26 @@ impl Runtime {
     /// Each consumer group's lag on the broker: records published to the partitions its
     /// members hold that the group has not committed (`None` on the in-process bus; an error
     /// when the broker does not answer).
-    pub async fn consumer_lag(&self) -> Vec<(String, Result<Option<i64>, String>)> {
+    pub async fn consumer_lag(&self) -> BTreeMap<String, Result<Option<i64>, String>> {
+        let mut lags: BTreeMap<String, Result<Option<i64>, String>> = self
+            .groups()
+            .into_iter()
+            .map(|group| (group, Ok(None)))
+            .collect();
         let probes = lock(&self.probes).clone();
-        let mut by_group: Vec<(String, Result<Option<i64>, String>)> = Vec::new();
-        for group in lock(&self.consumers).iter().map(|(group, _)| group.clone()) {
-            if !by_group.iter().any(|(g, _)| *g == group) {
-                by_group.push((group, Ok(None)));
-            }
-        }
         for (group, probe) in probes {
-            let lag = probe
+            let measured = probe
                 .lag()
                 .await
                 .map(|partitions| partitions.iter().map(|p| p.lag).sum::<i64>())
                 .map_err(|e| e.to_string());
-            if let Some((_, total)) = by_group.iter_mut().find(|(g, _)| *g == group) {
-                *total = match (total.clone(), lag) {
-                    (Err(error), _) | (_, Err(error)) => Err(error),
-                    (Ok(sum), Ok(lag)) => Ok(Some(sum.unwrap_or(0) + lag)),
-                };
+            let total = lags.entry(group).or_insert(Ok(None));
+            // The first error stands for the group.
+            if let Ok(sum) = total {
+                *total = measured.map(|lag| Some(sum.unwrap_or(0) + lag));
             }
         }
-        by_group
+        lags
     }
 
     /// The partitions paused by policy, of every consumer group.
@@ -337,17 +336,19 @@ impl Runtime {
     /// # Errors
     /// When the paused-partitions store cannot be read.
     pub async fn paused_partitions(&self) -> Result<Vec<PausedPartition>, String> {
-        let mut groups: Vec<String> = lock(&self.consumers)
-            .iter()
-            .map(|(g, _)| g.clone())
-            .collect();
-        groups.sort();
-        groups.dedup();
         let mut paused = Vec::new();
-        for group in groups {
+        for group in self.groups() {
             paused.extend(self.paused.list(&group).await.map_err(|e| e.to_string())?);
         }
         Ok(paused)
+    }
+
+    /// Every consumer group this runtime runs members of.
+    fn groups(&self) -> BTreeSet<String> {
+        lock(&self.consumers)
+            .iter()
+            .map(|(group, _)| group.clone())
+            .collect()
     }
 
     /// Stops every task and waits for them: in-flight messages finish, nothing new starts.
