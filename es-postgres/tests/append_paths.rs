@@ -177,3 +177,69 @@ async fn a_transaction_with_many_appends_opens_one_subtransaction() {
     assert_eq!(subtransactions, 1);
     transaction.commit().await.expect("commit");
 }
+
+fn versions_of(events: &[es_core::RecordedEvent]) -> Vec<u64> {
+    events.iter().map(|e| e.version.get()).collect()
+}
+
+/// An append that waits for a stream's lock reads the stream after the holder's commit: a
+/// stale expected version is a conflict at the holder's version, and `Any` continues after
+/// the holder's events.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_append_waiting_for_the_lock_reads_the_holders_commit() {
+    let store = common::fresh_store().await;
+    let observer = common::raw_client().await;
+    let stream = common::stream("waiter");
+    store
+        .append(request(
+            &stream,
+            ExpectedVersion::NoStream,
+            vec![common::event(1)],
+        ))
+        .await
+        .expect("create");
+
+    for (expected, holder_from) in [
+        (ExpectedVersion::Exact(Version::new(1)), 1),
+        (ExpectedVersion::Any, 3),
+    ] {
+        let mut holder = store.transaction([&stream]).await.expect("begin");
+        holder
+            .append(request(
+                &stream,
+                ExpectedVersion::Exact(Version::new(holder_from)),
+                vec![common::event(2), common::event(3)],
+            ))
+            .await
+            .expect("the holder appends");
+        let waiter_event = common::event(4);
+        let waiter = tokio::spawn({
+            let store = store.clone();
+            let stream = stream.clone();
+            let events = vec![waiter_event.clone()];
+            async move { store.append(request(&stream, expected, events)).await }
+        });
+        common::wait_for_lock_wait(&observer, store.schema(), "append_events").await;
+        holder.commit().await.expect("commit");
+        let result = tokio::time::timeout(Duration::from_secs(30), waiter)
+            .await
+            .expect("the waiter returns")
+            .expect("the waiter task");
+        match expected {
+            ExpectedVersion::Any => {
+                let outcome = result.expect("Any appends after the holder");
+                assert_eq!(outcome.last_version, Version::new(6));
+                assert_eq!(outcome.positions.len(), 1);
+                let events = common::read_stream(&store, &stream).await;
+                assert_eq!(versions_of(&events), [1, 2, 3, 4, 5, 6]);
+                assert_eq!(events[5].event_id(), waiter_event.event_id());
+            }
+            _ => match result {
+                Err(StoreError::Conflict(conflict)) => {
+                    assert_eq!(conflict.actual, Version::new(3));
+                }
+                other => panic!("expected a Conflict at version 3, got {other:?}"),
+            },
+        }
+    }
+}

@@ -9,7 +9,6 @@ use std::time::Duration;
 
 use es_core::{AppendRequest, EventStore, ExpectedVersion, StoreError, StreamId, Version};
 use es_postgres::{PgConfig, PgEventStore};
-use tokio_postgres::Client;
 
 /// A second store on `store`'s schema whose connections default to `isolation`.
 fn store_with_isolation(store: &PgEventStore, isolation: &str) -> PgEventStore {
@@ -26,26 +25,6 @@ fn request(stream: &StreamId, expected: ExpectedVersion) -> AppendRequest {
     AppendRequest::new(stream.clone(), expected)
         .with_stream_type("isolation")
         .with_events([common::event(1)])
-}
-
-/// Waits until a backend of `schema` waits for an advisory lock while running `function`.
-async fn wait_for_lock_wait(client: &Client, schema: &str, function: &str) {
-    let pattern = format!("%\"{schema}\".{function}%");
-    for _ in 0..500 {
-        let waiting = client
-            .query_opt(
-                "SELECT pid FROM pg_stat_activity
-                 WHERE wait_event_type = 'Lock' AND wait_event = 'advisory' AND query LIKE $1",
-                &[&pattern],
-            )
-            .await
-            .unwrap();
-        if waiting.is_some() {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    panic!("nothing of schema {schema} waited on a stream lock in {function} within 5 s");
 }
 
 fn assert_conflict_at(result: Result<impl std::fmt::Debug, StoreError>, actual: u64) {
@@ -79,7 +58,7 @@ async fn an_append_waiting_for_a_stream_lock_conflicts_under_repeatable_read() {
                     .await
             }
         });
-        wait_for_lock_wait(&observer, store.schema(), "append_events").await;
+        common::wait_for_lock_wait(&observer, store.schema(), "append_events").await;
         first.commit().await.unwrap();
 
         let result = tokio::time::timeout(Duration::from_secs(30), second)
@@ -117,7 +96,7 @@ async fn a_transaction_waiting_for_a_stream_lock_conflicts_under_repeatable_read
             let stream = stream.clone();
             async move { strict.transaction([&stream]).await }
         });
-        wait_for_lock_wait(&observer, store.schema(), "lock_streams").await;
+        common::wait_for_lock_wait(&observer, store.schema(), "lock_streams").await;
         first.commit().await.unwrap();
 
         let mut second = tokio::time::timeout(Duration::from_secs(30), second)

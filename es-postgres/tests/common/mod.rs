@@ -143,3 +143,23 @@ pub fn assert_streams_in_version_order(events: &[es_core::RecordedEvent]) {
         );
     }
 }
+
+/// Waits until a backend of `schema` waits for an advisory lock while running `function`.
+pub async fn wait_for_lock_wait(client: &tokio_postgres::Client, schema: &str, function: &str) {
+    let pattern = format!("%\"{schema}\".{function}%");
+    for _ in 0..500 {
+        let waiting = client
+            .query_opt(
+                "SELECT pid FROM pg_stat_activity
+                 WHERE wait_event_type = 'Lock' AND wait_event = 'advisory' AND query LIKE $1",
+                &[&pattern],
+            )
+            .await
+            .unwrap();
+        if waiting.is_some() {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    panic!("nothing of schema {schema} waited on a stream lock in {function} within 5 s");
+}
