@@ -151,7 +151,7 @@ async fn an_append_whose_backend_is_terminated_writes_nothing_and_the_pool_recov
                     .await
             }
         });
-        let pid = wait_for_blocked_append(&killer, &schema).await;
+        let pid = common::wait_for_lock_wait(&killer, &schema, "append_events").await;
         let terminated: bool = killer
             .query_one("SELECT pg_terminate_backend($1)", &[&pid])
             .await
@@ -184,24 +184,4 @@ async fn an_append_whose_backend_is_terminated_writes_nothing_and_the_pool_recov
         assert_eq!(count_rows(&killer, &store, &stream).await, 0);
     }
     assert_pool_serves(&store).await;
-}
-
-/// The pid of the backend running this schema's append function while it waits for a lock.
-async fn wait_for_blocked_append(client: &Client, schema: &str) -> i32 {
-    let pattern = format!("%\"{schema}\".append_events%");
-    for _ in 0..500 {
-        let row = client
-            .query_opt(
-                "SELECT pid FROM pg_stat_activity
-                 WHERE wait_event_type = 'Lock' AND wait_event = 'advisory' AND query LIKE $1",
-                &[&pattern],
-            )
-            .await
-            .unwrap();
-        if let Some(row) = row {
-            return row.get(0);
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    panic!("no append of schema {schema} waited on its stream lock within 5 s");
 }

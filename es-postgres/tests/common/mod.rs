@@ -144,8 +144,13 @@ pub fn assert_streams_in_version_order(events: &[es_core::RecordedEvent]) {
     }
 }
 
-/// Waits until a backend of `schema` waits for an advisory lock while running `function`.
-pub async fn wait_for_lock_wait(client: &tokio_postgres::Client, schema: &str, function: &str) {
+/// Waits until a backend of `schema` waits for an advisory lock while running `function`;
+/// returns that backend's pid.
+pub async fn wait_for_lock_wait(
+    client: &tokio_postgres::Client,
+    schema: &str,
+    function: &str,
+) -> i32 {
     let pattern = format!("%\"{schema}\".{function}%");
     for _ in 0..500 {
         let waiting = client
@@ -156,8 +161,8 @@ pub async fn wait_for_lock_wait(client: &tokio_postgres::Client, schema: &str, f
             )
             .await
             .unwrap();
-        if waiting.is_some() {
-            return;
+        if let Some(row) = waiting {
+            return row.get(0);
         }
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     }
