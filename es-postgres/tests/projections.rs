@@ -8,7 +8,7 @@ mod projection_support;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use es_core::{AppendRequest, EventStore, ExpectedVersion, StreamId};
+use es_core::{AppendRequest, CheckpointStore, EventStore, ExpectedVersion, StreamId};
 use es_postgres::{
     PgConfig, PgEventStore, PgProjectionTx, PoisonPolicy, ProjectionDaemon, ProjectionOptions,
     ProjectionState, project_inline,
@@ -209,6 +209,83 @@ async fn a_standby_daemon_takes_over_when_the_leaders_connection_dies() {
     }
     one.shutdown().await;
     two.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_whose_checkpoint_moves_under_its_lock_reloads_it_and_keeps_leading() {
+    let store = common::fresh_store().await;
+    let slow = Tally::new("tally").slow(Duration::from_millis(400), None);
+    let daemon = daemon(&store, slow, ProjectionOptions::default().batch_size(10));
+    daemon.start().unwrap();
+    let first = append_round_robin(&store, "first", 1, 1).await;
+    assert!(daemon.wait_for("tally", first, WITHIN).await.unwrap());
+    let leader = daemon.projection_status("tally").await.unwrap();
+    assert!(leader.leading_here);
+
+    // Two events on two streams in one transaction: the daemon reads them as one batch and
+    // sleeps before each.
+    let (stream, other) = (
+        StreamId::new("moved-a").unwrap(),
+        StreamId::new("moved-b").unwrap(),
+    );
+    let mut tx = store.transaction([&stream, &other]).await.unwrap();
+    let mut positions = Vec::new();
+    for id in [&stream, &other] {
+        let outcome = tx
+            .append(
+                AppendRequest::new(id.clone(), ExpectedVersion::NoStream)
+                    .with_stream_type("tally")
+                    .with_events([tally_event(1, false)]),
+            )
+            .await
+            .unwrap();
+        positions.push(outcome.positions[0]);
+    }
+    tx.commit().await.unwrap();
+    let (one, two) = (positions[0], positions[1]);
+
+    // Once the batch has written its first event and sleeps before the second, the previous
+    // leader's last commit lands and moves the checkpoint past the first event (its rows for
+    // that event are left out: they would wait on the daemon's uncommitted ones).
+    let schema = store.schema().to_owned();
+    let admin = common::raw_client().await;
+    let pattern = format!("%{schema}%tally_applied_v1%");
+    eventually(WITHIN, "the batch is mid-way", || async {
+        !admin
+            .query(
+                "SELECT 1 FROM pg_stat_activity
+                 WHERE state = 'idle in transaction' AND query LIKE $1 AND pid <> pg_backend_pid()",
+                &[&pattern],
+            )
+            .await
+            .unwrap()
+            .is_empty()
+    })
+    .await;
+    let checkpoints = store.checkpoints();
+    let at = checkpoints.load_checkpoint("tally@v1").await.unwrap();
+    assert!(at.is_some_and(|at| at >= first && at < one), "{at:?}");
+    let mut tx = store.begin().await.unwrap();
+    checkpoints
+        .compare_and_set_in(&mut tx, "tally@v1", at, one)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+
+    // The daemon's batch fails its compare-and-set and rolls back; still holding the lock, it
+    // reloads the checkpoint and applies only the second event, on the same lock connection.
+    assert!(daemon.wait_for("tally", two, WITHIN).await.unwrap());
+    assert_eq!(applied(&store, "tally", 1).await, (2, 2, 2));
+    let streams: Vec<String> = counts(&store, "tally", 1)
+        .await
+        .into_iter()
+        .map(|(stream, _, _)| stream)
+        .collect();
+    assert_eq!(streams, ["first-0", "moved-b"]);
+    let after = daemon.projection_status("tally").await.unwrap();
+    assert!(after.leading_here);
+    assert_eq!(after.leader_backend_pid, leader.leader_backend_pid);
+    daemon.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

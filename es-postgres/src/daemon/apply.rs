@@ -205,7 +205,7 @@ impl Runner {
             .await
         {
             Ok(()) => {}
-            Err(CheckpointError::Stale { .. }) => return Err(Failure::Stop(Stop::Deposed)),
+            Err(CheckpointError::Stale { .. }) => return Err(Failure::Stop(Stop::Stale)),
             Err(error) => return Err(error.into()),
         }
         let progress = Progress {

@@ -25,8 +25,12 @@ const ROW_TTL: Duration = Duration::from_millis(200);
 pub(crate) enum Stop {
     /// The daemon is shutting down.
     Shutdown,
-    /// Another node leads (a stale checkpoint, or the lock's connection died).
+    /// The lock's connection died or no longer holds the lock: another node may lead.
     Deposed,
+    /// A checkpoint compare-and-set failed: the checkpoint moved under this node. Either
+    /// another node leads, or (when this node still holds the lock) the previous leader
+    /// committed a last batch after this node loaded the checkpoint.
+    Stale,
     /// The database failed; leadership is given up and sought again after a delay.
     Failed(DaemonError),
 }
@@ -123,12 +127,23 @@ impl Runner {
             };
             self.live.set_leader(Some(leader.backend_pid()));
             tracing::info!(projection = %self.name, "leading");
-            let stop = self.lead(&mut leader).await;
+            let stop = loop {
+                let stop = self.lead(&mut leader).await;
+                self.forget();
+                if !matches!(stop, Stop::Stale) {
+                    break stop;
+                }
+                if !leader.is_leader().await {
+                    break Stop::Deposed;
+                }
+                // Still the lock holder, so the move was the previous leader's last commit
+                // (or an operator's reset): reload the checkpoint and go on leading.
+                tracing::info!(projection = %self.name, "checkpoint moved under the lock; reloading it");
+                if self.sleep(self.shared.options.min_poll).await {
+                    break Stop::Shutdown;
+                }
+            };
             self.live.set_leader(None);
-            self.live.set_rebuild_rate(None);
-            self.cursors.clear();
-            self.read_ahead.clear();
-            self.rebuild_meter = None;
             match stop {
                 Stop::Shutdown => {
                     if let Err(error) = leader.release().await {
@@ -136,7 +151,7 @@ impl Runner {
                     }
                     return;
                 }
-                Stop::Deposed => {
+                Stop::Deposed | Stop::Stale => {
                     tracing::warn!(projection = %self.name, "deposed: another node leads; standing by");
                     drop(leader);
                     // Let a standby that polls take over rather than racing it.
@@ -153,6 +168,15 @@ impl Runner {
                 }
             }
         }
+    }
+
+    /// Drops what one spell of leading tracked (cursors, read-ahead, rebuild meter): the next
+    /// one starts from the stored checkpoints.
+    fn forget(&mut self) {
+        self.live.set_rebuild_rate(None);
+        self.cursors.clear();
+        self.read_ahead.clear();
+        self.rebuild_meter = None;
     }
 
     async fn lead(&mut self, leader: &mut Leader) -> Stop {
