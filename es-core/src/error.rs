@@ -56,6 +56,14 @@ pub enum StoreError {
         /// The configured limit.
         limit: usize,
     },
+    /// An append, inside a transaction that has already written, to a stream the transaction
+    /// did not lock when it began. Streams are locked before a transaction's first write, so
+    /// that every stream appears in the global log in version order; begin the transaction
+    /// again naming this stream (a [`UnitOfWork`](crate::UnitOfWork) does so itself).
+    #[error(
+        "stream {0} was not locked when the transaction began, and the transaction has already written: begin it again naming the stream"
+    )]
+    StreamNotLocked(StreamId),
     /// The backend failed (connection, I/O, server error).
     #[error("event store backend failed: {0}")]
     Backend(#[source] BoxError),

@@ -10,6 +10,7 @@ mod ids;
 mod inbox;
 mod inbox_handler;
 pub mod memory;
+mod message_type;
 mod messaging;
 mod metadata;
 mod outbox;
@@ -24,6 +25,7 @@ mod store;
 mod subscription;
 pub mod testing;
 mod timestamp;
+mod transaction;
 
 pub use aggregate::Aggregate;
 pub use checkpoint::{CheckpointError, CheckpointStore};
@@ -38,6 +40,7 @@ pub use ids::{
 };
 pub use inbox::{Inbox, InboxError};
 pub use inbox_handler::{InboxHandler, TransactionalHandler};
+pub use message_type::{MessageType, decode_message, encode_message};
 pub use messaging::{
     Consumer, ConsumerError, Delivery, HandlerError, MessageHandler, PublishError, PublishFailure,
     Publisher,
@@ -57,4 +60,5 @@ pub use store::{
     AppendOutcome, AppendRequest, AppendStatus, DeleteMode, Direction, EventStore, LogBatch,
     LogFilter, StreamRead, SubscriptionItem, TOMBSTONE_EVENT_TYPE,
 };
+pub use transaction::{Committed, StoreTransaction, TransactionalStore};
 pub use subscription::{AppendSignal, SubscriptionOptions, poll_subscription};

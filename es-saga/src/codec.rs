@@ -4,7 +4,7 @@ use es_core::OutboxMessage;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::saga::MessageType;
+use es_core::MessageType;
 
 /// A typed message or state could not be converted to or from JSON.
 #[derive(Debug, thiserror::Error)]

@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::codec::{CodecError, encode};
-use crate::saga::MessageType;
+use es_core::MessageType;
 
 /// A command that undoes a step, stored in the saga's state until it is needed.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

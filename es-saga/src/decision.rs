@@ -6,7 +6,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::codec::{CodecError, encode};
-use crate::saga::MessageType;
+use es_core::MessageType;
 
 /// A deadline a decision sets: `step` is re-examined `after` the decision unless cancelled.
 #[derive(Debug, Clone, PartialEq)]

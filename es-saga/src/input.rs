@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::codec::CodecError;
-use crate::saga::MessageType;
+use es_core::MessageType;
 
 /// The `message_type` of the message a fired deadline is delivered as.
 pub const DEADLINE_FIRED: &str = "es-saga.DeadlineFired";

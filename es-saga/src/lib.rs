@@ -20,6 +20,7 @@ pub use error::SagaError;
 pub use handler::DeadlineTarget;
 pub use input::{DEADLINE_FIRED, FiredDeadline, Input};
 pub use runner::{Handled, SagaRunner};
-pub use saga::{MessageType, Route, Saga};
+pub use es_core::MessageType;
+pub use saga::{Route, Saga};
 pub use scheduler::{DeadlineScheduler, SchedulerError, Tick};
 pub use view::SagaView;

@@ -21,15 +21,6 @@ pub enum Route {
     Ignore,
 }
 
-/// A persisted message type name, shared by the typed messages a saga reads and the typed
-/// commands it sends.
-pub trait MessageType {
-    /// The persisted type name (`OutboxMessage::message_type`), never derived from Rust names.
-    const MESSAGE_TYPE: &'static str;
-    /// The payload's schema version.
-    const SCHEMA_VERSION: u32 = 1;
-}
-
 /// A process manager: correlates messages by a key, keeps state per key, and decides what to
 /// do for each message, purely and synchronously.
 ///

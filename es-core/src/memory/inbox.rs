@@ -79,6 +79,11 @@ impl MemoryTransaction {
         self.on_commit.push(Box::new(action));
     }
 
+    /// Whether a detected deadlock rolled this transaction back.
+    pub(super) fn is_aborted(&self) -> bool {
+        self.aborted
+    }
+
     /// Releases this transaction's pending pairs and discards its staged actions.
     fn roll_back(&mut self) {
         self.on_commit.clear();
@@ -216,7 +221,21 @@ impl Inbox for MemoryInbox {
     }
 
     async fn commit(&self, mut tx: MemoryTransaction) -> Result<(), InboxError> {
-        self.check_owner(&tx)?;
+        self.commit_now(&mut tx)
+    }
+}
+
+impl MemoryInbox {
+    /// Whether `subscriber`'s record of `message_id` is committed (a read: it never waits).
+    pub(super) fn is_committed(&self, subscriber: &str, message_id: Uuid) -> bool {
+        lock(&self.shared.state)
+            .committed
+            .contains(&(subscriber.to_owned(), message_id))
+    }
+
+    /// Commits `tx` without awaiting (nothing in a commit waits).
+    pub(super) fn commit_now(&self, tx: &mut MemoryTransaction) -> Result<(), InboxError> {
+        self.check_owner(tx)?;
         if tx.aborted {
             return Err(InboxError::Aborted);
         }

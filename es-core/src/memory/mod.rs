@@ -10,6 +10,7 @@ mod paused;
 mod projection;
 mod saga;
 mod store;
+mod transaction;
 
 use std::sync::{Mutex, MutexGuard};
 
@@ -21,6 +22,7 @@ pub use paused::MemoryPausedPartitions;
 pub use projection::MemoryReadModel;
 pub use saga::MemorySagaStore;
 pub use store::{DEFAULT_MAX_EVENT_SIZE, MemoryEventStore};
+pub use transaction::MemoryStoreTransaction;
 
 /// Locks `mutex`, recovering the data if a panicking thread poisoned it (every critical
 /// section here leaves the state consistent before anything can panic).

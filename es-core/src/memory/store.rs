@@ -10,7 +10,7 @@ use crate::clock::{Clock, SystemClock};
 use crate::error::{Conflict, StoreError};
 use crate::event::{NewEvent, RecordedEvent};
 use crate::ids::{EventId, ExpectedVersion, Position, StreamId, Version};
-use crate::memory::{MemoryOutbox, lock};
+use crate::memory::{MemoryInbox, MemoryOutbox, lock};
 use crate::metadata::CommandContext;
 use crate::outbox::{OutboxBatch, OutboxSource};
 use crate::snapshot::{Snapshot, SnapshotStore};
@@ -24,7 +24,7 @@ use crate::subscription::{AppendSignal, SubscriptionOptions, poll_subscription};
 pub const DEFAULT_MAX_EVENT_SIZE: usize = 1024 * 1024;
 
 #[derive(Debug, Default)]
-struct StreamState {
+pub(super) struct StreamState {
     stream_type: String,
     deleted: bool,
     /// Indexes into the log, in version order (version = index + 1).
@@ -32,13 +32,16 @@ struct StreamState {
 }
 
 #[derive(Debug, Default)]
-struct State {
+pub(super) struct State {
     streams: HashMap<StreamId, StreamState>,
     log: Vec<RecordedEvent>,
     event_ids: HashMap<EventId, usize>,
-    snapshots: HashMap<StreamId, Snapshot>,
+    pub(super) snapshots: HashMap<StreamId, Snapshot>,
     commits: u64,
     sequence: u64,
+    /// Appends of a simulated concurrent writer, committed just before the next write to
+    /// their stream (see [`MemoryEventStore::interleave`]).
+    interleaved: HashMap<StreamId, Vec<AppendRequest>>,
 }
 
 /// The in-memory event store: streams, the global log, the outbox and snapshots, behind one
@@ -60,8 +63,9 @@ struct State {
 /// ```
 #[derive(Clone)]
 pub struct MemoryEventStore {
-    state: Arc<Mutex<State>>,
+    pub(super) state: Arc<Mutex<State>>,
     outbox: MemoryOutbox,
+    pub(super) inbox: MemoryInbox,
     signal: AppendSignal,
     clock: Arc<dyn Clock>,
     max_event_size: usize,
@@ -91,6 +95,7 @@ impl MemoryEventStore {
         Self {
             state: Arc::default(),
             outbox: MemoryOutbox::new(),
+            inbox: MemoryInbox::new(),
             signal: AppendSignal::new(),
             clock: Arc::new(SystemClock),
             max_event_size: DEFAULT_MAX_EVENT_SIZE,
@@ -109,6 +114,60 @@ impl MemoryEventStore {
     /// The outbox this store writes to.
     pub fn outbox(&self) -> &MemoryOutbox {
         &self.outbox
+    }
+
+    /// Keeps the records of handled messages of its transactions
+    /// ([`StoreTransaction::record_handled`](crate::StoreTransaction::record_handled)) in
+    /// `inbox` (shared, for example, with handlers that use the [`Inbox`](crate::Inbox) port).
+    #[must_use]
+    pub fn with_inbox(mut self, inbox: MemoryInbox) -> Self {
+        self.inbox = inbox;
+        self
+    }
+
+    /// The inbox its transactions record handled messages in.
+    pub fn inbox(&self) -> &MemoryInbox {
+        &self.inbox
+    }
+
+    /// Simulates a concurrent writer: `request` commits just before the next write to its
+    /// stream (a plain append, or an append or commit of a transaction), so that write finds
+    /// the stream moved and fails with a [`Conflict`]. Lets conflict retries and re-runs be
+    /// tested without a real race. Several interleaved appends to one stream commit in order;
+    /// one that fails (a deleted stream, say) is dropped.
+    ///
+    /// ```
+    /// use es_core::memory::MemoryEventStore;
+    /// use es_core::{AppendRequest, EventStore, ExpectedVersion, StoreError, StreamId};
+    ///
+    /// # futures::executor::block_on(async {
+    /// let store = MemoryEventStore::new();
+    /// let stream = StreamId::new("account-1")?;
+    /// store.interleave(AppendRequest::new(stream.clone(), ExpectedVersion::Any).with_events([]));
+    /// let ok = store.append(AppendRequest::new(stream.clone(), ExpectedVersion::NoStream)).await;
+    /// assert!(ok.is_ok(), "an empty concurrent append does not move the stream");
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// # }).unwrap();
+    /// ```
+    pub fn interleave(&self, request: AppendRequest) {
+        lock(&self.state)
+            .interleaved
+            .entry(request.stream_id.clone())
+            .or_default()
+            .push(request);
+    }
+
+    /// Commits the interleaved appends waiting for `stream_id`, under the store's lock.
+    pub(super) fn run_interleaved(&self, state: &mut State, stream_id: &StreamId) {
+        let Some(requests) = state.interleaved.remove(stream_id) else {
+            return;
+        };
+        for request in requests {
+            match self.append_locked(state, request) {
+                Ok(_) => self.signal.notify(),
+                Err(error) => tracing::debug!(%error, "interleaved append dropped"),
+            }
+        }
     }
 
     /// Uses `clock` for recorded times.
@@ -138,7 +197,7 @@ impl MemoryEventStore {
     }
 
     /// The append under the store's lock.
-    fn append_locked(
+    pub(super) fn append_locked(
         &self,
         state: &mut State,
         request: AppendRequest,
@@ -213,7 +272,7 @@ impl MemoryEventStore {
         })
     }
 
-    fn check_sizes(&self, request: &AppendRequest) -> Result<(), StoreError> {
+    pub(super) fn check_sizes(&self, request: &AppendRequest) -> Result<(), StoreError> {
         for event in &request.events {
             let size = serde_json::to_vec(&event.data).map_or(0, |v| v.len())
                 + serde_json::to_vec(&event.metadata).map_or(0, |v| v.len());
@@ -231,6 +290,56 @@ impl MemoryEventStore {
 }
 
 impl State {
+    /// Whether `stream_id` is soft-deleted.
+    pub(super) fn is_deleted(&self, stream_id: &StreamId) -> bool {
+        self.streams.get(stream_id).is_some_and(|s| s.deleted)
+    }
+
+    /// Whether `event_id` is stored.
+    pub(super) fn has_event(&self, event_id: EventId) -> bool {
+        self.event_ids.contains_key(&event_id)
+    }
+
+    /// The stored events of `stream_id` that `read` selects.
+    pub(super) fn read(&self, stream_id: &StreamId, read: StreamRead) -> Vec<RecordedEvent> {
+        let Some(stream) = self.streams.get(stream_id) else {
+            return Vec::new();
+        };
+        let limit = read.limit.unwrap_or(usize::MAX);
+        let pick = |&index: &usize| {
+            let event = &self.log[index];
+            read.admits(event.version).then(|| event.clone())
+        };
+        match read.direction {
+            Direction::Forward => stream.events.iter().filter_map(pick).take(limit).collect(),
+            Direction::Backward => stream
+                .events
+                .iter()
+                .rev()
+                .filter_map(pick)
+                .take(limit)
+                .collect(),
+        }
+    }
+
+    /// Saves `snapshot` if its stream is live at its version and no newer one is stored.
+    pub(super) fn save_snapshot(&mut self, snapshot: Snapshot) {
+        // Only for a live stream that has reached the snapshot's version: a snapshot saved
+        // just after a hard delete must not bring the erased state back.
+        let live = self.streams.get(&snapshot.stream_id).is_some_and(|stream| {
+            !stream.deleted && stream.events.len() as u64 >= snapshot.version.get()
+        });
+        if !live {
+            return;
+        }
+        let keep_old = self.snapshots.get(&snapshot.stream_id).is_some_and(|old| {
+            old.snapshot_version == snapshot.snapshot_version && old.version > snapshot.version
+        });
+        if !keep_old {
+            self.snapshots.insert(snapshot.stream_id.clone(), snapshot);
+        }
+    }
+
     /// Removes every trace of a stream and rebuilds the indexes (erasure is rare).
     fn erase(&mut self, stream_id: &StreamId) {
         self.log.retain(|event| &event.stream_id != stream_id);
@@ -248,7 +357,7 @@ impl State {
         }
     }
 
-    fn current_version(&self, stream_id: &StreamId) -> Version {
+    pub(super) fn current_version(&self, stream_id: &StreamId) -> Version {
         self.streams
             .get(stream_id)
             .map_or(Version::ZERO, |s| Version::new(s.events.len() as u64))
@@ -256,7 +365,7 @@ impl State {
 
     /// `Some(outcome)` when the request repeats an earlier append exactly; an error when one
     /// of its ids is stored but not as such a repeat.
-    fn earlier_append(&self, request: &AppendRequest) -> Result<Option<AppendOutcome>, StoreError> {
+    pub(super) fn earlier_append(&self, request: &AppendRequest) -> Result<Option<AppendOutcome>, StoreError> {
         let mut seen = HashSet::with_capacity(request.events.len());
         let mut stored = Vec::new();
         for event in &request.events {
@@ -312,6 +421,7 @@ impl EventStore for MemoryEventStore {
     async fn append(&self, request: AppendRequest) -> Result<AppendOutcome, StoreError> {
         let outcome = {
             let mut state = lock(&self.state);
+            self.run_interleaved(&mut state, &request.stream_id);
             self.append_locked(&mut state, request)?
         };
         if outcome.status == AppendStatus::Appended {
@@ -379,31 +489,7 @@ impl EventStore for MemoryEventStore {
         stream_id: &'a StreamId,
         read: StreamRead,
     ) -> BoxStream<'a, Result<RecordedEvent, StoreError>> {
-        let events: Vec<RecordedEvent> = {
-            let state = lock(&self.state);
-            match state.streams.get(stream_id) {
-                None => Vec::new(),
-                Some(stream) => {
-                    let limit = read.limit.unwrap_or(usize::MAX);
-                    let pick = |&index: &usize| {
-                        let event = &state.log[index];
-                        read.admits(event.version).then(|| event.clone())
-                    };
-                    match read.direction {
-                        Direction::Forward => {
-                            stream.events.iter().filter_map(pick).take(limit).collect()
-                        }
-                        Direction::Backward => stream
-                            .events
-                            .iter()
-                            .rev()
-                            .filter_map(pick)
-                            .take(limit)
-                            .collect(),
-                    }
-                }
-            }
-        };
+        let events = lock(&self.state).read(stream_id, read);
         stream::iter(events.into_iter().map(Ok)).boxed()
     }
 
@@ -459,24 +545,7 @@ impl SnapshotStore for MemoryEventStore {
     }
 
     async fn save_snapshot(&self, snapshot: Snapshot) -> Result<(), StoreError> {
-        let mut state = lock(&self.state);
-        // Only for a live stream that has reached the snapshot's version: a snapshot saved
-        // just after a hard delete must not bring the erased state back.
-        let live = state
-            .streams
-            .get(&snapshot.stream_id)
-            .is_some_and(|stream| {
-                !stream.deleted && stream.events.len() as u64 >= snapshot.version.get()
-            });
-        if !live {
-            return Ok(());
-        }
-        let keep_old = state.snapshots.get(&snapshot.stream_id).is_some_and(|old| {
-            old.snapshot_version == snapshot.snapshot_version && old.version > snapshot.version
-        });
-        if !keep_old {
-            state.snapshots.insert(snapshot.stream_id.clone(), snapshot);
-        }
+        lock(&self.state).save_snapshot(snapshot);
         Ok(())
     }
 }
