@@ -65,7 +65,14 @@ struct Noop;
 
 #[async_trait::async_trait]
 impl TransactionalHandler<PgTransaction> for Noop {
-    async fn handle(&self, _: &mut PgTransaction, _: &Delivery) -> Result<(), HandlerError> {
+    type Message = serde_json::Value;
+
+    async fn handle(
+        &self,
+        _: &mut PgTransaction,
+        _: &serde_json::Value,
+        _: &Delivery,
+    ) -> Result<(), HandlerError> {
         Ok(())
     }
 }
@@ -118,7 +125,7 @@ async fn framework(
     round: usize,
 ) -> Duration {
     let clock = Clocked::default();
-    let inbox = InboxHandler::new(format!("framework-{round}"), store.inbox(), Noop);
+    let inbox = InboxHandler::new(format!("framework-{round}"), store.clone(), Noop);
     let mut runner = ConsumerRunner::new(
         consumer(bootstrap, topic),
         ClockedInbox(inbox, clock.clone()),

@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use serde::de::DeserializeOwned;
 
+use crate::message_type::MessageType;
 use crate::messaging::{Delivery, HandlerError, MessageHandler};
 use crate::registry::EventRegistry;
 
@@ -58,10 +59,15 @@ struct Route {
 /// [`HandlerError::Permanent`] failure (dead-lettered by a consumer loop).
 ///
 /// ```
-/// use es_core::{Delivery, EventRegistry, HandlerError, HandlerRegistry, MessageHandler, OutboxMessage, Typed, TypedHandler};
+/// use es_core::{Delivery, EventRegistry, HandlerError, HandlerRegistry, MessageHandler, MessageType, OutboxMessage, Typed, TypedHandler};
 ///
 /// #[derive(serde::Deserialize)]
 /// struct OrderPlaced { order_id: String }
+///
+/// impl MessageType for OrderPlaced {
+///     const MESSAGE_TYPE: &'static str = "OrderPlaced";
+///     const SCHEMA_VERSION: u32 = 2;
+/// }
 ///
 /// struct Billing;
 ///
@@ -81,7 +87,7 @@ struct Route {
 /// upcasters.upcaster("OrderPlaced", 1, |data| Ok(serde_json::json!({ "order_id": data["id"] })))?;
 /// let registry = HandlerRegistry::new()
 ///     .with_upcasters(upcasters)
-///     .on("OrderPlaced", 2, Typed(Billing));
+///     .on::<OrderPlaced>(Typed(Billing));
 ///
 /// let message = OutboxMessage::new("OrderPlaced", "order-7", serde_json::json!({ "id": "order-7" }));
 /// let delivery = Delivery { topic: "orders".into(), partition: 0, offset: 0, attempt: 1, message };
@@ -123,10 +129,18 @@ impl HandlerRegistry {
         self
     }
 
-    /// Sends messages of `message_type` to `handler`, their payloads brought to
-    /// `schema_version` first. Registering a type again replaces its handler.
+    /// Sends messages of type `M` to `handler`, their payloads brought to `M`'s schema version
+    /// first. Registering a type again replaces its handler.
     #[must_use]
-    pub fn on(
+    pub fn on<M: MessageType>(self, handler: impl MessageHandler + 'static) -> Self {
+        self.on_type(M::MESSAGE_TYPE, M::SCHEMA_VERSION, handler)
+    }
+
+    /// Sends messages of `message_type` to `handler`, their payloads brought to
+    /// `schema_version` first (for messages without a Rust type; prefer [`on`](Self::on)).
+    /// Registering a type again replaces its handler.
+    #[must_use]
+    pub fn on_type(
         mut self,
         message_type: impl Into<String>,
         schema_version: u32,

@@ -1,14 +1,15 @@
 #![doc = include_str!("../README.md")]
 
 mod aggregate;
+mod aggregate_handler;
 mod checkpoint;
 mod clock;
 mod dispatch;
 mod error;
 mod event;
+mod exactly_once;
 mod ids;
 mod inbox;
-mod inbox_handler;
 pub mod memory;
 mod message_type;
 mod messaging;
@@ -26,20 +27,23 @@ mod subscription;
 pub mod testing;
 mod timestamp;
 mod transaction;
+mod unit;
 
 pub use aggregate::Aggregate;
+pub use aggregate_handler::{AggregateHandler, AggregateMessageHandler};
 pub use checkpoint::{CheckpointError, CheckpointStore};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use dispatch::{HandlerRegistry, Typed, TypedHandler};
 pub use error::{BoxError, Conflict, StoreError};
+pub use es_macros::{DomainEvent, MessageType};
 pub use event::{
     CodecError, DecodeError, DomainEvent, EventType, NewEvent, RecordedEvent, decode_data,
 };
+pub use exactly_once::{DEFAULT_CONFLICT_RETRIES, Handled, InboxHandler, TransactionalHandler};
 pub use ids::{
     EventId, ExpectedVersion, InvalidStreamId, MAX_STREAM_ID_LEN, Position, StreamId, Version,
 };
 pub use inbox::{Inbox, InboxError};
-pub use inbox_handler::{InboxHandler, TransactionalHandler};
 pub use message_type::{MessageType, decode_message, encode_message};
 pub use messaging::{
     Consumer, ConsumerError, Delivery, HandlerError, MessageHandler, PublishError, PublishFailure,
@@ -60,5 +64,6 @@ pub use store::{
     AppendOutcome, AppendRequest, AppendStatus, DeleteMode, Direction, EventStore, LogBatch,
     LogFilter, StreamRead, SubscriptionItem, TOMBSTONE_EVENT_TYPE,
 };
-pub use transaction::{Committed, StoreTransaction, TransactionalStore};
 pub use subscription::{AppendSignal, SubscriptionOptions, poll_subscription};
+pub use transaction::{Committed, StoreTransaction, TransactionalStore};
+pub use unit::{Done, Rerun, UnitError, UnitOfWork};

@@ -5,8 +5,10 @@ use std::fmt;
 
 use uuid::Uuid;
 
-use crate::error::BoxError;
+use crate::error::{BoxError, Conflict, StoreError};
+use crate::ids::StreamId;
 use crate::outbox::OutboxMessage;
+use crate::unit::{Rerun, UnitError};
 
 /// One message as a consumer received it.
 #[derive(Debug, Clone, PartialEq)]
@@ -209,6 +211,38 @@ pub enum HandlerError {
     /// at once.
     #[error("permanent failure: {0}")]
     Permanent(String),
+    /// A stream moved under the handler's transaction: its unit of work runs again (and a
+    /// consumer loop retries the message once that gives up).
+    #[error(transparent)]
+    Conflict(Conflict),
+    /// The handler's transaction appended, after writing, to a stream it had not locked: its
+    /// unit of work runs again with the stream locked first.
+    #[error("stream {0} was not locked first")]
+    StreamNotLocked(StreamId),
+}
+
+impl From<StoreError> for HandlerError {
+    /// Conflicts and unlocked streams stay typed (a unit of work runs again on them); a
+    /// backend failure is transient; anything else (a deleted stream, an oversized or
+    /// duplicate event) is permanent.
+    fn from(error: StoreError) -> Self {
+        match error {
+            StoreError::Conflict(conflict) => Self::Conflict(conflict),
+            StoreError::StreamNotLocked(stream) => Self::StreamNotLocked(stream),
+            StoreError::Backend(_) => Self::transient(error),
+            other => Self::permanent(other),
+        }
+    }
+}
+
+impl UnitError for HandlerError {
+    fn rerun(&self) -> Option<Rerun<'_>> {
+        match self {
+            Self::Conflict(conflict) => Some(Rerun::Conflict(conflict)),
+            Self::StreamNotLocked(stream) => Some(Rerun::Lock(stream)),
+            _ => None,
+        }
+    }
 }
 
 impl HandlerError {
@@ -222,9 +256,9 @@ impl HandlerError {
         Self::Permanent(reason.to_string())
     }
 
-    /// Whether retrying may help.
+    /// Whether retrying may help (a conflict or an unlocked stream is worth a retry too).
     pub fn is_transient(&self) -> bool {
-        matches!(self, Self::Transient(_))
+        !matches!(self, Self::Permanent(_))
     }
 }
 

@@ -11,6 +11,7 @@ use serde_json::Value;
 use crate::aggregate::Aggregate;
 use crate::clock::{Clock, SystemClock};
 use crate::error::{Conflict, StoreError};
+use crate::event::RecordedEvent;
 use crate::event::{CodecError, DecodeError, NewEvent};
 use crate::ids::{ExpectedVersion, Position, StreamId, Version};
 use crate::metadata::{CommandContext, Metadata};
@@ -18,6 +19,8 @@ use crate::outbox::OutboxMessage;
 use crate::registry::EventRegistry;
 use crate::snapshot::{Snapshot, SnapshotPolicy, SnapshotStore};
 use crate::store::{AppendRequest, AppendStatus, EventStore, StreamRead, TOMBSTONE_EVENT_TYPE};
+use crate::transaction::StoreTransaction;
+use crate::unit::{Rerun, UnitError};
 
 /// Why a command did not complete.
 #[derive(Debug, thiserror::Error)]
@@ -45,6 +48,16 @@ impl<E: std::error::Error + 'static> From<StoreError> for RepositoryError<E> {
         match error {
             StoreError::Conflict(conflict) => Self::Conflict(conflict),
             other => Self::Store(other),
+        }
+    }
+}
+
+impl<E: std::error::Error + 'static> UnitError for RepositoryError<E> {
+    fn rerun(&self) -> Option<Rerun<'_>> {
+        match self {
+            Self::Conflict(conflict) => Some(Rerun::Conflict(conflict)),
+            Self::Store(error) => error.rerun(),
+            _ => None,
         }
     }
 }
@@ -143,6 +156,29 @@ pub struct Repository<A: Aggregate, S> {
     outbox: Option<Arc<OutboxFn<A>>>,
 }
 
+impl<A: Aggregate> Clone for Snapshots<A> {
+    fn clone(&self) -> Self {
+        Self {
+            policy: self.policy,
+            encode: self.encode,
+            decode: self.decode,
+        }
+    }
+}
+
+impl<A: Aggregate, S: Clone> Clone for Repository<A, S> {
+    fn clone(&self) -> Self {
+        Self {
+            store: self.store.clone(),
+            registry: Arc::clone(&self.registry),
+            clock: Arc::clone(&self.clock),
+            conflict_retries: self.conflict_retries,
+            snapshots: self.snapshots.clone(),
+            outbox: self.outbox.clone(),
+        }
+    }
+}
+
 impl<A: Aggregate, S: fmt::Debug> fmt::Debug for Repository<A, S> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Repository")
@@ -215,23 +251,112 @@ where
     /// [`RepositoryError::Decode`] for an undecodable event; [`RepositoryError::Store`] with
     /// [`StoreError::StreamDeleted`] for a soft-deleted stream, or a store failure.
     pub async fn load(&self, stream_id: &StreamId) -> Result<Loaded<A>, RepositoryError<A::Error>> {
-        let (mut state, mut version) = match self.load_snapshot(stream_id).await {
-            Some(loaded) => (loaded.state, loaded.version),
-            None => (A::default(), Version::ZERO),
+        let snapshot = match self.snapshots {
+            Some(_) => self.store.load_snapshot(stream_id).await,
+            None => Ok(None),
         };
-        let read = StreamRead::forward().from(version.next());
+        let mut loaded = self.start_from(stream_id, snapshot);
+        let read = StreamRead::forward().from(loaded.version.next());
         let mut events = self.store.read_stream(stream_id, read);
         while let Some(recorded) = events.try_next().await? {
-            if recorded.event_type == TOMBSTONE_EVENT_TYPE {
-                return Err(RepositoryError::Store(StoreError::StreamDeleted(
-                    stream_id.clone(),
-                )));
-            }
-            let event: A::Event = recorded.decode(&self.registry)?;
-            state.evolve(&event);
-            version = recorded.version;
+            self.fold(stream_id, &mut loaded, &recorded)?;
         }
-        Ok(Loaded { state, version })
+        Ok(loaded)
+    }
+
+    /// Like [`load`](Self::load), inside `tx`: the state includes the transaction's own
+    /// appends.
+    ///
+    /// # Errors
+    /// As [`load`](Self::load).
+    pub async fn load_in<T: StoreTransaction>(
+        &self,
+        tx: &mut T,
+        stream_id: &StreamId,
+    ) -> Result<Loaded<A>, RepositoryError<A::Error>> {
+        let snapshot = match self.snapshots {
+            Some(_) => tx.load_snapshot(stream_id).await,
+            None => Ok(None),
+        };
+        let mut loaded = self.start_from(stream_id, snapshot);
+        let read = StreamRead::forward().from(loaded.version.next());
+        for recorded in tx.read_stream(stream_id, read).await? {
+            self.fold(stream_id, &mut loaded, &recorded)?;
+        }
+        Ok(loaded)
+    }
+
+    /// Folds one stored event into `loaded`.
+    fn fold(
+        &self,
+        stream_id: &StreamId,
+        loaded: &mut Loaded<A>,
+        recorded: &RecordedEvent,
+    ) -> Result<(), RepositoryError<A::Error>> {
+        if recorded.event_type == TOMBSTONE_EVENT_TYPE {
+            return Err(RepositoryError::Store(StoreError::StreamDeleted(
+                stream_id.clone(),
+            )));
+        }
+        let event: A::Event = recorded.decode(&self.registry)?;
+        loaded.state.evolve(&event);
+        loaded.version = recorded.version;
+        Ok(())
+    }
+
+    /// Runs `command` inside `tx`: loads the aggregate as the transaction sees it, decides,
+    /// and appends the events with their outbox messages (and a snapshot when due) to the
+    /// transaction. Nothing is written until the caller commits; a conflict (here or at
+    /// commit) means the whole unit must run again, which a [`UnitOfWork`](crate::UnitOfWork)
+    /// does. [`Executed::positions`] is empty: positions are known once the transaction
+    /// commits ([`Committed::positions`](crate::Committed::positions)).
+    ///
+    /// # Errors
+    /// [`RepositoryError::Rejected`] when the aggregate refuses (the transaction holds nothing
+    /// of the command); [`RepositoryError::Conflict`]; decode, encode and store errors,
+    /// including [`StoreError::StreamNotLocked`].
+    pub async fn execute_in<T: StoreTransaction>(
+        &self,
+        tx: &mut T,
+        stream_id: &StreamId,
+        command: &A::Command,
+        context: &CommandContext,
+    ) -> Result<Executed<A>, RepositoryError<A::Error>> {
+        let loaded = self.load_in(tx, stream_id).await?;
+        let before = loaded.version;
+        let decided = match self.decide(stream_id, loaded, command, context)? {
+            Decision::Nothing(state) => {
+                return Ok(Executed {
+                    state,
+                    version: before,
+                    events: Vec::new(),
+                    positions: Vec::new(),
+                });
+            }
+            Decision::Append(decided) => decided,
+        };
+        let version = tx.append(decided.request).await?;
+        if let Some(snapshot) = self.snapshot_if_due(stream_id, &decided.state, before, version) {
+            tx.save_snapshot(snapshot).await?;
+        }
+        Ok(Executed {
+            state: decided.state,
+            version,
+            events: decided.events,
+            positions: Vec::new(),
+        })
+    }
+
+    fn start_from(
+        &self,
+        stream_id: &StreamId,
+        snapshot: Result<Option<Snapshot>, StoreError>,
+    ) -> Loaded<A> {
+        self.usable_snapshot(stream_id, snapshot)
+            .unwrap_or_else(|| Loaded {
+                state: A::default(),
+                version: Version::ZERO,
+            })
     }
 
     /// Loads, decides and saves: the events (and outbox messages) commit atomically at the
@@ -306,15 +431,51 @@ where
         command: &A::Command,
         context: &CommandContext,
     ) -> Result<Executed<A>, RepositoryError<A::Error>> {
+        let before = loaded.version;
+        let decided = match self.decide(stream_id, loaded, command, context)? {
+            Decision::Nothing(state) => {
+                return Ok(Executed {
+                    state,
+                    version: before,
+                    events: Vec::new(),
+                    positions: Vec::new(),
+                });
+            }
+            Decision::Append(decided) => decided,
+        };
+        let outcome = self.store.append(decided.request).await?;
+        if outcome.status == AppendStatus::AlreadyAppended {
+            tracing::warn!(stream = %stream_id, "fresh event ids reported as already appended");
+        }
+        if let Some(snapshot) =
+            self.snapshot_if_due(stream_id, &decided.state, before, outcome.last_version)
+        {
+            // A snapshot is an optimisation: failing to take one must not fail the command.
+            if let Err(error) = self.store.save_snapshot(snapshot).await {
+                tracing::warn!(stream = %stream_id, %error, "snapshot not saved");
+            }
+        }
+        Ok(Executed {
+            state: decided.state,
+            version: outcome.last_version,
+            events: decided.events,
+            positions: outcome.positions,
+        })
+    }
+
+    /// Decides `command` on `loaded` and builds the append: events with their metadata, and
+    /// the outbox messages they cause.
+    fn decide(
+        &self,
+        stream_id: &StreamId,
+        loaded: Loaded<A>,
+        command: &A::Command,
+        context: &CommandContext,
+    ) -> Result<Decision<A>, RepositoryError<A::Error>> {
         let Loaded { mut state, version } = loaded;
         let events = state.decide(command).map_err(RepositoryError::Rejected)?;
         if events.is_empty() {
-            return Ok(Executed {
-                state,
-                version,
-                events,
-                positions: Vec::new(),
-            });
+            return Ok(Decision::Nothing(state));
         }
         let mut new_events = Vec::with_capacity(events.len());
         let mut with_metadata = Vec::with_capacity(events.len());
@@ -334,23 +495,22 @@ where
             .with_stream_type(A::TYPE)
             .with_events(new_events)
             .with_outbox(outbox);
-        let outcome = self.store.append(request).await?;
-        if outcome.status == AppendStatus::AlreadyAppended {
-            tracing::warn!(stream = %stream_id, "fresh event ids reported as already appended");
-        }
-        self.snapshot_if_due(stream_id, &state, version, outcome.last_version)
-            .await;
-        Ok(Executed {
+        Ok(Decision::Append(Decided {
             state,
-            version: outcome.last_version,
             events: with_metadata.into_iter().map(|(event, _)| event).collect(),
-            positions: outcome.positions,
-        })
+            request,
+        }))
     }
 
-    async fn load_snapshot(&self, stream_id: &StreamId) -> Option<Loaded<A>> {
+    /// The state of `snapshot` when it is usable (this aggregate's snapshot version, and
+    /// decodable); a failed load or a bad snapshot means replaying every event.
+    fn usable_snapshot(
+        &self,
+        stream_id: &StreamId,
+        snapshot: Result<Option<Snapshot>, StoreError>,
+    ) -> Option<Loaded<A>> {
         let snapshots = self.snapshots.as_ref()?;
-        let snapshot = match self.store.load_snapshot(stream_id).await {
+        let snapshot = match snapshot {
             Ok(snapshot) => snapshot?,
             Err(error) => {
                 tracing::warn!(stream = %stream_id, %error, "snapshot unavailable; replaying all events");
@@ -373,40 +533,46 @@ where
         }
     }
 
-    async fn snapshot_if_due(
+    /// The snapshot to save when the policy says one is due between `before` and `after`.
+    fn snapshot_if_due(
         &self,
         stream_id: &StreamId,
         state: &A,
         before: Version,
         after: Version,
-    ) {
-        let Some(snapshots) = &self.snapshots else {
-            return;
-        };
+    ) -> Option<Snapshot> {
+        let snapshots = self.snapshots.as_ref()?;
         if !snapshots.policy.due(before, after) {
-            return;
+            return None;
         }
-        let saved = match (snapshots.encode)(state) {
-            Ok(json) => {
-                let snapshot = Snapshot {
-                    stream_id: stream_id.clone(),
-                    version: after,
-                    snapshot_version: A::SNAPSHOT_VERSION,
-                    state: json,
-                    taken_at: self.clock.now(),
-                };
-                self.store
-                    .save_snapshot(snapshot)
-                    .await
-                    .map_err(|e| e.to_string())
+        match (snapshots.encode)(state) {
+            Ok(json) => Some(Snapshot {
+                stream_id: stream_id.clone(),
+                version: after,
+                snapshot_version: A::SNAPSHOT_VERSION,
+                state: json,
+                taken_at: self.clock.now(),
+            }),
+            Err(error) => {
+                tracing::warn!(stream = %stream_id, %error, "snapshot not encoded");
+                None
             }
-            Err(error) => Err(error.to_string()),
-        };
-        // A snapshot is an optimisation: failing to take one must not fail the command.
-        if let Err(error) = saved {
-            tracing::warn!(stream = %stream_id, %error, "snapshot not saved");
         }
     }
+}
+
+/// A command's decision, before it is written.
+enum Decision<A: Aggregate> {
+    /// It decided nothing: the state as loaded.
+    Nothing(A),
+    /// It decided events.
+    Append(Decided<A>),
+}
+
+struct Decided<A: Aggregate> {
+    state: A,
+    events: Vec<A::Event>,
+    request: AppendRequest,
 }
 
 impl<A, S> Repository<A, S>

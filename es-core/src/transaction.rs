@@ -123,7 +123,7 @@ pub trait StoreTransaction: Send {
 ///
 /// ```
 /// use es_core::memory::MemoryEventStore;
-/// use es_core::{AppendRequest, EventStore, ExpectedVersion, NewEvent, Metadata, StoreTransaction, StreamId, TransactionalStore};
+/// use es_core::{AppendRequest, EventStore, ExpectedVersion, NewEvent, CommandContext, SystemClock, StoreTransaction, StreamId, TransactionalStore};
 ///
 /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
 /// let store = MemoryEventStore::new();
@@ -132,7 +132,7 @@ pub trait StoreTransaction: Send {
 ///     event_type: kind.into(),
 ///     schema_version: 1,
 ///     data: serde_json::json!({ "amount": 10 }),
-///     metadata: Metadata::new(),
+///     metadata: CommandContext::new().metadata(&SystemClock),
 /// };
 /// let mut tx = store.begin(&[from.clone(), to.clone()]).await?;
 /// tx.append(AppendRequest::new(from.clone(), ExpectedVersion::Any).with_events([event("Debited")])).await?;

@@ -5,11 +5,11 @@
 
 use std::collections::BTreeMap;
 
-use es_core::{Aggregate, DomainEvent, EventType};
+use es_core::{Aggregate, DomainEvent};
 use serde::{Deserialize, Serialize};
 
 /// Everything that can happen to a shopping cart.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, DomainEvent)]
 enum CartEvent {
     #[serde(rename = "CartOpened")]
     Opened { customer: String },
@@ -35,36 +35,6 @@ enum CartEvent {
     CheckedOut { total_cents: u64 },
     #[serde(rename = "CartAbandoned")]
     Abandoned,
-}
-
-impl DomainEvent for CartEvent {
-    const EVENT_TYPES: &'static [EventType] = &[
-        EventType::new("CartOpened"),
-        EventType::new("CartItemAdded"),
-        EventType::new("CartItemRemoved"),
-        EventType::new("CartQuantityChanged"),
-        EventType::new("CartCouponApplied"),
-        EventType::new("CartCouponRemoved"),
-        EventType::new("CartShippingAddressSet"),
-        EventType::new("CartCleared"),
-        EventType::new("CartCheckedOut"),
-        EventType::new("CartAbandoned"),
-    ];
-
-    fn event_type(&self) -> &'static str {
-        match self {
-            Self::Opened { .. } => "CartOpened",
-            Self::ItemAdded { .. } => "CartItemAdded",
-            Self::ItemRemoved { .. } => "CartItemRemoved",
-            Self::QuantityChanged { .. } => "CartQuantityChanged",
-            Self::CouponApplied { .. } => "CartCouponApplied",
-            Self::CouponRemoved { .. } => "CartCouponRemoved",
-            Self::ShippingAddressSet { .. } => "CartShippingAddressSet",
-            Self::Cleared => "CartCleared",
-            Self::CheckedOut { .. } => "CartCheckedOut",
-            Self::Abandoned => "CartAbandoned",
-        }
-    }
 }
 
 // Step 3: the aggregate.

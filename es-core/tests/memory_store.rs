@@ -8,3 +8,9 @@ async fn fresh() -> MemoryEventStore {
 }
 
 es_core::store_contract_tests!(fresh());
+
+mod unit {
+    use super::fresh;
+
+    es_core::unit_contract_tests!(fresh());
+}

@@ -274,7 +274,7 @@ async fn malformed_json_and_unknown_types_are_dead_lettered_with_the_reason() {
     support::publish(&bootstrap, &[broken.clone(), good.clone()]).await;
 
     let recorder = Recorder::default();
-    let registry = HandlerRegistry::new().on("Tested", 1, recorder.clone());
+    let registry = HandlerRegistry::new().on_type("Tested", 1, recorder.clone());
     let (stop, stats, task) = spawn_runner(&bootstrap, &topic, registry, quick(3));
     support::wait_for("the good message handled", || {
         !recorder.handled().is_empty()

@@ -32,7 +32,7 @@ fn spawn_member(
     tokio::task::JoinHandle<()>,
 ) {
     let consumer = support::consumer(bootstrap, group, &[topic]);
-    let handler = InboxHandler::new(group, store.inbox(), effects);
+    let handler = InboxHandler::new(group, store.clone(), effects);
     let options = RunnerOptions::default().commit_interval(Duration::from_millis(200));
     let mut runner = ConsumerRunner::new(consumer, handler).with_options(options);
     let stats = runner.stats();

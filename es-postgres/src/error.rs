@@ -35,14 +35,6 @@ pub enum PgError {
         #[source]
         source: tokio_postgres::Error,
     },
-    /// An append ran in a transaction that already held a transaction id without having
-    /// locked the stream first; appending would let the global log show the stream out of
-    /// order. Start the transaction with [`PgEventStore::transaction`](crate::PgEventStore::transaction),
-    /// naming every stream it will append to.
-    #[error(
-        "append to {0} refused: the transaction already has a transaction id and did not lock this stream first; name every stream in PgEventStore::transaction"
-    )]
-    LocksNotTakenFirst(StreamId),
     /// The append ran in a transaction that is not READ COMMITTED: after waiting for the
     /// stream's lock it would read a stale version. Pools built by [`PgConfig`](crate::PgConfig)
     /// set it; a pool passed to `with_pool` must too.

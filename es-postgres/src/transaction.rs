@@ -3,7 +3,11 @@
 use std::fmt;
 
 use deadpool_postgres::Object;
-use es_core::{AppendOutcome, AppendRequest, AppendStatus, StoreError, StreamId};
+use es_core::{
+    AppendOutcome, AppendRequest, AppendStatus, Committed, Position, RecordedEvent, Snapshot,
+    StoreError, StoreTransaction, StreamId, StreamRead, TransactionalStore, Version,
+};
+use uuid::Uuid;
 
 use crate::error::{PgError, backend};
 use crate::store::{PgEventStore, append_on};
@@ -14,8 +18,10 @@ use crate::store::{PgEventStore, append_on};
 /// It locks every stream it names, in sorted order, as its first statement: before anything
 /// assigns it a transaction id. That keeps each stream in version order in the global log.
 /// An append to a stream it did not name, after the transaction already holds an id, is
-/// refused with [`PgError::LocksNotTakenFirst`]. Write inbox records and read models after
-/// the appends, not before.
+/// refused with [`StoreError::StreamNotLocked`]. Write inbox records and read models after
+/// the appends, not before. It is the [`StoreTransaction`] of [`PgEventStore`]; a
+/// [`UnitOfWork`](es_core::UnitOfWork) runs a closure in one and runs it again when it
+/// conflicts or needs a stream locked.
 ///
 /// Dropping it without [`commit`](Self::commit) rolls back (its connection is closed).
 ///
@@ -40,6 +46,8 @@ pub struct PgTransaction {
     store: PgEventStore,
     client: Option<Object>,
     appended: bool,
+    /// Every position appended, for [`Committed`].
+    positions: Vec<Position>,
 }
 
 impl fmt::Debug for PgTransaction {
@@ -78,6 +86,7 @@ impl PgEventStore {
             store: self.clone(),
             client: Some(client),
             appended: false,
+            positions: Vec::new(),
         };
         begun.map_err(backend)?;
         locked.map_err(backend)?;
@@ -89,7 +98,7 @@ impl PgEventStore {
     ///
     /// An append as its first write still keeps its stream in order (it locks the stream
     /// before anything has assigned the transaction an id); after any write, an append to a
-    /// stream it has not locked is refused with [`PgError::LocksNotTakenFirst`]. To append
+    /// stream it has not locked is refused with [`StoreError::StreamNotLocked`]. To append
     /// after other writes, or to several streams, use [`transaction`](Self::transaction)
     /// naming the streams.
     ///
@@ -105,6 +114,7 @@ impl PgEventStore {
             store: self.clone(),
             client: Some(client),
             appended: false,
+            positions: Vec::new(),
         };
         transaction
             .connection()?
@@ -128,17 +138,19 @@ impl PgTransaction {
             .ok_or_else(|| PgError::Config(FINISHED.to_owned()))
     }
 
-    /// Appends inside this transaction (see [`EventStore::append`](es_core::EventStore::append)).
+    /// Appends inside this transaction (see [`EventStore::append`](es_core::EventStore::append)),
+    /// returning the positions too (the same append as [`StoreTransaction::append`]).
     ///
     /// # Errors
     /// As [`EventStore::append`](es_core::EventStore::append), and
-    /// [`PgError::LocksNotTakenFirst`] (inside [`StoreError::Backend`]) for a stream this
-    /// transaction did not lock while it already holds a transaction id.
+    /// [`StoreError::StreamNotLocked`] for a stream this transaction did not lock while it
+    /// already holds a transaction id.
     pub async fn append(&mut self, request: AppendRequest) -> Result<AppendOutcome, StoreError> {
         let client = self.open()?;
         let outcome = append_on(&self.store.inner, client, request).await?;
         if outcome.status == AppendStatus::Appended && !outcome.positions.is_empty() {
             self.appended = true;
+            self.positions.extend_from_slice(&outcome.positions);
         }
         Ok(outcome)
     }
@@ -210,5 +222,79 @@ impl Drop for PgTransaction {
             // would hand an open transaction to the next user.
             drop(Object::take(client));
         }
+    }
+}
+
+impl StoreTransaction for PgTransaction {
+    async fn append(&mut self, request: AppendRequest) -> Result<Version, StoreError> {
+        PgTransaction::append(self, request)
+            .await
+            .map(|outcome| outcome.last_version)
+    }
+
+    async fn read_stream(
+        &mut self,
+        stream_id: &StreamId,
+        read: StreamRead,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        let client = self.open()?;
+        self.store.read_stream_on(client, stream_id, read).await
+    }
+
+    async fn load_snapshot(
+        &mut self,
+        stream_id: &StreamId,
+    ) -> Result<Option<Snapshot>, StoreError> {
+        let client = self.open()?;
+        self.store.load_snapshot_on(client, stream_id).await
+    }
+
+    async fn save_snapshot(&mut self, snapshot: Snapshot) -> Result<(), StoreError> {
+        let client = self.open()?;
+        self.store.save_snapshot_on(client, snapshot).await
+    }
+
+    async fn is_handled(&mut self, subscriber: &str, message_id: Uuid) -> Result<bool, StoreError> {
+        let client = self.open()?;
+        let statement = client
+            .prepare_cached(&self.store.inner.sql.is_handled)
+            .await
+            .map_err(backend)?;
+        let row = client
+            .query_one(&statement, &[&subscriber, &message_id])
+            .await
+            .map_err(backend)?;
+        Ok(row.get(0))
+    }
+
+    async fn record_handled(
+        &mut self,
+        subscriber: &str,
+        message_id: Uuid,
+    ) -> Result<bool, StoreError> {
+        let client = self.open()?;
+        let statement = client
+            .prepare_cached(&self.store.inner.sql.record_handled)
+            .await
+            .map_err(backend)?;
+        let inserted = client
+            .execute(&statement, &[&subscriber, &message_id])
+            .await
+            .map_err(backend)?;
+        Ok(inserted == 1)
+    }
+
+    async fn commit(mut self) -> Result<Committed, StoreError> {
+        let positions = std::mem::take(&mut self.positions);
+        self.finish().await?;
+        Ok(Committed::new(positions))
+    }
+}
+
+impl TransactionalStore for PgEventStore {
+    type Transaction = PgTransaction;
+
+    async fn begin(&self, streams: &[StreamId]) -> Result<PgTransaction, StoreError> {
+        self.transaction(streams).await
     }
 }

@@ -4,3 +4,9 @@
 mod common;
 
 es_core::store_contract_tests!(common::fresh_store());
+
+mod unit {
+    use super::common;
+
+    es_core::unit_contract_tests!(common::fresh_store());
+}

@@ -10,7 +10,7 @@ use es_core::{
     AppendRequest, AppendStatus, EventStore, ExpectedVersion, OutboxMessage, OutboxSource,
     Position, StoreError, StreamId, Version,
 };
-use es_postgres::{PgError, PgEventStore, PgTransaction};
+use es_postgres::{PgEventStore, PgTransaction};
 use serde_json::json;
 use tokio_postgres::Client;
 use uuid::Uuid;
@@ -40,9 +40,9 @@ async fn assert_refused_as_not_locked_first(transaction: &mut PgTransaction, str
         .append(request(stream, ExpectedVersion::NoStream, 1))
         .await
         .expect_err("an append to an unnamed stream after the transaction got an id");
-    match PgError::find(&error) {
-        Some(PgError::LocksNotTakenFirst(refused)) => assert_eq!(refused, stream),
-        _ => panic!("expected PgError::LocksNotTakenFirst, got {error:?}"),
+    match &error {
+        StoreError::StreamNotLocked(refused) => assert_eq!(refused, stream),
+        _ => panic!("expected StoreError::StreamNotLocked, got {error:?}"),
     }
     assert!(
         error.to_string().contains(stream.as_str()),

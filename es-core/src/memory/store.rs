@@ -133,8 +133,9 @@ impl MemoryEventStore {
     /// Simulates a concurrent writer: `request` commits just before the next write to its
     /// stream (a plain append, or an append or commit of a transaction), so that write finds
     /// the stream moved and fails with a [`Conflict`]. Lets conflict retries and re-runs be
-    /// tested without a real race. Several interleaved appends to one stream commit in order;
-    /// one that fails (a deleted stream, say) is dropped.
+    /// tested without a real race. Several interleaved appends to one stream commit one
+    /// before each of the next writes, in order; one that fails (a deleted stream, say) is
+    /// dropped.
     ///
     /// ```
     /// use es_core::memory::MemoryEventStore;
@@ -157,16 +158,18 @@ impl MemoryEventStore {
             .push(request);
     }
 
-    /// Commits the interleaved appends waiting for `stream_id`, under the store's lock.
+    /// Commits the next interleaved append waiting for `stream_id`, under the store's lock.
     pub(super) fn run_interleaved(&self, state: &mut State, stream_id: &StreamId) {
-        let Some(requests) = state.interleaved.remove(stream_id) else {
+        let Some(waiting) = state.interleaved.get_mut(stream_id) else {
             return;
         };
-        for request in requests {
-            match self.append_locked(state, request) {
-                Ok(_) => self.signal.notify(),
-                Err(error) => tracing::debug!(%error, "interleaved append dropped"),
-            }
+        let request = waiting.remove(0);
+        if waiting.is_empty() {
+            state.interleaved.remove(stream_id);
+        }
+        match self.append_locked(state, request) {
+            Ok(_) => self.signal.notify(),
+            Err(error) => tracing::debug!(%error, "interleaved append dropped"),
         }
     }
 
@@ -365,7 +368,10 @@ impl State {
 
     /// `Some(outcome)` when the request repeats an earlier append exactly; an error when one
     /// of its ids is stored but not as such a repeat.
-    pub(super) fn earlier_append(&self, request: &AppendRequest) -> Result<Option<AppendOutcome>, StoreError> {
+    pub(super) fn earlier_append(
+        &self,
+        request: &AppendRequest,
+    ) -> Result<Option<AppendOutcome>, StoreError> {
         let mut seen = HashSet::with_capacity(request.events.len());
         let mut stored = Vec::new();
         for event in &request.events {

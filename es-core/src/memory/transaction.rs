@@ -110,7 +110,11 @@ impl StoreTransaction for MemoryStoreTransaction {
             {
                 return Ok(earlier.last_version);
             }
-            if let Some(event) = request.events.iter().find(|e| state.has_event(e.event_id())) {
+            if let Some(event) = request
+                .events
+                .iter()
+                .find(|e| state.has_event(e.event_id()))
+            {
                 return Err(StoreError::DuplicateEventId {
                     stream: stream_id.clone(),
                     event_id: event.event_id(),
@@ -181,8 +185,15 @@ impl StoreTransaction for MemoryStoreTransaction {
         Ok(events)
     }
 
-    async fn load_snapshot(&mut self, stream_id: &StreamId) -> Result<Option<Snapshot>, StoreError> {
-        let own = self.snapshots.iter().rev().find(|s| &s.stream_id == stream_id);
+    async fn load_snapshot(
+        &mut self,
+        stream_id: &StreamId,
+    ) -> Result<Option<Snapshot>, StoreError> {
+        let own = self
+            .snapshots
+            .iter()
+            .rev()
+            .find(|s| &s.stream_id == stream_id);
         match own {
             Some(snapshot) => Ok(Some(snapshot.clone())),
             None => Ok(lock(&self.store.state).snapshots.get(stream_id).cloned()),
@@ -196,9 +207,7 @@ impl StoreTransaction for MemoryStoreTransaction {
     }
 
     async fn is_handled(&mut self, subscriber: &str, message_id: Uuid) -> Result<bool, StoreError> {
-        Ok(self
-            .recorded
-            .contains(&(subscriber.to_owned(), message_id))
+        Ok(self.recorded.contains(&(subscriber.to_owned(), message_id))
             || self.store.inbox.is_committed(subscriber, message_id))
     }
 
@@ -236,7 +245,10 @@ impl StoreTransaction for MemoryStoreTransaction {
                 }
             }
             for request in &self.appends {
-                if let Some(event) = request.events.iter().find(|e| state.has_event(e.event_id()))
+                if let Some(event) = request
+                    .events
+                    .iter()
+                    .find(|e| state.has_event(e.event_id()))
                 {
                     return Err(StoreError::DuplicateEventId {
                         stream: request.stream_id.clone(),
@@ -271,11 +283,7 @@ impl TransactionalStore for MemoryEventStore {
     type Transaction = MemoryStoreTransaction;
 
     async fn begin(&self, streams: &[StreamId]) -> Result<MemoryStoreTransaction, StoreError> {
-        let inbox = self
-            .inbox
-            .begin()
-            .await
-            .map_err(StoreError::backend)?;
+        let inbox = self.inbox.begin().await.map_err(StoreError::backend)?;
         Ok(MemoryStoreTransaction {
             store: self.clone(),
             locked: streams.iter().cloned().collect(),

@@ -14,6 +14,7 @@ pub mod inbox_contract;
 pub mod paused_contract;
 pub mod saga_contract;
 pub mod store_contract;
+pub mod unit_contract;
 
 pub use fixture::{NegativeAmount, Tally, TallyCommand, TallyEvent};
 pub use harness::{Given, When, given};

@@ -1,5 +1,5 @@
 //! Test support for consumers: a handler whose effects are rows in PostgreSQL, written in the
-//! inbox transaction, and checks over those rows.
+//! transaction that records the message, and checks over those rows.
 
 use std::collections::HashMap;
 
@@ -71,13 +71,16 @@ impl Effects {
 
 #[async_trait::async_trait]
 impl TransactionalHandler<PgTransaction> for Effects {
+    type Message = serde_json::Value;
+
     async fn handle(
         &self,
         tx: &mut PgTransaction,
+        payload: &serde_json::Value,
         delivery: &Delivery,
     ) -> Result<(), HandlerError> {
         let message = &delivery.message;
-        let n = message.payload["n"]
+        let n = payload["n"]
             .as_i64()
             .ok_or_else(|| HandlerError::permanent("no n"))?;
         tx.client()

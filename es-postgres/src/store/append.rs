@@ -247,7 +247,7 @@ fn outcome_from_row(
                 event_id,
             })
         }
-        5 => Err(PgError::LocksNotTakenFirst(stream_id).into()),
+        5 => Err(StoreError::StreamNotLocked(stream_id)),
         6 => Err(PgError::ReadCommittedRequired.into()),
         other => {
             Err(PgError::Config(format!("append_events returned unknown status {other}")).into())

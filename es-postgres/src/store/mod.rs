@@ -30,6 +30,8 @@ pub(crate) struct Sql {
     pub(crate) delete_outbox: String,
     pub(crate) load_snapshot: String,
     pub(crate) save_snapshot: String,
+    pub(crate) is_handled: String,
+    pub(crate) record_handled: String,
 }
 
 impl Sql {
@@ -53,6 +55,12 @@ impl Sql {
                 "SELECT version, snapshot_version, state, taken_at FROM __SCHEMA__.snapshots WHERE stream_id = $1",
             ),
             save_snapshot: r(include_str!("../../sql/save_snapshot.sql")),
+            is_handled: r(
+                "SELECT EXISTS (SELECT 1 FROM __SCHEMA__.inbox WHERE subscriber = $1 AND message_id = $2)",
+            ),
+            record_handled: r(
+                "INSERT INTO __SCHEMA__.inbox (subscriber, message_id) VALUES ($1, $2) ON CONFLICT (subscriber, message_id) DO NOTHING",
+            ),
         }
     }
 }

@@ -124,6 +124,52 @@ impl PgEventStore {
         .boxed()
     }
 
+    /// Reads a stream through `client` (inside a transaction), every page collected.
+    pub(crate) async fn read_stream_on(
+        &self,
+        client: &deadpool_postgres::ClientWrapper,
+        stream_id: &StreamId,
+        read: StreamRead,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        let sql = match read.direction {
+            Direction::Forward => &self.inner.sql.read_forward,
+            Direction::Backward => &self.inner.sql.read_backward,
+        };
+        let statement = client.prepare_cached(sql).await.map_err(backend)?;
+        let mut from = match (read.direction, read.from) {
+            (_, Some(from)) => as_i64(from.get()),
+            (Direction::Forward, None) => 1,
+            (Direction::Backward, None) => i64::MAX,
+        };
+        let mut remaining = read.limit.unwrap_or(usize::MAX);
+        let mut events = Vec::new();
+        while remaining > 0 {
+            let limit = STREAM_PAGE.min(i64::try_from(remaining).unwrap_or(i64::MAX));
+            let rows = client
+                .query(&statement, &[&stream_id.as_str(), &from, &(limit + 1)])
+                .await
+                .map_err(backend)?;
+            let more = rows.len() as i64 > limit;
+            for row in rows
+                .iter()
+                .take(usize::try_from(limit).unwrap_or(usize::MAX))
+            {
+                events.push(decode_event(row, 0)?);
+                remaining -= 1;
+            }
+            let Some(last) = events.last().filter(|_| more) else {
+                break;
+            };
+            let version = as_i64(last.version.get());
+            from = match read.direction {
+                Direction::Forward => version + 1,
+                Direction::Backward if version > 1 => version - 1,
+                Direction::Backward => break,
+            };
+        }
+        Ok(events)
+    }
+
     pub(super) async fn current_version(
         &self,
         stream_id: &StreamId,

@@ -1,6 +1,7 @@
 //! Snapshots on PostgreSQL: the latest per stream.
 
 use chrono::{DateTime, Utc};
+use deadpool_postgres::ClientWrapper;
 use es_core::{Snapshot, SnapshotStore, StoreError, StreamId, Version};
 use serde_json::Value;
 
@@ -13,6 +14,24 @@ impl SnapshotStore for PgEventStore {
         let client = crate::conn::Conn::get(&self.inner.pool)
             .await
             .map_err(backend)?;
+        self.load_snapshot_on(client.client(), stream_id).await
+    }
+
+    async fn save_snapshot(&self, snapshot: Snapshot) -> Result<(), StoreError> {
+        let client = crate::conn::Conn::get(&self.inner.pool)
+            .await
+            .map_err(backend)?;
+        self.save_snapshot_on(client.client(), snapshot).await
+    }
+}
+
+impl PgEventStore {
+    /// Loads a snapshot through `client` (a pooled connection or a transaction's).
+    pub(crate) async fn load_snapshot_on(
+        &self,
+        client: &ClientWrapper,
+        stream_id: &StreamId,
+    ) -> Result<Option<Snapshot>, StoreError> {
         let statement = client
             .prepare_cached(&self.inner.sql.load_snapshot)
             .await
@@ -37,11 +56,13 @@ impl SnapshotStore for PgEventStore {
         }))
     }
 
-    async fn save_snapshot(&self, snapshot: Snapshot) -> Result<(), StoreError> {
+    /// Saves a snapshot through `client` (a pooled connection or a transaction's).
+    pub(crate) async fn save_snapshot_on(
+        &self,
+        client: &ClientWrapper,
+        snapshot: Snapshot,
+    ) -> Result<(), StoreError> {
         let state = RawJson::encode(&snapshot.state).map_err(backend_json)?;
-        let client = crate::conn::Conn::get(&self.inner.pool)
-            .await
-            .map_err(backend)?;
         let statement = client
             .prepare_cached(&self.inner.sql.save_snapshot)
             .await

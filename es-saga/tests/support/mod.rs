@@ -18,15 +18,12 @@ use serde_json::json;
 
 macro_rules! order_message {
     ($($name:ident = $ty:literal),* $(,)?) => {$(
-        #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-        #[serde(rename_all = "camelCase")]
+        #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, MessageType)]
+        #[serde(rename = $ty, rename_all = "camelCase")]
         pub struct $name {
             pub order_id: String,
             #[serde(default)]
             pub amount: u64,
-        }
-        impl MessageType for $name {
-            const MESSAGE_TYPE: &'static str = $ty;
         }
         impl $name {
             pub fn new(order_id: &str) -> Self {

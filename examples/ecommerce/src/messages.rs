@@ -87,15 +87,12 @@ pub struct Line {
 macro_rules! messages {
     ($($(#[$doc:meta])* $name:ident = $ty:literal on $topic:ident { $($(#[$fdoc:meta])* $field:ident : $fty:ty),* $(,)? })*) => {$(
         $(#[$doc])*
-        #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-        #[serde(rename_all = "camelCase")]
+        #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, MessageType)]
+        #[serde(rename = $ty, rename_all = "camelCase")]
         pub struct $name {
             /// The order.
             pub order_id: Uuid,
             $($(#[$fdoc])* pub $field: $fty,)*
-        }
-        impl MessageType for $name {
-            const MESSAGE_TYPE: &'static str = $ty;
         }
         impl Message for $name {
             const TOPIC: &'static str = topics::$topic;

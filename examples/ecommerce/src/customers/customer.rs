@@ -1,6 +1,6 @@
 //! The customer aggregate: profile and credit limit.
 
-use es_core::{Aggregate, DomainEvent, EventType};
+use es_core::{Aggregate, DomainEvent};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -53,7 +53,7 @@ pub enum CustomerCommand {
 }
 
 /// What happened to a customer.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, DomainEvent)]
 pub enum CustomerEvent {
     /// The customer registered.
     #[serde(rename = "CustomerRegistered")]
@@ -76,22 +76,6 @@ pub enum CustomerEvent {
         /// The new limit.
         credit_limit: Money,
     },
-}
-
-impl DomainEvent for CustomerEvent {
-    const EVENT_TYPES: &'static [EventType] = &[
-        EventType::new("CustomerRegistered"),
-        EventType::new("CustomerUpdated"),
-        EventType::new("CreditLimitChanged"),
-    ];
-
-    fn event_type(&self) -> &'static str {
-        match self {
-            Self::Registered(_) => "CustomerRegistered",
-            Self::Updated { .. } => "CustomerUpdated",
-            Self::CreditLimitChanged { .. } => "CreditLimitChanged",
-        }
-    }
 }
 
 /// Why a customer refused a command.

@@ -6,7 +6,7 @@
 
 use std::collections::{HashMap, HashSet};
 
-use es_core::{Aggregate, DomainEvent, EventType};
+use es_core::{Aggregate, DomainEvent};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -81,7 +81,7 @@ pub enum AccountCommand {
 }
 
 /// What happened to an account.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, DomainEvent)]
 pub enum AccountEvent {
     /// The account was opened.
     #[serde(rename = "AccountRegistered")]
@@ -126,26 +126,6 @@ pub enum AccountEvent {
         #[serde(rename = "familyId")]
         family_id: Uuid,
     },
-}
-
-impl DomainEvent for AccountEvent {
-    const EVENT_TYPES: &'static [EventType] = &[
-        EventType::new("AccountRegistered"),
-        EventType::new("AccountClosed"),
-        EventType::new("RefreshTokenIssued"),
-        EventType::new("RefreshTokenRotated"),
-        EventType::new("RefreshTokenReuseDetected"),
-    ];
-
-    fn event_type(&self) -> &'static str {
-        match self {
-            Self::Registered(_) => "AccountRegistered",
-            Self::Closed { .. } => "AccountClosed",
-            Self::RefreshTokenIssued { .. } => "RefreshTokenIssued",
-            Self::RefreshTokenRotated { .. } => "RefreshTokenRotated",
-            Self::RefreshTokenReuseDetected { .. } => "RefreshTokenReuseDetected",
-        }
-    }
 }
 
 /// Why an account refused a command.

@@ -4,7 +4,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use es_core::{Aggregate, DomainEvent, EventType};
+use es_core::{Aggregate, DomainEvent};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -88,7 +88,7 @@ pub enum WarehouseCommand {
 }
 
 /// What happened in the warehouse.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, DomainEvent)]
 pub enum WarehouseEvent {
     /// A product got its stock unit.
     #[serde(rename = "UnitEnteredInStock")]
@@ -123,28 +123,6 @@ pub enum WarehouseEvent {
     /// Stock was removed.
     #[serde(rename = "StockQuantityDecreased")]
     Decreased(StockLine),
-}
-
-impl DomainEvent for WarehouseEvent {
-    const EVENT_TYPES: &'static [EventType] = &[
-        EventType::new("UnitEnteredInStock"),
-        EventType::new("StockReserved"),
-        EventType::new("StockReservationRefused"),
-        EventType::new("StockReleased"),
-        EventType::new("StockQuantityIncreased"),
-        EventType::new("StockQuantityDecreased"),
-    ];
-
-    fn event_type(&self) -> &'static str {
-        match self {
-            Self::UnitEntered(_) => "UnitEnteredInStock",
-            Self::Reserved { .. } => "StockReserved",
-            Self::ReservationRefused { .. } => "StockReservationRefused",
-            Self::Released { .. } => "StockReleased",
-            Self::Increased(_) => "StockQuantityIncreased",
-            Self::Decreased(_) => "StockQuantityDecreased",
-        }
-    }
 }
 
 impl WarehouseEvent {

@@ -2,7 +2,7 @@
 //! reason. Every command the saga sends is idempotent: a duplicate decides nothing.
 
 use chrono::{DateTime, Utc};
-use es_core::{Aggregate, DomainEvent, EventType};
+use es_core::{Aggregate, DomainEvent};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -142,7 +142,7 @@ pub enum OrderCommand {
 }
 
 /// What happened to an order.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, DomainEvent)]
 pub enum OrderEvent {
     /// Placed.
     #[serde(rename = "OrderPlaced")]
@@ -192,30 +192,6 @@ pub enum OrderEvent {
         /// The order.
         order_id: Uuid,
     },
-}
-
-impl DomainEvent for OrderEvent {
-    const EVENT_TYPES: &'static [EventType] = &[
-        EventType::new("OrderPlaced"),
-        EventType::new("OrderProcessed"),
-        EventType::new("OrderPaid"),
-        EventType::new("OrderShipped"),
-        EventType::new("OrderDelivered"),
-        EventType::new("OrderCancelled"),
-        EventType::new("OrderCancellationRequested"),
-    ];
-
-    fn event_type(&self) -> &'static str {
-        match self {
-            Self::Placed(_) => "OrderPlaced",
-            Self::Processed { .. } => "OrderProcessed",
-            Self::Paid { .. } => "OrderPaid",
-            Self::Shipped { .. } => "OrderShipped",
-            Self::Delivered { .. } => "OrderDelivered",
-            Self::Cancelled { .. } => "OrderCancelled",
-            Self::CancellationRequested { .. } => "OrderCancellationRequested",
-        }
-    }
 }
 
 impl OrderEvent {

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use es_core::{Aggregate, DomainEvent, EventType};
+use es_core::{Aggregate, DomainEvent};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -87,7 +87,7 @@ pub enum AccountCommand {
 }
 
 /// What happened to a credit account.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, DomainEvent)]
 pub enum AccountEvent {
     /// A payment was created.
     #[serde(rename = "PaymentCreated", rename_all = "camelCase")]
@@ -125,24 +125,6 @@ pub enum AccountEvent {
         /// The order.
         order_id: Uuid,
     },
-}
-
-impl DomainEvent for AccountEvent {
-    const EVENT_TYPES: &'static [EventType] = &[
-        EventType::new("PaymentCreated"),
-        EventType::new("PaymentCompleted"),
-        EventType::new("PaymentCancelled"),
-        EventType::new("PaymentRefunded"),
-    ];
-
-    fn event_type(&self) -> &'static str {
-        match self {
-            Self::Created { .. } => "PaymentCreated",
-            Self::Completed { .. } => "PaymentCompleted",
-            Self::Cancelled { .. } => "PaymentCancelled",
-            Self::Refunded { .. } => "PaymentRefunded",
-        }
-    }
 }
 
 /// Why a credit account refused a command.

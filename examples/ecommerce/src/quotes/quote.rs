@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
-use es_core::{Aggregate, DomainEvent, EventType};
+use es_core::{Aggregate, DomainEvent};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -108,7 +108,7 @@ pub enum QuoteCommand {
 }
 
 /// What happened to a customer's quotes.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, DomainEvent)]
 pub enum QuoteEvent {
     /// A quote was opened.
     #[serde(rename = "QuoteCreated", rename_all = "camelCase")]
@@ -162,28 +162,6 @@ pub enum QuoteEvent {
         /// Its lines at the confirmed prices.
         lines: Vec<Line>,
     },
-}
-
-impl DomainEvent for QuoteEvent {
-    const EVENT_TYPES: &'static [EventType] = &[
-        EventType::new("QuoteCreated"),
-        EventType::new("QuoteItemAdded"),
-        EventType::new("QuoteItemQuantityChanged"),
-        EventType::new("QuoteItemRemoved"),
-        EventType::new("QuoteCancelled"),
-        EventType::new("QuoteConfirmed"),
-    ];
-
-    fn event_type(&self) -> &'static str {
-        match self {
-            Self::Created { .. } => "QuoteCreated",
-            Self::ItemAdded { .. } => "QuoteItemAdded",
-            Self::ItemQuantityChanged { .. } => "QuoteItemQuantityChanged",
-            Self::ItemRemoved { .. } => "QuoteItemRemoved",
-            Self::Cancelled { .. } => "QuoteCancelled",
-            Self::Confirmed { .. } => "QuoteConfirmed",
-        }
-    }
 }
 
 impl QuoteEvent {

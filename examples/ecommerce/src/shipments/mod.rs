@@ -5,8 +5,8 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use es_core::{
-    Aggregate, Clock, Delivery, DomainEvent, EventType, HandlerError, MessageHandler, Metadata,
-    OutboxMessage, Repository, RepositoryError, StreamId,
+    Aggregate, Clock, Delivery, DomainEvent, HandlerError, MessageHandler, Metadata, OutboxMessage,
+    Repository, RepositoryError, StreamId,
 };
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -62,7 +62,7 @@ pub enum ShipmentCommand {
 }
 
 /// What happened to a shipment.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, DomainEvent)]
 pub enum ShipmentEvent {
     /// Created.
     #[serde(rename = "ShipmentCreated", rename_all = "camelCase")]
@@ -92,22 +92,6 @@ pub enum ShipmentEvent {
         /// `Failed` (the carrier refused) or `Cancelled` (asked to).
         reason: String,
     },
-}
-
-impl DomainEvent for ShipmentEvent {
-    const EVENT_TYPES: &'static [EventType] = &[
-        EventType::new("ShipmentCreated"),
-        EventType::new("PackageShipped"),
-        EventType::new("ShipmentCancelled"),
-    ];
-
-    fn event_type(&self) -> &'static str {
-        match self {
-            Self::Created { .. } => "ShipmentCreated",
-            Self::Shipped { .. } => "PackageShipped",
-            Self::Cancelled { .. } => "ShipmentCancelled",
-        }
-    }
 }
 
 /// Shipments refuse nothing: duplicates and late commands decide nothing.

@@ -1,0 +1,113 @@
+//! The first service of `docs/first-service.md` (`examples/first_service.rs`), run on
+//! PostgreSQL and the broker: every payment message is published twice, each account is
+//! credited once per payment, the balances read model and the announced messages agree.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod support;
+
+#[path = "../examples/first_service.rs"]
+mod first_service;
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use es_core::{MessageType, encode_message};
+use es_kafka::KafkaConfig;
+use es_postgres::PgConfig;
+use first_service::{AccountBalanceChanged, PaymentReceived, PaymentRefused, Settings};
+use support::outbox as ob;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn payments_published_twice_credit_each_account_once() {
+    let bootstrap = support::shared_bootstrap_servers();
+    let prefix = format!("{}.", support::unique("first"));
+    support::create_topic(&bootstrap, &format!("{prefix}payments"), 4).await;
+    support::create_topic(&bootstrap, &format!("{prefix}accounts"), 4).await;
+    let store = ob::fresh_store().await;
+    let schema = store.schema().to_owned();
+    let settings = Settings {
+        postgres: PgConfig::new(es_postgres::database_url().unwrap()).schema(&schema),
+        kafka: KafkaConfig::new(&bootstrap)
+            .set("session.timeout.ms", "6000")
+            .set("heartbeat.interval.ms", "500"),
+        prefix: prefix.clone(),
+    };
+    // The reader of the announced messages joins its group first: the test broker can leave
+    // groups that join at the same moment waiting (docs/kafka.md).
+    let announced = tokio::spawn({
+        let (bootstrap, topic) = (bootstrap.clone(), format!("{prefix}accounts"));
+        async move { ob::consume(&bootstrap, &topic, 30, Duration::from_secs(120)).await }
+    });
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let service = tokio::spawn(first_service::run(settings, async {
+        let _ = stopped.await;
+    }));
+
+    let mut expected: HashMap<String, i64> = HashMap::new();
+    let mut payments = Vec::new();
+    for n in 0..30_u64 {
+        let account = format!("acc-{}", n % 3);
+        // Every tenth payment is of zero cents: the account refuses it, and says so.
+        let cents = if n % 10 == 9 { 0 } else { 100 + n };
+        *expected.entry(format!("account-{account}")).or_default() += cents as i64;
+        let payment = PaymentReceived {
+            payment: format!("pay-{n}"),
+            account,
+            cents,
+        };
+        let message = encode_message(&payment)
+            .unwrap()
+            .with_topic(format!("{prefix}payments"));
+        payments.push(message);
+    }
+    for batch in payments.chunks(10) {
+        support::publish(&bootstrap, batch).await;
+        support::publish(&bootstrap, batch).await;
+    }
+
+    let client = store.pool().get().await.unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let rows = client
+            .query(
+                &format!("SELECT account, cents FROM \"{schema}\".balances_v1"),
+                &[],
+            )
+            .await
+            .map(|rows| {
+                rows.iter()
+                    .map(|row| (row.get::<_, String>(0), row.get::<_, i64>(1)))
+                    .collect::<HashMap<_, _>>()
+            })
+            .unwrap_or_default();
+        if rows == expected {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "balances {rows:?}, expected {expected:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    stop.send(()).unwrap();
+    tokio::time::timeout(Duration::from_secs(30), service)
+        .await
+        .expect("the service stops when told")
+        .unwrap()
+        .unwrap();
+    let announced = announced.await.unwrap();
+    let changed = announced
+        .iter()
+        .filter(|m| m.message_type == AccountBalanceChanged::MESSAGE_TYPE)
+        .count();
+    let refused = announced
+        .iter()
+        .filter(|m| m.message_type == PaymentRefused::MESSAGE_TYPE)
+        .count();
+    assert_eq!(
+        (changed, refused),
+        (27, 3),
+        "one message per payment: {announced:?}"
+    );
+}
