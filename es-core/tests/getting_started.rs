@@ -923,3 +923,71 @@ async fn concurrent_commands_conflict_and_retries_resolve_them() {
     assert_eq!(cart.version.get(), 1 + u64::from(WRITERS));
     assert_eq!(cart.state.lines.len(), WRITERS as usize);
 }
+
+// Step 12: a message handled as a command.
+
+use es_core::{
+    AggregateHandler, Delivery, HandlerRegistry, InvalidStreamId, MessageHandler, MessageType,
+    encode_message,
+};
+
+/// Another service announces that a customer closed their account.
+#[derive(Debug, Serialize, Deserialize, MessageType)]
+#[serde(rename = "CustomerAccountClosed")]
+#[message(key = "cart_id")]
+struct CustomerAccountClosed {
+    cart_id: u32,
+}
+
+/// Abandons the closed account's cart, exactly once per message.
+struct AbandonClosedCarts;
+
+impl AggregateHandler for AbandonClosedCarts {
+    type Message = CustomerAccountClosed;
+    type Aggregate = Cart;
+
+    fn stream(&self, closed: &CustomerAccountClosed) -> Result<StreamId, InvalidStreamId> {
+        StreamId::for_aggregate(Cart::TYPE, closed.cart_id)
+    }
+
+    fn command(&self, _: &CustomerAccountClosed) -> CartCommand {
+        CartCommand::Abandon
+    }
+}
+
+#[tokio::test]
+async fn a_message_abandons_its_cart_exactly_once() -> Result<(), Box<dyn std::error::Error>> {
+    let store = MemoryEventStore::new();
+    let carts = Repository::<Cart, _>::new(store.clone());
+    let id = StreamId::for_aggregate(Cart::TYPE, 7)?;
+    let open = CartCommand::Open {
+        customer: "ada".into(),
+    };
+    carts.execute(&id, &open, &CommandContext::new()).await?;
+
+    let handlers = HandlerRegistry::new()
+        .on::<CustomerAccountClosed>(carts.message_handler("carts", AbandonClosedCarts));
+    let message = encode_message(&CustomerAccountClosed { cart_id: 7 })?;
+    let delivery = Delivery {
+        topic: "customers".into(),
+        partition: 0,
+        offset: 0,
+        attempt: 1,
+        message,
+    };
+    handlers.handle(&delivery).await?;
+    handlers.handle(&delivery).await?; // delivered again: no effect
+    assert_eq!(carts.load(&id).await?.version.get(), 2);
+
+    // Another such message finds the cart abandoned: the cart refuses, and the refusal is a
+    // decision, acknowledged (not retried, not dead-lettered).
+    let message = encode_message(&CustomerAccountClosed { cart_id: 7 })?;
+    let later = Delivery {
+        offset: 1,
+        message,
+        ..delivery
+    };
+    handlers.handle(&later).await?;
+    assert_eq!(carts.load(&id).await?.version.get(), 2);
+    Ok(())
+}
