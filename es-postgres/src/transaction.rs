@@ -93,21 +93,6 @@ impl PgEventStore {
         Ok(transaction)
     }
 
-    /// Begins a transaction that locks no stream, for inbox records, checkpoints and read
-    /// models (see [`PgInbox`](crate::PgInbox)).
-    ///
-    /// An append as its first write still keeps its stream in order (it locks the stream
-    /// before anything has assigned the transaction an id); after any write, an append to a
-    /// stream it has not locked is refused with [`StoreError::StreamNotLocked`]. To append
-    /// after other writes, or to several streams, use [`transaction`](Self::transaction)
-    /// naming the streams.
-    ///
-    /// # Errors
-    /// [`StoreError::Backend`] when no connection is available or the server fails.
-    pub async fn begin(&self) -> Result<PgTransaction, StoreError> {
-        self.begin_unlocked().await.map_err(StoreError::from)
-    }
-
     pub(crate) async fn begin_unlocked(&self) -> Result<PgTransaction, PgError> {
         let client = self.inner.pool.get().await?;
         let transaction = PgTransaction {
@@ -294,7 +279,15 @@ impl StoreTransaction for PgTransaction {
 impl TransactionalStore for PgEventStore {
     type Transaction = PgTransaction;
 
+    /// Begins a transaction that locks `streams` first (see [`PgEventStore::transaction`]).
+    /// With no stream it locks nothing, for checkpoints and read models: an append as its
+    /// first write still keeps its stream in order (it locks the stream before anything has
+    /// assigned the transaction an id); after any write, an append to a stream it has not
+    /// locked is refused with [`StoreError::StreamNotLocked`].
     async fn begin(&self, streams: &[StreamId]) -> Result<PgTransaction, StoreError> {
+        if streams.is_empty() {
+            return self.begin_unlocked().await.map_err(StoreError::from);
+        }
         self.transaction(streams).await
     }
 }

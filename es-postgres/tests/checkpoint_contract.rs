@@ -4,7 +4,7 @@
 
 mod common;
 
-use es_core::{CheckpointError, CheckpointStore, Position};
+use es_core::{CheckpointError, CheckpointStore, Position, TransactionalStore};
 use es_postgres::PgCheckpointStore;
 
 async fn fresh() -> PgCheckpointStore {
@@ -19,7 +19,7 @@ async fn a_checkpoint_written_in_a_transaction_commits_with_it() {
     let checkpoints = store.checkpoints();
     let (first, second) = (Position::new(5, 50), Position::new(6, 60));
 
-    let mut tx = store.begin().await.unwrap();
+    let mut tx = store.begin(&[]).await.unwrap();
     checkpoints
         .compare_and_set_in(&mut tx, "projection", None, first)
         .await
@@ -30,7 +30,7 @@ async fn a_checkpoint_written_in_a_transaction_commits_with_it() {
         None
     );
 
-    let mut tx = store.begin().await.unwrap();
+    let mut tx = store.begin(&[]).await.unwrap();
     checkpoints
         .compare_and_set_in(&mut tx, "projection", None, first)
         .await
@@ -41,7 +41,7 @@ async fn a_checkpoint_written_in_a_transaction_commits_with_it() {
         Some(first)
     );
 
-    let mut tx = store.begin().await.unwrap();
+    let mut tx = store.begin(&[]).await.unwrap();
     let stale = checkpoints
         .compare_and_set_in(&mut tx, "projection", None, second)
         .await;

@@ -8,7 +8,9 @@ mod projection_support;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use es_core::{AppendRequest, CheckpointStore, EventStore, ExpectedVersion, StreamId};
+use es_core::{
+    AppendRequest, CheckpointStore, EventStore, ExpectedVersion, StreamId, TransactionalStore,
+};
 use es_postgres::{
     PgConfig, PgEventStore, PgProjectionTx, PoisonPolicy, ProjectionDaemon, ProjectionOptions,
     ProjectionState, project_inline,
@@ -265,7 +267,7 @@ async fn a_leader_whose_checkpoint_moves_under_its_lock_reloads_it_and_keeps_lea
     let checkpoints = store.checkpoints();
     let at = checkpoints.load_checkpoint("tally@v1").await.unwrap();
     assert!(at.is_some_and(|at| at >= first && at < one), "{at:?}");
-    let mut tx = store.begin().await.unwrap();
+    let mut tx = store.begin(&[]).await.unwrap();
     checkpoints
         .compare_and_set_in(&mut tx, "tally@v1", at, one)
         .await
@@ -461,7 +463,7 @@ async fn an_inline_projection_commits_with_the_append_or_not_at_all() {
     let tally = Tally::new("inline");
     let stream = common::stream("inline");
     {
-        let mut tx = PgProjectionTx::new(store.begin().await.unwrap(), 1);
+        let mut tx = PgProjectionTx::new(store.begin(&[]).await.unwrap(), 1);
         es_core::Projection::prepare(&tally, &mut tx).await.unwrap();
         tx.into_transaction().commit().await.unwrap();
     }

@@ -178,7 +178,7 @@ impl Runner {
     /// One transaction: apply `unit.events`, record a dead letter, move the checkpoint by
     /// compare-and-set, record progress (and switch a caught-up rebuild), commit.
     async fn commit(&mut self, unit: Unit<'_>) -> Result<(), Failure> {
-        let tx = self.shared.store.begin().await?;
+        let tx = self.shared.store.begin_unlocked().await?;
         let mut target = PgProjectionTx::new(tx, unit.version);
         if !unit.events.is_empty()
             && let Err(error) = self.projection.apply_batch(&mut target, unit.events).await

@@ -343,7 +343,7 @@ impl Runner {
     }
 
     async fn prepare(&self, version: u32) -> Result<(), Stop> {
-        let tx = self.shared.store.begin().await?;
+        let tx = self.shared.store.begin_unlocked().await?;
         let mut target = PgProjectionTx::new(tx, version);
         self.projection.prepare(&mut target).await?;
         target.into_transaction().commit().await?;
