@@ -47,6 +47,29 @@ impl EventType {
 /// across Rust renames. [`EVENT_TYPES`](DomainEvent::EVENT_TYPES) lists every name with its
 /// schema version and [`event_type`](DomainEvent::event_type) returns the name of a value.
 ///
+/// Derive it: `#[derive(DomainEvent)]` reads each variant's name from its
+/// `#[serde(rename = "...")]` (a variant without one is a compile error) and its schema version
+/// from `#[event(version = N)]` (1 by default):
+///
+/// ```
+/// use es_core::DomainEvent;
+/// use serde::{Deserialize, Serialize};
+///
+/// #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, DomainEvent)]
+/// enum CounterEvent {
+///     #[serde(rename = "CounterIncremented")]
+///     #[event(version = 2)]
+///     Incremented { by: u32 },
+///     #[serde(rename = "CounterReset")]
+///     Reset,
+/// }
+///
+/// assert_eq!(CounterEvent::Reset.event_type(), "CounterReset");
+/// assert_eq!(CounterEvent::EVENT_TYPES[0].schema_version, 2);
+/// ```
+///
+/// or implement it by hand:
+///
 /// ```
 /// use es_core::{DomainEvent, EventType};
 /// use serde::{Deserialize, Serialize};
