@@ -20,6 +20,7 @@ mod projection;
 mod registry;
 pub mod relay;
 mod repository;
+pub mod runtime;
 mod saga;
 mod snapshot;
 mod store;

@@ -9,6 +9,7 @@ mod error;
 mod inbox;
 mod jsonb;
 mod leader;
+mod lease;
 mod migrate;
 mod paused;
 mod saga;
@@ -27,6 +28,7 @@ pub use daemon::{
 pub use error::PgError;
 pub use inbox::PgInbox;
 pub use leader::Leader;
+pub use lease::{DEFAULT_LEASE_POLL, PgLeases};
 pub use migrate::LATEST_MIGRATION;
 pub use paused::PgPausedPartitions;
 pub use saga::PgSagaStore;

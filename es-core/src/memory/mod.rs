@@ -5,6 +5,7 @@
 mod bus;
 mod checkpoint;
 mod inbox;
+mod lease;
 mod outbox;
 mod paused;
 mod projection;
@@ -17,6 +18,7 @@ use std::sync::{Mutex, MutexGuard};
 pub use bus::{MemoryBus, MemoryConsumer};
 pub use checkpoint::MemoryCheckpointStore;
 pub use inbox::{MemoryInbox, MemoryTransaction};
+pub use lease::MemoryLeases;
 pub use outbox::MemoryOutbox;
 pub use paused::MemoryPausedPartitions;
 pub use projection::MemoryReadModel;

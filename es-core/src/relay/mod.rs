@@ -5,6 +5,7 @@ mod error;
 mod factory;
 mod options;
 mod run;
+mod service;
 mod stats;
 
 use std::fmt;

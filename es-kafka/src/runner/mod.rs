@@ -3,6 +3,7 @@
 
 mod options;
 mod paused;
+mod service;
 mod stats;
 
 use std::collections::{HashMap, HashSet};
