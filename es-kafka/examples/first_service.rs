@@ -234,13 +234,10 @@ pub async fn run(
         publisher,
     )
     .with_signal(store.append_signal().clone());
-    let consumer = KafkaConsumer::builder(
-        settings.kafka.clone(),
-        format!("{}accounts", settings.prefix),
-    )
-    .topic_prefix(&settings.prefix)
-    .subscribe(["payments"])
-    .build()?;
+    let consumer = KafkaConsumer::builder(settings.kafka.clone(), "accounts")
+        .topic_prefix(&settings.prefix) // the group too: `<prefix>accounts`
+        .subscribe(["payments"])
+        .build()?;
     let mut payments = ConsumerRunner::new(consumer, handlers);
     let daemon = ProjectionDaemon::new(&store).register(Balances, ProjectionOptions::default())?;
     daemon.start()?;

@@ -7,6 +7,7 @@ use rdkafka::client::DefaultClientContext;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 
 use crate::config::KafkaConfig;
+use crate::config::Role;
 
 /// Failure to create topics.
 #[derive(Debug, thiserror::Error)]
@@ -42,7 +43,7 @@ pub enum TopicError {
 /// refuses a topic (other than because it exists).
 pub async fn ensure_topics(config: &KafkaConfig, topics: &[(&str, i32)]) -> Result<(), TopicError> {
     let admin: AdminClient<DefaultClientContext> = config
-        .client_config()
+        .client_config_for(Role::Admin)
         .create()
         .map_err(TopicError::Client)?;
     let new: Vec<NewTopic<'_>> = topics

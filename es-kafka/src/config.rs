@@ -117,6 +117,25 @@ impl KafkaConfig {
         self
     }
 
+    /// The configuration of a client in `role`: the servers and every setting, less those
+    /// only the other role reads (librdkafka would ignore them with a `CONFWARN` line at every
+    /// start, as it does for consumer settings shared with a producer).
+    pub fn client_config_for(&self, role: Role) -> ClientConfig {
+        let foreign: &[&str] = match role {
+            Role::Producer => CONSUMER_ONLY,
+            Role::Consumer => PRODUCER_ONLY,
+            Role::Admin => &[],
+        };
+        let mut client = ClientConfig::new();
+        client.set("bootstrap.servers", &self.bootstrap_servers);
+        for (name, value) in &self.settings {
+            if !foreign.contains(&name.as_str()) {
+                client.set(name, value);
+            }
+        }
+        client
+    }
+
     /// An rdkafka client configuration with the servers and every setting.
     pub fn client_config(&self) -> ClientConfig {
         let mut client = ClientConfig::new();
@@ -125,5 +144,97 @@ impl KafkaConfig {
             client.set(name, value);
         }
         client
+    }
+}
+
+/// Which kind of client a configuration is for ([`KafkaConfig::client_config_for`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Role {
+    /// A producer (the relay's publisher, the dead-letter publisher).
+    Producer,
+    /// A consumer group member.
+    Consumer,
+    /// An admin client (topic creation).
+    Admin,
+}
+
+/// librdkafka settings only consumers read.
+const CONSUMER_ONLY: &[&str] = &[
+    "group.id",
+    "group.instance.id",
+    "group.protocol",
+    "group.remote.assignor",
+    "session.timeout.ms",
+    "heartbeat.interval.ms",
+    "max.poll.interval.ms",
+    "partition.assignment.strategy",
+    "coordinator.query.interval.ms",
+    "enable.auto.commit",
+    "auto.commit.interval.ms",
+    "enable.auto.offset.store",
+    "auto.offset.reset",
+    "enable.partition.eof",
+    "fetch.wait.max.ms",
+    "fetch.min.bytes",
+    "fetch.max.bytes",
+    "fetch.message.max.bytes",
+    "max.partition.fetch.bytes",
+    "fetch.error.backoff.ms",
+    "fetch.queue.backoff.ms",
+    "queued.min.messages",
+    "queued.max.messages.kbytes",
+    "isolation.level",
+    "check.crcs",
+];
+
+/// librdkafka settings only producers read.
+const PRODUCER_ONLY: &[&str] = &[
+    "acks",
+    "request.required.acks",
+    "enable.idempotence",
+    "enable.gapless.guarantee",
+    "transactional.id",
+    "transaction.timeout.ms",
+    "linger.ms",
+    "queue.buffering.max.ms",
+    "queue.buffering.max.messages",
+    "queue.buffering.max.kbytes",
+    "batch.num.messages",
+    "batch.size",
+    "message.timeout.ms",
+    "delivery.timeout.ms",
+    "compression.type",
+    "compression.codec",
+    "compression.level",
+    "retries",
+    "message.send.max.retries",
+    "max.in.flight",
+    "max.in.flight.requests.per.connection",
+    "partitioner",
+    "sticky.partitioning.linger.ms",
+    "request.timeout.ms",
+];
+
+#[cfg(test)]
+mod tests {
+    use super::{KafkaConfig, Role};
+
+    #[test]
+    fn each_role_gets_only_its_own_and_the_shared_settings() {
+        let config = KafkaConfig::new("broker:9092")
+            .set("session.timeout.ms", "6000")
+            .set("linger.ms", "5")
+            .set("security.protocol", "SASL_SSL");
+        let producer = config.client_config_for(Role::Producer);
+        assert_eq!(producer.get("session.timeout.ms"), None);
+        assert_eq!(producer.get("linger.ms"), Some("5"));
+        assert_eq!(producer.get("security.protocol"), Some("SASL_SSL"));
+        let consumer = config.client_config_for(Role::Consumer);
+        assert_eq!(consumer.get("session.timeout.ms"), Some("6000"));
+        assert_eq!(consumer.get("linger.ms"), None);
+        assert_eq!(consumer.get("bootstrap.servers"), Some("broker:9092"));
+        let admin = config.client_config_for(Role::Admin);
+        assert_eq!(admin.get("linger.ms"), Some("5"));
     }
 }

@@ -6,7 +6,7 @@ use chrono::{SecondsFormat, Utc};
 use rdkafka::message::{Header, Headers, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 
-use crate::config::{ConfigError, KafkaConfig};
+use crate::config::{ConfigError, KafkaConfig, Role};
 
 /// Header of a dead letter: why it was dead-lettered.
 pub const ERROR: &str = "es-dlq-error";
@@ -102,7 +102,7 @@ impl DeadLetters {
         group: &str,
     ) -> Result<Self, ConfigError> {
         let producer = config
-            .client_config()
+            .client_config_for(Role::Producer)
             .set("enable.idempotence", "true")
             .set("acks", "all")
             .set("message.timeout.ms", PUBLISH_TIMEOUT_MS)

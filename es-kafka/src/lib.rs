@@ -12,7 +12,7 @@ mod runner;
 
 pub use admin::{TopicError, ensure_topics};
 pub use config::{
-    BOOTSTRAP_SERVERS_ENV, ConfigError, KafkaConfig, SETTINGS_ENV_PREFIX, bootstrap_servers,
+    BOOTSTRAP_SERVERS_ENV, ConfigError, KafkaConfig, Role, SETTINGS_ENV_PREFIX, bootstrap_servers,
 };
 pub use consumer::{
     GROUP_ID_ENV, KafkaConsumer, KafkaConsumerBuilder, LagProbe, PartitionLag, TOPIC_PREFIX_ENV,

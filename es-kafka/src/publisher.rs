@@ -9,6 +9,7 @@ use es_core::{OutboxMessage, PublishError, PublishFailure, Publisher};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
 
+use crate::config::Role;
 use crate::config::{ConfigError, KafkaConfig};
 use crate::envelope;
 use crate::router::TopicRouter;
@@ -67,7 +68,7 @@ impl KafkaPublisher {
     /// # Errors
     /// [`ConfigError::Client`] when librdkafka refuses the configuration.
     pub fn new(config: &KafkaConfig, router: TopicRouter) -> Result<Self, ConfigError> {
-        let mut client = config.client_config();
+        let mut client = config.client_config_for(Role::Producer);
         for (name, value) in DEFAULTS {
             if !config.settings.contains_key(name) {
                 client.set(name, value);

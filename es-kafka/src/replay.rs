@@ -10,6 +10,7 @@ use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use uuid::Uuid;
 
 use crate::config::KafkaConfig;
+use crate::config::Role;
 use crate::dead_letter::{self, RawRecord};
 use crate::envelope;
 
@@ -145,7 +146,7 @@ pub async fn replay_dead_letters(
     let mut report = ReplayReport::default();
     let kafka = |replayed| move |source| ReplayError::Kafka { replayed, source };
     let producer: FutureProducer = config
-        .client_config()
+        .client_config_for(Role::Producer)
         .set("enable.idempotence", "true")
         .set("acks", "all")
         .create()
@@ -211,7 +212,7 @@ async fn read_to_end(
     let topic = topic.to_owned();
     let joined = tokio::task::spawn_blocking(move || {
         let consumer: BaseConsumer = config
-            .client_config()
+            .client_config_for(Role::Consumer)
             .set("group.id", format!("es-replay-{}", Uuid::new_v4().simple()))
             .set("enable.auto.commit", "false")
             .set("enable.partition.eof", "false")
