@@ -22,17 +22,17 @@ use std::future::Future;
 use std::sync::Arc;
 
 use es_core::relay::Relay;
+use es_core::runtime::{LeaderOnly, Runtime};
 use es_core::{
     Aggregate, AggregateHandler, DomainEvent, HandlerRegistry, InvalidStreamId, LogFilter,
-    MessageType, OutboxMessage, Projection, ProjectionError, RecordedEvent, Repository, StreamId,
-    encode_message,
+    MessageType, Metadata, OutboxMessage, Projection, ProjectionError, RecordedEvent, Repository,
+    StreamId, encode_message,
 };
 use es_kafka::{ConsumerRunner, KafkaConfig, KafkaConsumer, KafkaPublisher, TopicRouter};
 use es_postgres::{
     PgCheckpointStore, PgConfig, PgEventStore, PgProjectionTx, ProjectionDaemon, ProjectionOptions,
 };
 use serde::{Deserialize, Serialize};
-use tokio::sync::watch;
 
 // ANCHOR: domain
 /// An account: its balance, and the payments already credited.
@@ -207,58 +207,46 @@ pub async fn run(
 ) -> Result<(), Box<dyn Error + Send + Sync>> {
     let store = PgEventStore::connect(&settings.postgres)?;
     store.migrate().await?;
-    let accounts =
-        Repository::<Account, _>::new(store.clone()).with_outbox(|stream, state, events| {
-            let Some((_, metadata)) = events.last() else {
-                return Vec::new();
-            };
-            let account = stream.as_str().trim_start_matches("account-").to_owned();
-            let changed = AccountBalanceChanged {
-                account,
-                balance_cents: state.balance_cents,
-            };
-            encode_message(&changed)
-                .map(|m| m.caused_by(metadata))
-                .into_iter()
-                .collect()
-        });
+    let accounts = Repository::<Account, _>::new(store.clone()).with_outbox(announce_balance);
     let handlers = HandlerRegistry::new()
         .on::<PaymentReceived>(accounts.message_handler("accounts", CreditPayments));
-
-    let router = TopicRouter::new().with_fallback(format!("{}accounts", settings.prefix));
-    let publisher = Arc::new(KafkaPublisher::new(&settings.kafka, router)?);
-    let mut relay = Relay::new(
-        "accounts",
-        store.clone(),
-        PgCheckpointStore::new(&store),
-        publisher,
-    )
-    .with_signal(store.append_signal().clone());
     let consumer = KafkaConsumer::builder(settings.kafka.clone(), "accounts")
         .topic_prefix(&settings.prefix) // the group too: `<prefix>accounts`
         .subscribe(["payments"])
         .build()?;
-    let mut payments = ConsumerRunner::new(consumer, handlers);
+    let router = TopicRouter::new().with_fallback(format!("{}accounts", settings.prefix));
+    let publisher = Arc::new(KafkaPublisher::new(&settings.kafka, router)?);
+    let checkpoints = PgCheckpointStore::new(&store);
+    let relay = Relay::new("accounts", store.clone(), checkpoints, publisher)
+        .with_signal(store.append_signal().clone());
     let daemon = ProjectionDaemon::new(&store).register(Balances, ProjectionOptions::default())?;
-    daemon.start()?;
 
-    let (stop, stopped) = watch::channel(());
-    let until_stopped = || {
-        let mut stopped = stopped.clone();
-        async move { while stopped.changed().await.is_ok() {} }
-    };
-    let (relayed, consumed, ()) = tokio::join!(
-        relay.run(until_stopped()),
-        payments.run(until_stopped()),
-        async move {
-            shutdown.await;
-            drop(stop);
-        },
-    );
-    daemon.shutdown().await;
-    relayed?;
-    consumed?;
+    let running = Runtime::new()
+        .service(LeaderOnly::new(store.leases(), relay)) // one relay per outbox
+        .service(ConsumerRunner::new(consumer, handlers))
+        .service(daemon)
+        .start();
+    for stopped in running.run_until(shutdown).await {
+        tracing::info!(service = %stopped.name, state = ?stopped.state, "stopped");
+    }
     Ok(())
+}
+
+/// The outbox message of a command: the account's new balance.
+fn announce_balance(
+    stream: &StreamId,
+    account: &Account,
+    events: &[(AccountEvent, Metadata)],
+) -> Vec<OutboxMessage> {
+    let Some((_, metadata)) = events.last() else {
+        return Vec::new();
+    };
+    let changed = AccountBalanceChanged {
+        account: stream.as_str().trim_start_matches("account-").to_owned(),
+        balance_cents: account.balance_cents,
+    };
+    let message = encode_message(&changed).map(|m| m.caused_by(metadata));
+    message.into_iter().collect()
 }
 // ANCHOR_END: wiring
 

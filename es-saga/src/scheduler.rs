@@ -209,3 +209,25 @@ impl<D: DeadlineStore> DeadlineScheduler<D> {
         }
     }
 }
+
+/// The scheduler runs as a [`Service`](es_core::runtime::Service) named `deadline-scheduler`,
+/// until the shutdown. Several runtimes may run it at once: claims are leased, so a deadline
+/// fires on one of them (gating it with a lease is not needed).
+#[async_trait::async_trait]
+impl<D> es_core::runtime::Service for DeadlineScheduler<D>
+where
+    D: DeadlineStore + 'static,
+{
+    fn name(&self) -> &str {
+        "deadline-scheduler"
+    }
+
+    async fn run(
+        &mut self,
+        context: es_core::runtime::ServiceContext,
+    ) -> Result<(), es_core::BoxError> {
+        DeadlineScheduler::run(self, context.shutdown().wait())
+            .await
+            .map_err(es_core::BoxError::from)
+    }
+}

@@ -6,6 +6,7 @@ mod error;
 mod live;
 mod options;
 mod runner;
+mod service;
 mod status;
 mod target;
 
