@@ -44,17 +44,22 @@ impl Default for AppendSignal {
     }
 }
 
-/// How a subscription polls.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// How a subscription polls. Loadable with serde, and from the environment with
+/// [`from_env`](Self::from_env).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct SubscriptionOptions {
     /// Events read per round trip.
     pub batch_size: usize,
     /// The first wait after an empty read (also the re-poll interval while events are held
     /// back by an open transaction).
+    #[serde(with = "crate::config::duration")]
     pub min_poll_interval: Duration,
     /// The longest wait when idle; waits double from the minimum up to this.
+    #[serde(with = "crate::config::duration")]
     pub max_poll_interval: Duration,
     /// The wait after a backend error before reading again.
+    #[serde(with = "crate::config::duration")]
     pub retry_delay: Duration,
 }
 
@@ -66,6 +71,20 @@ impl Default for SubscriptionOptions {
             max_poll_interval: Duration::from_millis(500),
             retry_delay: Duration::from_millis(500),
         }
+    }
+}
+
+impl SubscriptionOptions {
+    /// The variables that [`from_env`](Self::from_env) reads: `ES_SUBSCRIPTION_BATCH_SIZE`,
+    /// `ES_SUBSCRIPTION_MIN_POLL_INTERVAL`, ...
+    pub const ENV_PREFIX: &'static str = "ES_SUBSCRIPTION_";
+
+    /// The defaults, overridden by every `ES_SUBSCRIPTION_<FIELD>` variable set.
+    ///
+    /// # Errors
+    /// [`OptionsError`](crate::OptionsError) for an unknown variable or a bad value.
+    pub fn from_env() -> Result<Self, crate::OptionsError> {
+        crate::options_from_env(Self::ENV_PREFIX)
     }
 }
 

@@ -3,23 +3,31 @@
 use std::time::Duration;
 
 /// How a [`Relay`](super::Relay) batches, waits for new messages and backs off.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+///
+/// Loadable with serde, and from the environment with [`from_env`](Self::from_env).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
 #[non_exhaustive]
 pub struct RelayOptions {
     /// Messages read and published per batch.
     pub batch_size: usize,
     /// The wait after a batch that did not fill up (messages may still be held back by an
     /// open transaction); also the first wait when idle.
+    #[serde(with = "crate::config::duration")]
     pub min_poll_interval: Duration,
     /// The longest wait when idle: waits double from the minimum up to this. An
     /// [`AppendSignal`](crate::AppendSignal) cuts any wait short.
+    #[serde(with = "crate::config::duration")]
     pub max_poll_interval: Duration,
     /// The first wait after a failed batch; doubles on each further failure.
+    #[serde(with = "crate::config::duration")]
     pub min_retry_delay: Duration,
     /// The longest wait after failed batches.
+    #[serde(with = "crate::config::duration")]
     pub max_retry_delay: Duration,
     /// When set, delete the relayed part of the outbox at most this often (see
     /// [`Relay::with_retention`](super::Relay::with_retention)).
+    #[serde(default, with = "crate::config::duration::option")]
     pub retention_interval: Option<Duration>,
 }
 
@@ -37,6 +45,18 @@ impl Default for RelayOptions {
 }
 
 impl RelayOptions {
+    /// The variables that [`from_env`](Self::from_env) reads: `ES_RELAY_BATCH_SIZE`,
+    /// `ES_RELAY_MIN_POLL_INTERVAL`, ... (durations in milliseconds or with a unit: `5s`).
+    pub const ENV_PREFIX: &'static str = "ES_RELAY_";
+
+    /// The defaults, overridden by every `ES_RELAY_<FIELD>` variable set.
+    ///
+    /// # Errors
+    /// [`OptionsError`](crate::OptionsError) for an unknown variable or a bad value.
+    pub fn from_env() -> Result<Self, crate::OptionsError> {
+        crate::options_from_env(Self::ENV_PREFIX)
+    }
+
     /// Sets the batch size (zero counts as one).
     #[must_use]
     pub fn batch_size(mut self, batch_size: usize) -> Self {

@@ -13,20 +13,24 @@ use crate::runtime::service::{Service, ServiceContext};
 use crate::runtime::shutdown::{Shutdown, ShutdownTrigger};
 use crate::runtime::status::{ServiceState, ServiceStatus};
 
-/// How a [`Runtime`] restarts and drains its services. Loadable with serde (times as
-/// `{ secs, nanos }` or through a config crate's duration format).
+/// How a [`Runtime`] restarts and drains its services. Loadable with serde, and from the
+/// environment with [`from_env`](Self::from_env).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 #[non_exhaustive]
 pub struct RuntimeOptions {
     /// The first restart's delay, doubled after each failure in a row (default 100 ms).
+    #[serde(with = "crate::config::duration")]
     pub restart_delay: Duration,
     /// The longest delay between restarts (default 30 s).
+    #[serde(with = "crate::config::duration")]
     pub max_restart_delay: Duration,
     /// A run that lasted this long resets the delay (default 60 s).
+    #[serde(with = "crate::config::duration")]
     pub healthy_after: Duration,
     /// How long a shutdown waits for the services to return before aborting them (default
     /// 10 s).
+    #[serde(with = "crate::config::duration")]
     pub drain_timeout: Duration,
 }
 
@@ -42,6 +46,18 @@ impl Default for RuntimeOptions {
 }
 
 impl RuntimeOptions {
+    /// The variables that [`from_env`](Self::from_env) reads: `ES_RUNTIME_RESTART_DELAY`,
+    /// `ES_RUNTIME_DRAIN_TIMEOUT`, ...
+    pub const ENV_PREFIX: &'static str = "ES_RUNTIME_";
+
+    /// The defaults, overridden by every `ES_RUNTIME_<FIELD>` variable set.
+    ///
+    /// # Errors
+    /// [`OptionsError`](crate::OptionsError) for an unknown variable or a bad value.
+    pub fn from_env() -> Result<Self, crate::OptionsError> {
+        crate::options_from_env(Self::ENV_PREFIX)
+    }
+
     /// Sets the first restart's delay and the longest one.
     #[must_use]
     pub fn restart_delays(mut self, first: Duration, max: Duration) -> Self {

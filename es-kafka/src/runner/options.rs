@@ -4,6 +4,7 @@ use std::time::Duration;
 
 /// What happens to a message whose handler failed transiently `max_attempts` times.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum FailurePolicy {
     /// Publish it to the dead-letter topic and go on with the partition (the default).
@@ -14,24 +15,29 @@ pub enum FailurePolicy {
     PausePartition,
 }
 
-/// Tuning of a [`ConsumerRunner`](crate::ConsumerRunner).
+/// Tuning of a [`ConsumerRunner`](crate::ConsumerRunner). Loadable with serde, and from the
+/// environment with [`from_env`](Self::from_env).
 #[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 #[non_exhaustive]
 pub struct RunnerOptions {
     /// How many times a message is handled before the failure policy applies (default 5).
     pub max_attempts: u32,
     /// The wait before the second attempt; it doubles with each attempt (default 100 ms).
+    #[serde(with = "es_core::duration")]
     pub initial_backoff: Duration,
     /// The longest wait between attempts (default 10 s).
+    #[serde(with = "es_core::duration")]
     pub max_backoff: Duration,
     /// What to do after `max_attempts` transient failures.
     pub policy: FailurePolicy,
     /// How often stored offsets are committed (default 1 s); they are also committed before
     /// a rebalance and at shutdown.
+    #[serde(with = "es_core::duration")]
     pub commit_interval: Duration,
     /// How often the paused-partitions store is read for partitions resumed by an operator
     /// (default 1 s).
+    #[serde(with = "es_core::duration")]
     pub paused_refresh: Duration,
 }
 
@@ -49,6 +55,19 @@ impl Default for RunnerOptions {
 }
 
 impl RunnerOptions {
+    /// The variables that [`from_env`](Self::from_env) reads: `ES_CONSUMER_MAX_ATTEMPTS`,
+    /// `ES_CONSUMER_INITIAL_BACKOFF`, `ES_CONSUMER_POLICY` (`dead_letter` or
+    /// `pause_partition`), ...
+    pub const ENV_PREFIX: &'static str = "ES_CONSUMER_";
+
+    /// The defaults, overridden by every `ES_CONSUMER_<FIELD>` variable set.
+    ///
+    /// # Errors
+    /// [`OptionsError`](es_core::OptionsError) for an unknown variable or a bad value.
+    pub fn from_env() -> Result<Self, es_core::OptionsError> {
+        es_core::options_from_env(Self::ENV_PREFIX)
+    }
+
     /// Sets [`max_attempts`](Self::max_attempts) (at least 1).
     #[must_use]
     pub fn max_attempts(mut self, attempts: u32) -> Self {
@@ -91,5 +110,29 @@ impl RunnerOptions {
         self.initial_backoff
             .saturating_mul(factor)
             .min(self.max_backoff)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::{FailurePolicy, RunnerOptions};
+
+    #[test]
+    fn loads_from_variables_with_its_prefix() {
+        let options: RunnerOptions = es_core::options_from_vars(
+            RunnerOptions::ENV_PREFIX,
+            [
+                ("ES_CONSUMER_MAX_ATTEMPTS", "3"),
+                ("ES_CONSUMER_POLICY", "pause_partition"),
+                ("ES_CONSUMER_COMMIT_INTERVAL", "250ms"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(options.max_attempts, 3);
+        assert_eq!(options.policy, FailurePolicy::PausePartition);
+        assert_eq!(options.commit_interval, Duration::from_millis(250));
+        assert_eq!(options.max_backoff, RunnerOptions::default().max_backoff);
     }
 }
