@@ -5,6 +5,7 @@ mod aggregate_handler;
 mod checkpoint;
 mod clock;
 mod config;
+pub mod consume;
 mod dispatch;
 mod error;
 mod event;

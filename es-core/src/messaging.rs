@@ -198,6 +198,67 @@ pub trait Consumer: Send {
     /// [`ConsumerError::PartitionNotAssigned`], [`ConsumerError::UnknownDelivery`] or
     /// [`ConsumerError::Backend`], as for [`Consumer::commit`].
     async fn retry(&mut self, delivery: &Delivery) -> Result<(), ConsumerError>;
+
+    /// The consumer group this member belongs to.
+    fn group_id(&self) -> &str;
+
+    /// Rewinds `delivery`'s partition to it, to be received again with `attempt` (what
+    /// [`retry`](Consumer::retry) does with one more than the delivery's attempt).
+    ///
+    /// # Errors
+    /// As [`Consumer::retry`].
+    fn rewind(&mut self, delivery: &Delivery, attempt: u32) -> Result<(), ConsumerError>;
+
+    /// Stops receiving from `topic`/`partition` while the others go on (messages already
+    /// received stay valid), until [`resume`](Consumer::resume).
+    ///
+    /// # Errors
+    /// [`ConsumerError::PartitionNotAssigned`] or [`ConsumerError::Backend`].
+    fn pause(&mut self, topic: &str, partition: u32) -> Result<(), ConsumerError>;
+
+    /// Receives from a paused partition again.
+    ///
+    /// # Errors
+    /// [`ConsumerError::PartitionNotAssigned`] or [`ConsumerError::Backend`].
+    fn resume(&mut self, topic: &str, partition: u32) -> Result<(), ConsumerError>;
+
+    /// Records that `delivery` (and everything before it in its partition) is handled,
+    /// without waiting: [`commit_stored`](Consumer::commit_stored), a rebalance or the
+    /// shutdown commits it. Cheaper than [`commit`](Consumer::commit).
+    ///
+    /// # Errors
+    /// As [`Consumer::commit`].
+    fn store(&mut self, delivery: &Delivery) -> Result<(), ConsumerError>;
+
+    /// Commits everything [`store`](Consumer::store)d and waits until the group has it.
+    ///
+    /// # Errors
+    /// [`ConsumerError::Backend`].
+    async fn commit_stored(&mut self) -> Result<(), ConsumerError>;
+
+    /// Starts committing everything stored without waiting (a consumer loop's periodic
+    /// commit); by default it does nothing, for consumers whose `store` is already durable.
+    ///
+    /// # Errors
+    /// [`ConsumerError::Backend`].
+    fn commit_stored_in_background(&mut self) -> Result<(), ConsumerError> {
+        Ok(())
+    }
+
+    /// Publishes `delivery` to its dead-letter destination with `reason` and `attempts`
+    /// recorded in its headers (`es-dlq-error`, `es-dlq-attempts`, the original topic,
+    /// partition and offset, the group, the time), waits until it is durable, then
+    /// [`store`](Consumer::store)s the delivery.
+    ///
+    /// # Errors
+    /// [`ConsumerError::Backend`] when the publish fails (nothing is stored then), or as
+    /// [`Consumer::store`].
+    async fn dead_letter(
+        &mut self,
+        delivery: &Delivery,
+        reason: &str,
+        attempts: u32,
+    ) -> Result<(), ConsumerError>;
 }
 
 /// Why a [`MessageHandler`] did not handle a message.

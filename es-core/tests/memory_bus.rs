@@ -52,6 +52,21 @@ async fn contract_group_members_split_partitions() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn contract_loop_retries_in_place() {
+    bus_contract::loop_retries_in_place(&Memory(MemoryBus::new())).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn contract_loop_dead_letters_after_the_attempts() {
+    bus_contract::loop_dead_letters_after_the_attempts(&Memory(MemoryBus::new())).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn contract_loop_pauses_the_partition_by_policy() {
+    bus_contract::loop_pauses_the_partition_by_policy(&Memory(MemoryBus::new())).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn contract_whole_suite_with_two_partitions() {
     bus_contract::bus_contract(&Memory(MemoryBus::new().with_partitions(2))).await;
 }

@@ -34,6 +34,7 @@ impl BusFixture for Kafka {
     async fn topic(&self, prefix: &str) -> String {
         let topic = support::unique(prefix);
         support::create_topic(&self.bootstrap, &topic, 4).await;
+        support::create_topic(&self.bootstrap, &self.dead_letter_topic(&topic), 1).await;
         topic
     }
 
@@ -60,4 +61,19 @@ async fn retry_redelivers_in_place() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn group_members_split_partitions() {
     bus_contract::group_members_split_partitions(&Kafka::new()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn loop_retries_in_place() {
+    bus_contract::loop_retries_in_place(&Kafka::new()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn loop_dead_letters_after_the_attempts() {
+    bus_contract::loop_dead_letters_after_the_attempts(&Kafka::new()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn loop_pauses_the_partition_by_policy() {
+    bus_contract::loop_pauses_the_partition_by_policy(&Kafka::new()).await;
 }

@@ -93,6 +93,8 @@ struct Cursor {
     next: u64,
     /// The offset a retry rewound to, and the attempt its redelivery carries.
     retry: Option<(u64, u32)>,
+    /// Paused by the member: nothing is received from it until resumed.
+    paused: bool,
 }
 
 impl MemoryBus {
@@ -294,6 +296,7 @@ fn rebalance(topics: &BTreeMap<String, Vec<Vec<OutboxMessage>>>, group: &mut Gro
             let cursor = old.remove(&partition).unwrap_or_else(|| Cursor {
                 next: group.committed.get(&partition).copied().unwrap_or(0),
                 retry: None,
+                paused: false,
             });
             member.cursors.insert(partition, cursor);
         }

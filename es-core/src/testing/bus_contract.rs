@@ -33,6 +33,7 @@
 //! # }
 //! ```
 
+mod looped;
 mod split;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -43,6 +44,10 @@ use std::time::Duration;
 use serde_json::json;
 use uuid::Uuid;
 
+pub use self::looped::{
+    loop_dead_letters_after_the_attempts, loop_pauses_the_partition_by_policy,
+    loop_retries_in_place,
+};
 pub use self::split::group_members_split_partitions;
 use crate::messaging::{Consumer, Delivery, Publisher};
 use crate::outbox::OutboxMessage;
@@ -67,6 +72,12 @@ pub trait BusFixture: Sync {
     fn consumer(&self, group: &str, topics: &[&str])
     -> impl Future<Output = Self::Consumer> + Send;
 
+    /// The topic the consumer loop dead-letters `topic`'s messages to (`<topic>.dlq` by
+    /// default; [`topic`](Self::topic) must create it too when the backend needs topics made).
+    fn dead_letter_topic(&self, topic: &str) -> String {
+        format!("{topic}.dlq")
+    }
+
     /// How long to wait for any one thing (a delivery, a group to form) before failing;
     /// generous by default, as a real broker takes seconds to form a group.
     fn timeout(&self) -> Duration {
@@ -80,6 +91,9 @@ pub async fn bus_contract<F: BusFixture>(fixture: &F) {
     per_key_order(fixture).await;
     retry_redelivers_in_place(fixture).await;
     group_members_split_partitions(fixture).await;
+    loop_retries_in_place(fixture).await;
+    loop_dead_letters_after_the_attempts(fixture).await;
+    loop_pauses_the_partition_by_policy(fixture).await;
 }
 
 /// `prefix` followed by a random suffix: a name (of a topic, a group) no other test uses.

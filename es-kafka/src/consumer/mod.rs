@@ -303,6 +303,45 @@ impl Consumer for KafkaConsumer {
     }
 
     async fn retry(&mut self, delivery: &Delivery) -> Result<(), ConsumerError> {
-        self.rewind(delivery, delivery.attempt.saturating_add(1))
+        KafkaConsumer::rewind(self, delivery, delivery.attempt.saturating_add(1))
+    }
+
+    fn group_id(&self) -> &str {
+        KafkaConsumer::group_id(self)
+    }
+
+    fn rewind(&mut self, delivery: &Delivery, attempt: u32) -> Result<(), ConsumerError> {
+        KafkaConsumer::rewind(self, delivery, attempt)
+    }
+
+    fn pause(&mut self, topic: &str, partition: u32) -> Result<(), ConsumerError> {
+        KafkaConsumer::pause(self, topic, partition)
+    }
+
+    fn resume(&mut self, topic: &str, partition: u32) -> Result<(), ConsumerError> {
+        KafkaConsumer::resume(self, topic, partition)
+    }
+
+    fn store(&mut self, delivery: &Delivery) -> Result<(), ConsumerError> {
+        KafkaConsumer::store(self, delivery)
+    }
+
+    async fn commit_stored(&mut self) -> Result<(), ConsumerError> {
+        KafkaConsumer::commit_stored(self).await
+    }
+
+    fn commit_stored_in_background(&mut self) -> Result<(), ConsumerError> {
+        KafkaConsumer::commit_stored_in_background(self)
+    }
+
+    async fn dead_letter(
+        &mut self,
+        delivery: &Delivery,
+        reason: &str,
+        attempts: u32,
+    ) -> Result<(), ConsumerError> {
+        KafkaConsumer::dead_letter(self, delivery, reason, attempts)
+            .await
+            .map(drop)
     }
 }

@@ -73,6 +73,9 @@ impl MemoryConsumer {
             let Some((id, cursor)) = member.cursors.iter_mut().nth(index) else {
                 continue;
             };
+            if cursor.paused {
+                continue;
+            }
             let Some(message) = topics
                 .get(&id.topic)
                 .and_then(|logs| logs.get(id.partition as usize))
@@ -156,10 +159,97 @@ impl Consumer for MemoryConsumer {
     }
 
     async fn retry(&mut self, delivery: &Delivery) -> Result<(), ConsumerError> {
+        Consumer::rewind(self, delivery, delivery.attempt.saturating_add(1))
+    }
+
+    fn group_id(&self) -> &str {
+        &self.group
+    }
+
+    fn rewind(&mut self, delivery: &Delivery, attempt: u32) -> Result<(), ConsumerError> {
         self.settle(delivery, |_, _, cursor| {
             cursor.next = delivery.offset;
-            cursor.retry = Some((delivery.offset, delivery.attempt.saturating_add(1)));
+            cursor.retry = Some((delivery.offset, attempt));
         })
+    }
+
+    fn pause(&mut self, topic: &str, partition: u32) -> Result<(), ConsumerError> {
+        self.set_paused(topic, partition, true)
+    }
+
+    fn resume(&mut self, topic: &str, partition: u32) -> Result<(), ConsumerError> {
+        self.set_paused(topic, partition, false)?;
+        self.shared.changed();
+        Ok(())
+    }
+
+    /// Commits at once: the in-memory group's offsets are never behind.
+    fn store(&mut self, delivery: &Delivery) -> Result<(), ConsumerError> {
+        self.settle(delivery, |committed, id, _| {
+            let next = committed.entry(id).or_insert(0);
+            *next = (*next).max(delivery.offset + 1);
+        })
+    }
+
+    async fn commit_stored(&mut self) -> Result<(), ConsumerError> {
+        Ok(())
+    }
+
+    /// Publishes to `<topic>.dlq` on the same bus, with the `es-dlq-*` headers.
+    async fn dead_letter(
+        &mut self,
+        delivery: &Delivery,
+        reason: &str,
+        attempts: u32,
+    ) -> Result<(), ConsumerError> {
+        self.settle(delivery, |_, _, _| {})?;
+        let mut message = delivery.message.clone();
+        let headers = [
+            ("es-dlq-error", reason.to_owned()),
+            ("es-dlq-attempts", attempts.to_string()),
+            ("es-dlq-original-topic", delivery.topic.clone()),
+            ("es-dlq-original-partition", delivery.partition.to_string()),
+            ("es-dlq-original-offset", delivery.offset.to_string()),
+            ("es-dlq-group", self.group.clone()),
+            ("es-dlq-failed-at", chrono::Utc::now().to_rfc3339()),
+        ];
+        for (name, value) in headers {
+            message.headers.insert(name.to_owned(), value);
+        }
+        message.topic = Some(format!("{}.dlq", delivery.topic));
+        let bus = super::MemoryBus {
+            shared: Arc::clone(&self.shared),
+        };
+        crate::messaging::Publisher::publish(&bus, &[message])
+            .await
+            .map_err(ConsumerError::backend)?;
+        tracing::warn!(
+            topic = %delivery.topic, partition = delivery.partition, offset = delivery.offset,
+            message_id = %delivery.message.message_id, attempts, "dead-lettered: {reason}"
+        );
+        Consumer::store(self, delivery)
+    }
+}
+
+impl MemoryConsumer {
+    fn set_paused(&self, topic: &str, partition: u32, paused: bool) -> Result<(), ConsumerError> {
+        let mut state = lock(&self.shared.state);
+        let cursor = state
+            .groups
+            .get_mut(&self.group)
+            .and_then(|group| group.members.get_mut(&self.member))
+            .ok_or(ConsumerError::Closed)?
+            .cursors
+            .get_mut(&PartitionId {
+                topic: topic.to_owned(),
+                partition,
+            })
+            .ok_or_else(|| ConsumerError::PartitionNotAssigned {
+                topic: topic.to_owned(),
+                partition,
+            })?;
+        cursor.paused = paused;
+        Ok(())
     }
 }
 

@@ -1,16 +1,19 @@
 //! The consumer loop as a runtime service.
 
-use es_core::runtime::{Service, ServiceContext};
-use es_core::{BoxError, MessageHandler, PausedPartitions};
+use crate::error::BoxError;
+use crate::messaging::{Consumer, MessageHandler};
+use crate::paused::PausedPartitions;
+use crate::runtime::{Service, ServiceContext};
 
-use super::ConsumerRunner;
+use super::ConsumerLoop;
 
 /// A consumer loop runs as a [`Service`] named after its consumer group: it handles messages
 /// until the shutdown, then commits what was handled; its counts are reported as the status
 /// detail. Run again after a failure, it goes on with the same group membership.
 #[async_trait::async_trait]
-impl<H, P> Service for ConsumerRunner<H, P>
+impl<C, H, P> Service for ConsumerLoop<C, H, P>
 where
+    C: Consumer + 'static,
     H: MessageHandler + 'static,
     P: PausedPartitions + 'static,
 {
@@ -33,7 +36,7 @@ where
             }
         };
         tokio::select! {
-            ran = ConsumerRunner::run(self, context.shutdown().wait()) => ran.map_err(BoxError::from),
+            ran = ConsumerLoop::run(self, context.shutdown().wait()) => ran.map_err(BoxError::from),
             () = reporting => Ok(()),
         }
     }

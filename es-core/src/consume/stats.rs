@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-/// Counters of a [`ConsumerRunner`](crate::ConsumerRunner); clones share them.
+/// Counters of a [`ConsumerLoop`](crate::consume::ConsumerLoop); clones share them.
 #[derive(Debug, Clone, Default)]
 pub struct RunnerStats {
     counters: Arc<[AtomicU64; 4]>,

@@ -15,7 +15,7 @@ pub enum FailurePolicy {
     PausePartition,
 }
 
-/// Tuning of a [`ConsumerRunner`](crate::ConsumerRunner). Loadable with serde, and from the
+/// Tuning of a [`ConsumerLoop`](crate::consume::ConsumerLoop). Loadable with serde, and from the
 /// environment with [`from_env`](Self::from_env).
 #[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -24,20 +24,20 @@ pub struct RunnerOptions {
     /// How many times a message is handled before the failure policy applies (default 5).
     pub max_attempts: u32,
     /// The wait before the second attempt; it doubles with each attempt (default 100 ms).
-    #[serde(with = "es_core::duration")]
+    #[serde(with = "crate::config::duration")]
     pub initial_backoff: Duration,
     /// The longest wait between attempts (default 10 s).
-    #[serde(with = "es_core::duration")]
+    #[serde(with = "crate::config::duration")]
     pub max_backoff: Duration,
     /// What to do after `max_attempts` transient failures.
     pub policy: FailurePolicy,
     /// How often stored offsets are committed (default 1 s); they are also committed before
     /// a rebalance and at shutdown.
-    #[serde(with = "es_core::duration")]
+    #[serde(with = "crate::config::duration")]
     pub commit_interval: Duration,
     /// How often the paused-partitions store is read for partitions resumed by an operator
     /// (default 1 s).
-    #[serde(with = "es_core::duration")]
+    #[serde(with = "crate::config::duration")]
     pub paused_refresh: Duration,
 }
 
@@ -63,9 +63,9 @@ impl RunnerOptions {
     /// The defaults, overridden by every `ES_CONSUMER_<FIELD>` variable set.
     ///
     /// # Errors
-    /// [`OptionsError`](es_core::OptionsError) for an unknown variable or a bad value.
-    pub fn from_env() -> Result<Self, es_core::OptionsError> {
-        es_core::options_from_env(Self::ENV_PREFIX)
+    /// [`OptionsError`](crate::OptionsError) for an unknown variable or a bad value.
+    pub fn from_env() -> Result<Self, crate::OptionsError> {
+        crate::options_from_env(Self::ENV_PREFIX)
     }
 
     /// Sets [`max_attempts`](Self::max_attempts) (at least 1).
@@ -121,7 +121,7 @@ mod tests {
 
     #[test]
     fn loads_from_variables_with_its_prefix() {
-        let options: RunnerOptions = es_core::options_from_vars(
+        let options: RunnerOptions = crate::options_from_vars(
             RunnerOptions::ENV_PREFIX,
             [
                 ("ES_CONSUMER_MAX_ATTEMPTS", "3"),
