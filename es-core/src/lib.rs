@@ -2,6 +2,7 @@
 
 mod aggregate;
 mod aggregate_handler;
+mod backend;
 mod checkpoint;
 mod clock;
 mod config;
@@ -34,6 +35,7 @@ mod unit;
 
 pub use aggregate::Aggregate;
 pub use aggregate_handler::{AggregateHandler, AggregateMessageHandler};
+pub use backend::Backend;
 pub use checkpoint::{CheckpointError, CheckpointStore};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use config::{OptionsError, duration, options_from_env, options_from_vars};

@@ -1,5 +1,6 @@
 #![doc = include_str!("../README.md")]
 
+mod backend;
 mod checkpoint;
 mod config;
 mod conn;
@@ -17,6 +18,7 @@ mod store;
 mod transaction;
 mod xid8;
 
+pub use backend::PgBackend;
 pub use checkpoint::PgCheckpointStore;
 pub use config::PgConfig;
 pub use connect::{ConnectError, DATABASE_URL_ENV, connect, database_url};

@@ -2,6 +2,7 @@
 //! backends. It is the embedded default and the fast test backend; it keeps nothing across
 //! restarts.
 
+mod backend;
 mod bus;
 mod checkpoint;
 mod inbox;
@@ -15,6 +16,7 @@ mod transaction;
 
 use std::sync::{Mutex, MutexGuard};
 
+pub use backend::MemoryBackend;
 pub use bus::{MemoryBus, MemoryConsumer};
 pub use checkpoint::MemoryCheckpointStore;
 pub use inbox::{MemoryInbox, MemoryTransaction};

@@ -111,6 +111,11 @@ impl MemoryEventStore {
         self
     }
 
+    /// Whether `other` is a clone of this store (the same data).
+    pub fn shares_state_with(&self, other: &MemoryEventStore) -> bool {
+        Arc::ptr_eq(&self.state, &other.state)
+    }
+
     /// The outbox this store writes to.
     pub fn outbox(&self) -> &MemoryOutbox {
         &self.outbox
