@@ -202,6 +202,10 @@ pub trait Consumer: Send {
     /// The consumer group this member belongs to.
     fn group_id(&self) -> &str;
 
+    /// The (topic, partition) pairs assigned to this member now (empty until it has joined
+    /// its group and been given partitions).
+    fn assignment(&self) -> Vec<(String, u32)>;
+
     /// Rewinds `delivery`'s partition to it, to be received again with `attempt` (what
     /// [`retry`](Consumer::retry) does with one more than the delivery's attempt).
     ///

@@ -299,3 +299,56 @@ async fn a_child_shutdown_fires_with_its_parent() {
         .expect("the child fires");
     assert!(child.is_triggered());
 }
+
+/// Handles nothing, successfully.
+struct Ignore;
+
+#[async_trait::async_trait]
+impl es_core::MessageHandler for Ignore {
+    async fn handle(&self, _: &es_core::Delivery) -> Result<(), es_core::HandlerError> {
+        Ok(())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_runtime_is_ready_only_once_its_consumers_have_partitions() {
+    use es_core::Publisher;
+    use es_core::consume::ConsumerLoop;
+    use es_core::memory::MemoryBus;
+
+    let bus = MemoryBus::new();
+    // The topic does not exist yet: the member has no partition.
+    let consumer = bus.consumer("readers", &["later"]);
+    let running = Runtime::new()
+        .service(ConsumerLoop::new(consumer, Ignore))
+        .service(OneShotThenWait)
+        .start();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        !running.is_ready(),
+        "no partition yet: {:?}",
+        running.status()
+    );
+    assert!(!running.status()[0].ready);
+
+    let message =
+        es_core::OutboxMessage::new("Made", "k", serde_json::json!({})).with_topic("later");
+    bus.publish(&[message]).await.unwrap();
+    eventually("ready once the topic exists", || running.is_ready()).await;
+    running.shutdown().await;
+}
+
+/// Runs until shut down.
+struct OneShotThenWait;
+
+#[async_trait::async_trait]
+impl Service for OneShotThenWait {
+    fn name(&self) -> &str {
+        "waiter"
+    }
+
+    async fn run(&mut self, context: ServiceContext) -> Result<(), BoxError> {
+        context.shutdown().wait().await;
+        Ok(())
+    }
+}

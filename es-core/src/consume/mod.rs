@@ -168,6 +168,9 @@ impl<C: Consumer, H: MessageHandler, P: PausedPartitions> ConsumerLoop<C, H, P> 
         commit.set_missed_tick_behavior(MissedTickBehavior::Delay);
         let mut refresh = tokio::time::interval(self.options.paused_refresh);
         refresh.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let mut readiness = tokio::time::interval(Duration::from_millis(100));
+        readiness.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        self.look_at_assignment();
         tokio::pin!(shutdown);
         loop {
             let due = self.waiting.values().min().copied();
@@ -177,9 +180,13 @@ impl<C: Consumer, H: MessageHandler, P: PausedPartitions> ConsumerLoop<C, H, P> 
                 () = &mut shutdown => break,
                 () = tokio::time::sleep_until(wake), if due.is_some() => self.resume_due(),
                 _ = commit.tick() => {
+                    self.look_at_assignment();
                     if let Err(error) = self.consumer.commit_stored_in_background() {
                         tracing::warn!(%error, "periodic commit failed");
                     }
+                }
+                _ = readiness.tick(), if self.stats.assigned_partitions() == 0 => {
+                    self.look_at_assignment();
                 }
                 _ = refresh.tick() => {
                     // The held set stays as it was; the next refresh tries again.
@@ -199,6 +206,11 @@ impl<C: Consumer, H: MessageHandler, P: PausedPartitions> ConsumerLoop<C, H, P> 
         }
         self.consumer.commit_stored().await?;
         Ok(())
+    }
+
+    /// Records how many partitions the member has.
+    fn look_at_assignment(&self) {
+        self.stats.set_assigned(self.consumer.assignment().len());
     }
 
     /// Handles one delivery and decides what happens to its partition.

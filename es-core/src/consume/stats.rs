@@ -6,13 +6,14 @@ use std::sync::atomic::{AtomicU64, Ordering};
 /// Counters of a [`ConsumerLoop`](crate::consume::ConsumerLoop); clones share them.
 #[derive(Debug, Clone, Default)]
 pub struct RunnerStats {
-    counters: Arc<[AtomicU64; 4]>,
+    counters: Arc<[AtomicU64; 5]>,
 }
 
 const HANDLED: usize = 0;
 const RETRIED: usize = 1;
 const DEAD_LETTERED: usize = 2;
 const PAUSED: usize = 3;
+const ASSIGNED: usize = 4;
 
 impl RunnerStats {
     fn get(&self, index: usize) -> u64 {
@@ -41,6 +42,16 @@ impl RunnerStats {
     /// Partitions paused by policy.
     pub fn paused(&self) -> u64 {
         self.get(PAUSED)
+    }
+
+    /// Partitions assigned to the member when the loop last looked (it looks at least every
+    /// commit interval, and every 100 ms while it has none).
+    pub fn assigned_partitions(&self) -> u64 {
+        self.get(ASSIGNED)
+    }
+
+    pub(super) fn set_assigned(&self, partitions: usize) {
+        self.counters[ASSIGNED].store(partitions as u64, Ordering::Relaxed);
     }
 
     pub(super) fn count_handled(&self) {

@@ -42,6 +42,13 @@ pub trait Service: Send + 'static {
     /// # Errors
     /// Whatever stopped it; the runtime records it in the status and restarts it.
     async fn run(&mut self, context: ServiceContext) -> Result<(), BoxError>;
+
+    /// Whether the service counts as ready as soon as it runs (the default). A service that
+    /// must first reach something (a consumer waiting for its partitions) returns `false`
+    /// and reports readiness with [`ServiceContext::set_ready`].
+    fn ready_at_start(&self) -> bool {
+        true
+    }
 }
 
 /// What a running [`Service`] is given: the shutdown signal to watch, and a way to report its
@@ -83,6 +90,11 @@ impl ServiceContext {
     /// leadership).
     pub fn set_state(&self, state: ServiceState) {
         crate::memory::lock(&self.status).state = state;
+    }
+
+    /// Reports whether the service can do its work (see [`Service::ready_at_start`]).
+    pub fn set_ready(&self, ready: bool) {
+        crate::memory::lock(&self.status).ready = ready;
     }
 
     /// Reports a free-form detail shown with the state (a lag, a checkpoint), or clears it.

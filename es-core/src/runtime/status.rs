@@ -47,6 +47,9 @@ pub struct ServiceStatus {
     pub last_failure: Option<SystemTime>,
     /// A detail the service reported (a lag, a checkpoint).
     pub detail: Option<String>,
+    /// Whether the service can do its work (a consumer: it has partitions). A runtime is
+    /// ready when every service is.
+    pub ready: bool,
 }
 
 impl ServiceStatus {
@@ -58,6 +61,7 @@ impl ServiceStatus {
             last_error: None,
             last_failure: None,
             detail: None,
+            ready: false,
         }
     }
 }

@@ -195,6 +195,20 @@ impl RunningRuntime {
         self.statuses.iter().map(|s| lock(s).clone()).collect()
     }
 
+    /// Whether every service is ready: running (or leading, or standing by) and reporting
+    /// itself able to work, a consumer once it has its partitions. Serve it as the readiness
+    /// probe.
+    pub fn is_ready(&self) -> bool {
+        self.statuses.iter().all(|status| {
+            let status = lock(status);
+            status.ready
+                && matches!(
+                    status.state,
+                    ServiceState::Running | ServiceState::Leading | ServiceState::Standby
+                )
+        })
+    }
+
     /// Fires the shutdown, waits up to the drain timeout for every service to return, aborts
     /// those still running, and returns the final status ([`ServiceState::Stopped`],
     /// [`ServiceState::Completed`] or [`ServiceState::Aborted`]).
@@ -233,7 +247,11 @@ async fn supervise(
     let name = service.name().to_owned();
     let mut failures: u32 = 0;
     loop {
-        lock(&status).state = ServiceState::Running;
+        {
+            let mut status = lock(&status);
+            status.state = ServiceState::Running;
+            status.ready = service.ready_at_start();
+        }
         let context = ServiceContext::new(shutdown.clone(), Arc::clone(&status));
         let started = tokio::time::Instant::now();
         let ran = AssertUnwindSafe(service.run(context)).catch_unwind().await;
@@ -250,6 +268,7 @@ async fn supervise(
             Ok(Err(error)) => error.to_string(),
             Err(panic) => panic_message(panic.as_ref()),
         };
+        lock(&status).ready = false;
         if shutdown.is_triggered() {
             tracing::warn!(service = %name, %error, "failed while stopping");
             let mut status = lock(&status);

@@ -310,6 +310,10 @@ impl Consumer for KafkaConsumer {
         KafkaConsumer::group_id(self)
     }
 
+    fn assignment(&self) -> Vec<(String, u32)> {
+        self.assigned()
+    }
+
     fn rewind(&mut self, delivery: &Delivery, attempt: u32) -> Result<(), ConsumerError> {
         KafkaConsumer::rewind(self, delivery, attempt)
     }

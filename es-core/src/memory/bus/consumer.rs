@@ -166,6 +166,10 @@ impl Consumer for MemoryConsumer {
         &self.group
     }
 
+    fn assignment(&self) -> Vec<(String, u32)> {
+        MemoryConsumer::assignment(self)
+    }
+
     fn rewind(&mut self, delivery: &Delivery, attempt: u32) -> Result<(), ConsumerError> {
         self.settle(delivery, |_, _, cursor| {
             cursor.next = delivery.offset;
