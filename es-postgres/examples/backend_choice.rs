@@ -92,13 +92,23 @@ pub async fn run<B: Backend>(backend: &B, tally: &str) -> Result<Report, BoxErro
         checkpoints,
         publisher,
     );
-    while relay.run_once().await?.published > 0 {}
+    // A service runs the relay as a runtime service; here it relays until the three
+    // announcements are out (on PostgreSQL a read can be held back a moment by another
+    // transaction still open: it is gap-safe).
+    let announced = || {
+        bus.published("tallies")
+            .iter()
+            .filter(|m| m.partition_key == tally)
+            .count()
+    };
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+    while announced() < 3 && tokio::time::Instant::now() < deadline {
+        if relay.run_once().await?.published == 0 {
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+    }
     let total = tallies.load(&StreamId::new(tally)?).await?.state.total;
-    let announced = bus
-        .published("tallies")
-        .iter()
-        .filter(|m| m.partition_key == tally)
-        .count();
+    let announced = announced();
     Ok(Report { total, announced })
 }
 

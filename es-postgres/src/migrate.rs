@@ -37,6 +37,11 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
         "0006_paused_partitions.sql",
         include_str!("../migrations/0006_paused_partitions.sql"),
     ),
+    (
+        7,
+        "0007_projection_code.sql",
+        include_str!("../migrations/0007_projection_code.sql"),
+    ),
 ];
 
 /// The newest migration number this version knows.

@@ -31,12 +31,12 @@ impl CatalogSql {
         let r = |sql: &str| schema.render(sql);
         Self {
             ensure: r(
-                "INSERT INTO __SCHEMA__.projections (name, active_version) VALUES ($1, $2) \
-                 ON CONFLICT (name) DO NOTHING",
+                "INSERT INTO __SCHEMA__.projections (name, active_version, active_code) \
+                 VALUES ($1, $2, $2) ON CONFLICT (name) DO NOTHING",
             ),
             load: r(
-                "SELECT active_version, rebuild_version, state, rebuild_done, rebuild_total \
-                 FROM __SCHEMA__.projections WHERE name = $1",
+                "SELECT active_version, rebuild_version, state, rebuild_done, rebuild_total, \
+                 active_code, rebuild_code FROM __SCHEMA__.projections WHERE name = $1",
             ),
             pause: r(
                 "UPDATE __SCHEMA__.projections SET state = 'paused', paused_reason = $2, \
@@ -50,6 +50,7 @@ impl CatalogSql {
                  WHERE name = $1 AND state = 'paused' RETURNING name"),
             request_rebuild: r("UPDATE __SCHEMA__.projections SET \
                  rebuild_version = greatest(active_version + 1, $2), \
+                 rebuild_code = coalesce($4, active_code, active_version), \
                  state = CASE WHEN state = 'paused' THEN state ELSE 'rebuilding' END, \
                  rebuild_done = 0, rebuild_total = $3, updated_at = now() \
                  WHERE name = $1 AND rebuild_version IS NULL RETURNING rebuild_version"),
@@ -80,6 +81,10 @@ pub(crate) struct Row {
     pub(crate) state: ProjectionState,
     pub(crate) rebuild_done: u64,
     pub(crate) rebuild_total: u64,
+    /// The code version that owns the active version (the version itself for older rows).
+    pub(crate) active_code: u32,
+    /// The code version that owns the version being rebuilt.
+    pub(crate) rebuild_code: Option<u32>,
 }
 
 fn version(value: i32) -> u32 {
@@ -131,6 +136,13 @@ impl CatalogSql {
             state: ProjectionState::parse(row.try_get(2)?),
             rebuild_done: from_bigint(row.try_get(3)?),
             rebuild_total: from_bigint(row.try_get(4)?),
+            active_code: row
+                .try_get::<_, Option<i32>>(5)?
+                .map_or_else(|| version(row.get(0)), version),
+            rebuild_code: row
+                .try_get::<_, Option<i32>>(6)?
+                .map(version)
+                .or(row.try_get::<_, Option<i32>>(1)?.map(version)),
         })
     }
 
@@ -187,8 +199,11 @@ impl CatalogSql {
             .await?
             .try_get(0)?;
         let statement = client.prepare_cached(&self.request_rebuild).await?;
+        // The requesting code owns the rebuild; a tool that does not register the projection
+        // (version 0) leaves it to the code that owns the active version.
+        let code = (version > 0).then(|| int(version));
         let row = client
-            .query_opt(&statement, &[&name, &int(version), &total])
+            .query_opt(&statement, &[&name, &int(version), &total, &code])
             .await?;
         Ok(row.map(|row| self::version(row.get(0))))
     }

@@ -33,6 +33,17 @@ pub(crate) enum Stop {
     Stale,
     /// The database failed; leadership is given up and sought again after a delay.
     Failed(DaemonError),
+    /// This node's code owns neither the active version nor the one being rebuilt (an older
+    /// node in a fleet being upgraded, or a newer one while another's rebuild runs): it applies
+    /// nothing and leaves the projection to a node whose code does.
+    Mismatch {
+        /// The version this node's code declares.
+        declared: u32,
+        /// The code version owning the active version.
+        active: u32,
+        /// The code version owning the version being rebuilt, if any.
+        rebuild: Option<u32>,
+    },
 }
 
 impl<E: Into<DaemonError>> From<E> for Stop {
@@ -159,6 +170,23 @@ impl Runner {
                         return;
                     }
                 }
+                Stop::Mismatch {
+                    declared,
+                    active,
+                    rebuild,
+                } => {
+                    tracing::warn!(
+                        projection = %self.name, declared, active, ?rebuild,
+                        "this node's code writes another version than the active or rebuilding one: \
+                         applying nothing, leaving the projection to a node whose code matches"
+                    );
+                    if let Err(error) = leader.release().await {
+                        tracing::warn!(projection = %self.name, %error, "releasing leadership failed");
+                    }
+                    if self.sleep(self.shared.options.standby_poll * 5).await {
+                        return;
+                    }
+                }
                 Stop::Failed(error) => {
                     tracing::warn!(projection = %self.name, %error, "projection failed; standing by");
                     drop(leader);
@@ -219,7 +247,7 @@ impl Runner {
             } else {
                 let client = self.shared.store.pool().get().await?;
                 let mut row = self.shared.sql.load(&client, &self.name).await?;
-                if row.active < declared && row.rebuild.is_none() {
+                if row.active_code < declared && row.rebuild.is_none() {
                     // The code writes a newer version than the active one: rebuild into it.
                     let filter = self.filter.clone();
                     row.rebuild = self
@@ -242,12 +270,21 @@ impl Runner {
                 }
                 continue;
             }
+            // A node applies only the versions its code owns: older code must not write into
+            // a newer version's tables, nor newer code into an older one's.
             let mut work = Vec::with_capacity(2);
-            if row.active >= declared {
+            if row.active_code == declared {
                 work.push((row.active, Role::Active));
             }
-            if let Some(version) = row.rebuild {
+            if let Some(version) = row.rebuild.filter(|_| row.rebuild_code == Some(declared)) {
                 work.push((version, Role::Rebuild));
+            }
+            if work.is_empty() {
+                return Err(Stop::Mismatch {
+                    declared,
+                    active: row.active_code,
+                    rebuild: row.rebuild_code,
+                });
             }
             let (mut more, mut held, mut moved) = (false, false, false);
             for (version, role) in work {
