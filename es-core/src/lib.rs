@@ -7,6 +7,7 @@ mod checkpoint;
 mod clock;
 mod config;
 pub mod consume;
+pub mod dead_letter;
 mod dispatch;
 mod error;
 mod event;

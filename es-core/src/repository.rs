@@ -84,6 +84,18 @@ pub struct Executed<A: Aggregate> {
     pub positions: Vec<Position>,
 }
 
+impl<A: Aggregate> Executed<A> {
+    /// A command that decided nothing: the state as loaded at `version`.
+    fn unchanged(state: A, version: Version) -> Self {
+        Self {
+            state,
+            version,
+            events: Vec::new(),
+            positions: Vec::new(),
+        }
+    }
+}
+
 type OutboxFn<A> = dyn Fn(&StreamId, &A, &[(<A as Aggregate>::Event, Metadata)]) -> Vec<OutboxMessage>
     + Send
     + Sync;
@@ -325,14 +337,7 @@ where
         let loaded = self.load_in(tx, stream_id).await?;
         let before = loaded.version;
         let decided = match self.decide(stream_id, loaded, command, context)? {
-            Decision::Nothing(state) => {
-                return Ok(Executed {
-                    state,
-                    version: before,
-                    events: Vec::new(),
-                    positions: Vec::new(),
-                });
-            }
+            Decision::Nothing(state) => return Ok(Executed::unchanged(state, before)),
             Decision::Append(decided) => decided,
         };
         let version = tx.append(decided.request).await?;
@@ -433,14 +438,7 @@ where
     ) -> Result<Executed<A>, RepositoryError<A::Error>> {
         let before = loaded.version;
         let decided = match self.decide(stream_id, loaded, command, context)? {
-            Decision::Nothing(state) => {
-                return Ok(Executed {
-                    state,
-                    version: before,
-                    events: Vec::new(),
-                    positions: Vec::new(),
-                });
-            }
+            Decision::Nothing(state) => return Ok(Executed::unchanged(state, before)),
             Decision::Append(decided) => decided,
         };
         let outcome = self.store.append(decided.request).await?;

@@ -2,28 +2,16 @@
 
 use std::time::Duration;
 
-use chrono::{SecondsFormat, Utc};
+use chrono::Utc;
 use rdkafka::message::{Header, Headers, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 
 use crate::config::{ConfigError, KafkaConfig, Role};
 
-/// Header of a dead letter: why it was dead-lettered.
-pub const ERROR: &str = "es-dlq-error";
-/// Header of a dead letter: how many times it was handled before it was given up on.
-pub const ATTEMPTS: &str = "es-dlq-attempts";
-/// Header of a dead letter: the topic it was read from.
-pub const ORIGINAL_TOPIC: &str = "es-dlq-original-topic";
-/// Header of a dead letter: the partition it was read from.
-pub const ORIGINAL_PARTITION: &str = "es-dlq-original-partition";
-/// Header of a dead letter: its offset in that partition.
-pub const ORIGINAL_OFFSET: &str = "es-dlq-original-offset";
-/// Header of a dead letter: the consumer group that gave up on it.
-pub const GROUP: &str = "es-dlq-group";
-/// Header of a dead letter: when it was given up on (RFC 3339, UTC).
-pub const FAILED_AT: &str = "es-dlq-failed-at";
-/// The prefix of every dead-letter header; replaying a dead letter removes them.
-pub const PREFIX: &str = "es-dlq-";
+use es_core::dead_letter::DeadLetterOrigin;
+pub use es_core::dead_letter::{
+    ATTEMPTS, ERROR, FAILED_AT, GROUP, ORIGINAL_OFFSET, ORIGINAL_PARTITION, ORIGINAL_TOPIC, PREFIX,
+};
 
 /// How long a dead-letter publish may wait for the broker's acknowledgement.
 const PUBLISH_TIMEOUT_MS: &str = "30000";
@@ -127,16 +115,16 @@ impl DeadLetters {
         attempts: u32,
     ) -> Result<String, rdkafka::error::KafkaError> {
         let topic = self.route.topic_for(&record.topic);
-        let failed_at = Utc::now().to_rfc3339_opts(SecondsFormat::Micros, true);
-        let extra = [
-            (ERROR, reason.to_owned()),
-            (ATTEMPTS, attempts.to_string()),
-            (ORIGINAL_TOPIC, record.topic.clone()),
-            (ORIGINAL_PARTITION, record.partition.to_string()),
-            (ORIGINAL_OFFSET, record.offset.to_string()),
-            (GROUP, self.group.clone()),
-            (FAILED_AT, failed_at),
-        ];
+        let extra = DeadLetterOrigin {
+            topic: &record.topic,
+            partition: i64::from(record.partition),
+            offset: record.offset,
+            group: &self.group,
+            reason,
+            attempts,
+            failed_at: Utc::now(),
+        }
+        .headers();
         let mut headers = OwnedHeaders::new_with_capacity(record.headers.len() + extra.len());
         for (name, value) in &record.headers {
             if !name.starts_with(PREFIX) {

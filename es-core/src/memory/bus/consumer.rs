@@ -208,16 +208,16 @@ impl Consumer for MemoryConsumer {
     ) -> Result<(), ConsumerError> {
         self.settle(delivery, |_, _, _| {})?;
         let mut message = delivery.message.clone();
-        let headers = [
-            ("es-dlq-error", reason.to_owned()),
-            ("es-dlq-attempts", attempts.to_string()),
-            ("es-dlq-original-topic", delivery.topic.clone()),
-            ("es-dlq-original-partition", delivery.partition.to_string()),
-            ("es-dlq-original-offset", delivery.offset.to_string()),
-            ("es-dlq-group", self.group.clone()),
-            ("es-dlq-failed-at", chrono::Utc::now().to_rfc3339()),
-        ];
-        for (name, value) in headers {
+        let origin = crate::dead_letter::DeadLetterOrigin {
+            topic: &delivery.topic,
+            partition: i64::from(delivery.partition),
+            offset: i64::try_from(delivery.offset).unwrap_or(i64::MAX),
+            group: &self.group,
+            reason,
+            attempts,
+            failed_at: chrono::Utc::now(),
+        };
+        for (name, value) in origin.headers() {
             message.headers.insert(name.to_owned(), value);
         }
         message.topic = Some(format!("{}.dlq", delivery.topic));
