@@ -31,6 +31,7 @@ impl MessageHandler for Seen {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn alone_a_broker_frozen_for_ten_seconds_loses_nothing() {
+    support::alone();
     let broker = support::PrivateBroker::start();
     let bootstrap = broker.bootstrap_servers();
     let topic = support::unique("outage");

@@ -15,6 +15,7 @@ use support::outbox as ob;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn alone_a_broker_paused_for_ten_seconds_mid_stream_loses_nothing() {
+    support::alone();
     let broker = support::PrivateBroker::start();
     let bootstrap = broker.bootstrap_servers();
     let prefix = format!("{}.", support::unique("outage"));

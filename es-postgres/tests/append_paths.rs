@@ -22,6 +22,7 @@ fn request(stream: &StreamId, expected: ExpectedVersion, events: Vec<NewEvent>) 
 /// then reports the id as stored elsewhere once it commits, without aborting anything.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn alone_a_first_write_racing_an_uncommitted_duplicate_reports_it() {
+    common::alone();
     let store = common::fresh_store().await;
     let first = common::stream("holder");
     let second = common::stream("racer");

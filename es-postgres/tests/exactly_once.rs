@@ -72,6 +72,7 @@ async fn wait_for_wait(client: &tokio_postgres::Client, kind: &str, pattern: &st
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn alone_a_command_delivered_again_while_the_first_is_uncommitted_waits_and_applies_once() {
+    common::alone();
     let store = common::fresh_store().await;
     let observer = common::raw_client().await;
     let id = common::stream("tally");
@@ -145,6 +146,7 @@ impl TransactionalHandler<PgTransaction> for Effects {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn alone_effects_of_a_concurrent_duplicate_roll_back_when_its_record_finds_the_first() {
+    common::alone();
     let store = common::fresh_store().await;
     let observer = common::raw_client().await;
     let table = format!("\"{}\".effects", store.schema());

@@ -117,6 +117,7 @@ async fn follow(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn alone_a_held_transaction_holds_readers_back_without_loss() {
+    common::alone();
     let store = common::fresh_store().await;
     let streams: Arc<Vec<StreamId>> =
         Arc::new((0..STREAMS).map(|_| common::stream("held")).collect());

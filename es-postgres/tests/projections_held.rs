@@ -13,6 +13,7 @@ use projection_support::{Tally, append_round_robin, applied, fast_options, tally
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn alone_a_transaction_held_open_while_others_commit_is_not_skipped() {
+    common::alone();
     let store = common::fresh_store().await;
     let daemon = ProjectionDaemon::new(&store)
         .with_options(fast_options())

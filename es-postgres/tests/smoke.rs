@@ -1,9 +1,11 @@
 //! Proves the test suite reaches a real PostgreSQL server.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod common;
+
 #[tokio::test]
 async fn reaches_a_real_postgresql_server() {
-    let url = es_postgres::database_url().unwrap_or_else(|error| panic!("{error}"));
+    let url = common::database_url();
     let client = es_postgres::connect(&url)
         .await
         .unwrap_or_else(|error| panic!("{error}"));

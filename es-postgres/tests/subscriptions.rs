@@ -17,6 +17,7 @@ use futures::StreamExt;
 /// each stream in version order.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn alone_subscription_skips_nothing_past_a_held_transaction() {
+    common::alone();
     let store = common::fresh_store().await;
     let mut subscription = store.subscribe(Position::START, LogFilter::all());
 

@@ -16,6 +16,7 @@ const HOLD: Duration = Duration::from_millis(300);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn alone_a_wait_cycle_is_a_deadlock_not_a_hang() {
+    common::alone();
     let inbox = common::fresh_store().await.inbox();
     let (a, b) = (Uuid::now_v7(), Uuid::now_v7());
     let mut first = inbox.begin().await.unwrap();
@@ -103,6 +104,7 @@ async fn saga_commit_while_consumer_holds(commit_consumer: bool) -> SagaCommitOu
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn alone_a_saga_commit_waiting_on_a_consumer_that_commits_is_a_duplicate() {
+    common::alone();
     assert_eq!(
         saga_commit_while_consumer_holds(true).await,
         SagaCommitOutcome::Duplicate
@@ -111,6 +113,7 @@ async fn alone_a_saga_commit_waiting_on_a_consumer_that_commits_is_a_duplicate()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn alone_a_saga_commit_waiting_on_a_consumer_that_rolls_back_commits() {
+    common::alone();
     assert_eq!(
         saga_commit_while_consumer_holds(false).await,
         SagaCommitOutcome::Committed { version: 1 }

@@ -3,6 +3,8 @@
 
 pub mod effects;
 pub mod outbox;
+#[path = "../../../es-postgres/tests/common/test_lock.rs"]
+pub mod test_lock;
 
 use std::net::TcpListener;
 use std::path::PathBuf;
@@ -13,9 +15,19 @@ use rdkafka::ClientConfig;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 
-/// The shared broker's bootstrap servers, or a panic saying how to start it.
+/// The shared broker's bootstrap servers, or a panic saying how to start it. From the first
+/// call the test holds the suite's lock shared (see [`test_lock`]), as it does once it builds
+/// a store or starts a private broker; `alone_*` tests call [`alone`] first.
 pub fn shared_bootstrap_servers() -> String {
-    es_kafka::bootstrap_servers().unwrap_or_else(|error| panic!("{error}"))
+    let servers = es_kafka::bootstrap_servers().unwrap_or_else(|error| panic!("{error}"));
+    test_lock::hold_shared();
+    servers
+}
+
+/// Makes the test hold the suite's lock exclusively until it ends: the first line of every
+/// `alone_*` test (see [`test_lock::alone`]).
+pub fn alone() {
+    test_lock::alone();
 }
 
 /// A name no other test uses.
@@ -82,6 +94,7 @@ pub struct PrivateBroker {
 impl PrivateBroker {
     /// Starts a broker and waits until it answers.
     pub fn start() -> Self {
+        test_lock::hold_shared();
         let bin = tansu_bin();
         let port = free_port();
         let url = format!("tcp://127.0.0.1:{port}");

@@ -18,9 +18,11 @@ use serde_json::json;
 /// unique topic.
 pub const SOURCE_TYPE: &str = "counter";
 
-/// A store in a fresh, migrated schema (`scripts/test` drops `es_test_*` schemas).
+/// A store in a fresh, migrated schema (`scripts/test` drops `es_test_*` schemas); the test
+/// holds the suite's lock shared from then on.
 pub async fn fresh_store() -> PgEventStore {
     let url = es_postgres::database_url().unwrap_or_else(|error| panic!("{error}"));
+    super::test_lock::hold_shared();
     let schema = format!("es_test_{}", uuid::Uuid::new_v4().simple());
     let config = PgConfig::new(url).schema(schema).pool_size(12);
     let store = PgEventStore::connect(&config).unwrap_or_else(|error| panic!("{error}"));

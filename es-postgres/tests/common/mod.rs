@@ -7,11 +7,23 @@
     clippy::panic
 )]
 
+pub mod test_lock;
+
 use es_postgres::{PgConfig, PgEventStore};
 
-/// The database URL, or a panic saying how to start PostgreSQL.
+/// The database URL, or a panic saying how to start PostgreSQL. Every way of reaching the
+/// database here goes through it, so from the first call the test holds the suite's lock
+/// shared (see [`test_lock`]); `alone_*` tests call [`alone`] first.
 pub fn database_url() -> String {
-    es_postgres::database_url().unwrap_or_else(|error| panic!("{error}"))
+    let url = es_postgres::database_url().unwrap_or_else(|error| panic!("{error}"));
+    test_lock::hold_shared();
+    url
+}
+
+/// Makes the test hold the suite's lock exclusively until it ends: the first line of every
+/// `alone_*` test (see [`test_lock::alone`]).
+pub fn alone() {
+    test_lock::alone();
 }
 
 /// A unique schema name; `scripts/test` drops every `es_test_*` schema when the run ends.

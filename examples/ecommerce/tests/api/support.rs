@@ -21,6 +21,9 @@ use serde_json::{Value, json};
 use tower::ServiceExt;
 use uuid::Uuid;
 
+#[path = "../../../../es-postgres/tests/common/test_lock.rs"]
+pub mod test_lock;
+
 /// Which listener a request goes to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Listener {
@@ -65,7 +68,8 @@ impl TestApp {
         Self::with(AppConfig::embedded()).await
     }
 
-    /// The app on PostgreSQL from `DATABASE_URL`, in schemas of its own.
+    /// The app on PostgreSQL from `DATABASE_URL`, in schemas of its own; the test holds the
+    /// suite's lock shared from then on (see [`test_lock`]).
     pub async fn postgres() -> Self {
         let url = std::env::var("DATABASE_URL").unwrap_or_else(|_| {
             panic!(
@@ -74,6 +78,7 @@ impl TestApp {
                  and export DATABASE_URL=postgres://postgres@127.0.0.1:5432/test"
             )
         });
+        test_lock::hold_shared();
         let prefix = format!("es_test_shop_{}", Uuid::new_v4().simple());
         let backend = Backend::postgres(&url, 8, &prefix).expect("DATABASE_URL parses");
         if let Err(error) = backend.check().await {

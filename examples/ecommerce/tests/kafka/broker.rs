@@ -13,8 +13,10 @@ pub struct PrivateBroker {
 }
 
 impl PrivateBroker {
-    /// Starts a broker and waits until it answers.
+    /// Starts a broker and waits until it answers; the test holds the suite's lock shared
+    /// from then on, unless it holds it already.
     pub fn start() -> Self {
+        crate::test_lock::hold_shared();
         let bin = tansu_bin();
         let port = TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())

@@ -1,7 +1,8 @@
 //! The app on PostgreSQL and the project's Kafka-protocol broker: 200 orders end to end, with
 //! the relays and consumers crashing midway, with every message delivered twice, and with the
 //! broker frozen for 10 s. Each test runs on a broker of its own, one test at a time (they
-//! are `alone_*`): each drives the whole workflow and one freezes its broker.
+//! are `alone_*` and hold the suite's lock exclusively): each drives the whole workflow and
+//! one freezes its broker.
 
 #![allow(
     missing_docs,
@@ -12,6 +13,8 @@
 )]
 
 mod broker;
+#[path = "../../../../es-postgres/tests/common/test_lock.rs"]
+mod test_lock;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -23,10 +26,14 @@ use ecommerce::shop::InProcess;
 use ecommerce::workflow::failures::FailureRules;
 use uuid::Uuid;
 
+/// The database URL; from the first call the test holds the suite's lock shared, unless it
+/// called `test_lock::alone()` before (as every test here does).
 fn database_url() -> String {
-    std::env::var("DATABASE_URL").unwrap_or_else(|_| {
+    let url = std::env::var("DATABASE_URL").unwrap_or_else(|_| {
         panic!("DATABASE_URL is not set: run `scripts/test`, or start PostgreSQL and export DATABASE_URL=postgres://postgres@127.0.0.1:5432/test")
-    })
+    });
+    test_lock::hold_shared();
+    url
 }
 
 async fn app(bootstrap: &str, duplicate_delivery: bool) -> App {
@@ -112,6 +119,7 @@ fn assert_settled(report: &DemoReport, orders: usize) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn alone_two_hundred_orders_on_postgres_and_kafka() {
+    test_lock::alone();
     let broker = broker::PrivateBroker::start();
     let app = app(&broker.bootstrap_servers(), false).await;
     // Everything pushed live to this instance's subscribers while the orders run.
@@ -165,6 +173,7 @@ async fn alone_two_hundred_orders_on_postgres_and_kafka() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn alone_every_message_delivered_twice_changes_nothing() {
+    test_lock::alone();
     let broker = broker::PrivateBroker::start();
     let app = app(&broker.bootstrap_servers(), true).await;
     let report = run(Arc::new(InProcess::new(&app)), &options(100))
@@ -176,6 +185,7 @@ async fn alone_every_message_delivered_twice_changes_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn alone_relays_and_consumers_crash_midway_and_resume() {
+    test_lock::alone();
     let broker = broker::PrivateBroker::start();
     let app = Arc::new(app(&broker.bootstrap_servers(), false).await);
     let shop = Arc::new(InProcess::new(&app));
@@ -209,6 +219,7 @@ async fn alone_relays_and_consumers_crash_midway_and_resume() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn alone_a_frozen_broker_delays_orders_and_loses_none() {
+    test_lock::alone();
     let private = broker::PrivateBroker::start();
     let app = Arc::new(app(&private.bootstrap_servers(), false).await);
     let shop = Arc::new(InProcess::new(&app));
