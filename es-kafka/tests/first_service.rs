@@ -32,8 +32,8 @@ async fn payments_published_twice_credit_each_account_once() {
             .set("heartbeat.interval.ms", "500"),
         prefix: prefix.clone(),
     };
-    // The reader of the announced messages joins its group first: the test broker can leave
-    // groups that join at the same moment waiting (docs/kafka.md).
+    // The reader of the announced messages starts first, so that its group's join (half a
+    // session on the test broker: docs/kafka.md) runs while the service starts.
     let announced = tokio::spawn({
         let (bootstrap, topic) = (bootstrap.clone(), format!("{prefix}accounts"));
         async move { ob::consume(&bootstrap, &topic, 30, Duration::from_secs(120)).await }

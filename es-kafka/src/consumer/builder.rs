@@ -35,8 +35,8 @@ const ENFORCED: [(&str, &str); 3] = [
 ///   second per broker while idle.
 /// - `session.timeout.ms=6000` (the smallest Apache Kafka accepts by default) and
 ///   `heartbeat.interval.ms=1000`: librdkafka's 45 s session means a member that died holds
-///   its partitions, and a group joining after it waits, for up to 45 s; a new group on the
-///   test broker received nothing for about 23 s with the defaults.
+///   its partitions for up to 45 s; and the test broker holds every join for half a session,
+///   so a new group received nothing for about 23 s with the defaults (3 s with these).
 pub(crate) const DEFAULTS: [(&str, &str); 4] = [
     ("auto.offset.reset", "earliest"),
     ("fetch.wait.max.ms", "50"),
