@@ -80,15 +80,11 @@ where
         .lock(streams)
         .conflict_retries(conflict_retries)
         .run(|mut tx| {
-            let checked = async move {
+            let effects = &effects;
+            async move {
                 if tx.is_handled(subscriber, message_id).await? {
                     return Err(Once::Duplicate);
                 }
-                Ok(tx)
-            };
-            let effects = &effects;
-            async move {
-                let tx = checked.await?;
                 let mut tx = effects(tx).await?;
                 if !tx.record_handled(subscriber, message_id).await? {
                     return Err(Once::Duplicate);

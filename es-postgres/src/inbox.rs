@@ -1,7 +1,6 @@
 //! `PgInbox`: the inbox table, written in the handler's transaction.
 
 use std::fmt;
-use std::sync::Arc;
 
 use es_core::{Inbox, InboxError};
 use tokio_postgres::error::SqlState;
@@ -44,7 +43,6 @@ use crate::transaction::PgTransaction;
 #[derive(Clone)]
 pub struct PgInbox {
     store: PgEventStore,
-    record: Arc<str>,
 }
 
 impl fmt::Debug for PgInbox {
@@ -58,13 +56,8 @@ impl fmt::Debug for PgInbox {
 impl PgInbox {
     /// The inbox of `store`'s schema, on its pool.
     pub fn new(store: &PgEventStore) -> Self {
-        let record = store.inner.schema.render(
-            "INSERT INTO __SCHEMA__.inbox (subscriber, message_id) VALUES ($1, $2) \
-             ON CONFLICT (subscriber, message_id) DO NOTHING",
-        );
         Self {
             store: store.clone(),
-            record: record.into(),
         }
     }
 }
@@ -107,7 +100,7 @@ impl Inbox for PgInbox {
         let fail = |error: PgError| inbox_error(error, subscriber, message_id);
         let client = tx.connection().map_err(fail)?;
         let statement = client
-            .prepare_cached(&self.record)
+            .prepare_cached(&self.store.inner.sql.record_handled)
             .await
             .map_err(|e| fail(e.into()))?;
         let inserted = client
