@@ -195,7 +195,13 @@ impl<C: Consumer, H: MessageHandler, P: PausedPartitions> ConsumerLoop<C, H, P> 
                     }
                 }
                 received = self.consumer.recv() => match received {
-                    Ok(delivery) => self.dispatch(delivery).await,
+                    Ok(delivery) => {
+                        if self.stats.assigned_partitions() == 0 {
+                            // A delivery means an assignment: readiness need not wait a tick.
+                            self.look_at_assignment();
+                        }
+                        self.dispatch(delivery).await;
+                    }
                     Err(ConsumerError::Closed) => return Err(ConsumerError::Closed.into()),
                     Err(error) => {
                         tracing::warn!(%error, "consumer error; polling again");
