@@ -1,6 +1,6 @@
 //! Typed dispatch of integration messages by message type, with upcasting by schema version.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::fmt;
 use std::sync::Arc;
 
@@ -56,7 +56,9 @@ struct Route {
 /// A [`MessageHandler`] that dispatches each message to the handler registered for its
 /// message type, after upcasting its payload to the registered schema version with an
 /// [`EventRegistry`]'s upcasters. An unknown type, or a payload that cannot be upcast, is a
-/// [`HandlerError::Permanent`] failure (dead-lettered by a consumer loop).
+/// [`HandlerError::Permanent`] failure (dead-lettered by a consumer loop); the types a topic
+/// carries that this consumer has no business with are named with
+/// [`ignore`](Self::ignore), and acknowledged without being handled.
 ///
 /// ```
 /// use es_core::{Delivery, EventRegistry, HandlerError, HandlerRegistry, MessageHandler, MessageType, OutboxMessage, Typed, TypedHandler};
@@ -96,12 +98,15 @@ struct Route {
 /// let mut unknown = delivery.clone();
 /// unknown.message.message_type = "OrderShipped".into();
 /// assert!(!registry.handle(&unknown).await.unwrap_err().is_transient());
+/// // A type named as ignored is acknowledged without a handler.
+/// assert!(registry.ignore_type("OrderShipped").handle(&unknown).await.is_ok());
 /// # Ok(())
 /// # }
 /// ```
 #[derive(Default)]
 pub struct HandlerRegistry {
     routes: HashMap<String, Route>,
+    ignored: BTreeSet<String>,
     upcasters: EventRegistry,
 }
 
@@ -111,6 +116,7 @@ impl fmt::Debug for HandlerRegistry {
         types.sort();
         f.debug_struct("HandlerRegistry")
             .field("types", &types)
+            .field("ignored", &self.ignored)
             .field("upcasters", &self.upcasters)
             .finish()
     }
@@ -156,6 +162,22 @@ impl HandlerRegistry {
         self
     }
 
+    /// Acknowledges messages of type `M` without handling them: the topic carries them, and
+    /// this consumer has no business with them (an unknown type is dead-lettered instead).
+    /// Registering a handler for the type later takes precedence.
+    #[must_use]
+    pub fn ignore<M: MessageType>(self) -> Self {
+        self.ignore_type(M::MESSAGE_TYPE)
+    }
+
+    /// Acknowledges messages of `message_type` without handling them (for messages without
+    /// a Rust type; prefer [`ignore`](Self::ignore)).
+    #[must_use]
+    pub fn ignore_type(mut self, message_type: impl Into<String>) -> Self {
+        self.ignored.insert(message_type.into());
+        self
+    }
+
     /// Whether a handler is registered for `message_type`.
     pub fn handles(&self, message_type: &str) -> bool {
         self.routes.contains_key(message_type)
@@ -167,6 +189,9 @@ impl MessageHandler for HandlerRegistry {
     async fn handle(&self, delivery: &Delivery) -> Result<(), HandlerError> {
         let message = &delivery.message;
         let Some(route) = self.routes.get(&message.message_type) else {
+            if self.ignored.contains(&message.message_type) {
+                return Ok(());
+            }
             return Err(HandlerError::permanent(format!(
                 "unknown message type {:?}",
                 message.message_type

@@ -1,6 +1,8 @@
 //! A first service on PostgreSQL and Kafka: it credits accounts for the payments another
 //! service announces on Kafka, exactly once however often a payment message arrives, tells
-//! the world through its outbox, and keeps a table of balances with the projection daemon.
+//! the world through its outbox, keeps a table of balances with the projection daemon, and
+//! sends each account a statement once its balance has stayed still for a second (a saga
+//! with a deadline).
 //!
 //! ```text
 //! scripts/broker start 9092
@@ -21,6 +23,7 @@ use std::error::Error;
 use std::future::Future;
 use std::sync::Arc;
 
+use chrono::TimeDelta;
 use es_core::relay::Relay;
 use es_core::runtime::{LeaderOnly, Runtime};
 use es_core::{
@@ -32,6 +35,7 @@ use es_kafka::{ConsumerRunner, KafkaConfig, KafkaConsumer, KafkaPublisher, Topic
 use es_postgres::{
     PgCheckpointStore, PgConfig, PgEventStore, PgProjectionTx, ProjectionDaemon, ProjectionOptions,
 };
+use es_saga::{CodecError, DeadlineScheduler, Decision, Input, Route, Saga, SagaRunner};
 use serde::{Deserialize, Serialize};
 
 // ANCHOR: domain
@@ -190,6 +194,60 @@ impl Projection<PgProjectionTx> for Balances {
 }
 // ANCHOR_END: projection
 
+// ANCHOR: saga
+/// The command the statements saga sends, on the `statements` topic.
+#[derive(Debug, Serialize, Deserialize, MessageType)]
+#[serde(rename = "SendStatement")]
+#[message(key = "account")]
+pub struct SendStatement {
+    pub account: String,
+    pub balance_cents: u64,
+}
+
+/// Sends an account its statement once its balance has stayed still for a second: each
+/// change sets the `quiet` deadline again (replacing the one before), and the deadline that
+/// fires sends the statement.
+#[derive(Debug)]
+pub struct Statements;
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct Statement {
+    pub balance_cents: u64,
+}
+
+impl Saga for Statements {
+    const NAME: &'static str = "statements";
+    type State = Statement;
+    type Error = CodecError;
+
+    fn route(&self, message: &OutboxMessage) -> Route {
+        match message.message_type.as_str() {
+            AccountBalanceChanged::MESSAGE_TYPE => Route::Start(message.partition_key.clone()),
+            _ => Route::Ignore,
+        }
+    }
+
+    fn handle(
+        &self,
+        state: Statement,
+        input: &Input<'_>,
+    ) -> Result<Decision<Statement>, CodecError> {
+        if let Some(changed) = input.decode::<AccountBalanceChanged>()? {
+            let state = Statement {
+                balance_cents: changed.balance_cents,
+            };
+            return Ok(Decision::new(state).set_deadline("quiet", TimeDelta::seconds(1)));
+        }
+        // The `quiet` deadline fired: no change for a second.
+        let statement = SendStatement {
+            account: input.key.to_owned(),
+            balance_cents: state.balance_cents,
+        };
+        Decision::new(state).command(&statement)
+    }
+}
+// ANCHOR_END: saga
+
 /// Where the service runs.
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -207,24 +265,31 @@ pub async fn run(
 ) -> Result<(), Box<dyn Error + Send + Sync>> {
     let store = PgEventStore::connect(&settings.postgres)?;
     store.migrate().await?;
+    let prefix = &settings.prefix;
     let accounts = Repository::<Account, _>::new(store.clone()).with_outbox(announce_balance);
+    let statements = SagaRunner::new(Statements, store.saga_store())
+        .with_command_topic(format!("{prefix}statements"));
     let handlers = HandlerRegistry::new()
-        .on::<PaymentReceived>(accounts.message_handler("accounts", CreditPayments));
+        .on::<PaymentReceived>(accounts.message_handler("accounts", CreditPayments))
+        .on::<AccountBalanceChanged>(statements.clone())
+        .ignore::<PaymentRefused>();
     let consumer = KafkaConsumer::builder(settings.kafka.clone(), "accounts")
-        .topic_prefix(&settings.prefix) // the group too: `<prefix>accounts`
-        .subscribe(["payments"])
+        .topic_prefix(prefix) // the group too: `<prefix>accounts`
+        .subscribe(["payments", "accounts"])
         .build()?;
-    let router = TopicRouter::new().with_fallback(format!("{}accounts", settings.prefix));
+    let router = TopicRouter::new().with_fallback(format!("{prefix}accounts"));
     let publisher = Arc::new(KafkaPublisher::new(&settings.kafka, router)?);
     let checkpoints = PgCheckpointStore::new(&store);
     let relay = Relay::new("accounts", store.clone(), checkpoints, publisher)
         .with_signal(store.append_signal().clone());
     let daemon = ProjectionDaemon::new(&store).register(Balances, ProjectionOptions::default())?;
+    let scheduler = DeadlineScheduler::new(store.saga_store()).register(statements);
 
     let running = Runtime::new()
         .service(LeaderOnly::new(store.leases(), relay)) // one relay per outbox
         .service(ConsumerRunner::new(consumer, handlers))
         .service(daemon)
+        .service(scheduler)
         .start();
     for stopped in running.run_until(shutdown).await {
         tracing::info!(service = %stopped.name, state = ?stopped.state, "stopped");
