@@ -9,6 +9,7 @@ use es_core::BoxError;
 use es_core::memory::MemoryLeases;
 use es_core::runtime::{
     LeaderOnly, Runtime, RuntimeOptions, Service, ServiceContext, ServiceState, Shutdown,
+    service_fn,
 };
 use tokio::time::Instant;
 
@@ -174,6 +175,49 @@ async fn shutdown_drains_in_flight_work_within_the_deadline_and_aborts_the_rest(
     assert!(
         took < Duration::from_secs(2),
         "but not much longer: {took:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn abort_stops_every_service_at_once_without_draining() {
+    let drained = Arc::new(AtomicU32::new(0));
+    let (finished, mut finishes) = tokio::sync::mpsc::unbounded_channel::<()>();
+    let running = Runtime::new()
+        .with_options(fast())
+        .service(Draining {
+            name: "slow",
+            drain: Some(Duration::from_millis(50)),
+            drained: drained.clone(),
+        })
+        .service(service_fn("ticking", move |_| {
+            let finished = finished.clone();
+            async move {
+                // Dropped mid-work by the abort: the sender goes with it.
+                std::future::pending::<()>().await;
+                let _ = finished.send(());
+                Ok(())
+            }
+        }))
+        .start();
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let started = Instant::now();
+    let report = running.abort().await;
+    assert!(started.elapsed() < Duration::from_millis(300));
+    assert!(
+        report
+            .iter()
+            .all(|s| s.state == ServiceState::Aborted && !s.ready),
+        "{report:?}"
+    );
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(
+        drained.load(Ordering::SeqCst),
+        0,
+        "nothing drained after an abort"
+    );
+    assert!(
+        finishes.recv().await.is_none(),
+        "the aborted run's future was dropped"
     );
 }
 

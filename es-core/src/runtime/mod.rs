@@ -9,7 +9,7 @@ mod status;
 mod supervisor;
 
 pub use lease::{DEFAULT_REJOIN_DELAY, HeldLease, LeaderOnly, Lease};
-pub use service::{Service, ServiceContext};
+pub use service::{FnService, Service, ServiceContext, service_fn};
 pub use shutdown::{Shutdown, ShutdownTrigger};
 pub use status::{ServiceState, ServiceStatus};
 pub use supervisor::{RunningRuntime, Runtime, RuntimeOptions};

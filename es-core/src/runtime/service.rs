@@ -102,3 +102,62 @@ impl ServiceContext {
         crate::memory::lock(&self.status).detail = detail;
     }
 }
+
+/// A [`Service`] made of a name and a function from the context to the run's future: for a
+/// loop that needs no type of its own. The function is called again for every run (after a
+/// failure, the service is restarted as any other).
+///
+/// ```
+/// use es_core::runtime::{Runtime, ServiceState, service_fn};
+///
+/// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+/// let running = Runtime::new()
+///     .service(service_fn("view", |context| async move {
+///         // Catch a read model up until the shutdown...
+///         context.shutdown().wait().await;
+///         Ok(())
+///     }))
+///     .start();
+/// let report = running.shutdown().await;
+/// assert_eq!(report[0].state, ServiceState::Stopped);
+/// # });
+/// ```
+pub fn service_fn<F, Fut>(name: impl Into<String>, run: F) -> FnService<F>
+where
+    F: FnMut(ServiceContext) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = Result<(), BoxError>> + Send + 'static,
+{
+    FnService {
+        name: name.into(),
+        run,
+    }
+}
+
+/// The [`Service`] [`service_fn`] makes.
+pub struct FnService<F> {
+    name: String,
+    run: F,
+}
+
+impl<F> std::fmt::Debug for FnService<F> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FnService")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
+    }
+}
+
+#[async_trait::async_trait]
+impl<F, Fut> Service for FnService<F>
+where
+    F: FnMut(ServiceContext) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = Result<(), BoxError>> + Send + 'static,
+{
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    async fn run(&mut self, context: ServiceContext) -> Result<(), BoxError> {
+        (self.run)(context).await
+    }
+}

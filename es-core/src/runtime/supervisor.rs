@@ -227,6 +227,25 @@ impl RunningRuntime {
         self.statuses.iter().map(|s| lock(s).clone()).collect()
     }
 
+    /// Stops every service at once, mid-work, as a crash of the process would (nothing is
+    /// drained, no offset committed on the way out), waits until their tasks are gone, and
+    /// returns the final status (every service [`ServiceState::Aborted`]). For fault tests and
+    /// drills; [`shutdown`](Self::shutdown) is the way to stop.
+    pub async fn abort(self) -> Vec<ServiceStatus> {
+        // Aborted before the shutdown fires, so that no service starts draining first.
+        for task in &self.tasks {
+            task.abort();
+        }
+        self.trigger.trigger();
+        for (task, status) in self.tasks.into_iter().zip(&self.statuses) {
+            let _ = task.await;
+            let mut status = lock(status);
+            status.state = ServiceState::Aborted;
+            status.ready = false;
+        }
+        self.statuses.iter().map(|s| lock(s).clone()).collect()
+    }
+
     /// Runs until `signal` completes (a ctrl-c, say), then shuts down as
     /// [`shutdown`](Self::shutdown) does.
     pub async fn run_until(
