@@ -168,7 +168,7 @@ impl<C: Consumer, H: MessageHandler, P: PausedPartitions> ConsumerLoop<C, H, P> 
         commit.set_missed_tick_behavior(MissedTickBehavior::Delay);
         let mut refresh = tokio::time::interval(self.options.paused_refresh);
         refresh.set_missed_tick_behavior(MissedTickBehavior::Delay);
-        let mut readiness = tokio::time::interval(Duration::from_millis(100));
+        let mut readiness = tokio::time::interval(Duration::from_millis(10));
         readiness.set_missed_tick_behavior(MissedTickBehavior::Delay);
         self.look_at_assignment();
         tokio::pin!(shutdown);

@@ -37,7 +37,11 @@ where
             let started = tokio::time::Instant::now();
             let mut warned = false;
             loop {
-                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                // Every 10 ms until the member has partitions, so that readiness follows the
+                // assignment closely; every 100 ms after.
+                let assigned = stats.assigned_partitions() > 0;
+                let period = if assigned { 100 } else { 10 };
+                tokio::time::sleep(std::time::Duration::from_millis(period)).await;
                 let assigned = stats.assigned_partitions() > 0;
                 report.set_ready(assigned);
                 if !assigned && !warned && started.elapsed() >= NO_ASSIGNMENT_WARNING {

@@ -164,6 +164,42 @@ impl MemoryBus {
         MemoryConsumer::new(Arc::clone(&self.shared), group.to_owned(), member)
     }
 
+    /// Creates `topics` now, with the bus's number of partitions (a topic that exists is left
+    /// as it is), and deals their partitions to the groups subscribed to them: consumers have
+    /// their assignment before the first message, as on a broker where topics are created
+    /// ahead (`es_kafka::ensure_topics`).
+    ///
+    /// ```
+    /// use es_core::Consumer;
+    /// use es_core::memory::MemoryBus;
+    ///
+    /// let bus = MemoryBus::new().with_partitions(2);
+    /// let consumer = bus.consumer("billing", &["orders"]);
+    /// assert!(consumer.assignment().is_empty());
+    /// bus.create_topics(&["orders"]);
+    /// assert_eq!(consumer.assignment().len(), 2);
+    /// ```
+    pub fn create_topics(&self, topics: &[&str]) {
+        {
+            let mut state = lock(&self.shared.state);
+            let State {
+                partitions,
+                topics: logs,
+                groups,
+                ..
+            } = &mut *state;
+            let mut created = BTreeSet::new();
+            for topic in topics {
+                logs.entry((*topic).to_owned()).or_insert_with(|| {
+                    created.insert((*topic).to_owned());
+                    vec![Vec::new(); *partitions as usize]
+                });
+            }
+            rebalance_subscribers(logs, groups, &created);
+        }
+        self.shared.changed();
+    }
+
     /// Every message published to `topic`, partition by partition, each in offset order.
     pub fn published(&self, topic: &str) -> Vec<OutboxMessage> {
         lock(&self.shared.state)
@@ -248,15 +284,7 @@ impl Publisher for MemoryBus {
                     }
                 }
             }
-            for group in groups.values_mut() {
-                let subscribed = group
-                    .members
-                    .values()
-                    .any(|member| !member.topics.is_disjoint(&created));
-                if subscribed {
-                    rebalance(topics, group);
-                }
-            }
+            rebalance_subscribers(topics, groups, &created);
         }
         self.shared.changed();
         Ok(())
@@ -268,6 +296,23 @@ impl Shared {
     fn changed(&self) {
         self.changes
             .send_modify(|version| *version = version.wrapping_add(1));
+    }
+}
+
+/// Rebalances every group with a member subscribed to one of the `created` topics.
+fn rebalance_subscribers(
+    topics: &BTreeMap<String, Vec<Vec<OutboxMessage>>>,
+    groups: &mut BTreeMap<String, Group>,
+    created: &BTreeSet<String>,
+) {
+    for group in groups.values_mut() {
+        let subscribed = group
+            .members
+            .values()
+            .any(|member| !member.topics.is_disjoint(created));
+        if subscribed {
+            rebalance(topics, group);
+        }
     }
 }
 

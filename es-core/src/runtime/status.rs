@@ -30,6 +30,22 @@ pub enum ServiceState {
     Aborted,
 }
 
+impl ServiceState {
+    /// The state's name, as it is serialized (`running`, `restarting`, ...).
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::Starting => "starting",
+            Self::Running => "running",
+            Self::Leading => "leading",
+            Self::Standby => "standby",
+            Self::Restarting { .. } => "restarting",
+            Self::Completed => "completed",
+            Self::Stopped => "stopped",
+            Self::Aborted => "aborted",
+        }
+    }
+}
+
 /// One service's entry in a runtime's status.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct ServiceStatus {

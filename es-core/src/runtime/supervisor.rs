@@ -173,7 +173,8 @@ impl Runtime {
     }
 }
 
-/// A started [`Runtime`]: its status, and its shutdown.
+/// A started [`Runtime`]: its status, and its shutdown. Dropping it without
+/// [`shutdown`](Self::shutdown) aborts its services.
 pub struct RunningRuntime {
     trigger: ShutdownTrigger,
     statuses: Vec<Arc<Mutex<ServiceStatus>>>,
@@ -212,10 +213,13 @@ impl RunningRuntime {
     /// Fires the shutdown, waits up to the drain timeout for every service to return, aborts
     /// those still running, and returns the final status ([`ServiceState::Stopped`],
     /// [`ServiceState::Completed`] or [`ServiceState::Aborted`]).
-    pub async fn shutdown(self) -> Vec<ServiceStatus> {
+    pub async fn shutdown(mut self) -> Vec<ServiceStatus> {
         self.trigger.trigger();
         let deadline = tokio::time::Instant::now() + self.options.drain_timeout;
-        for (task, status) in self.tasks.into_iter().zip(&self.statuses) {
+        for (task, status) in std::mem::take(&mut self.tasks)
+            .into_iter()
+            .zip(&self.statuses)
+        {
             let abort = task.abort_handle();
             if tokio::time::timeout_at(deadline, task).await.is_err() {
                 abort.abort();
@@ -231,13 +235,16 @@ impl RunningRuntime {
     /// drained, no offset committed on the way out), waits until their tasks are gone, and
     /// returns the final status (every service [`ServiceState::Aborted`]). For fault tests and
     /// drills; [`shutdown`](Self::shutdown) is the way to stop.
-    pub async fn abort(self) -> Vec<ServiceStatus> {
+    pub async fn abort(mut self) -> Vec<ServiceStatus> {
         // Aborted before the shutdown fires, so that no service starts draining first.
         for task in &self.tasks {
             task.abort();
         }
         self.trigger.trigger();
-        for (task, status) in self.tasks.into_iter().zip(&self.statuses) {
+        for (task, status) in std::mem::take(&mut self.tasks)
+            .into_iter()
+            .zip(&self.statuses)
+        {
             let _ = task.await;
             let mut status = lock(status);
             status.state = ServiceState::Aborted;
@@ -254,6 +261,20 @@ impl RunningRuntime {
     ) -> Vec<ServiceStatus> {
         signal.await;
         self.shutdown().await
+    }
+}
+
+/// Dropping a runtime that was neither shut down nor aborted aborts its services, as
+/// [`abort`](RunningRuntime::abort) does without waiting: a service never outlives its runtime.
+impl Drop for RunningRuntime {
+    fn drop(&mut self) {
+        if self.tasks.is_empty() {
+            return;
+        }
+        for task in &self.tasks {
+            task.abort();
+        }
+        self.trigger.trigger();
     }
 }
 

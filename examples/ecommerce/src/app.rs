@@ -36,7 +36,7 @@ use crate::quotes::{PriceClient, Quotes, QuotesClient};
 use crate::shipments::Shipments;
 use crate::workflow::bus::Bus;
 use crate::workflow::failures::FailureRules;
-use crate::workflow::runtime::{Election, OrderSagaRunner, Runtime, lock};
+use crate::workflow::runtime::{OrderSagaRunner, Runtime, lock};
 use crate::workflow::saga::OrderSaga;
 use crate::workflow::stores::{Checkpoints, PausedStore, SagaStores};
 use crate::{catalog, customers, identity, inventory, orders, quotes};
@@ -376,19 +376,17 @@ impl App {
             Runtime::new(wiring.bus.clone(), wiring.workflow.duplicate_delivery)
                 .with_paused(wiring.paused.clone()),
         );
-        let election = match &self.backend {
-            Backend::Memory => None,
-            Backend::Postgres { pool, .. } => Some(Election {
-                pool: pool.clone(),
-                schema: self.backend.schema("saga"),
-            }),
+        // On PostgreSQL, one process at a time relays each outbox: the lease of its name.
+        let leases = match &wiring.sagas {
+            SagaStores::Memory(_) => None,
+            SagaStores::Postgres(sagas) => Some(sagas.event_store().leases()),
         };
         for (name, source) in &wiring.outboxes {
             runtime.relay(
                 &format!("{name}-relay"),
                 source.clone(),
                 wiring.checkpoints.clone(),
-                election.clone(),
+                leases.clone(),
                 Some(source.append_signal()),
             );
         }
@@ -396,7 +394,7 @@ impl App {
             "saga-relay",
             wiring.sagas.clone(),
             wiring.checkpoints.clone(),
-            election,
+            leases,
             None,
         );
         let held = lock(&wiring.held).clone();
@@ -424,7 +422,10 @@ impl App {
             wiring.workflow.deadline_poll,
         );
         let orders = self.orders.clone();
-        runtime.run_until_stopped(|stopped| orders.run_view(stopped));
+        runtime.run_until_stopped("orders-view", move |stopped| {
+            orders.clone().run_view(stopped)
+        });
+        runtime.start();
         Ok(runtime)
     }
 
@@ -466,6 +467,7 @@ impl App {
                 return false;
             }
         }
+        runtime.start();
         true
     }
 
@@ -514,10 +516,7 @@ impl App {
         let openapi = Arc::new(openapi);
         let router = router
             .route("/health", get(health))
-            .route(
-                "/ready",
-                get(ready).with_state((self.backend.clone(), self.wiring.bus.clone())),
-            )
+            .route("/ready", get(ready).with_state(self.clone()))
             .route(
                 "/api/v2/openapi.json",
                 get(move || {
@@ -602,11 +601,25 @@ async fn health() -> axum::Json<Health> {
     })
 }
 
-async fn ready(
-    State((backend, bus)): State<(Backend, Bus)>,
-) -> Result<axum::Json<Health>, ApiError> {
+/// Ready once the storage and the bus answer and every workflow service runs and is ready
+/// (each consumer has its partitions): a 503 names those that are not.
+async fn ready(State(app): State<App>) -> Result<axum::Json<Health>, ApiError> {
+    let (backend, bus) = (app.backend(), &app.wiring.bus);
     backend.check().await.map_err(ApiError::Unavailable)?;
     bus.check().await.map_err(ApiError::Unavailable)?;
+    let runtime = app.runtime();
+    if !runtime.is_ready() {
+        let waiting: Vec<String> = runtime
+            .services()
+            .into_iter()
+            .filter(|service| !service.ready)
+            .map(|service| format!("{} ({:?})", service.name, service.state))
+            .collect();
+        return Err(ApiError::Unavailable(format!(
+            "not ready: {}",
+            waiting.join(", ")
+        )));
+    }
     Ok(axum::Json(Health {
         status: "ready".to_owned(),
         backend: Some(backend.name().to_owned()),

@@ -32,6 +32,25 @@ pub struct RelayView {
     pub errors: u64,
 }
 
+/// One of the workflow's services (a relay, a consumer loop, the deadline scheduler, the
+/// orders view), as its runtime reports it.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ServiceView {
+    /// Its name (a relay's, a consumer's group, `deadline-scheduler`, `orders-view`).
+    pub name: String,
+    /// `running`, `leading`, `standby`, `restarting`, `stopped`, `completed` or `aborted`.
+    pub state: String,
+    /// Whether it is ready (a consumer once it has partitions).
+    pub ready: bool,
+    /// How many times it was restarted after a failure.
+    pub restarts: u32,
+    /// Its last failure.
+    pub last_error: Option<String>,
+    /// What it reports of itself (a consumer's counts).
+    pub detail: Option<String>,
+}
+
 /// One consumer group.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
@@ -75,6 +94,10 @@ pub struct PausedPartitionView {
 pub struct Status {
     /// `memory` or `postgres`.
     pub backend: String,
+    /// Whether every service is ready (what `/ready` also requires).
+    pub ready: bool,
+    /// The workflow's services.
+    pub services: Vec<ServiceView>,
     /// Relays.
     pub relays: Vec<RelayView>,
     /// Consumers.
@@ -108,6 +131,19 @@ pub async fn status(app: &App) -> Status {
     let paused = runtime.paused_partitions().await;
     Status {
         backend: app.backend().name().to_owned(),
+        ready: runtime.is_ready(),
+        services: runtime
+            .services()
+            .into_iter()
+            .map(|service| ServiceView {
+                state: service.state.name().to_owned(),
+                name: service.name,
+                ready: service.ready,
+                restarts: service.restarts,
+                last_error: service.last_error,
+                detail: service.detail,
+            })
+            .collect(),
         relays: app
             .runtime()
             .relay_stats()

@@ -34,14 +34,18 @@ impl Bus {
         }
     }
 
-    /// Creates the workflow's topics (and their dead-letter topics) on Kafka; nothing in
-    /// memory.
+    /// Creates the workflow's topics (and their dead-letter topics), on Kafka or in memory:
+    /// consumers have their partitions before the first message.
     ///
     /// # Errors
     /// When the cluster cannot create them.
     pub async fn prepare(&self, partitions: u32) -> Result<(), String> {
-        let Bus::Kafka { config, prefix } = self else {
-            return Ok(());
+        let (config, prefix) = match self {
+            Bus::Memory(bus) => {
+                bus.create_topics(&topics::ALL);
+                return Ok(());
+            }
+            Bus::Kafka { config, prefix } => (config, prefix),
         };
         let partitions = i32::try_from(partitions).unwrap_or(8);
         let names: Vec<String> = topics::ALL

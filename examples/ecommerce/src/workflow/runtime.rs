@@ -1,5 +1,7 @@
-//! The running workflow: a relay from every outbox to the bus, a consumer per context and for
-//! the saga, and the deadline scheduler, stopped together.
+//! The running workflow on the framework's runtime: a relay from every outbox to the bus
+//! (leader-only on PostgreSQL), the consumer loops (the same loop on the in-process bus and on
+//! Kafka, with the same retries, dead letters and pauses), the deadline scheduler and the
+//! orders view, each a service that is restarted after a failure and drained at the stop.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
@@ -7,23 +9,26 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use es_core::consume::{ConsumerLoop, RunnerOptions, RunnerStats};
 use es_core::memory::MemoryPausedPartitions;
 use es_core::relay::{Relay, RelayOptions, RelayStatsHandle};
-use es_core::{
-    CheckpointStore, Consumer, ConsumerError, Delivery, HandlerError, MessageHandler, OutboxSource,
-    Publisher,
+use es_core::runtime::{
+    LeaderOnly, RunningRuntime, Runtime as Services, ServiceStatus, service_fn,
 };
-use es_core::{PausedPartition, PausedPartitions};
-use es_kafka::{ConsumerRunner, KafkaConsumer, LagProbe, RunnerOptions};
+use es_core::{
+    CheckpointStore, Delivery, HandlerError, MessageHandler, OutboxSource, PausedPartition,
+    PausedPartitions, Publisher,
+};
+use es_kafka::{KafkaConsumer, LagProbe};
+use es_postgres::PgLeases;
 use es_saga::{DeadlineScheduler, SagaRunner};
-use tokio::sync::watch;
-use tokio::task::JoinHandle;
 
 use super::bus::{Bus, Routed};
 use super::saga::OrderSaga;
 use super::stores::{PausedStore, SagaStores};
 
-/// A message a handler refused for good (malformed, unknown type): recorded, not retried.
+/// A message refused for good (malformed, unknown type, or failing every attempt): recorded
+/// here and sent to its topic's dead-letter topic.
 #[derive(Debug, Clone, PartialEq)]
 pub struct DeadLetter {
     /// The consumer group that refused it.
@@ -36,34 +41,34 @@ pub struct DeadLetter {
     pub at: DateTime<Utc>,
 }
 
-/// The statistics of a relay's current run (none while it waits for leadership).
-type SharedStats = Arc<Mutex<Option<RelayStatsHandle>>>;
-
 /// Completes when the runtime stops.
 pub type Stopped = std::pin::Pin<Box<dyn Future<Output = ()> + Send>>;
 
 /// The saga runner of the workflow.
 pub type OrderSagaRunner = SagaRunner<OrderSaga, SagaStores>;
 
-/// Counters of one consumer.
-#[derive(Debug, Default)]
-pub struct ConsumerStats {
-    /// Messages handled (committed).
-    pub handled: std::sync::atomic::AtomicU64,
-    /// Transient failures retried.
-    pub retried: std::sync::atomic::AtomicU64,
+/// How often a handler is tried before its message is dead-lettered.
+const MAX_ATTEMPTS: u32 = 20;
+
+/// The consumer loops' options, the same on both buses.
+fn runner_options() -> RunnerOptions {
+    RunnerOptions::default()
+        .max_attempts(MAX_ATTEMPTS)
+        .backoff(Duration::from_millis(20), Duration::from_secs(2))
+        .commit_interval(Duration::from_millis(200))
 }
 
-/// The workflow's background tasks.
+/// The workflow's services: added, then started together ([`start`](Self::start)); a
+/// service added later (a released consumer) starts with the next `start`.
 #[derive(Debug)]
 pub struct Runtime {
     bus: Bus,
     duplicate_delivery: bool,
-    stop: watch::Sender<bool>,
-    tasks: Mutex<Vec<JoinHandle<()>>>,
+    pending: Mutex<Services>,
+    running: Mutex<Vec<RunningRuntime>>,
     dead_letters: Arc<Mutex<Vec<DeadLetter>>>,
-    relays: Mutex<Vec<(String, SharedStats)>>,
-    consumers: Mutex<Vec<(String, Arc<ConsumerStats>)>>,
+    relays: Mutex<Vec<(String, RelayStatsHandle)>>,
+    consumers: Mutex<Vec<(String, RunnerStats)>>,
     /// Each Kafka member's group and lag probe.
     probes: Mutex<Vec<(String, LagProbe)>>,
     paused: PausedStore,
@@ -73,12 +78,11 @@ impl Runtime {
     /// A runtime on `bus` with nothing running yet; on Kafka, `duplicate_delivery` publishes
     /// every message twice (the in-memory bus duplicates deliveries itself).
     pub fn new(bus: Bus, duplicate_delivery: bool) -> Self {
-        let (stop, _) = watch::channel(false);
         Self {
             bus,
             duplicate_delivery,
-            stop,
-            tasks: Mutex::new(Vec::new()),
+            pending: Mutex::new(Services::new()),
+            running: Mutex::new(Vec::new()),
             dead_letters: Arc::new(Mutex::new(Vec::new())),
             relays: Mutex::new(Vec::new()),
             consumers: Mutex::new(Vec::new()),
@@ -99,63 +103,60 @@ impl Runtime {
         &self.bus
     }
 
-    fn stopped(&self) -> impl Future<Output = ()> + Send + 'static {
-        let mut stop = self.stop.subscribe();
-        async move {
-            let _ = stop.wait_for(|stop| *stop).await;
-        }
+    fn add(&self, service: impl es_core::runtime::Service) {
+        let mut pending = lock(&self.pending);
+        let services = std::mem::take(&mut *pending);
+        *pending = services.service(service);
     }
 
-    fn spawn(&self, task: impl Future<Output = ()> + Send + 'static) {
-        let handle = tokio::spawn(task);
-        lock(&self.tasks).push(handle);
+    /// Starts every service added since the last start.
+    pub fn start(&self) {
+        let services = std::mem::take(&mut *lock(&self.pending));
+        lock(&self.running).push(services.start());
     }
 
-    /// Relays `source`'s outbox to the bus, checkpointed under `name`. With `election`
-    /// (a pool and a schema), the relay first wins leadership of `name` (an advisory lock), so
-    /// that one instance relays at a time, and a standby takes over when the leader's
-    /// connection dies; without, it relays at once (one process, or the in-memory outbox).
+    /// Relays `source`'s outbox to the bus, checkpointed under `name`. With `leases` (on
+    /// PostgreSQL), the relay runs only while this process holds the lease `name`, so that
+    /// one instance relays at a time and a standby takes over when the leader's connection
+    /// dies; without, it relays at once (one process, or the in-memory outbox).
     pub fn relay<S, C>(
         &self,
         name: &str,
         source: S,
         checkpoints: C,
-        election: Option<Election>,
+        leases: Option<PgLeases>,
         signal: Option<es_core::AppendSignal>,
     ) where
-        S: OutboxSource + Clone + 'static,
-        C: CheckpointStore + Clone + 'static,
+        S: OutboxSource + 'static,
+        C: CheckpointStore + 'static,
     {
-        let stats: SharedStats = Arc::new(Mutex::new(None));
-        lock(&self.relays).push((name.to_owned(), stats.clone()));
-        let bus = self.bus.clone();
-        let twice = self.duplicate_delivery;
-        let name = name.to_owned();
-        let stop = self.stop.subscribe();
-        let make = move || {
-            let options = RelayOptions::default()
-                .batch_size(500)
-                .poll_interval(Duration::from_millis(2), Duration::from_millis(50));
-            let relay = match &bus {
-                Bus::Memory(bus) => {
-                    let publisher: Arc<dyn Publisher> = Arc::new(bus.clone());
-                    Relay::new(name.clone(), source.clone(), checkpoints.clone(), publisher)
-                }
-                Bus::Kafka { config, prefix } => {
-                    let factory = Routed::kafka_factory(config.clone(), prefix.clone(), twice);
-                    Relay::with_factory(name.clone(), source.clone(), checkpoints.clone(), factory)
-                }
-            };
-            let relay = relay.with_options(options);
-            match &signal {
-                Some(signal) => relay.with_signal(signal.clone()),
-                None => relay,
+        let relay = match &self.bus {
+            Bus::Memory(bus) => {
+                let publisher: Arc<dyn Publisher> = Arc::new(bus.clone());
+                Relay::new(name, source, checkpoints, publisher)
+            }
+            Bus::Kafka { config, prefix } => {
+                let twice = self.duplicate_delivery;
+                let factory = Routed::kafka_factory(config.clone(), prefix.clone(), twice);
+                Relay::with_factory(name, source, checkpoints, factory)
             }
         };
-        self.spawn(run_relay(make, stats, election, stop));
+        let options = RelayOptions::default()
+            .batch_size(500)
+            .poll_interval(Duration::from_millis(2), Duration::from_millis(50));
+        let relay = relay.with_options(options);
+        let relay = match signal {
+            Some(signal) => relay.with_signal(signal),
+            None => relay,
+        };
+        lock(&self.relays).push((name.to_owned(), relay.stats()));
+        match leases {
+            Some(leases) => self.add(LeaderOnly::new(leases, relay)),
+            None => self.add(relay),
+        }
     }
 
-    /// Runs `handler` on `topics` as consumer group `group`.
+    /// Runs `handler` on `topics` as consumer group `group` (one member).
     ///
     /// # Errors
     /// When the Kafka consumer cannot be created (bad configuration).
@@ -165,55 +166,34 @@ impl Runtime {
         topics: &[&str],
         handler: Arc<dyn MessageHandler>,
     ) -> Result<(), String> {
-        let stats = Arc::new(ConsumerStats::default());
-        lock(&self.consumers).push((group.to_owned(), stats.clone()));
-        let counted = Counted {
+        let counted = Refusals {
             inner: handler,
-            stats,
             group: group.to_owned(),
             dead_letters: self.dead_letters.clone(),
         };
-        let stopped = self.stopped();
         match &self.bus {
             Bus::Memory(bus) => {
                 let consumer = bus.consumer(group, topics);
-                self.spawn(consume(consumer, counted, group.to_owned(), stopped));
+                let runner = ConsumerLoop::new(consumer, counted)
+                    .with_options(runner_options())
+                    .with_paused_store(self.paused.clone());
+                lock(&self.consumers).push((group.to_owned(), runner.stats()));
+                self.add(runner);
             }
             Bus::Kafka { config, prefix } => {
-                let mut builder = KafkaConsumer::builder(config.clone(), group)
+                // The preset's settings (es_kafka::KafkaConsumerBuilder): joins in seconds on
+                // Apache Kafka and the test broker; the group is prefixed like the topics.
+                let consumer = KafkaConsumer::builder(config.clone(), group)
                     .topic_prefix(prefix.clone())
-                    .subscribe(topics.iter().copied());
-                // A member that crashed without leaving is replaced within seconds, not
-                // Kafka's default 45 s, unless the configuration says otherwise.
-                for (name, value) in [
-                    ("session.timeout.ms", "6000"),
-                    ("heartbeat.interval.ms", "1000"),
-                    ("max.poll.interval.ms", "30000"),
-                    // A fetch answers as soon as a record arrives, not after 500 ms: each hop
-                    // of the workflow is a fetch.
-                    ("fetch.wait.max.ms", "10"),
-                ] {
-                    if !config.settings.contains_key(name) {
-                        builder = builder.set(name, value);
-                    }
-                }
-                let consumer = builder
+                    .subscribe(topics.iter().copied())
                     .build()
                     .map_err(|e| format!("consumer {group}: {e}"))?;
-                let options = RunnerOptions::default()
-                    .max_attempts(20)
-                    .backoff(Duration::from_millis(20), Duration::from_secs(2))
-                    .commit_interval(Duration::from_millis(200));
                 lock(&self.probes).push((group.to_owned(), consumer.lag_probe()));
-                let mut runner = ConsumerRunner::new(consumer, counted)
-                    .with_options(options)
+                let runner = ConsumerLoop::new(consumer, counted)
+                    .with_options(runner_options())
                     .with_paused_store(self.paused.clone());
-                let group = group.to_owned();
-                self.spawn(async move {
-                    if let Err(error) = runner.run(stopped).await {
-                        tracing::error!(%group, %error, "consumer stopped");
-                    }
-                });
+                lock(&self.consumers).push((group.to_owned(), runner.stats()));
+                self.add(runner);
             }
         }
         Ok(())
@@ -221,8 +201,7 @@ impl Runtime {
 
     /// Runs several handlers in one consumer group of `members` members over all their
     /// topics (the partitions are split among the members), each message going to the handler
-    /// of its topic. On Kafka one group joins once, where five would join five
-    /// times (and some brokers serialize joins).
+    /// of its topic: one group joins once, where five would join five times.
     ///
     /// # Errors
     /// As [`consume`](Self::consume).
@@ -256,22 +235,36 @@ impl Runtime {
         let scheduler = DeadlineScheduler::new(store)
             .with_poll_interval(poll)
             .register(OrderSagaRunner::clone(&runner));
-        let stopped = self.stopped();
-        self.spawn(async move {
-            if let Err(error) = scheduler.run(stopped).await {
-                tracing::error!(%error, "deadline scheduler stopped");
-            }
-        });
+        self.add(scheduler);
     }
 
-    /// Runs the task `start` makes from the runtime's stop signal: it winds down on its own
-    /// when the signal completes, and [`shutdown`](Self::shutdown) waits for it.
-    pub fn run_until_stopped<F>(&self, start: impl FnOnce(Stopped) -> F)
+    /// Runs the service `name` whose runs `run` makes from the stop signal: each run winds
+    /// down on its own when the signal completes.
+    pub fn run_until_stopped<F>(&self, name: &str, run: impl Fn(Stopped) -> F + Send + 'static)
     where
         F: Future<Output = ()> + Send + 'static,
     {
-        let stopped: Stopped = Box::pin(self.stopped());
-        self.spawn(start(stopped));
+        self.add(service_fn(name, move |context| {
+            let ran = run(Box::pin(context.shutdown().wait()));
+            async move {
+                ran.await;
+                Ok(())
+            }
+        }));
+    }
+
+    /// Every service's status: its state, readiness, restarts and last error.
+    pub fn services(&self) -> Vec<ServiceStatus> {
+        lock(&self.running)
+            .iter()
+            .flat_map(RunningRuntime::status)
+            .collect()
+    }
+
+    /// Whether every service runs and is ready (consumers once they have partitions).
+    pub fn is_ready(&self) -> bool {
+        let running = lock(&self.running);
+        !running.is_empty() && running.iter().all(RunningRuntime::is_ready)
     }
 
     /// Messages refused for good.
@@ -283,26 +276,21 @@ impl Runtime {
     pub fn relay_stats(&self) -> Vec<(String, es_core::relay::RelayStats)> {
         lock(&self.relays)
             .iter()
-            .filter_map(|(name, stats)| {
-                lock(stats)
-                    .as_ref()
-                    .map(|stats| (name.clone(), stats.snapshot()))
-            })
+            .map(|(name, stats)| (name.clone(), stats.snapshot()))
             .collect()
     }
 
-    /// Each consumer group's handled and retried counts.
+    /// Each consumer group's handled and retried counts (its members' sums).
     pub fn consumer_stats(&self) -> Vec<(String, u64, u64)> {
-        use std::sync::atomic::Ordering::Relaxed;
-        lock(&self.consumers)
-            .iter()
-            .map(|(group, s)| {
-                (
-                    group.clone(),
-                    s.handled.load(Relaxed),
-                    s.retried.load(Relaxed),
-                )
-            })
+        let mut groups: BTreeMap<String, (u64, u64)> = BTreeMap::new();
+        for (group, stats) in lock(&self.consumers).iter() {
+            let counts = groups.entry(group.clone()).or_default();
+            counts.0 += stats.handled();
+            counts.1 += stats.retried();
+        }
+        groups
+            .into_iter()
+            .map(|(group, (handled, retried))| (group, handled, retried))
             .collect()
     }
 
@@ -338,9 +326,18 @@ impl Runtime {
     pub async fn paused_partitions(&self) -> Result<Vec<PausedPartition>, String> {
         let mut paused = Vec::new();
         for group in self.groups() {
+            let group = self.group_id(&group);
             paused.extend(self.paused.list(&group).await.map_err(|e| e.to_string())?);
         }
         Ok(paused)
+    }
+
+    /// The group id on the bus (prefixed like the topics on Kafka).
+    fn group_id(&self, group: &str) -> String {
+        match &self.bus {
+            Bus::Kafka { prefix, .. } => format!("{prefix}{group}"),
+            Bus::Memory(_) => group.to_owned(),
+        }
     }
 
     /// Every consumer group this runtime runs members of.
@@ -351,36 +348,21 @@ impl Runtime {
             .collect()
     }
 
-    /// Stops every task and waits for them: in-flight messages finish, nothing new starts.
+    /// Stops every service and waits for them: in-flight messages finish and offsets are
+    /// committed, nothing new starts.
     pub async fn shutdown(&self) {
-        let _ = self.stop.send(true);
-        let tasks: Vec<JoinHandle<()>> = lock(&self.tasks).drain(..).collect();
-        for task in tasks {
-            let _ = task.await;
+        let running: Vec<RunningRuntime> = lock(&self.running).drain(..).collect();
+        for running in running {
+            running.shutdown().await;
         }
     }
-}
 
-impl Runtime {
-    /// Stops every task at once, mid-message, as a crash would, and waits until they are
+    /// Stops every service at once, mid-message, as a crash would, and waits until they are
     /// gone (their connections closed), as a crashed process would be.
     pub async fn abort(&self) {
-        let _ = self.stop.send(true);
-        let tasks: Vec<JoinHandle<()>> = lock(&self.tasks).drain(..).collect();
-        for task in &tasks {
-            task.abort();
-        }
-        for task in tasks {
-            let _ = task.await;
-        }
-    }
-}
-
-impl Drop for Runtime {
-    fn drop(&mut self) {
-        let _ = self.stop.send(true);
-        for task in lock(&self.tasks).drain(..) {
-            task.abort();
+        let running: Vec<RunningRuntime> = lock(&self.running).drain(..).collect();
+        for running in running {
+            running.abort().await;
         }
     }
 }
@@ -390,87 +372,6 @@ pub(crate) fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
-/// Where relays compete for leadership: a pool and the schema their locks are keyed by.
-#[derive(Debug, Clone)]
-pub struct Election {
-    /// The pool the leader's connection comes from.
-    pub pool: deadpool_postgres::Pool,
-    /// The schema of the locks.
-    pub schema: String,
-}
-
-/// Completes once `stop` says so (the guard `wait_for` returns is not held across awaits).
-async fn until_stopped(stop: &mut watch::Receiver<bool>) {
-    let _ = stop.wait_for(|s| *s).await;
-}
-
-/// Runs relays made by `make` until `stop`: with an election, only while leading.
-async fn run_relay<S, C>(
-    make: impl Fn() -> Relay<S, C> + Send + 'static,
-    stats: SharedStats,
-    election: Option<Election>,
-    mut stop: watch::Receiver<bool>,
-) where
-    S: OutboxSource + 'static,
-    C: CheckpointStore + 'static,
-{
-    loop {
-        let mut relay = make();
-        let name = relay.name().to_owned();
-        let leader = match &election {
-            None => None,
-            Some(election) => {
-                let acquire = es_postgres::Leader::acquire(
-                    &election.pool,
-                    &election.schema,
-                    &name,
-                    Duration::from_secs(1),
-                );
-                tokio::select! {
-                    () = until_stopped(&mut stop) => return,
-                    leader = acquire => match leader {
-                        Ok(leader) => Some(leader),
-                        Err(error) => {
-                            tracing::warn!(relay = %name, %error, "cannot compete for leadership");
-                            tokio::time::sleep(Duration::from_secs(1)).await;
-                            continue;
-                        }
-                    },
-                }
-            }
-        };
-        *lock(&stats) = Some(relay.stats());
-        let mut stopped = stop.clone();
-        let ended = relay.run(async move {
-            let _ = stopped.wait_for(|s| *s).await;
-        });
-        let outcome = match leader {
-            None => ended.await,
-            Some(mut leader) => {
-                let lost = async {
-                    while leader.is_leader().await {
-                        tokio::time::sleep(Duration::from_secs(2)).await;
-                    }
-                };
-                tokio::select! {
-                    outcome = ended => outcome,
-                    () = lost => {
-                        tracing::warn!(relay = %name, "leadership lost; competing again");
-                        continue;
-                    }
-                }
-            }
-        };
-        match outcome {
-            Ok(()) => return,
-            Err(error) => {
-                tracing::warn!(relay = %name, %error, "relay stopped; starting again");
-                tokio::time::sleep(Duration::from_secs(1)).await;
-            }
-        }
-    }
 }
 
 /// Hands each delivery to the handler of the topic it was read from.
@@ -491,78 +392,29 @@ impl MessageHandler for ByTopic {
     }
 }
 
-/// A handler that counts what it handled and records what it refused for good.
-struct Counted {
+/// A handler that records the messages the consumer loop is about to dead-letter: refused
+/// for good, or failing their last attempt.
+struct Refusals {
     inner: Arc<dyn MessageHandler>,
-    stats: Arc<ConsumerStats>,
     group: String,
     dead_letters: Arc<Mutex<Vec<DeadLetter>>>,
 }
 
 #[async_trait]
-impl MessageHandler for Counted {
+impl MessageHandler for Refusals {
     async fn handle(&self, delivery: &Delivery) -> Result<(), HandlerError> {
-        use std::sync::atomic::Ordering::Relaxed;
         let outcome = self.inner.handle(delivery).await;
-        match &outcome {
-            Ok(()) => {
-                self.stats.handled.fetch_add(1, Relaxed);
-            }
-            Err(error) if error.is_transient() => {
-                self.stats.retried.fetch_add(1, Relaxed);
-            }
-            Err(error) => {
-                tracing::error!(group = %self.group, %error, message_type = %delivery.message.message_type, message_id = %delivery.message.message_id, "dead-lettered");
-                lock(&self.dead_letters).push(DeadLetter {
-                    group: self.group.clone(),
-                    delivery: delivery.clone(),
-                    reason: error.to_string(),
-                    at: Utc::now(),
-                });
-            }
+        if let Err(error) = &outcome
+            && (!error.is_transient() || delivery.attempt >= MAX_ATTEMPTS)
+        {
+            tracing::error!(group = %self.group, %error, message_type = %delivery.message.message_type, message_id = %delivery.message.message_id, "dead-lettered");
+            lock(&self.dead_letters).push(DeadLetter {
+                group: self.group.clone(),
+                delivery: delivery.clone(),
+                reason: error.to_string(),
+                at: Utc::now(),
+            });
         }
         outcome
-    }
-}
-
-/// Handles each delivery of the in-memory bus in order: commits after success, rewinds after
-/// a transient failure (with a back-off growing with the attempt), commits a permanent one
-/// (recorded as a dead letter by [`Counted`]).
-async fn consume(
-    mut consumer: impl Consumer + 'static,
-    handler: Counted,
-    group: String,
-    stopped: impl Future<Output = ()> + Send,
-) {
-    let mut stopped = std::pin::pin!(stopped);
-    loop {
-        let delivery = tokio::select! {
-            biased;
-            () = &mut stopped => return,
-            delivery = consumer.recv() => delivery,
-        };
-        let delivery = match delivery {
-            Ok(delivery) => delivery,
-            Err(ConsumerError::Closed) => return,
-            Err(error) => {
-                tracing::warn!(%group, %error, "consumer failed; polling again");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                continue;
-            }
-        };
-        let outcome = handler.handle(&delivery).await;
-        let settled = match outcome {
-            Ok(()) => consumer.commit(&delivery).await,
-            Err(error) if error.is_transient() => {
-                let backoff = Duration::from_millis(5 << delivery.attempt.min(7));
-                tracing::debug!(%group, %error, attempt = delivery.attempt, "retrying");
-                tokio::time::sleep(backoff).await;
-                consumer.retry(&delivery).await
-            }
-            Err(_) => consumer.commit(&delivery).await,
-        };
-        if let Err(error) = settled {
-            tracing::warn!(%group, %error, "commit or rewind failed; the message comes again");
-        }
     }
 }

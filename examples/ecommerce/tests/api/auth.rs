@@ -215,8 +215,18 @@ async fn health_and_readiness(app: TestApp) {
         (health.status, health.body["status"].clone()),
         (StatusCode::OK, json!("ok"))
     );
-    let ready = app.get("/ready", None).await;
-    assert_eq!(ready.status, StatusCode::OK);
+    // Ready once every consumer has its partitions: a client polls.
+    let mut ready = app.get("/ready", None).await;
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    while ready.status != StatusCode::OK {
+        assert_problem(&ready, StatusCode::SERVICE_UNAVAILABLE);
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never ready: {ready:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        ready = app.get("/ready", None).await;
+    }
     assert_eq!(ready.body["backend"], json!(app.app.backend().name()));
     let missing = app.get("/api/v2/nowhere", None).await;
     assert_problem(&missing, StatusCode::NOT_FOUND);
