@@ -19,10 +19,11 @@ mod test_lock;
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::http::{Method, StatusCode};
 use ecommerce::app::{App, AppConfig, KafkaSettings, WorkflowConfig};
 use ecommerce::backend::Backend;
 use ecommerce::demo::{DemoOptions, DemoReport, run};
-use ecommerce::shop::InProcess;
+use ecommerce::shop::{InProcess, Listener, Remote, Shop};
 use ecommerce::workflow::failures::FailureRules;
 use uuid::Uuid;
 
@@ -238,4 +239,107 @@ async fn alone_a_frozen_broker_delays_orders_and_loses_none() {
     let report = demo.await.unwrap().unwrap();
     assert_settled(&report, 200);
     app.runtime().shutdown().await;
+}
+
+/// `ecommerce serve` on PostgreSQL and the broker, killed when dropped.
+struct Served(std::process::Child);
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A free loopback port (bound, then released for the child to take).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap()
+}
+
+/// Polls `/ready` until it answers 200; returns when it did.
+async fn ready(shop: &Remote, within: Duration) -> chrono::DateTime<chrono::Utc> {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        let reply = shop
+            .call(Listener::Public, Method::GET, "/ready", None, None)
+            .await;
+        if matches!(reply, Ok(ref reply) if reply.status == StatusCode::OK) {
+            return chrono::Utc::now();
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "not ready within {within:?}: {reply:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn alone_ten_fresh_starts_each_complete_their_first_order_within_five_seconds_of_ready() {
+    test_lock::alone();
+    let url = database_url();
+    // One broker for the ten starts: from the second on, it is a broker earlier runs used.
+    let broker = broker::PrivateBroker::start();
+    let mut measured = Vec::new();
+    for start in 0..10 {
+        let fresh = Uuid::new_v4().simple().to_string();
+        let (public, internal) = (free_port(), free_port());
+        let launched = std::time::Instant::now();
+        let _served = Served(
+            std::process::Command::new(env!("CARGO_BIN_EXE_ecommerce"))
+                .args([
+                    "serve",
+                    "--public-addr",
+                    &format!("127.0.0.1:{public}"),
+                    "--internal-addr",
+                    &format!("127.0.0.1:{internal}"),
+                ])
+                .env("DATABASE_URL", &url)
+                .env("ECOMMERCE_SCHEMA_PREFIX", format!("es_test_fresh_{fresh}"))
+                .env("KAFKA_BOOTSTRAP_SERVERS", broker.bootstrap_servers())
+                .env("ECOMMERCE_TOPIC_PREFIX", format!("fresh-{fresh}-"))
+                .env_remove("ECOMMERCE_PRODUCTION")
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .unwrap(),
+        );
+        let shop = Remote::new(
+            &format!("http://127.0.0.1:{public}"),
+            &format!("http://127.0.0.1:{internal}"),
+        );
+        let ready_at = ready(&shop, Duration::from_secs(60)).await;
+        let to_ready = launched.elapsed();
+        let report = run(
+            Arc::new(shop),
+            &DemoOptions {
+                customers: 1,
+                orders: 1,
+                settle: Duration::from_secs(30),
+                ..DemoOptions::default()
+            },
+        )
+        .await
+        .unwrap_or_else(|error| panic!("start {start}: {error}"));
+        assert!(report.unexpected.is_empty(), "{:?}", report.unexpected);
+        let (placed, ended) = report.outcomes[0].span.expect("the order has a history");
+        let after_ready = (ended - ready_at).to_std().unwrap_or_default();
+        let order = (ended - placed).to_std().unwrap_or_default();
+        eprintln!(
+            "start {start}: ready after {to_ready:?}; first order ended {after_ready:?} after ready ({order:?} from its placement)"
+        );
+        measured.push(after_ready);
+    }
+    let late: Vec<_> = measured
+        .iter()
+        .enumerate()
+        .filter(|(_, took)| **took > Duration::from_secs(5))
+        .collect();
+    assert!(
+        late.is_empty(),
+        "first orders later than 5 s after ready: {late:?}"
+    );
 }
