@@ -96,6 +96,7 @@ where
     match ran {
         Ok(_) => Ok(Handled::Applied),
         Err(Once::Duplicate) => {
+            crate::telemetry::mark_duplicate();
             tracing::debug!(subscriber, %message_id, "duplicate delivery acknowledged without effects");
             Ok(Handled::Duplicate)
         }

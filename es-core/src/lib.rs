@@ -29,6 +29,7 @@ mod saga;
 mod snapshot;
 mod store;
 mod subscription;
+pub mod telemetry;
 pub mod testing;
 mod timestamp;
 mod transaction;

@@ -120,6 +120,16 @@ impl OutboxMessage {
         self
     }
 
+    /// Writes the current span's W3C trace context (`traceparent`, `tracestate`) into the
+    /// headers, replacing the ones copied from a cause, when the current span is part of a
+    /// trace (see [`telemetry`](crate::telemetry)). Appends and saga commits do it for every
+    /// outbox message they are given.
+    #[must_use]
+    pub fn with_current_trace(mut self) -> Self {
+        crate::telemetry::inject_current(&mut self.headers);
+        self
+    }
+
     /// Copies correlation, headers and time from an event's metadata; the event becomes the
     /// cause.
     #[must_use]

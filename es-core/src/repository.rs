@@ -21,6 +21,7 @@ use crate::snapshot::{Snapshot, SnapshotPolicy, SnapshotStore};
 use crate::store::{AppendRequest, AppendStatus, EventStore, StreamRead, TOMBSTONE_EVENT_TYPE};
 use crate::transaction::StoreTransaction;
 use crate::unit::{Rerun, UnitError};
+use tracing::Instrument as _;
 
 /// Why a command did not complete.
 #[derive(Debug, thiserror::Error)]
@@ -334,6 +335,18 @@ where
         command: &A::Command,
         context: &CommandContext,
     ) -> Result<Executed<A>, RepositoryError<A::Error>> {
+        self.execute_in_unspanned(tx, stream_id, command, context)
+            .instrument(command_span::<A>(stream_id))
+            .await
+    }
+
+    async fn execute_in_unspanned<T: StoreTransaction>(
+        &self,
+        tx: &mut T,
+        stream_id: &StreamId,
+        command: &A::Command,
+        context: &CommandContext,
+    ) -> Result<Executed<A>, RepositoryError<A::Error>> {
         let loaded = self.load_in(tx, stream_id).await?;
         let before = loaded.version;
         let decided = match self.decide(stream_id, loaded, command, context)? {
@@ -376,6 +389,17 @@ where
         command: &A::Command,
         context: &CommandContext,
     ) -> Result<Executed<A>, RepositoryError<A::Error>> {
+        self.execute_unspanned(stream_id, command, context)
+            .instrument(command_span::<A>(stream_id))
+            .await
+    }
+
+    async fn execute_unspanned(
+        &self,
+        stream_id: &StreamId,
+        command: &A::Command,
+        context: &CommandContext,
+    ) -> Result<Executed<A>, RepositoryError<A::Error>> {
         let mut attempt = 0;
         loop {
             match self.try_execute(stream_id, command, context).await {
@@ -395,6 +419,18 @@ where
     /// [`RepositoryError::Conflict`] when the stream is at another version; otherwise as
     /// [`execute`](Self::execute).
     pub async fn execute_expecting(
+        &self,
+        stream_id: &StreamId,
+        expected: Version,
+        command: &A::Command,
+        context: &CommandContext,
+    ) -> Result<Executed<A>, RepositoryError<A::Error>> {
+        self.execute_expecting_unspanned(stream_id, expected, command, context)
+            .instrument(command_span::<A>(stream_id))
+            .await
+    }
+
+    async fn execute_expecting_unspanned(
         &self,
         stream_id: &StreamId,
         expected: Version,
@@ -588,4 +624,14 @@ where
         });
         self
     }
+}
+
+/// The span of one command: load, decide, append.
+fn command_span<A: Aggregate>(stream_id: &StreamId) -> tracing::Span {
+    tracing::info_span!(
+        "command",
+        otel.name = %format_args!("{} command", A::TYPE),
+        es.aggregate_type = A::TYPE,
+        es.stream_id = %stream_id,
+    )
 }

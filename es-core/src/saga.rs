@@ -141,20 +141,22 @@ impl SagaCommit {
         self
     }
 
-    /// Adds an outbox message.
+    /// Adds an outbox message, stamped with the current span's trace context (see
+    /// [`telemetry`](crate::telemetry)).
     #[must_use]
     pub fn with_outbox(mut self, message: OutboxMessage) -> Self {
-        self.outbox.push(message);
+        self.outbox.push(message.with_current_trace());
         self
     }
 
-    /// Adds outbox messages.
+    /// Adds outbox messages, each stamped with the current span's trace context.
     #[must_use]
     pub fn with_outbox_messages(
         mut self,
         messages: impl IntoIterator<Item = OutboxMessage>,
     ) -> Self {
-        self.outbox.extend(messages);
+        self.outbox
+            .extend(messages.into_iter().map(OutboxMessage::with_current_trace));
         self
     }
 

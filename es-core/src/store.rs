@@ -59,10 +59,12 @@ impl AppendRequest {
         self
     }
 
-    /// Adds outbox messages.
+    /// Adds outbox messages, each stamped with the current span's trace context (see
+    /// [`telemetry`](crate::telemetry)).
     #[must_use]
     pub fn with_outbox(mut self, messages: impl IntoIterator<Item = OutboxMessage>) -> Self {
-        self.outbox.extend(messages);
+        self.outbox
+            .extend(messages.into_iter().map(OutboxMessage::with_current_trace));
         self
     }
 }

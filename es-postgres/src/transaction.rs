@@ -1,6 +1,7 @@
 //! Transactions that append to several streams and write other rows atomically.
 
 use std::fmt;
+use tracing::Instrument as _;
 
 use deadpool_postgres::Object;
 use es_core::{
@@ -48,6 +49,8 @@ pub struct PgTransaction {
     appended: bool,
     /// Every position appended, for [`Committed`].
     positions: Vec<Position>,
+    /// When it began (the duration recorded for its appends at commit).
+    begun: std::time::Instant,
 }
 
 impl fmt::Debug for PgTransaction {
@@ -87,6 +90,7 @@ impl PgEventStore {
             client: Some(client),
             appended: false,
             positions: Vec::new(),
+            begun: std::time::Instant::now(),
         };
         begun.map_err(backend)?;
         locked.map_err(backend)?;
@@ -100,6 +104,7 @@ impl PgEventStore {
             client: Some(client),
             appended: false,
             positions: Vec::new(),
+            begun: std::time::Instant::now(),
         };
         transaction
             .connection()?
@@ -132,7 +137,15 @@ impl PgTransaction {
     /// already holds a transaction id.
     pub async fn append(&mut self, request: AppendRequest) -> Result<AppendOutcome, StoreError> {
         let client = self.open()?;
-        let outcome = append_on(&self.store.inner, client, request).await?;
+        let span = es_core::telemetry::append_span(
+            "postgresql",
+            self.store.schema(),
+            &request.stream_id,
+            request.events.len(),
+        );
+        let outcome = append_on(&self.store.inner, client, request)
+            .instrument(span)
+            .await?;
         if outcome.status == AppendStatus::Appended && !outcome.positions.is_empty() {
             self.appended = true;
             self.positions.extend_from_slice(&outcome.positions);
@@ -179,6 +192,11 @@ impl PgTransaction {
             return Err(error.into());
         }
         if self.appended {
+            es_core::telemetry::record_append(
+                self.store.schema(),
+                self.positions.len(),
+                self.begun,
+            );
             self.store.inner.signal.notify();
         }
         Ok(())
@@ -269,8 +287,8 @@ impl StoreTransaction for PgTransaction {
         Ok(inserted == 1)
     }
 
-    async fn commit(mut self) -> Result<Committed, StoreError> {
-        let positions = std::mem::take(&mut self.positions);
+    async fn commit(self) -> Result<Committed, StoreError> {
+        let positions = self.positions.clone();
         self.finish().await?;
         Ok(Committed::new(positions))
     }

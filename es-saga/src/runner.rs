@@ -1,5 +1,6 @@
 //! [`SagaRunner`]: load, decide, commit: one message at a time, with optimistic retries.
 
+use es_core::telemetry;
 use std::fmt;
 use std::sync::Arc;
 
@@ -13,7 +14,7 @@ use crate::decision::Decision;
 use crate::error::SagaError;
 use crate::input::{FiredDeadline, Input};
 use crate::saga::{Route, Saga};
-use crate::view::{SagaView, decode_stored, encode_stored, view};
+use crate::view::{Origin, SagaView, decode_stored, encode_stored, view};
 
 /// How many times a commit that lost a race is re-decided, by default.
 const DEFAULT_CONFLICT_RETRIES: u32 = 16;
@@ -93,6 +94,7 @@ struct Loaded<St> {
     completed: bool,
     state: St,
     awaiting: std::collections::BTreeMap<String, uuid::Uuid>,
+    origins: std::collections::BTreeMap<String, Origin>,
 }
 
 impl<S: Saga, St: SagaStore> SagaRunner<S, St> {
@@ -183,14 +185,35 @@ impl<S: Saga, St: SagaStore> SagaRunner<S, St> {
         };
         let span = tracing::info_span!(
             "saga",
+            otel.name = %format_args!("{} decide", S::NAME),
             saga = S::NAME,
             key = %key,
             message_type = %message.message_type,
             message_id = %message.message_id,
         );
-        self.handle_for(&key, starts, message, deadline.as_ref())
+        let handled = self
+            .handle_for(&key, starts, message, deadline.as_ref())
             .instrument(span)
-            .await
+            .await;
+        let outcome = match &handled {
+            Ok(Handled::Committed { .. }) => "committed",
+            Ok(Handled::Duplicate) => {
+                telemetry::mark_duplicate();
+                "duplicate"
+            }
+            Ok(Handled::Ignored) => "ignored",
+            Ok(Handled::StaleDeadline) => "stale_deadline",
+            Err(error) if error.is_transient() => "retried",
+            Err(_) => "rejected",
+        };
+        telemetry::metrics().saga_decisions.add(
+            1,
+            &[
+                telemetry::label("saga", S::NAME),
+                telemetry::label("outcome", outcome),
+            ],
+        );
+        handled
     }
 
     /// Handles `deadline` through the same path as messages, as a message whose id is the
@@ -225,13 +248,24 @@ impl<S: Saga, St: SagaStore> SagaRunner<S, St> {
                 });
             };
             let mut awaiting = loaded.awaiting;
+            let mut origins = loaded.origins;
+            let mut resumed = None;
             if let Some(deadline) = deadline {
                 if awaiting.get(&deadline.step) != Some(&deadline.id) {
                     tracing::debug!(step = %deadline.step, "deadline no longer awaited");
                     return Ok(Handled::StaleDeadline);
                 }
                 awaiting.remove(&deadline.step);
+                // What the deadline makes the saga do continues the trace and the correlation
+                // of the decision that set it.
+                let origin = origins.remove(&deadline.step).unwrap_or_default();
+                telemetry::continue_trace(&tracing::Span::current(), &origin.headers);
+                let mut fired = message.clone();
+                fired.correlation_id = origin.correlation_id.or(fired.correlation_id);
+                fired.headers.extend(origin.headers);
+                resumed = Some(fired);
             }
+            let message = resumed.as_ref().unwrap_or(message);
             let input = Input {
                 key,
                 message,
@@ -255,7 +289,7 @@ impl<S: Saga, St: SagaStore> SagaRunner<S, St> {
                 &input,
                 decision,
                 commands.clone(),
-                awaiting,
+                (awaiting, origins),
             )?;
             match self.store.commit(commit).await {
                 Ok(SagaCommitOutcome::Committed { version }) => {
@@ -287,12 +321,13 @@ impl<S: Saga, St: SagaStore> SagaRunner<S, St> {
     async fn load(&self, key: &str, starts: bool) -> Result<Option<Loaded<S::State>>, SagaError> {
         match self.store.load(S::NAME, key).await? {
             Some(instance) => {
-                let (state, awaiting) = decode_stored(&*self.saga, &instance)?;
+                let decoded = decode_stored(&*self.saga, &instance)?;
                 Ok(Some(Loaded {
                     version: instance.version,
                     completed: instance.completed,
-                    state,
-                    awaiting,
+                    state: decoded.state,
+                    awaiting: decoded.awaiting,
+                    origins: decoded.origins,
                 }))
             }
             None if starts => Ok(Some(Loaded {
@@ -300,6 +335,7 @@ impl<S: Saga, St: SagaStore> SagaRunner<S, St> {
                 completed: false,
                 state: S::State::default(),
                 awaiting: std::collections::BTreeMap::new(),
+                origins: std::collections::BTreeMap::new(),
             })),
             None => Ok(None),
         }
@@ -329,11 +365,37 @@ impl<S: Saga, St: SagaStore> SagaRunner<S, St> {
                     command.source_id = Some(key.to_owned());
                 }
                 command.correlation_id = command.correlation_id.or(message.correlation_id);
+                // Without a trace of its own, a command carries on the message's.
+                for header in [telemetry::TRACEPARENT, telemetry::TRACESTATE] {
+                    if let Some(value) = message.headers.get(header) {
+                        command
+                            .headers
+                            .entry(header.to_owned())
+                            .or_insert_with(|| value.clone());
+                    }
+                }
                 command.causation_id = command.causation_id.or(Some(message.message_id));
                 command.occurred_at = now;
                 command
             })
             .collect()
+    }
+
+    /// Where a deadline set while deciding on `message` comes from: its correlation id and
+    /// the current trace context (the message's, when no trace is being recorded).
+    fn origin(&self, message: &OutboxMessage) -> Origin {
+        let mut headers = std::collections::BTreeMap::new();
+        if !telemetry::inject_current(&mut headers) {
+            for header in [telemetry::TRACEPARENT, telemetry::TRACESTATE] {
+                if let Some(value) = message.headers.get(header) {
+                    headers.insert(header.to_owned(), value.clone());
+                }
+            }
+        }
+        Origin {
+            correlation_id: message.correlation_id,
+            headers,
+        }
     }
 
     /// The commit of `decision` for the instance at `version`.
@@ -344,7 +406,10 @@ impl<S: Saga, St: SagaStore> SagaRunner<S, St> {
         input: &Input<'_>,
         decision: Decision<S::State>,
         commands: Vec<OutboxMessage>,
-        mut awaiting: std::collections::BTreeMap<String, uuid::Uuid>,
+        (mut awaiting, mut origins): (
+            std::collections::BTreeMap<String, uuid::Uuid>,
+            std::collections::BTreeMap<String, Origin>,
+        ),
     ) -> Result<SagaCommit, SagaError> {
         let completed = input.completed || decision.completed;
         let mut cancel = decision.cancel_deadlines;
@@ -356,6 +421,7 @@ impl<S: Saga, St: SagaStore> SagaRunner<S, St> {
             for step in &cancel {
                 awaiting.remove(step);
             }
+            let origin = self.origin(input.message);
             for request in decision.set_deadlines {
                 let due_at = input
                     .now
@@ -363,16 +429,18 @@ impl<S: Saga, St: SagaStore> SagaRunner<S, St> {
                     .unwrap_or(input.now);
                 let deadline = Deadline::new(S::NAME, key, request.step, due_at, request.payload);
                 awaiting.insert(deadline.step.clone(), deadline.id);
+                origins.insert(deadline.step.clone(), origin.clone());
                 set.push(deadline);
             }
         }
+        origins.retain(|step, _| awaiting.contains_key(step));
         cancel.sort();
         cancel.dedup();
         let mut commit = SagaCommit::new(
             S::NAME,
             key,
             version,
-            encode_stored::<S>(&decision.state, awaiting)?,
+            encode_stored::<S>(&decision.state, awaiting, origins)?,
         )
         .completed(completed)
         .with_inbox(S::NAME, input.message.message_id)

@@ -1,5 +1,6 @@
 //! [`DeadlineScheduler`]: claims due deadlines with a lease and fires them through the runners.
 
+use es_core::telemetry;
 use std::collections::HashMap;
 use std::fmt;
 use std::future::Future;
@@ -171,6 +172,9 @@ impl<D: DeadlineStore> DeadlineScheduler<D> {
             tracing::warn!(%error, "deadline delivery failed; retried after the lease");
             return false;
         }
+        telemetry::metrics()
+            .deadlines_fired
+            .add(1, &[telemetry::label("saga", deadline.saga.clone())]);
         match self.store.complete(deadline.id).await {
             Ok(_) => true,
             Err(error) => {

@@ -22,6 +22,27 @@ pub(crate) struct Stored {
     /// The pending deadline id of each awaited step.
     #[serde(default)]
     pub(crate) awaiting: BTreeMap<String, Uuid>,
+    /// Where each awaited step's deadline was set: the correlation id and trace context of
+    /// the decision, handed on to what the deadline makes the saga do.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub(crate) origins: BTreeMap<String, Origin>,
+}
+
+/// The correlation id and W3C trace context of the decision that set a deadline.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct Origin {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) correlation_id: Option<Uuid>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub(crate) headers: BTreeMap<String, String>,
+}
+
+/// A stored instance, decoded.
+pub(crate) struct Decoded<St> {
+    pub(crate) state: St,
+    pub(crate) awaiting: BTreeMap<String, Uuid>,
+    pub(crate) origins: BTreeMap<String, Origin>,
 }
 
 /// One committed version of a saga instance, with its state typed.
@@ -45,7 +66,7 @@ pub struct SagaView<St> {
 pub(crate) fn decode_stored<S: Saga>(
     saga: &S,
     instance: &SagaInstance,
-) -> Result<(S::State, BTreeMap<String, Uuid>), SagaError> {
+) -> Result<Decoded<S::State>, SagaError> {
     let stored: Stored =
         serde_json::from_value(instance.state.clone()).map_err(|source| CodecError::Decode {
             message_type: format!("{} state", S::NAME),
@@ -65,13 +86,18 @@ pub(crate) fn decode_stored<S: Saga>(
         message_type: format!("{} state", S::NAME),
         source,
     })?;
-    Ok((state, stored.awaiting))
+    Ok(Decoded {
+        state,
+        awaiting: stored.awaiting,
+        origins: stored.origins,
+    })
 }
 
 /// The JSON stored for `state` awaiting `awaiting`.
 pub(crate) fn encode_stored<S: Saga>(
     state: &S::State,
     awaiting: BTreeMap<String, Uuid>,
+    origins: BTreeMap<String, Origin>,
 ) -> Result<Value, SagaError> {
     let encode_error = |source| CodecError::Encode {
         message_type: format!("{} state", S::NAME),
@@ -81,6 +107,7 @@ pub(crate) fn encode_stored<S: Saga>(
         state_version: S::STATE_VERSION,
         state: serde_json::to_value(state).map_err(encode_error)?,
         awaiting,
+        origins,
     };
     Ok(serde_json::to_value(stored).map_err(encode_error)?)
 }
@@ -90,13 +117,13 @@ pub(crate) fn view<S: Saga>(
     saga: &S,
     instance: &SagaInstance,
 ) -> Result<SagaView<S::State>, SagaError> {
-    let (state, awaiting) = decode_stored(saga, instance)?;
+    let decoded = decode_stored(saga, instance)?;
     Ok(SagaView {
         key: instance.key.clone(),
         version: instance.version,
-        state,
+        state: decoded.state,
         completed: instance.completed,
-        awaiting,
+        awaiting: decoded.awaiting,
         updated_at: instance.updated_at,
     })
 }

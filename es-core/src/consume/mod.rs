@@ -10,12 +10,14 @@ use std::future::Future;
 use std::time::Duration;
 
 use tokio::time::{Instant, MissedTickBehavior};
+use tracing::Instrument as _;
 
 pub use self::options::{FailurePolicy, RunnerOptions};
 pub use self::stats::RunnerStats;
 use crate::memory::MemoryPausedPartitions;
 use crate::messaging::{Consumer, ConsumerError, Delivery, MessageHandler};
 use crate::paused::{PausedPartition, PausedPartitions, PausedPartitionsError};
+use crate::telemetry;
 
 /// How long to wait after the consumer reports a backend error before polling again.
 const ERROR_PAUSE: Duration = Duration::from_millis(100);
@@ -219,16 +221,34 @@ impl<C: Consumer, H: MessageHandler, P: PausedPartitions> ConsumerLoop<C, H, P> 
         self.stats.set_assigned(self.consumer.assignment().len());
     }
 
-    /// Handles one delivery and decides what happens to its partition.
+    /// Handles one delivery, in a span continuing the trace its message carries, and decides
+    /// what happens to its partition.
     async fn dispatch(&mut self, delivery: Delivery) {
         let key = (delivery.topic.clone(), delivery.partition);
         if self.held.contains(&key) {
             self.hold_at(&delivery, delivery.attempt);
             return;
         }
-        let error = match self.handler.handle(&delivery).await {
+        let span = tracing::info_span!(
+            "process",
+            otel.name = %format_args!("process {}", delivery.topic),
+            otel.kind = "consumer",
+            messaging.operation.type = "process",
+            messaging.destination.name = %delivery.topic,
+            messaging.destination.partition.id = delivery.partition,
+            messaging.kafka.offset = delivery.offset,
+            messaging.message.id = %delivery.message.message_id,
+            messaging.consumer.group.name = %self.consumer.group_id(),
+            es.message_type = %delivery.message.message_type,
+            es.attempt = delivery.attempt,
+        );
+        telemetry::continue_trace(&span, &delivery.message.headers);
+        let (handled, duplicate) =
+            telemetry::watch_duplicate(self.handler.handle(&delivery).instrument(span)).await;
+        let error = match handled {
             Ok(()) => {
                 self.stats.count_handled();
+                self.count(&delivery, if duplicate { "duplicate" } else { "ok" });
                 let stored = self.consumer.store(&delivery);
                 return self.report(stored, &delivery);
             }
@@ -236,6 +256,7 @@ impl<C: Consumer, H: MessageHandler, P: PausedPartitions> ConsumerLoop<C, H, P> 
         };
         let reason = error.to_string();
         if !error.is_transient() {
+            self.count(&delivery, "dead_lettered");
             return self.dead_letter(&delivery, &reason).await;
         }
         if delivery.attempt < self.options.max_attempts {
@@ -243,12 +264,31 @@ impl<C: Consumer, H: MessageHandler, P: PausedPartitions> ConsumerLoop<C, H, P> 
                 topic = %delivery.topic, partition = delivery.partition, offset = delivery.offset,
                 attempt = delivery.attempt, "handler failed, retrying: {reason}"
             );
+            self.count(&delivery, "retried");
             return self.retry_later(&delivery);
         }
         match self.options.policy {
-            FailurePolicy::PausePartition => self.pause_for_good(&delivery, &reason).await,
-            _ => self.dead_letter(&delivery, &reason).await,
+            FailurePolicy::PausePartition => {
+                self.count(&delivery, "paused");
+                self.pause_for_good(&delivery, &reason).await;
+            }
+            _ => {
+                self.count(&delivery, "dead_lettered");
+                self.dead_letter(&delivery, &reason).await;
+            }
         }
+    }
+
+    /// Counts a delivery's result in `es_consumer_handled_total`.
+    fn count(&self, delivery: &Delivery, result: &'static str) {
+        telemetry::metrics().consumer_handled.add(
+            1,
+            &[
+                telemetry::label("group", self.consumer.group_id().to_owned()),
+                telemetry::label("topic", delivery.topic.clone()),
+                telemetry::label("result", result),
+            ],
+        );
     }
 
     async fn dead_letter(&mut self, delivery: &Delivery, reason: &str) {

@@ -1,5 +1,6 @@
 //! The in-memory event store.
 
+use crate::telemetry;
 use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::sync::{Arc, Mutex};
@@ -430,12 +431,17 @@ impl State {
 
 impl EventStore for MemoryEventStore {
     async fn append(&self, request: AppendRequest) -> Result<AppendOutcome, StoreError> {
+        let started = std::time::Instant::now();
+        let events = request.events.len();
+        let span = telemetry::append_span("memory", "memory", &request.stream_id, events);
+        let _entered = span.enter();
         let outcome = {
             let mut state = lock(&self.state);
             self.run_interleaved(&mut state, &request.stream_id);
             self.append_locked(&mut state, request)?
         };
         if outcome.status == AppendStatus::Appended {
+            telemetry::record_append("memory", events, started);
             self.signal.notify();
         }
         Ok(outcome)

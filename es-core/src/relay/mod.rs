@@ -17,6 +17,7 @@ use crate::ids::Position;
 use crate::messaging::{PublishError, PublishFailure, Publisher};
 use crate::outbox::{OutboxBatch, OutboxMessage, OutboxSource, StoredOutboxMessage};
 use crate::subscription::AppendSignal;
+use crate::telemetry;
 
 pub use self::error::RelayError;
 pub use self::factory::PublisherFactory;
@@ -213,11 +214,14 @@ impl<S: OutboxSource, C: CheckpointStore> Relay<S, C> {
         };
         let read = batch.messages.len();
         let reached_end = batch.reached_end;
-        let (positions, messages): (Vec<Position>, Vec<OutboxMessage>) = batch
+        let (positions, mut messages): (Vec<Position>, Vec<OutboxMessage>) = batch
             .messages
             .into_iter()
             .map(|StoredOutboxMessage { position, message }| (position, message))
             .unzip();
+        // Each traced message is published from a span of its trace, which its headers then
+        // name as the parent of what consumes it; the spans end with the batch's publish.
+        let publishing = publish_spans(&self.name, &mut messages);
         // Until the broker answers, the whole batch is the backlog.
         self.record_backlog(&messages, reached_end);
         let Some(&last) = positions.last() else {
@@ -245,7 +249,9 @@ impl<S: OutboxSource, C: CheckpointStore> Relay<S, C> {
             Ok(()) => read,
             Err(failure) => failure.acknowledged.min(read),
         };
+        drop(publishing);
         self.stats.published(acknowledged);
+        self.count_published(messages.get(..acknowledged).unwrap_or_default());
         if let Some(&position) = acknowledged.checked_sub(1).and_then(|i| positions.get(i)) {
             self.advance(checkpoint, position).await?;
         }
@@ -350,8 +356,39 @@ impl<S: OutboxSource, C: CheckpointStore> Relay<S, C> {
         }
     }
 
+    /// Counts `published` in `es_relay_published_total`, by topic.
+    fn count_published(&self, published: &[OutboxMessage]) {
+        let mut by_topic: std::collections::BTreeMap<&str, u64> = std::collections::BTreeMap::new();
+        for message in published {
+            *by_topic
+                .entry(message.topic.as_deref().unwrap_or(""))
+                .or_default() += 1;
+        }
+        for (topic, count) in by_topic {
+            telemetry::metrics().relay_published.add(
+                count,
+                &[
+                    telemetry::label("relay", self.name.clone()),
+                    telemetry::label("topic", topic.to_owned()),
+                ],
+            );
+        }
+    }
+
     fn record_backlog(&self, unpublished: &[OutboxMessage], reached_end: bool) {
         let oldest = unpublished.first().map(|m| m.occurred_at);
+        let relay = [telemetry::label("relay", self.name.clone())];
+        let metrics = telemetry::metrics();
+        metrics
+            .outbox_backlog
+            .record(u64::try_from(unpublished.len()).unwrap_or(u64::MAX), &relay);
+        let lag = oldest.map_or(0.0, |at| {
+            (self.clock.now() - at)
+                .to_std()
+                .unwrap_or_default()
+                .as_secs_f64()
+        });
+        metrics.relay_lag.record(lag, &relay);
         self.stats.update(|stats| {
             stats.backlog = unpublished.len();
             stats.backlog_is_lower_bound = !reached_end;
@@ -371,4 +408,34 @@ impl<S: OutboxSource, C: CheckpointStore> Relay<S, C> {
             source: failure,
         }
     }
+}
+
+/// Opens a `publish` span for each message that carries a trace context, as a child of it,
+/// and writes the span's context into the message's headers in its place. Returns the
+/// spans: they end when dropped.
+fn publish_spans(relay: &str, messages: &mut [OutboxMessage]) -> Vec<tracing::Span> {
+    let mut spans = Vec::new();
+    for message in messages {
+        if !message.headers.contains_key(telemetry::TRACEPARENT) {
+            continue;
+        }
+        let topic = message.topic.as_deref().unwrap_or_default();
+        let span = tracing::info_span!(
+            "publish",
+            otel.name = %format_args!("publish {topic}"),
+            otel.kind = "producer",
+            messaging.operation.type = "send",
+            messaging.destination.name = %topic,
+            messaging.message.id = %message.message_id,
+            es.message_type = %message.message_type,
+            es.relay = %relay,
+        );
+        if span.is_disabled() {
+            continue;
+        }
+        telemetry::continue_trace(&span, &message.headers);
+        telemetry::inject(&span, &mut message.headers);
+        spans.push(span);
+    }
+    spans
 }

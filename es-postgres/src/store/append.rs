@@ -1,6 +1,8 @@
 //! The append: one statement, one round trip.
 
+use es_core::telemetry;
 use std::collections::HashSet;
+use tracing::Instrument as _;
 
 use deadpool_postgres::ClientWrapper;
 use es_core::{
@@ -257,13 +259,21 @@ fn outcome_from_row(
 
 impl EventStore for PgEventStore {
     async fn append(&self, request: AppendRequest) -> Result<AppendOutcome, StoreError> {
-        let client = crate::conn::Conn::get(&self.inner.pool)
-            .await
-            .map_err(backend)?;
-        let outcome = append_on(&self.inner, client.client(), request)
-            .await
-            .inspect_err(|error| client.check_store_error(error))?;
+        let started = std::time::Instant::now();
+        let events = request.events.len();
+        let schema = self.schema();
+        let span = telemetry::append_span("postgresql", schema, &request.stream_id, events);
+        let appended = async {
+            let client = crate::conn::Conn::get(&self.inner.pool)
+                .await
+                .map_err(backend)?;
+            append_on(&self.inner, client.client(), request)
+                .await
+                .inspect_err(|error| client.check_store_error(error))
+        };
+        let outcome = appended.instrument(span).await?;
         if outcome.status == AppendStatus::Appended {
+            telemetry::record_append(schema, events, started);
             self.inner.signal.notify();
         }
         Ok(outcome)
