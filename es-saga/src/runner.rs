@@ -191,6 +191,11 @@ impl<S: Saga, St: SagaStore> SagaRunner<S, St> {
             message_type = %message.message_type,
             message_id = %message.message_id,
         );
+        if deadline.is_some() {
+            // A deadline continues the trace it was set in (a message's is continued by the
+            // consumer's span, the parent of this one).
+            telemetry::continue_trace(&span, &message.headers);
+        }
         let handled = self
             .handle_for(&key, starts, message, deadline.as_ref())
             .instrument(span)
@@ -222,7 +227,17 @@ impl<S: Saga, St: SagaStore> SagaRunner<S, St> {
     /// # Errors
     /// As for [`handle`](Self::handle).
     pub async fn fire(&self, deadline: &Deadline) -> Result<Handled, SagaError> {
-        let message = FiredDeadline::from_deadline(deadline).to_message(self.clock.now())?;
+        let mut message = FiredDeadline::from_deadline(deadline).to_message(self.clock.now())?;
+        // The decision the deadline brings continues the trace and the correlation of the
+        // decision that set it.
+        if let Some(instance) = self.store.load(S::NAME, &deadline.key).await? {
+            let origin = decode_stored(&*self.saga, &instance)?
+                .origins
+                .remove(&deadline.step)
+                .unwrap_or_default();
+            message.correlation_id = origin.correlation_id;
+            message.headers.extend(origin.headers);
+        }
         self.handle(&message).await
     }
 
@@ -256,14 +271,15 @@ impl<S: Saga, St: SagaStore> SagaRunner<S, St> {
                     return Ok(Handled::StaleDeadline);
                 }
                 awaiting.remove(&deadline.step);
-                // What the deadline makes the saga do continues the trace and the correlation
-                // of the decision that set it.
+                // What the deadline makes the saga do carries the correlation of the decision
+                // that set it (`fire` looked it up too, for the trace; a deadline handed to
+                // `handle` directly gets it here).
                 let origin = origins.remove(&deadline.step).unwrap_or_default();
-                telemetry::continue_trace(&tracing::Span::current(), &origin.headers);
-                let mut fired = message.clone();
-                fired.correlation_id = origin.correlation_id.or(fired.correlation_id);
-                fired.headers.extend(origin.headers);
-                resumed = Some(fired);
+                if message.correlation_id.is_none() && origin.correlation_id.is_some() {
+                    let mut fired = message.clone();
+                    fired.correlation_id = origin.correlation_id;
+                    resumed = Some(fired);
+                }
             }
             let message = resumed.as_ref().unwrap_or(message);
             let input = Input {

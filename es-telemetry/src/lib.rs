@@ -31,6 +31,7 @@
 //! (`opentelemetry_sdk::trace::InMemorySpanExporter`, feature `testing`).
 
 use std::env;
+use std::sync::OnceLock;
 
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry::{KeyValue, global};
@@ -41,6 +42,9 @@ use opentelemetry_sdk::trace::{SdkTracerProvider, SpanExporter};
 use tracing_subscriber::layer::SubscriberExt as _;
 use tracing_subscriber::util::SubscriberInitExt as _;
 use tracing_subscriber::{EnvFilter, Layer};
+
+/// The content type of the Prometheus text format [`render_metrics`] writes.
+pub const METRICS_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 /// The variable naming the OTLP collector (for every signal).
 pub const OTLP_ENDPOINT: &str = "OTEL_EXPORTER_OTLP_ENDPOINT";
@@ -209,7 +213,9 @@ impl Telemetry {
         let resource = Resource::builder()
             .with_attributes([KeyValue::new("service.name", config.service_name.clone())])
             .build();
-        let registry = prometheus::Registry::new();
+        let registry = GLOBAL_REGISTRY
+            .get_or_init(prometheus::Registry::new)
+            .clone();
         let prometheus = opentelemetry_prometheus::exporter()
             .with_registry(registry.clone())
             .scope_info_enabled(false)
@@ -257,14 +263,8 @@ impl Telemetry {
 
     /// Every metric, in the Prometheus text format (version 0.0.4).
     pub fn render_metrics(&self) -> String {
-        let encoder = prometheus::TextEncoder::new();
-        encoder
-            .encode_to_string(&self.registry.gather())
-            .unwrap_or_else(|error| format!("# metrics could not be encoded: {error}\n"))
+        render(&self.registry)
     }
-
-    /// The content type of [`render_metrics`](Self::render_metrics).
-    pub const METRICS_CONTENT_TYPE: &'static str = "text/plain; version=0.0.4; charset=utf-8";
 
     /// Exports what is still buffered (spans, metrics) and stops the exporters.
     pub fn shutdown(self) {
@@ -284,6 +284,22 @@ impl Telemetry {
             let _ = tracer.force_flush();
         }
     }
+}
+
+/// The registry [`Telemetry::init`] renders metrics from.
+static GLOBAL_REGISTRY: OnceLock<prometheus::Registry> = OnceLock::new();
+
+/// Every metric of the process, in the Prometheus text format, once [`Telemetry::init`] ran
+/// (`None` before): for a `/metrics` route that has no handle on the [`Telemetry`].
+pub fn render_metrics() -> Option<String> {
+    GLOBAL_REGISTRY.get().map(render)
+}
+
+fn render(registry: &prometheus::Registry) -> String {
+    let encoder = prometheus::TextEncoder::new();
+    encoder
+        .encode_to_string(&registry.gather())
+        .unwrap_or_else(|error| format!("# metrics could not be encoded: {error}\n"))
 }
 
 fn span_exporter(

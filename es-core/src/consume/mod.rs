@@ -239,9 +239,16 @@ impl<C: Consumer, H: MessageHandler, P: PausedPartitions> ConsumerLoop<C, H, P> 
             messaging.kafka.offset = delivery.offset,
             messaging.message.id = %delivery.message.message_id,
             messaging.consumer.group.name = %self.consumer.group_id(),
+            messaging.message.conversation_id = tracing::field::Empty,
             es.message_type = %delivery.message.message_type,
             es.attempt = delivery.attempt,
         );
+        if let Some(correlation) = delivery.message.correlation_id {
+            span.record(
+                "messaging.message.conversation_id",
+                tracing::field::display(correlation),
+            );
+        }
         telemetry::continue_trace(&span, &delivery.message.headers);
         let (handled, duplicate) =
             telemetry::watch_duplicate(self.handler.handle(&delivery).instrument(span)).await;

@@ -531,13 +531,15 @@ impl App {
     pub fn internal_router(&self) -> Router {
         let (router, openapi) = self.internal_api().split_for_parts();
         let openapi = Arc::new(openapi);
-        let router = router.route(
-            "/api/v2/internal/openapi.json",
-            get(move || {
-                let openapi = openapi.clone();
-                async move { axum::Json(openapi.as_ref().clone()) }
-            }),
-        );
+        let router = router
+            .route(
+                "/api/v2/internal/openapi.json",
+                get(move || {
+                    let openapi = openapi.clone();
+                    async move { axum::Json(openapi.as_ref().clone()) }
+                }),
+            )
+            .route("/metrics", get(metrics));
         self.finish(router)
     }
 
@@ -591,6 +593,22 @@ impl App {
         tracing::info!("stopped");
         Ok(())
     }
+}
+
+/// Every metric of the process in the Prometheus text format (`es_telemetry`); for
+/// scrapers, on the internal listener, without a token. 503 when telemetry was not set up.
+async fn metrics() -> Result<([(axum::http::header::HeaderName, &'static str); 1], String), ApiError>
+{
+    let text = es_telemetry::render_metrics().ok_or_else(|| {
+        ApiError::Unavailable("telemetry is not set up in this process".to_owned())
+    })?;
+    Ok((
+        [(
+            axum::http::header::CONTENT_TYPE,
+            es_telemetry::METRICS_CONTENT_TYPE,
+        )],
+        text,
+    ))
 }
 
 async fn health() -> axum::Json<Health> {

@@ -16,7 +16,7 @@ use ecommerce::config::ServeArgs;
 use ecommerce::demo::DemoOptions;
 use ecommerce::shop::{InProcess, Remote, Shop};
 use ecommerce::workflow::failures::FailureRules;
-use tracing_subscriber::EnvFilter;
+use es_telemetry::{Telemetry, TelemetryConfig};
 
 /// The reference ecommerce backend.
 #[derive(Debug, Parser)]
@@ -86,16 +86,25 @@ async fn main() -> ExitCode {
         Some(Command::Demo(_)) => "warn",
         _ => "info",
     };
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level)),
-        )
-        .init();
+    // Logs, W3C trace propagation, OTLP export when OTEL_EXPORTER_OTLP_ENDPOINT is set, and
+    // the metrics `GET /metrics` serves.
+    let mut telemetry = TelemetryConfig::from_env("ecommerce");
+    if std::env::var_os("RUST_LOG").is_none() {
+        telemetry = telemetry.with_log_filter(level);
+    }
+    let telemetry = match Telemetry::init(telemetry) {
+        Ok(telemetry) => telemetry,
+        Err(error) => {
+            eprintln!("error: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
     let result = match cli.command {
         None => serve(cli.serve).await,
         Some(Command::Serve(args)) => serve(args).await,
         Some(Command::Demo(args)) => demo(args).await,
     };
+    telemetry.shutdown();
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {

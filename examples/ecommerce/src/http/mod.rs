@@ -4,12 +4,16 @@
 pub mod extract;
 pub mod problem;
 
+use std::sync::OnceLock;
 use std::time::Instant;
 
-use axum::extract::Request;
+use axum::extract::{MatchedPath, Request};
 use axum::http::Uri;
 use axum::middleware::Next;
 use axum::response::Response;
+use es_core::telemetry::{TRACEPARENT, TRACESTATE};
+use opentelemetry::KeyValue;
+use opentelemetry::metrics::Histogram;
 use serde::Serialize;
 use tracing::Instrument;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
@@ -68,21 +72,69 @@ pub struct Health {
     pub bus: Option<String>,
 }
 
-/// Logs each request with its status and duration, in a span carrying method and path.
+/// Handles each request in a `server` span (continuing the trace of an incoming
+/// `traceparent`), logs it with its status and duration, and records its duration in
+/// `http_server_request_duration_seconds` by method, route and status.
 pub async fn trace_requests(request: Request, next: Next) -> Response {
     let started = Instant::now();
     let method = request.method().clone();
     let path = request.uri().path().to_owned();
-    let span = tracing::info_span!("request", %method, %path);
+    // The route template, not the path: a label must not take a value per order id.
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |route| route.as_str().to_owned());
+    let span = tracing::info_span!(
+        "request",
+        otel.name = %format_args!("{method} {route}"),
+        otel.kind = "server",
+        http.request.method = %method,
+        http.route = %route,
+        url.path = %path,
+        http.response.status_code = tracing::field::Empty,
+    );
+    let trace_headers: std::collections::BTreeMap<String, String> = [TRACEPARENT, TRACESTATE]
+        .into_iter()
+        .filter_map(|name| {
+            let value = request.headers().get(name)?.to_str().ok()?;
+            Some((name.to_owned(), value.to_owned()))
+        })
+        .collect();
+    es_core::telemetry::continue_trace(&span, &trace_headers);
     let response = next.run(request).instrument(span.clone()).await;
     let status = response.status().as_u16();
-    let millis = started.elapsed().as_secs_f64() * 1000.0;
+    span.record("http.response.status_code", status);
+    let seconds = started.elapsed().as_secs_f64();
+    request_duration().record(
+        seconds,
+        &[
+            KeyValue::new("http.request.method", method.to_string()),
+            KeyValue::new("http.route", route),
+            KeyValue::new("http.response.status_code", i64::from(status)),
+        ],
+    );
+    let millis = seconds * 1000.0;
     if status >= 500 {
         tracing::warn!(parent: &span, status, millis, "request failed");
     } else {
         tracing::info!(parent: &span, status, millis, "request");
     }
     response
+}
+
+/// `http_server_request_duration_seconds` (OpenTelemetry's `http.server.request.duration`).
+fn request_duration() -> &'static Histogram<f64> {
+    static DURATION: OnceLock<Histogram<f64>> = OnceLock::new();
+    DURATION.get_or_init(|| {
+        opentelemetry::global::meter("ecommerce")
+            .f64_histogram("http.server.request.duration")
+            .with_unit("s")
+            .with_description("Duration of HTTP server requests")
+            .with_boundaries(vec![
+                0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+            ])
+            .build()
+    })
 }
 
 /// The answer for a route that does not exist.
