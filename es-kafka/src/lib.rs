@@ -15,7 +15,8 @@ pub use config::{
     BOOTSTRAP_SERVERS_ENV, ConfigError, KafkaConfig, Role, SETTINGS_ENV_PREFIX, bootstrap_servers,
 };
 pub use consumer::{
-    GROUP_ID_ENV, KafkaConsumer, KafkaConsumerBuilder, LagProbe, PartitionLag, TOPIC_PREFIX_ENV,
+    GROUP_ID_ENV, KafkaConsumer, KafkaConsumerBuilder, LagProbe, LagReporter, PartitionLag,
+    TOPIC_PREFIX_ENV,
 };
 pub use dead_letter::DeadLetterRoute;
 pub use envelope::{EncodedMessage, EnvelopeError};

@@ -148,6 +148,7 @@ impl<D: DeadlineStore> DeadlineScheduler<D> {
         for deadline in due {
             let span = tracing::info_span!(
                 "saga_deadline",
+                otel.name = %format_args!("{} deadline {}", deadline.saga, deadline.step),
                 saga = %deadline.saga,
                 key = %deadline.key,
                 step = %deadline.step,

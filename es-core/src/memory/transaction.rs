@@ -228,6 +228,7 @@ impl StoreTransaction for MemoryStoreTransaction {
     }
 
     async fn commit(mut self) -> Result<Committed, StoreError> {
+        let started = std::time::Instant::now();
         let mut positions = Vec::new();
         {
             let mut state = lock(&self.store.state);
@@ -273,6 +274,7 @@ impl StoreTransaction for MemoryStoreTransaction {
                 .map_err(StoreError::backend)?;
         }
         if !positions.is_empty() {
+            crate::telemetry::record_append("memory", positions.len(), started);
             self.store.append_signal().notify();
         }
         Ok(Committed::new(positions))

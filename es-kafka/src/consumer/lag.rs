@@ -100,3 +100,71 @@ impl KafkaConsumer {
         }
     }
 }
+
+impl KafkaConsumer {
+    /// A runtime service that measures this member's lag every `interval` and records it in
+    /// the `es_consumer_lag` gauge (labels `group`, `topic`, `partition`; see
+    /// `es_core::telemetry`), for the partitions the member holds at the time. Run it beside
+    /// the member's consumer loop.
+    pub fn lag_reporter(&self, interval: Duration) -> LagReporter {
+        LagReporter {
+            name: format!("{}-lag", self.group_id()),
+            group: self.group_id().to_owned(),
+            probe: self.lag_probe(),
+            interval,
+        }
+    }
+}
+
+/// Records a member's lag in the `es_consumer_lag` gauge, periodically
+/// ([`KafkaConsumer::lag_reporter`]).
+#[derive(Debug)]
+pub struct LagReporter {
+    name: String,
+    group: String,
+    probe: LagProbe,
+    interval: Duration,
+}
+
+#[async_trait::async_trait]
+impl es_core::runtime::Service for LagReporter {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    async fn run(
+        &mut self,
+        context: es_core::runtime::ServiceContext,
+    ) -> Result<(), es_core::BoxError> {
+        let shutdown = context.shutdown();
+        let measuring = async {
+            loop {
+                match self.probe.lag().await {
+                    Ok(partitions) => {
+                        let total: i64 = partitions.iter().map(|p| p.lag).sum();
+                        for partition in &partitions {
+                            es_core::telemetry::metrics().consumer_lag.record(
+                                partition.lag,
+                                &[
+                                    es_core::telemetry::label("group", self.group.clone()),
+                                    es_core::telemetry::label("topic", partition.topic.clone()),
+                                    es_core::telemetry::label(
+                                        "partition",
+                                        i64::from(partition.partition),
+                                    ),
+                                ],
+                            );
+                        }
+                        context.set_detail(Some(format!("lag {total}")));
+                    }
+                    Err(error) => tracing::debug!(group = %self.group, %error, "lag not measured"),
+                }
+                tokio::time::sleep(self.interval).await;
+            }
+        };
+        tokio::select! {
+            () = shutdown.wait() => Ok(()),
+            () = measuring => Ok(()),
+        }
+    }
+}

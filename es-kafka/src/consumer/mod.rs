@@ -16,7 +16,7 @@ use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 
 pub use self::builder::{GROUP_ID_ENV, KafkaConsumerBuilder, TOPIC_PREFIX_ENV};
 use self::context::{GroupContext, lock, nothing_to_commit};
-pub use self::lag::{LagProbe, PartitionLag};
+pub use self::lag::{LagProbe, LagReporter, PartitionLag};
 use self::track::{Admit, PartitionKey, Tracker, key_of};
 use crate::dead_letter::{DeadLetterRoute, DeadLetters, RawRecord};
 use crate::envelope;

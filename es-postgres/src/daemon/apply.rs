@@ -49,6 +49,16 @@ struct Unit<'a> {
 impl Runner {
     /// Applies `batch` to `version` from checkpoint `at`: the whole batch in one transaction;
     /// if it fails, event by event, retrying the failing one and then applying the policy.
+    #[tracing::instrument(
+        name = "projection batch",
+        skip_all,
+        fields(
+            otel.name = %format_args!("project {}", self.name),
+            es.projection = %self.name,
+            es.projection.version = version,
+            es.events = batch.events.len(),
+        )
+    )]
     pub(crate) async fn apply(
         &mut self,
         version: u32,

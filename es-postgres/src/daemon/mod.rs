@@ -215,6 +215,11 @@ impl ProjectionDaemon {
             );
             tasks.push(tokio::spawn(runner.run()));
         }
+        let daemon = self.clone();
+        let stopped = self.inner.shutdown.subscribe();
+        tasks.push(tokio::spawn(async move {
+            daemon.record_lag_until(stopped).await;
+        }));
         Ok(())
     }
 

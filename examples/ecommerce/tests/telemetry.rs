@@ -296,6 +296,15 @@ async fn one_order_is_one_trace_across_the_broker_and_metrics_count_what_happene
         ) >= 8.0
     );
     assert!(sample(&metrics, "es_deadlines_fired_total", &[]) >= 1.0);
+    // The gauges measured in the background: the orders view's lag, the consumers' lag.
+    for gauge in [
+        "es_projection_lag_events{projection=",
+        "es_consumer_lag{",
+        "es_outbox_backlog{relay=",
+        "es_relay_lag_seconds{relay=",
+    ] {
+        assert!(metrics.contains(gauge), "{gauge} missing from:\n{metrics}");
+    }
     // Each order was placed by confirming its quote.
     assert_eq!(
         sample(

@@ -189,6 +189,8 @@ impl Runtime {
                     .build()
                     .map_err(|e| format!("consumer {group}: {e}"))?;
                 lock(&self.probes).push((group.to_owned(), consumer.lag_probe()));
+                // es_consumer_lag for /metrics, measured every 5 s.
+                self.add(consumer.lag_reporter(Duration::from_secs(5)));
                 let runner = ConsumerLoop::new(consumer, counted)
                     .with_options(runner_options())
                     .with_paused_store(self.paused.clone());
