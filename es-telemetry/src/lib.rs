@@ -108,7 +108,10 @@ pub struct TelemetryConfig {
     service_name: String,
     otlp: Option<OtlpProtocol>,
     otlp_protocol_error: Option<String>,
-    otlp_metrics: bool,
+    /// Where spans go, when exported (resolved from the variables).
+    traces_endpoint: Option<String>,
+    /// Where metrics go, when exported.
+    metrics_endpoint: Option<String>,
     log_filter: String,
     span_exporter: Option<Box<dyn DynSpanExporter>>,
 }
@@ -131,20 +134,68 @@ impl TelemetryConfig {
     /// From the standard variables: `OTEL_SERVICE_NAME` (else `default_service_name`), the
     /// OTLP endpoint and protocol variables, and `RUST_LOG` (else `info`).
     pub fn from_env(default_service_name: &str) -> Self {
-        let var = |name: &str| env::var(name).ok().filter(|value| !value.trim().is_empty());
-        let traces = var(OTLP_ENDPOINT).is_some() || var(OTLP_TRACES_ENDPOINT).is_some();
-        let metrics = var(OTLP_ENDPOINT).is_some() || var(OTLP_METRICS_ENDPOINT).is_some();
-        let protocol = var(OTLP_PROTOCOL).map(|value| OtlpProtocol::parse(&value));
-        let (otlp, otlp_protocol_error) = match protocol {
-            Some(Err(TelemetryError::Protocol(value))) => (None, Some(value)),
-            Some(Ok(protocol)) => (Some(protocol), None),
-            _ => (Some(OtlpProtocol::HttpProtobuf), None),
+        Self::from_vars(default_service_name, env::vars())
+    }
+
+    /// As [`from_env`](Self::from_env), from the variables `vars` gives (name, value).
+    ///
+    /// As OpenTelemetry specifies, `OTEL_EXPORTER_OTLP_ENDPOINT` is a base URL to which the
+    /// HTTP protocols add `/v1/traces` and `/v1/metrics`, while the signal-specific
+    /// `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` and `OTEL_EXPORTER_OTLP_METRICS_ENDPOINT` are used
+    /// as they are; gRPC takes every endpoint as it is.
+    ///
+    /// ```
+    /// use es_telemetry::{OtlpProtocol, TelemetryConfig};
+    ///
+    /// let config = TelemetryConfig::from_vars("shop", [
+    ///     ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector:4318"),
+    ///     ("OTEL_SERVICE_NAME", "orders"),
+    /// ]);
+    /// assert_eq!(config.service_name(), "orders");
+    /// assert_eq!(config.otlp(), Some(OtlpProtocol::HttpProtobuf));
+    /// assert_eq!(config.traces_endpoint(), Some("http://collector:4318/v1/traces"));
+    ///
+    /// let quiet = TelemetryConfig::from_vars("shop", [("RUST_LOG", "debug")]);
+    /// assert_eq!((quiet.otlp(), quiet.traces_endpoint()), (None, None));
+    /// ```
+    pub fn from_vars<K, V>(
+        default_service_name: &str,
+        vars: impl IntoIterator<Item = (K, V)>,
+    ) -> Self
+    where
+        K: AsRef<str>,
+        V: AsRef<str>,
+    {
+        let vars: std::collections::HashMap<String, String> = vars
+            .into_iter()
+            .map(|(name, value)| (name.as_ref().to_owned(), value.as_ref().trim().to_owned()))
+            .filter(|(_, value)| !value.is_empty())
+            .collect();
+        let var = |name: &str| vars.get(name).cloned();
+        let (protocol, otlp_protocol_error) =
+            match var(OTLP_PROTOCOL).map(|v| OtlpProtocol::parse(&v)) {
+                Some(Ok(protocol)) => (protocol, None),
+                Some(Err(_)) => (OtlpProtocol::HttpProtobuf, var(OTLP_PROTOCOL)),
+                None => (OtlpProtocol::HttpProtobuf, None),
+            };
+        let base = var(OTLP_ENDPOINT);
+        let endpoint = |specific: &str, path: &str| {
+            var(specific).or_else(|| {
+                base.as_ref().map(|base| match protocol {
+                    OtlpProtocol::Grpc => base.clone(),
+                    _ => format!("{}/{path}", base.trim_end_matches('/')),
+                })
+            })
         };
+        let traces_endpoint = endpoint(OTLP_TRACES_ENDPOINT, "v1/traces");
+        let metrics_endpoint = endpoint(OTLP_METRICS_ENDPOINT, "v1/metrics");
+        let exported = traces_endpoint.is_some() || metrics_endpoint.is_some();
         Self {
             service_name: var(SERVICE_NAME).unwrap_or_else(|| default_service_name.to_owned()),
-            otlp: otlp.filter(|_| traces || metrics),
+            otlp: exported.then_some(protocol),
             otlp_protocol_error,
-            otlp_metrics: metrics,
+            traces_endpoint,
+            metrics_endpoint,
             log_filter: var("RUST_LOG").unwrap_or_else(|| "info".to_owned()),
             span_exporter: None,
         }
@@ -156,7 +207,8 @@ impl TelemetryConfig {
             service_name: service_name.to_owned(),
             otlp: None,
             otlp_protocol_error: None,
-            otlp_metrics: false,
+            traces_endpoint: None,
+            metrics_endpoint: None,
             log_filter: "info".to_owned(),
             span_exporter: None,
         }
@@ -181,9 +233,19 @@ impl TelemetryConfig {
         &self.service_name
     }
 
-    /// The OTLP protocol spans are exported with, `None` when they are not exported.
+    /// The OTLP protocol telemetry is exported with, `None` when nothing is exported.
     pub fn otlp(&self) -> Option<OtlpProtocol> {
         self.otlp
+    }
+
+    /// Where spans are exported, `None` when they are not.
+    pub fn traces_endpoint(&self) -> Option<&str> {
+        self.traces_endpoint.as_deref()
+    }
+
+    /// Where metrics are exported, `None` when they are not.
+    pub fn metrics_endpoint(&self) -> Option<&str> {
+        self.metrics_endpoint.as_deref()
     }
 }
 
@@ -224,21 +286,21 @@ impl Telemetry {
         let mut meters = SdkMeterProvider::builder()
             .with_resource(resource.clone())
             .with_reader(prometheus);
-        if let (Some(protocol), true) = (config.otlp, config.otlp_metrics) {
-            meters = meters.with_periodic_exporter(metric_exporter(protocol)?);
+        if let (Some(protocol), Some(endpoint)) = (config.otlp, &config.metrics_endpoint) {
+            meters = meters.with_periodic_exporter(metric_exporter(protocol, endpoint)?);
         }
         let meters = meters.build();
         global::set_meter_provider(meters.clone());
 
-        let tracer = match (config.span_exporter, config.otlp) {
-            (Some(exporter), _) => Some(exporter.install(resource)),
-            (None, Some(protocol)) => Some(
+        let tracer = match (config.span_exporter, config.otlp, &config.traces_endpoint) {
+            (Some(exporter), _, _) => Some(exporter.install(resource)),
+            (None, Some(protocol), Some(endpoint)) => Some(
                 SdkTracerProvider::builder()
                     .with_resource(resource)
-                    .with_batch_exporter(span_exporter(protocol)?)
+                    .with_batch_exporter(span_exporter(protocol, endpoint)?)
                     .build(),
             ),
-            (None, None) => None,
+            _ => None,
         };
         let filter =
             EnvFilter::try_new(&config.log_filter).unwrap_or_else(|_| EnvFilter::new("info"));
@@ -304,36 +366,42 @@ fn render(registry: &prometheus::Registry) -> String {
 
 fn span_exporter(
     protocol: OtlpProtocol,
+    endpoint: &str,
 ) -> Result<opentelemetry_otlp::SpanExporter, TelemetryError> {
     use opentelemetry_otlp::{Protocol, WithExportConfig as _};
     let builder = opentelemetry_otlp::SpanExporter::builder();
     Ok(match protocol {
-        OtlpProtocol::Grpc => builder.with_tonic().build()?,
+        OtlpProtocol::Grpc => builder.with_tonic().with_endpoint(endpoint).build()?,
         OtlpProtocol::HttpProtobuf => builder
             .with_http()
             .with_protocol(Protocol::HttpBinary)
+            .with_endpoint(endpoint)
             .build()?,
         OtlpProtocol::HttpJson => builder
             .with_http()
             .with_protocol(Protocol::HttpJson)
+            .with_endpoint(endpoint)
             .build()?,
     })
 }
 
 fn metric_exporter(
     protocol: OtlpProtocol,
+    endpoint: &str,
 ) -> Result<opentelemetry_otlp::MetricExporter, TelemetryError> {
     use opentelemetry_otlp::{Protocol, WithExportConfig as _};
     let builder = opentelemetry_otlp::MetricExporter::builder();
     Ok(match protocol {
-        OtlpProtocol::Grpc => builder.with_tonic().build()?,
+        OtlpProtocol::Grpc => builder.with_tonic().with_endpoint(endpoint).build()?,
         OtlpProtocol::HttpProtobuf => builder
             .with_http()
             .with_protocol(Protocol::HttpBinary)
+            .with_endpoint(endpoint)
             .build()?,
         OtlpProtocol::HttpJson => builder
             .with_http()
             .with_protocol(Protocol::HttpJson)
+            .with_endpoint(endpoint)
             .build()?,
     })
 }
