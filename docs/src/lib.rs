@@ -35,6 +35,9 @@ pub mod sagas {}
 #[doc = include_str!("../ecommerce.md")]
 pub mod ecommerce {}
 
+#[doc = include_str!("../telemetry.md")]
+pub mod telemetry {}
+
 #[doc = include_str!("../operations.md")]
 pub mod operations {}
 
