@@ -230,6 +230,30 @@ async fn one_order_is_one_trace_across_the_broker_and_metrics_count_what_happene
         .expect("the stock release the deadline decided on, handled in the same trace");
     assert!(attribute(compensation, "messaging.message.conversation_id").is_some());
 
+    // An incoming traceparent is honoured: the request's span joins the caller's trace.
+    let caller = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let request = axum::http::Request::get("/health")
+        .header("traceparent", caller)
+        .body(axum::body::Body::empty())
+        .unwrap();
+    let answered = tower::ServiceExt::oneshot(app.public_router(), request)
+        .await
+        .unwrap();
+    assert_eq!(answered.status(), StatusCode::OK);
+    telemetry.flush_spans();
+    let spans = exported.get_finished_spans().unwrap();
+    let health = spans
+        .iter()
+        .find(|s| s.name == "GET /health")
+        .expect("the request's span");
+    assert_eq!(
+        (health.span_context.trace_id(), health.parent_span_id),
+        (
+            TraceId::from_hex("4bf92f3577b34da6a3ce929d0e0e4736").unwrap(),
+            SpanId::from_hex("00f067aa0ba902b7").unwrap()
+        )
+    );
+
     // The metrics count what happened.
     let status = ecommerce::ops::status(&app).await;
     let reply = shop
