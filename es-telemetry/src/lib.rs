@@ -364,44 +364,38 @@ fn render(registry: &prometheus::Registry) -> String {
         .unwrap_or_else(|error| format!("# metrics could not be encoded: {error}\n"))
 }
 
+/// Builds an OTLP exporter of one signal (`SpanExporter`, `MetricExporter`) for `protocol`
+/// and `endpoint`: the two builders have the same methods but no common trait.
+macro_rules! otlp_exporter {
+    ($exporter:ty, $protocol:expr, $endpoint:expr) => {{
+        use opentelemetry_otlp::{Protocol, WithExportConfig as _};
+        let builder = <$exporter>::builder();
+        match $protocol {
+            OtlpProtocol::Grpc => builder.with_tonic().with_endpoint($endpoint).build(),
+            OtlpProtocol::HttpProtobuf => builder
+                .with_http()
+                .with_protocol(Protocol::HttpBinary)
+                .with_endpoint($endpoint)
+                .build(),
+            OtlpProtocol::HttpJson => builder
+                .with_http()
+                .with_protocol(Protocol::HttpJson)
+                .with_endpoint($endpoint)
+                .build(),
+        }
+    }};
+}
+
 fn span_exporter(
     protocol: OtlpProtocol,
     endpoint: &str,
 ) -> Result<opentelemetry_otlp::SpanExporter, TelemetryError> {
-    use opentelemetry_otlp::{Protocol, WithExportConfig as _};
-    let builder = opentelemetry_otlp::SpanExporter::builder();
-    Ok(match protocol {
-        OtlpProtocol::Grpc => builder.with_tonic().with_endpoint(endpoint).build()?,
-        OtlpProtocol::HttpProtobuf => builder
-            .with_http()
-            .with_protocol(Protocol::HttpBinary)
-            .with_endpoint(endpoint)
-            .build()?,
-        OtlpProtocol::HttpJson => builder
-            .with_http()
-            .with_protocol(Protocol::HttpJson)
-            .with_endpoint(endpoint)
-            .build()?,
-    })
+    Ok(otlp_exporter!(opentelemetry_otlp::SpanExporter, protocol, endpoint)?)
 }
 
 fn metric_exporter(
     protocol: OtlpProtocol,
     endpoint: &str,
 ) -> Result<opentelemetry_otlp::MetricExporter, TelemetryError> {
-    use opentelemetry_otlp::{Protocol, WithExportConfig as _};
-    let builder = opentelemetry_otlp::MetricExporter::builder();
-    Ok(match protocol {
-        OtlpProtocol::Grpc => builder.with_tonic().with_endpoint(endpoint).build()?,
-        OtlpProtocol::HttpProtobuf => builder
-            .with_http()
-            .with_protocol(Protocol::HttpBinary)
-            .with_endpoint(endpoint)
-            .build()?,
-        OtlpProtocol::HttpJson => builder
-            .with_http()
-            .with_protocol(Protocol::HttpJson)
-            .with_endpoint(endpoint)
-            .build()?,
-    })
+    Ok(otlp_exporter!(opentelemetry_otlp::MetricExporter, protocol, endpoint)?)
 }
