@@ -390,12 +390,20 @@ fn span_exporter(
     protocol: OtlpProtocol,
     endpoint: &str,
 ) -> Result<opentelemetry_otlp::SpanExporter, TelemetryError> {
-    Ok(otlp_exporter!(opentelemetry_otlp::SpanExporter, protocol, endpoint)?)
+    Ok(otlp_exporter!(
+        opentelemetry_otlp::SpanExporter,
+        protocol,
+        endpoint
+    )?)
 }
 
 fn metric_exporter(
     protocol: OtlpProtocol,
     endpoint: &str,
 ) -> Result<opentelemetry_otlp::MetricExporter, TelemetryError> {
-    Ok(otlp_exporter!(opentelemetry_otlp::MetricExporter, protocol, endpoint)?)
+    Ok(otlp_exporter!(
+        opentelemetry_otlp::MetricExporter,
+        protocol,
+        endpoint
+    )?)
 }
