@@ -14,10 +14,10 @@ use serde_json::{Value, json};
 use uuid::Uuid;
 
 use crate::catalog::{Product, seed};
+use crate::messages::reasons;
 use crate::money::Currency;
+use crate::money::cents;
 use crate::ops::Status;
-use crate::orders::reasons;
-use crate::payments::cents;
 use crate::shop::{Listener, Shop};
 use crate::workflow::failures::FailureRules;
 

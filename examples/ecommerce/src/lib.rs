@@ -18,6 +18,7 @@
 //! # }
 //! ```
 
+mod adapters;
 pub mod app;
 pub mod auth;
 pub mod backend;

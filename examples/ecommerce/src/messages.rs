@@ -226,3 +226,28 @@ messages! {
     /// Cancel the order's shipment if it has not left.
     CancelShipment = "CancelShipment" on SHIPMENT_COMMANDS {}
 }
+
+/// Why an order was cancelled (`CancelOrder::reason`, `OrderCancelled`).
+pub mod reasons {
+    /// Stock was short.
+    pub const OUT_OF_STOCK: &str = "OutOfStock";
+    /// The customer's credit could not cover it.
+    pub const CREDIT_LIMIT_REACHED: &str = "CreditLimitReached";
+    /// The payment failed.
+    pub const PAYMENT_FAILED: &str = "PaymentFailed";
+    /// The shipment failed.
+    pub const SHIPMENT_FAILED: &str = "ShipmentFailed";
+    /// The customer cancelled.
+    pub const CANCELLED_BY_CUSTOMER: &str = "CancelledByCustomer";
+    /// A step got no answer in time.
+    pub const PROCESSING_ERROR: &str = "ProcessingError";
+    /// Every reason.
+    pub const ALL: [&str; 6] = [
+        OUT_OF_STOCK,
+        CREDIT_LIMIT_REACHED,
+        PAYMENT_FAILED,
+        SHIPMENT_FAILED,
+        CANCELLED_BY_CUSTOMER,
+        PROCESSING_ERROR,
+    ];
+}

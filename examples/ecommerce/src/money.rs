@@ -247,6 +247,16 @@ impl fmt::Display for Money {
     }
 }
 
+/// The cents of an amount (0 to 99).
+pub fn cents(amount: Decimal) -> u32 {
+    use rust_decimal::prelude::ToPrimitive;
+    (amount.abs().fract() * Decimal::ONE_HUNDRED)
+        .trunc()
+        .to_u32()
+        .unwrap_or(0)
+        % 100
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -7,6 +7,13 @@ mod account;
 mod password;
 pub mod routes;
 
+mod config;
+
+pub use self::config::{
+    ClientCredentials, DEVELOPMENT_CLIENT_ID, DEVELOPMENT_CLIENT_SECRET, DEVELOPMENT_SECRET,
+    IdentityConfig, development_client,
+};
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -22,7 +29,6 @@ use crate::auth::{
     ACCESS_AUDIENCE, AccessClaims, ISSUER, REFRESH_AUDIENCE, RefreshClaims, Role, Scope, TokenKeys,
 };
 use crate::backend::ContextStore;
-use crate::config::{ClientCredentials, IdentityConfig};
 
 /// Why an identity operation failed.
 #[derive(Debug, thiserror::Error)]

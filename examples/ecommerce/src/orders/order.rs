@@ -1,6 +1,7 @@
 //! The order aggregate: Placed → Processed → Paid → Shipped → Delivered, or Cancelled with a
 //! reason. Every command the saga sends is idempotent: a duplicate decides nothing.
 
+pub use crate::messages::reasons;
 use chrono::{DateTime, Utc};
 use es_core::{Aggregate, DomainEvent};
 use rust_decimal::Decimal;
@@ -57,31 +58,6 @@ impl OrderStatus {
     pub fn is_terminal(self) -> bool {
         matches!(self, Self::Shipped | Self::Delivered | Self::Cancelled)
     }
-}
-
-/// Why an order was cancelled.
-pub mod reasons {
-    /// Stock was short.
-    pub const OUT_OF_STOCK: &str = "OutOfStock";
-    /// The customer's credit could not cover it.
-    pub const CREDIT_LIMIT_REACHED: &str = "CreditLimitReached";
-    /// The payment failed.
-    pub const PAYMENT_FAILED: &str = "PaymentFailed";
-    /// The shipment failed.
-    pub const SHIPMENT_FAILED: &str = "ShipmentFailed";
-    /// The customer cancelled.
-    pub const CANCELLED_BY_CUSTOMER: &str = "CancelledByCustomer";
-    /// A step got no answer in time.
-    pub const PROCESSING_ERROR: &str = "ProcessingError";
-    /// Every reason.
-    pub const ALL: [&str; 6] = [
-        OUT_OF_STOCK,
-        CREDIT_LIMIT_REACHED,
-        PAYMENT_FAILED,
-        SHIPMENT_FAILED,
-        CANCELLED_BY_CUSTOMER,
-        PROCESSING_ERROR,
-    ];
 }
 
 /// An order as placed.

@@ -275,7 +275,7 @@ impl PgOrdersView {
     }
 
     fn daemon(&self) -> ProjectionDaemon {
-        crate::workflow::runtime::lock(&self.daemon).clone()
+        lock(&self.daemon).clone()
     }
 
     /// Creates the tables of the first version, so that reads work before the daemon first
@@ -423,7 +423,7 @@ impl PgOrdersView {
         stopped: impl Future<Output = ()> + Send,
     ) {
         let daemon = new_daemon(&self.store);
-        *crate::workflow::runtime::lock(&self.daemon) = daemon.clone();
+        *lock(&self.daemon) = daemon.clone();
         if let Err(error) = daemon.start() {
             tracing::error!(%error, "the orders view daemon did not start");
             return;
@@ -485,4 +485,11 @@ impl PgOrdersView {
             .map(|row| row.try_get::<_, i64>(0).map_err(|e| e.to_string()))
             .unwrap_or(Ok(0))
     }
+}
+
+/// Locks `mutex`, recovering the data if a panicking thread poisoned it.
+fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }

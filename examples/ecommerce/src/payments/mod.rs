@@ -11,7 +11,6 @@ use es_core::{
     Clock, Delivery, HandlerError, MessageHandler, Metadata, OutboxMessage, Repository,
     RepositoryError, StreamId,
 };
-use rust_decimal::Decimal;
 use uuid::Uuid;
 
 pub use account::{
@@ -19,7 +18,6 @@ pub use account::{
 };
 
 use crate::backend::ContextStore;
-use crate::customers::{Customers, CustomersError};
 use crate::messages::{self, Message, RefundPayment, RequestPayment};
 use crate::money::{Currency, Money};
 use crate::workflow::context::{caused_by, decode, transient_unless_permanent};
@@ -38,17 +36,6 @@ pub fn payment_id_for(order_id: Uuid) -> Uuid {
 pub trait CreditClient: Send + Sync {
     /// The customer's credit limit; `None` for an unknown customer.
     async fn credit_limit(&self, customer_id: Uuid) -> Result<Option<Money>, String>;
-}
-
-#[async_trait]
-impl CreditClient for Customers {
-    async fn credit_limit(&self, customer_id: Uuid) -> Result<Option<Money>, String> {
-        match self.profile(customer_id).await {
-            Ok(profile) => Ok(Some(profile.credit_limit)),
-            Err(CustomersError::NotFound) => Ok(None),
-            Err(other) => Err(other.to_string()),
-        }
-    }
 }
 
 /// The payments context.
@@ -239,14 +226,4 @@ fn integration_messages(
 
 fn stream(customer_id: Uuid) -> Result<StreamId, es_core::InvalidStreamId> {
     StreamId::for_aggregate(<CreditAccount as es_core::Aggregate>::TYPE, customer_id)
-}
-
-/// The cents of an amount (0 to 99).
-pub fn cents(amount: Decimal) -> u32 {
-    use rust_decimal::prelude::ToPrimitive;
-    (amount.abs().fract() * Decimal::ONE_HUNDRED)
-        .trunc()
-        .to_u32()
-        .unwrap_or(0)
-        % 100
 }

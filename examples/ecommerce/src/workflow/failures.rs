@@ -3,7 +3,7 @@
 
 use rust_decimal::Decimal;
 
-use crate::payments::cents;
+use crate::money::cents;
 
 /// Which orders fail on purpose (none by default).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

@@ -10,12 +10,12 @@ use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use crate::messages::reasons;
 use crate::messages::{
     self, CancelOrder, CancelShipment, Line, Message, OrderProcessed, PackageShipped,
     PaymentCompleted, PaymentFailed, ProcessOrder, RecordPayment, RecordShipment, RefundPayment,
     ReleaseStock, RequestPayment, RequestShipment, ReserveStock, topics,
 };
-use crate::orders::reasons;
 
 /// The saga's persisted name.
 pub const ORDER_SAGA: &str = "order-saga";

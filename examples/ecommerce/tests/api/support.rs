@@ -347,7 +347,7 @@ pub fn terminal(order: &Value) -> bool {
 pub fn lines_ending_in(cents: u32) -> Vec<(Uuid, u32)> {
     let products = ecommerce::catalog::seed();
     let cents_of = |p: &ecommerce::catalog::Product, q: u32| -> u32 {
-        ecommerce::payments::cents(p.price.amount() * rust_decimal::Decimal::from(q))
+        ecommerce::money::cents(p.price.amount() * rust_decimal::Decimal::from(q))
     };
     for a in &products {
         for qa in 1..=5 {
