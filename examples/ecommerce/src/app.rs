@@ -29,12 +29,14 @@ use crate::http::{Health, InternalApi, PublicApi, not_found, trace_requests};
 use crate::identity::{AccountsClient, Identity, IdentityConfig};
 use crate::inventory::Inventory;
 use crate::messages::topics;
+use crate::ops::Operations;
 use crate::orders::Orders;
 use crate::payments::{CreditClient, Payments};
 use crate::quotes::{PriceClient, Quotes, QuotesClient};
 use crate::shipments::Shipments;
 use crate::workflow::bus::Bus;
 use crate::workflow::failures::FailureRules;
+use crate::workflow::invariants::Books;
 use crate::workflow::runtime::{OrderSagaRunner, Runtime, lock};
 use crate::workflow::saga::OrderSaga;
 use crate::workflow::stores::{Checkpoints, PausedStore, SagaStores};
@@ -470,6 +472,25 @@ impl App {
         true
     }
 
+    /// What the invariants check: orders, stock, payments and the order saga.
+    pub fn books(&self) -> Books {
+        Books {
+            orders: self.orders.clone(),
+            inventory: self.inventory.clone(),
+            payments: self.payments.clone(),
+            saga: self.saga.clone(),
+        }
+    }
+
+    /// What the operational view reads.
+    pub fn operations(&self) -> Operations {
+        Operations {
+            backend: self.backend.name(),
+            runtime: self.runtime.clone(),
+            books: self.books(),
+        }
+    }
+
     /// The backend in use.
     pub fn backend(&self) -> &Backend {
         &self.backend
@@ -495,7 +516,7 @@ impl App {
             .merge(identity::routes::internal().with_state(self.identity.clone()))
             .merge(customers::routes::internal().with_state(self.customers.clone()))
             .merge(inventory::routes::internal().with_state(self.inventory.clone()))
-            .merge(crate::ops::internal().with_state(self.clone()))
+            .merge(crate::ops::internal().with_state(self.operations()))
     }
 
     /// The public API's OpenAPI document.

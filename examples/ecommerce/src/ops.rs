@@ -10,11 +10,13 @@ use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::app::App;
+use std::sync::{Arc, Mutex};
+
 use crate::auth::{Caller, Policy, Scope};
 use crate::http::problem::{ApiError, Problem};
 use crate::orders::ViewStatus;
-use crate::workflow::invariants;
+use crate::workflow::invariants::{self, Books};
+use crate::workflow::runtime::{Runtime, lock};
 
 /// One relay.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
@@ -122,15 +124,27 @@ pub struct Status {
     pub violations: Vec<String>,
 }
 
-/// The status of `app`.
-pub async fn status(app: &App) -> Status {
+/// What the operational view reads: the backend's name, the running workflow (replaced when
+/// it restarts) and the books the invariants check.
+#[derive(Debug, Clone)]
+pub struct Operations {
+    /// `memory` or `postgres`.
+    pub backend: &'static str,
+    /// The running workflow.
+    pub runtime: Arc<Mutex<Arc<Runtime>>>,
+    /// The orders, stock, payments and saga.
+    pub books: Books,
+}
+
+/// The status the operational view shows.
+pub async fn status(ops: &Operations) -> Status {
     let now = chrono::Utc::now();
-    let report = invariants::check(app).await;
-    let runtime = app.runtime();
+    let report = invariants::check(&ops.books).await;
+    let runtime = lock(&ops.runtime).clone();
     let lags = runtime.consumer_lag().await;
     let paused = runtime.paused_partitions().await;
     Status {
-        backend: app.backend().name().to_owned(),
+        backend: ops.backend.to_owned(),
         ready: runtime.is_ready(),
         services: runtime
             .services()
@@ -144,8 +158,7 @@ pub async fn status(app: &App) -> Status {
                 detail: service.detail,
             })
             .collect(),
-        relays: app
-            .runtime()
+        relays: runtime
             .relay_stats()
             .into_iter()
             .map(|(name, stats)| RelayView {
@@ -158,8 +171,7 @@ pub async fn status(app: &App) -> Status {
                 errors: stats.errors,
             })
             .collect(),
-        consumers: app
-            .runtime()
+        consumers: runtime
             .consumer_stats()
             .into_iter()
             .map(|(group, handled, retried)| {
@@ -191,9 +203,8 @@ pub async fn status(app: &App) -> Status {
             })
             .unwrap_or_default(),
         paused_partitions_error: paused.err(),
-        projections: vec![app.orders.view_status().await],
-        dead_letters: app
-            .runtime()
+        projections: vec![ops.books.orders.view_status().await],
+        dead_letters: runtime
             .dead_letters()
             .into_iter()
             .map(|d| {
@@ -215,7 +226,7 @@ pub async fn status(app: &App) -> Status {
 }
 
 /// The operational routes.
-pub fn internal() -> OpenApiRouter<App> {
+pub fn internal() -> OpenApiRouter<Operations> {
     OpenApiRouter::new().routes(routes!(status_route))
 }
 
@@ -228,9 +239,9 @@ pub fn internal() -> OpenApiRouter<App> {
         (status = 403, description = "Not a machine token with `read`", body = Problem, content_type = "application/problem+json"),
     ))]
 async fn status_route(
-    State(app): State<App>,
+    State(ops): State<Operations>,
     caller: Caller,
 ) -> Result<axum::Json<Status>, ApiError> {
     caller.require(Policy::Machine(Scope::Read))?;
-    Ok(axum::Json(status(&app).await))
+    Ok(axum::Json(status(&ops).await))
 }

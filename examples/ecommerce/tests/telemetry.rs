@@ -255,7 +255,7 @@ async fn one_order_is_one_trace_across_the_broker_and_metrics_count_what_happene
     );
 
     // The metrics count what happened.
-    let status = ecommerce::ops::status(&app).await;
+    let status = ecommerce::ops::status(&app.operations()).await;
     let reply = shop
         .call(Listener::Internal, Method::GET, "/metrics", None, None)
         .await

@@ -4,17 +4,31 @@
 //! created or lost); every status change was pushed to the order's owner.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use es_core::SagaStore;
 use uuid::Uuid;
 
+use super::runtime::OrderSagaRunner;
 use super::saga::ORDER_SAGA;
-use crate::app::App;
 use crate::catalog::seed;
-use crate::inventory::{ReservationStatus, seeded_quantity};
-use crate::orders::{OrderStatus, OrderSummary};
-use crate::payments::PaymentStatus;
+use crate::inventory::{Inventory, ReservationStatus, seeded_quantity};
+use crate::orders::{OrderStatus, OrderSummary, Orders};
+use crate::payments::{PaymentStatus, Payments};
+
+/// What the invariants read: the orders, the stock, the payments and the order saga.
+#[derive(Debug, Clone)]
+pub struct Books {
+    /// Orders.
+    pub orders: Arc<Orders>,
+    /// Inventory.
+    pub inventory: Arc<Inventory>,
+    /// Payments.
+    pub payments: Arc<Payments>,
+    /// The order saga.
+    pub saga: Arc<OrderSagaRunner>,
+}
 
 /// What a check found.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -36,8 +50,8 @@ impl Report {
     }
 }
 
-/// Checks every invariant over every order the app knows.
-pub async fn check(app: &App) -> Report {
+/// Checks every invariant over every order the books know.
+pub async fn check(app: &Books) -> Report {
     let mut report = Report::default();
     let orders: Vec<OrderSummary> = match app.orders.all().await {
         Ok(orders) => orders,
@@ -84,7 +98,7 @@ pub async fn check(app: &App) -> Report {
 }
 
 async fn check_order(
-    app: &App,
+    app: &Books,
     order: &OrderSummary,
     warehouse: &crate::inventory::Warehouse,
     violations: &mut Vec<String>,
@@ -151,7 +165,7 @@ async fn check_order(
 }
 
 /// Checks until every invariant holds or `timeout` passes; returns the last report.
-pub async fn settle(app: &App, timeout: Duration) -> Report {
+pub async fn settle(app: &Books, timeout: Duration) -> Report {
     let started = Instant::now();
     loop {
         let report = check(app).await;
@@ -163,7 +177,7 @@ pub async fn settle(app: &App, timeout: Duration) -> Report {
 }
 
 /// The ids of every order, for reports.
-pub async fn order_ids(app: &App) -> Vec<Uuid> {
+pub async fn order_ids(app: &Books) -> Vec<Uuid> {
     app.orders
         .all()
         .await

@@ -31,7 +31,7 @@ async fn demo_app(held: &'static [&'static str], step_timeout: Duration) -> Test
 }
 
 async fn assert_invariants(app: &TestApp) {
-    let report = invariants::settle(&app.app, WAIT).await;
+    let report = invariants::settle(&app.app.books(), WAIT).await;
     assert!(report.holds(), "{:#?}", report.violations);
 }
 
@@ -200,7 +200,7 @@ async fn every_compensation_path() {
         assert_eq!(order["cancellationReason"], reason);
     }
     assert_invariants(&app).await;
-    let report = invariants::check(&app.app).await;
+    let report = invariants::check(&app.app.books()).await;
     assert_eq!(report.by_reason.len(), 4, "{report:?}");
 }
 
