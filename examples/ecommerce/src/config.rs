@@ -145,7 +145,7 @@ impl ServeArgs {
         }
         Ok(crate::app::WorkflowConfig {
             step_timeout,
-            failures: crate::workflow::failures::FailureRules {
+            failures: crate::failures::FailureRules {
                 payment_cents: self.fail_payments_ending_in,
                 shipment_cents: self.fail_shipments_ending_in,
             },

@@ -14,12 +14,12 @@ use serde_json::{Value, json};
 use uuid::Uuid;
 
 use crate::catalog::{Product, seed};
+use crate::failures::FailureRules;
 use crate::messages::reasons;
 use crate::money::Currency;
 use crate::money::cents;
 use crate::ops::Status;
 use crate::shop::{Listener, Shop};
-use crate::workflow::failures::FailureRules;
 
 /// What an order of the demo is meant to do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]

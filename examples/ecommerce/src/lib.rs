@@ -26,6 +26,8 @@ pub mod catalog;
 pub mod config;
 pub mod customers;
 pub mod demo;
+pub mod failures;
+pub mod handling;
 pub mod history;
 pub mod http;
 pub mod identity;

@@ -14,8 +14,8 @@ use ecommerce::app::{App, AppConfig, WorkflowConfig};
 use ecommerce::backend::Backend;
 use ecommerce::config::ServeArgs;
 use ecommerce::demo::DemoOptions;
+use ecommerce::failures::FailureRules;
 use ecommerce::shop::{InProcess, Remote, Shop};
-use ecommerce::workflow::failures::FailureRules;
 use es_telemetry::{Telemetry, TelemetryConfig};
 
 /// The reference ecommerce backend.

@@ -21,9 +21,9 @@ pub use warehouse::{
 
 use crate::backend::ContextStore;
 use crate::catalog::{StockClient, seed};
+use crate::handling::{caused_by, decode, transient_unless_permanent};
 use crate::history::{HistoryEntry, HistoryProjection};
 use crate::messages::{self, Message, ReleaseStock, ReserveStock};
-use crate::workflow::context::{caused_by, decode, transient_unless_permanent};
 
 /// The stream of the warehouse.
 pub const WAREHOUSE_STREAM: &str = "inventory-warehouse";

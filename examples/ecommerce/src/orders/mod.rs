@@ -24,10 +24,10 @@ pub use pg_view::{OrdersTables, PgOrdersView};
 pub use view::{Notification, OrderSummary, OrdersProjection, OrdersView};
 
 use crate::backend::ContextStore;
+use crate::handling::{caused_by, decode, transient_unless_permanent};
 use crate::history::{HistoryEntry, history};
 use crate::messages::{self, CancelOrder, Message, ProcessOrder, RecordPayment, RecordShipment};
 use crate::quotes::{QuoteError, QuotesClient, QuotesError};
-use crate::workflow::context::{caused_by, decode, transient_unless_permanent};
 
 /// The namespace of order ids: an order's id is derived from its quote's, so placing a quote
 /// twice places one order.

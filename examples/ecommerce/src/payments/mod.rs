@@ -18,10 +18,10 @@ pub use account::{
 };
 
 use crate::backend::ContextStore;
+use crate::failures::FailureRules;
+use crate::handling::{caused_by, decode, transient_unless_permanent};
 use crate::messages::{self, Message, RefundPayment, RequestPayment};
 use crate::money::{Currency, Money};
-use crate::workflow::context::{caused_by, decode, transient_unless_permanent};
-use crate::workflow::failures::FailureRules;
 
 /// The namespace of payment ids.
 const PAYMENT_NAMESPACE: Uuid = Uuid::from_u128(0x7b1e_44c2_9d0a_4f6e_8c35_1a2b_6d9e_0f47);

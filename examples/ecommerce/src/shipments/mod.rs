@@ -12,9 +12,9 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::backend::ContextStore;
+use crate::failures::FailureRules;
+use crate::handling::{caused_by, decode, transient_unless_permanent};
 use crate::messages::{self, CancelShipment, Message, RequestShipment};
-use crate::workflow::context::{caused_by, decode, transient_unless_permanent};
-use crate::workflow::failures::FailureRules;
 
 /// The namespace of shipment ids.
 const SHIPMENT_NAMESPACE: Uuid = Uuid::from_u128(0x4e8d_2f71_0b6c_4a93_9e15_c7a0_58d2_13bf);

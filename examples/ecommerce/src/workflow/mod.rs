@@ -3,8 +3,6 @@
 //! invariants.
 
 pub mod bus;
-pub mod context;
-pub mod failures;
 pub mod invariants;
 pub mod runtime;
 pub mod saga;

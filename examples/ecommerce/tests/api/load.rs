@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use ecommerce::app::{AppConfig, WorkflowConfig};
 use ecommerce::demo::{DemoOptions, run};
+use ecommerce::failures::FailureRules;
 use ecommerce::shop::InProcess;
-use ecommerce::workflow::failures::FailureRules;
 
 use crate::support::TestApp;
 

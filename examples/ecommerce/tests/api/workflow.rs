@@ -5,7 +5,7 @@ use std::time::Duration;
 use axum::http::StatusCode;
 use ecommerce::app::{AppConfig, WorkflowConfig};
 use ecommerce::catalog::product_id;
-use ecommerce::workflow::failures::FailureRules;
+use ecommerce::failures::FailureRules;
 use ecommerce::workflow::invariants;
 use serde_json::{Value, json};
 

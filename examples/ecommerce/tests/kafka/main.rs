@@ -23,8 +23,8 @@ use axum::http::{Method, StatusCode};
 use ecommerce::app::{App, AppConfig, KafkaSettings, WorkflowConfig};
 use ecommerce::backend::Backend;
 use ecommerce::demo::{DemoOptions, DemoReport, run};
+use ecommerce::failures::FailureRules;
 use ecommerce::shop::{InProcess, Listener, Remote, Shop};
-use ecommerce::workflow::failures::FailureRules;
 use uuid::Uuid;
 
 /// The database URL; from the first call the test holds the suite's lock shared, unless it
