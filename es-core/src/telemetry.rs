@@ -47,7 +47,7 @@ pub const TRACEPARENT: &str = "traceparent";
 /// The W3C trace state header.
 pub const TRACESTATE: &str = "tracestate";
 
-/// The messaging system attribute's value for the in-memory bus and for Kafka.
+/// The name of the framework's meter.
 pub(crate) const INSTRUMENTATION: &str = "es";
 
 struct HeaderInjector<'a>(&'a mut BTreeMap<String, String>);

@@ -25,7 +25,7 @@ use ecommerce::demo::{DemoOptions, run};
 use ecommerce::failures::FailureRules;
 use ecommerce::shop::{InProcess, Listener, Shop};
 use es_telemetry::{Telemetry, TelemetryConfig};
-use opentelemetry::trace::{SpanId, TraceId};
+use opentelemetry::trace::{SpanId, SpanKind, TraceId};
 use opentelemetry_sdk::trace::{InMemorySpanExporter, SpanData};
 use uuid::Uuid;
 
@@ -66,10 +66,9 @@ impl<'a> Trace<'a> {
         let names: Vec<String> = roots.iter().map(|s| s.name.to_string()).collect();
         assert_eq!(roots.len(), 1, "{what}: one root, found {names:?}");
         assert_eq!(
-            attribute(roots[0], "otel.kind")
-                .as_deref()
-                .or(Some("server")),
-            Some("server")
+            roots[0].span_kind,
+            SpanKind::Server,
+            "{what}: the root is a server span"
         );
         assert!(
             roots[0].name.starts_with("POST "),
