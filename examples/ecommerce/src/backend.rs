@@ -1,14 +1,16 @@
-//! Where the contexts keep their data: the embedded default (in memory) or PostgreSQL, one
-//! schema per context. The application code sees only [`ContextStore`] and is the same on both.
+//! Where the contexts keep their data, chosen once at start-up: the embedded default (in
+//! memory) or PostgreSQL, one schema per context. The application is written once, generic
+//! over [`ShopBackend`]; the choice is made in [`App::start`](crate::app::App::start).
 
-use es_core::memory::MemoryEventStore;
-use es_core::{
-    AppendOutcome, AppendRequest, DeleteMode, EventStore, ExpectedVersion, LogBatch, LogFilter,
-    OutboxBatch, OutboxSource, Position, RecordedEvent, Snapshot, SnapshotStore, StoreError,
-    StreamId, StreamRead, SubscriptionItem, Version,
-};
-use es_postgres::{PgConfig, PgError, PgEventStore};
-use futures::stream::BoxStream;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use es_core::memory::{MemoryBackend, MemoryEventStore};
+use es_core::{AppendSignal, Backend as Ports, BoxError};
+use es_postgres::{PgBackend, PgConfig, PgError, PgEventStore};
+
+use crate::catalog::{MemoryProducts, PgProducts, ProductTable};
+use crate::orders::{MemoryOrdersView, OrdersReadModel, PgOrdersView};
 
 /// The storage every context is wired to.
 #[derive(Debug, Clone)]
@@ -16,55 +18,25 @@ pub enum Backend {
     /// Everything in memory: nothing survives a restart.
     Memory,
     /// PostgreSQL: each context gets the schema `{prefix}_{context}` in one database.
-    Postgres {
-        /// The shared connection pool.
-        pool: deadpool_postgres::Pool,
-        /// The prefix of every context's schema.
-        prefix: String,
-    },
+    Postgres(PgBackend),
 }
 
 impl Backend {
-    /// Connects to PostgreSQL at `url` with a pool of `pool_size` connections.
+    /// Connects to PostgreSQL at `url` with a pool of `pool_size` connections, each context
+    /// in the schema `{prefix}_{context}`.
     ///
     /// # Errors
     /// [`PgError`] when the URL does not parse.
     pub fn postgres(url: &str, pool_size: usize, prefix: &str) -> Result<Self, PgError> {
-        let pool = PgConfig::new(url).pool_size(pool_size).pool()?;
-        Ok(Backend::Postgres {
-            pool,
-            prefix: prefix.to_owned(),
-        })
+        let config = PgConfig::new(url).pool_size(pool_size).schema(prefix);
+        Ok(Backend::Postgres(PgBackend::new(&config)?))
     }
 
     /// The name of this backend, for logs and `/ready`.
     pub fn name(&self) -> &'static str {
         match self {
             Backend::Memory => "memory",
-            Backend::Postgres { .. } => "postgres",
-        }
-    }
-
-    /// The event store of one context, migrated.
-    ///
-    /// # Errors
-    /// [`PgError`] when the schema cannot be created or migrated.
-    pub async fn event_store(&self, context: &str) -> Result<ContextStore, PgError> {
-        match self {
-            Backend::Memory => Ok(ContextStore::Memory(MemoryEventStore::new())),
-            Backend::Postgres { pool, .. } => {
-                let store = PgEventStore::with_pool(pool.clone(), &self.schema(context))?;
-                store.migrate().await?;
-                Ok(ContextStore::Postgres(store))
-            }
-        }
-    }
-
-    /// The PostgreSQL schema of `context` (meaningful for [`Backend::Postgres`] only).
-    pub fn schema(&self, context: &str) -> String {
-        match self {
-            Backend::Memory => context.to_owned(),
-            Backend::Postgres { prefix, .. } => format!("{prefix}_{context}"),
+            Backend::Postgres(_) => "postgres",
         }
     }
 
@@ -75,128 +47,100 @@ impl Backend {
     pub async fn check(&self) -> Result<(), String> {
         match self {
             Backend::Memory => Ok(()),
-            Backend::Postgres { pool, .. } => {
-                let client = pool.get().await.map_err(|e| format!("database: {e}"))?;
-                client
-                    .simple_query("SELECT 1")
-                    .await
-                    .map_err(|e| format!("database: {e}"))?;
-                Ok(())
-            }
+            Backend::Postgres(pg) => ShopBackend::check(pg).await,
         }
     }
 }
 
-/// One context's event store, in memory or on PostgreSQL.
-#[derive(Debug, Clone)]
-pub enum ContextStore {
-    /// The in-memory store of the embedded default.
-    Memory(MemoryEventStore),
-    /// A PostgreSQL store in the context's own schema.
-    Postgres(PgEventStore),
+/// What the application needs of a backend beyond the framework's ports: where the catalog's
+/// table and the orders read model live, and whether relays take turns through leases.
+#[async_trait]
+pub trait ShopBackend: Ports<Store: Sync> + std::fmt::Debug {
+    /// Its name, for logs and `/ready`.
+    const NAME: &'static str;
+
+    /// Whether the storage answers.
+    ///
+    /// # Errors
+    /// A message saying what does not answer.
+    async fn check(&self) -> Result<(), String>;
+
+    /// The catalog's table, created and seeded.
+    ///
+    /// # Errors
+    /// When the table cannot be prepared.
+    async fn products(&self) -> Result<Arc<dyn ProductTable>, BoxError>;
+
+    /// The orders read model over the orders store.
+    fn orders_view(&self, store: &Self::Store) -> Arc<dyn OrdersReadModel>;
+
+    /// The leases relays take turns by (`None`: one process, every relay runs).
+    fn relay_leases(&self, store: &Self::Store) -> Option<Self::Leases>;
+
+    /// The in-process signal fired after each committed append of `store` (wakes its relay).
+    fn append_signal(store: &Self::Store) -> AppendSignal;
 }
 
-impl ContextStore {
-    /// The in-process signal fired after each committed append (wakes relays and
-    /// subscriptions at once instead of at their next poll).
-    pub fn append_signal(&self) -> es_core::AppendSignal {
-        match self {
-            ContextStore::Memory(store) => store.append_signal().clone(),
-            ContextStore::Postgres(store) => store.append_signal().clone(),
-        }
-    }
-}
+#[async_trait]
+impl ShopBackend for MemoryBackend {
+    const NAME: &'static str = "memory";
 
-impl EventStore for ContextStore {
-    async fn append(&self, request: AppendRequest) -> Result<AppendOutcome, StoreError> {
-        match self {
-            ContextStore::Memory(store) => store.append(request).await,
-            ContextStore::Postgres(store) => store.append(request).await,
-        }
+    async fn check(&self) -> Result<(), String> {
+        Ok(())
     }
 
-    async fn delete_stream(
-        &self,
-        stream_id: &StreamId,
-        expected: ExpectedVersion,
-        mode: DeleteMode,
-    ) -> Result<Option<Position>, StoreError> {
-        match self {
-            ContextStore::Memory(store) => store.delete_stream(stream_id, expected, mode).await,
-            ContextStore::Postgres(store) => store.delete_stream(stream_id, expected, mode).await,
-        }
+    async fn products(&self) -> Result<Arc<dyn ProductTable>, BoxError> {
+        Ok(Arc::new(MemoryProducts::default()))
     }
 
-    fn read_stream<'a>(
-        &'a self,
-        stream_id: &'a StreamId,
-        read: StreamRead,
-    ) -> BoxStream<'a, Result<RecordedEvent, StoreError>> {
-        match self {
-            ContextStore::Memory(store) => store.read_stream(stream_id, read),
-            ContextStore::Postgres(store) => store.read_stream(stream_id, read),
-        }
+    fn orders_view(&self, store: &MemoryEventStore) -> Arc<dyn OrdersReadModel> {
+        Arc::new(MemoryOrdersView::new(store.clone()))
     }
 
-    async fn stream_version(&self, stream_id: &StreamId) -> Result<Version, StoreError> {
-        match self {
-            ContextStore::Memory(store) => store.stream_version(stream_id).await,
-            ContextStore::Postgres(store) => store.stream_version(stream_id).await,
-        }
+    fn relay_leases(&self, _store: &MemoryEventStore) -> Option<Self::Leases> {
+        None
     }
 
-    async fn read_log(
-        &self,
-        after: Position,
-        filter: &LogFilter,
-        limit: usize,
-    ) -> Result<LogBatch, StoreError> {
-        match self {
-            ContextStore::Memory(store) => store.read_log(after, filter, limit).await,
-            ContextStore::Postgres(store) => store.read_log(after, filter, limit).await,
-        }
-    }
-
-    fn subscribe(
-        &self,
-        after: Position,
-        filter: LogFilter,
-    ) -> BoxStream<'static, Result<SubscriptionItem, StoreError>> {
-        match self {
-            ContextStore::Memory(store) => store.subscribe(after, filter),
-            ContextStore::Postgres(store) => store.subscribe(after, filter),
-        }
+    fn append_signal(store: &MemoryEventStore) -> AppendSignal {
+        store.append_signal().clone()
     }
 }
 
-impl SnapshotStore for ContextStore {
-    async fn load_snapshot(&self, stream_id: &StreamId) -> Result<Option<Snapshot>, StoreError> {
-        match self {
-            ContextStore::Memory(store) => store.load_snapshot(stream_id).await,
-            ContextStore::Postgres(store) => store.load_snapshot(stream_id).await,
-        }
+#[async_trait]
+impl ShopBackend for PgBackend {
+    const NAME: &'static str = "postgres";
+
+    async fn check(&self) -> Result<(), String> {
+        let store = self
+            .store("catalog")
+            .await
+            .map_err(|e| format!("database: {e}"))?;
+        let client = store
+            .pool()
+            .get()
+            .await
+            .map_err(|e| format!("database: {e}"))?;
+        client
+            .simple_query("SELECT 1")
+            .await
+            .map_err(|e| format!("database: {e}"))?;
+        Ok(())
     }
 
-    async fn save_snapshot(&self, snapshot: Snapshot) -> Result<(), StoreError> {
-        match self {
-            ContextStore::Memory(store) => store.save_snapshot(snapshot).await,
-            ContextStore::Postgres(store) => store.save_snapshot(snapshot).await,
-        }
-    }
-}
-
-impl OutboxSource for ContextStore {
-    async fn read_outbox(&self, after: Position, limit: usize) -> Result<OutboxBatch, StoreError> {
-        match self {
-            ContextStore::Memory(store) => store.read_outbox(after, limit).await,
-            ContextStore::Postgres(store) => store.read_outbox(after, limit).await,
-        }
+    async fn products(&self) -> Result<Arc<dyn ProductTable>, BoxError> {
+        let store = self.store("catalog").await?;
+        Ok(Arc::new(PgProducts::open(&store).await?))
     }
 
-    async fn delete_outbox_up_to(&self, up_to: Position) -> Result<u64, StoreError> {
-        match self {
-            ContextStore::Memory(store) => store.delete_outbox_up_to(up_to).await,
-            ContextStore::Postgres(store) => store.delete_outbox_up_to(up_to).await,
-        }
+    fn orders_view(&self, store: &PgEventStore) -> Arc<dyn OrdersReadModel> {
+        Arc::new(PgOrdersView::new(store.clone()))
+    }
+
+    fn relay_leases(&self, store: &PgEventStore) -> Option<Self::Leases> {
+        Some(self.leases(store))
+    }
+
+    fn append_signal(store: &PgEventStore) -> AppendSignal {
+        store.append_signal().clone()
     }
 }

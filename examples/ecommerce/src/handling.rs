@@ -5,13 +5,16 @@ use es_core::{CommandContext, Delivery, HandlerError, OutboxMessage, RepositoryE
 
 use crate::messages::Message;
 
-/// The context of a command handled for `message`: same correlation, caused by it.
+/// The context of a command handled for `message`: same correlation, caused by it, its
+/// headers (a trace context) carried on.
 pub fn caused_by(message: &OutboxMessage, actor: &str) -> CommandContext {
-    CommandContext::caused_by(
+    let mut context = CommandContext::caused_by(
         message.correlation_id.unwrap_or(message.message_id),
         message.message_id,
     )
-    .with_actor(actor)
+    .with_actor(actor);
+    context.headers.clone_from(&message.headers);
+    context
 }
 
 /// Decodes a delivery as `T`, a permanent failure when the payload does not fit.

@@ -14,8 +14,8 @@ use std::sync::{Arc, Mutex};
 
 use crate::auth::{Caller, Policy, Scope};
 use crate::http::problem::{ApiError, Problem};
+use crate::invariants::{self, Books};
 use crate::orders::ViewStatus;
-use crate::workflow::invariants::{self, Books};
 use crate::workflow::runtime::{Runtime, lock};
 
 /// One relay.
@@ -133,13 +133,13 @@ pub struct Operations {
     /// The running workflow.
     pub runtime: Arc<Mutex<Arc<Runtime>>>,
     /// The orders, stock, payments and saga.
-    pub books: Books,
+    pub books: Arc<dyn Books>,
 }
 
 /// The status the operational view shows.
 pub async fn status(ops: &Operations) -> Status {
     let now = chrono::Utc::now();
-    let report = invariants::check(&ops.books).await;
+    let report = invariants::check(ops.books.as_ref()).await;
     let runtime = lock(&ops.runtime).clone();
     let lags = runtime.consumer_lag().await;
     let paused = runtime.paused_partitions().await;
@@ -203,7 +203,7 @@ pub async fn status(ops: &Operations) -> Status {
             })
             .unwrap_or_default(),
         paused_partitions_error: paused.err(),
-        projections: vec![ops.books.orders.view_status().await],
+        projections: vec![ops.books.view_status().await],
         dead_letters: runtime
             .dead_letters()
             .into_iter()

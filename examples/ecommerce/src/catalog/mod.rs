@@ -1,6 +1,7 @@
 //! The product catalog: a plain table, not event-sourced (the framework does not force event
 //! sourcing everywhere). Stock comes from inventory through [`StockClient`].
 
+mod pg;
 mod products;
 pub mod routes;
 
@@ -8,12 +9,11 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use rust_decimal::Decimal;
 use uuid::Uuid;
 
+pub use pg::PgProducts;
 pub use products::{Product, product_id, seed};
 
-use crate::backend::Backend;
 use crate::money::{Currency, Money};
 
 /// What the catalog needs of inventory: quantities in stock.
@@ -60,53 +60,49 @@ pub struct PricedProduct {
     pub quantity_in_stock: u32,
 }
 
-enum Table {
-    Memory(Vec<Product>),
-    Postgres {
-        pool: deadpool_postgres::Pool,
-        schema: String,
-    },
+/// Where the catalog's products are kept: a table the catalog reads whole.
+#[async_trait]
+pub trait ProductTable: Send + Sync + 'static {
+    /// Every product, in catalog order.
+    ///
+    /// # Errors
+    /// When the storage fails.
+    async fn all(&self) -> Result<Vec<Product>, CatalogError>;
+}
+
+/// The 20 seeded products, in memory.
+#[derive(Debug, Clone)]
+pub struct MemoryProducts(Vec<Product>);
+
+impl Default for MemoryProducts {
+    fn default() -> Self {
+        Self(seed())
+    }
+}
+
+#[async_trait]
+impl ProductTable for MemoryProducts {
+    async fn all(&self) -> Result<Vec<Product>, CatalogError> {
+        Ok(self.0.clone())
+    }
 }
 
 /// The catalog context.
 pub struct Catalog {
-    table: Table,
+    table: Arc<dyn ProductTable>,
     stock: Arc<dyn StockClient>,
 }
 
 impl std::fmt::Debug for Catalog {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let table = match &self.table {
-            Table::Memory(_) => "memory".to_owned(),
-            Table::Postgres { schema, .. } => schema.clone(),
-        };
-        f.debug_struct("Catalog")
-            .field("table", &table)
-            .finish_non_exhaustive()
+        f.debug_struct("Catalog").finish_non_exhaustive()
     }
 }
 
 impl Catalog {
-    /// The catalog on `backend`, seeded (idempotently) with the 20 products.
-    ///
-    /// # Errors
-    /// [`CatalogError::Internal`] when the table cannot be created or seeded.
-    pub async fn open(
-        backend: &Backend,
-        stock: Arc<dyn StockClient>,
-    ) -> Result<Self, CatalogError> {
-        let table = match backend {
-            Backend::Memory => Table::Memory(seed()),
-            Backend::Postgres { pool, .. } => {
-                let schema = backend.schema("catalog");
-                migrate_and_seed(pool, &schema).await.map_err(internal)?;
-                Table::Postgres {
-                    pool: pool.clone(),
-                    schema,
-                }
-            }
-        };
-        Ok(Self { table, stock })
+    /// The catalog of the products in `table`, with stock from `stock`.
+    pub fn new(table: Arc<dyn ProductTable>, stock: Arc<dyn StockClient>) -> Self {
+        Self { table, stock }
     }
 
     /// Replaces the stock source (inventory is wired after the catalog).
@@ -120,10 +116,7 @@ impl Catalog {
     /// # Errors
     /// [`CatalogError::UnknownProducts`] naming the ids that match nothing.
     pub async fn products(&self, ids: &[Uuid]) -> Result<Vec<Product>, CatalogError> {
-        let all = match &self.table {
-            Table::Memory(products) => products.clone(),
-            Table::Postgres { pool, schema } => load(pool, schema).await.map_err(internal)?,
-        };
+        let all = self.table.all().await?;
         if ids.is_empty() {
             return Ok(all);
         }
@@ -177,82 +170,4 @@ impl Catalog {
 
 fn internal(error: impl std::fmt::Display) -> CatalogError {
     CatalogError::Internal(error.to_string())
-}
-
-async fn migrate_and_seed(
-    pool: &deadpool_postgres::Pool,
-    schema: &str,
-) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
-    let mut client = pool.get().await?;
-    let tx = client.transaction().await?;
-    tx.execute(
-        "SELECT pg_advisory_xact_lock(hashtext($1))",
-        &[&format!("{schema}.catalog")],
-    )
-    .await?;
-    tx.batch_execute(&format!("CREATE SCHEMA IF NOT EXISTS \"{schema}\""))
-        .await?;
-    tx.batch_execute(
-        &include_str!("../../sql/catalog.sql").replace("__SCHEMA__", &format!("\"{schema}\"")),
-    )
-    .await?;
-    let insert = tx
-        .prepare(&format!(
-            "INSERT INTO \"{schema}\".products
-                 (product_id, name, category, description, image_url, price_cents, position)
-             VALUES ($1, $2, $3, $4, $5, $6, $7)
-             ON CONFLICT (product_id) DO NOTHING"
-        ))
-        .await?;
-    for (position, product) in seed().iter().enumerate() {
-        let cents = i64::try_from(
-            (product.price.amount() * Decimal::ONE_HUNDRED)
-                .trunc()
-                .mantissa(),
-        )?;
-        let position = i32::try_from(position)?;
-        tx.execute(
-            &insert,
-            &[
-                &product.product_id,
-                &product.name,
-                &product.category,
-                &product.description,
-                &product.image_url,
-                &cents,
-                &position,
-            ],
-        )
-        .await?;
-    }
-    tx.commit().await?;
-    Ok(())
-}
-
-async fn load(
-    pool: &deadpool_postgres::Pool,
-    schema: &str,
-) -> Result<Vec<Product>, Box<dyn std::error::Error + Send + Sync>> {
-    let client = pool.get().await?;
-    let rows = client
-        .query(
-            &format!(
-                "SELECT product_id, name, category, description, image_url, price_cents
-                 FROM \"{schema}\".products ORDER BY position"
-            ),
-            &[],
-        )
-        .await?;
-    rows.iter()
-        .map(|row| {
-            Ok(Product {
-                product_id: row.try_get(0)?,
-                name: row.try_get(1)?,
-                category: row.try_get(2)?,
-                description: row.try_get(3)?,
-                image_url: row.try_get(4)?,
-                price: Money::usd(Decimal::new(row.try_get(5)?, 2))?,
-            })
-        })
-        .collect()
 }

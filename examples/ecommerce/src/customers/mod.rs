@@ -13,10 +13,10 @@ pub use customer::{
     Customer, CustomerCommand, CustomerError, CustomerEvent, Profile, check_fields,
 };
 
-use crate::backend::ContextStore;
 use crate::history::{HistoryEntry, history};
 use crate::identity::{AccountsClient, IdentityError, NewAccount};
 use crate::money::Money;
+use es_core::TransactionalStore;
 
 /// Why a customers operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -70,8 +70,8 @@ pub struct Registration {
 
 /// The customers context.
 #[derive(Debug)]
-pub struct Customers {
-    customers: Repository<Customer, ContextStore>,
+pub struct Customers<S> {
+    customers: Repository<Customer, S>,
     accounts: Arc<dyn AccountsClient>,
 }
 
@@ -81,13 +81,9 @@ impl std::fmt::Debug for dyn AccountsClient {
     }
 }
 
-impl Customers {
+impl<S: TransactionalStore> Customers<S> {
     /// The customers context over `store`, creating accounts through `accounts`.
-    pub fn new(
-        store: ContextStore,
-        accounts: Arc<dyn AccountsClient>,
-        clock: Arc<dyn Clock>,
-    ) -> Self {
+    pub fn new(store: S, accounts: Arc<dyn AccountsClient>, clock: Arc<dyn Clock>) -> Self {
         let customers = Repository::new(store).with_clock(clock);
         Self {
             customers,

@@ -1,5 +1,6 @@
 //! Customers' routes.
 
+use es_core::TransactionalStore;
 use std::sync::Arc;
 
 use axum::extract::State;
@@ -129,7 +130,7 @@ impl From<CustomersError> for ApiError {
 }
 
 /// Customers' public routes.
-pub fn public() -> OpenApiRouter<Arc<Customers>> {
+pub fn public<S: TransactionalStore>() -> OpenApiRouter<Arc<Customers<S>>> {
     OpenApiRouter::new()
         .routes(routes!(register))
         .routes(routes!(details))
@@ -138,7 +139,7 @@ pub fn public() -> OpenApiRouter<Arc<Customers>> {
 }
 
 /// Customers' internal routes.
-pub fn internal() -> OpenApiRouter<Arc<Customers>> {
+pub fn internal<S: TransactionalStore>() -> OpenApiRouter<Arc<Customers<S>>> {
     OpenApiRouter::new()
         .routes(routes!(customer_by_id))
         .routes(routes!(change_credit_limit))
@@ -169,8 +170,8 @@ fn money(validator: &mut Validator, amount: Decimal, code: Option<&str>) -> Opti
         (status = 400, description = "Malformed JSON", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Invalid fields or email taken", body = Problem, content_type = "application/problem+json"),
     ))]
-async fn register(
-    State(customers): State<Arc<Customers>>,
+async fn register<S: TransactionalStore>(
+    State(customers): State<Arc<Customers<S>>>,
     Json(request): Json<RegisterCustomerRequest>,
 ) -> Result<(StatusCode, axum::Json<CustomerCreated>), ApiError> {
     let mut validator = Validator::new();
@@ -222,8 +223,8 @@ async fn register(
         (status = 401, description = "No or invalid token", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "Not a customer token with `read`", body = Problem, content_type = "application/problem+json"),
     ))]
-async fn details(
-    State(customers): State<Arc<Customers>>,
+async fn details<S: TransactionalStore>(
+    State(customers): State<Arc<Customers<S>>>,
     caller: Caller,
 ) -> Result<axum::Json<CustomerDetails>, ApiError> {
     let customer_id = caller.customer(Scope::Read)?;
@@ -237,8 +238,8 @@ async fn details(
         (status = 200, description = "History", body = Vec<HistoryEntry>),
         (status = 401, description = "No or invalid token", body = Problem, content_type = "application/problem+json"),
     ))]
-async fn history(
-    State(customers): State<Arc<Customers>>,
+async fn history<S: TransactionalStore>(
+    State(customers): State<Arc<Customers<S>>>,
     caller: Caller,
 ) -> Result<axum::Json<Vec<HistoryEntry>>, ApiError> {
     let customer_id = caller.customer(Scope::Read)?;
@@ -254,8 +255,8 @@ async fn history(
         (status = 403, description = "Not a customer token with `write`, or a credit limit in the body", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Invalid fields", body = Problem, content_type = "application/problem+json"),
     ))]
-async fn update(
-    State(customers): State<Arc<Customers>>,
+async fn update<S: TransactionalStore>(
+    State(customers): State<Arc<Customers<S>>>,
     caller: Caller,
     Json(request): Json<UpdateCustomerRequest>,
 ) -> Result<axum::Json<CustomerDetails>, ApiError> {
@@ -279,8 +280,8 @@ async fn update(
         (status = 200, description = "Details", body = CustomerDetails),
         (status = 404, description = "No such customer", body = Problem, content_type = "application/problem+json"),
     ))]
-async fn customer_by_id(
-    State(customers): State<Arc<Customers>>,
+async fn customer_by_id<S: TransactionalStore>(
+    State(customers): State<Arc<Customers<S>>>,
     caller: Caller,
     IdPath(id): IdPath,
 ) -> Result<axum::Json<CustomerDetails>, ApiError> {
@@ -298,8 +299,8 @@ async fn customer_by_id(
         (status = 404, description = "No such customer", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Invalid limit", body = Problem, content_type = "application/problem+json"),
     ))]
-async fn change_credit_limit(
-    State(customers): State<Arc<Customers>>,
+async fn change_credit_limit<S: TransactionalStore>(
+    State(customers): State<Arc<Customers<S>>>,
     caller: Caller,
     IdPath(id): IdPath,
     Json(request): Json<CreditLimitRequest>,

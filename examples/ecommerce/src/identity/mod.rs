@@ -28,7 +28,7 @@ pub use account::{
 use crate::auth::{
     ACCESS_AUDIENCE, AccessClaims, ISSUER, REFRESH_AUDIENCE, RefreshClaims, Role, Scope, TokenKeys,
 };
-use crate::backend::ContextStore;
+use es_core::TransactionalStore;
 
 /// Why an identity operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -110,8 +110,8 @@ pub trait AccountsClient: Send + Sync {
 
 /// The identity context.
 #[derive(Debug)]
-pub struct Identity {
-    accounts: Repository<Account, ContextStore>,
+pub struct Identity<S> {
+    accounts: Repository<Account, S>,
     keys: Arc<TokenKeys>,
     config: IdentityConfig,
     clock: Arc<dyn Clock>,
@@ -119,13 +119,13 @@ pub struct Identity {
     decoy_hash: String,
 }
 
-impl Identity {
+impl<S: TransactionalStore> Identity<S> {
     /// The identity context over `store`.
     ///
     /// # Errors
     /// When the decoy password hash cannot be computed.
     pub async fn new(
-        store: ContextStore,
+        store: S,
         keys: Arc<TokenKeys>,
         config: IdentityConfig,
         clock: Arc<dyn Clock>,
@@ -313,7 +313,7 @@ impl Identity {
 }
 
 #[async_trait]
-impl AccountsClient for Identity {
+impl<S: TransactionalStore> AccountsClient for Identity<S> {
     async fn create_account(&self, account: NewAccount) -> Result<Uuid, IdentityError> {
         let id = account_id(&account.email);
         let stream = account_stream(id)?;

@@ -1,6 +1,7 @@
 //! Identity's routes: sign-in, refresh and the client-credentials grant (public), account
 //! creation and closing (internal).
 
+use es_core::TransactionalStore;
 use std::sync::Arc;
 
 use axum::extract::State;
@@ -123,7 +124,7 @@ impl From<IdentityError> for ApiError {
 }
 
 /// Identity's public routes.
-pub fn public() -> OpenApiRouter<Arc<Identity>> {
+pub fn public<S: TransactionalStore>() -> OpenApiRouter<Arc<Identity<S>>> {
     OpenApiRouter::new()
         .routes(routes!(login))
         .routes(routes!(refresh))
@@ -131,7 +132,7 @@ pub fn public() -> OpenApiRouter<Arc<Identity>> {
 }
 
 /// Identity's internal routes.
-pub fn internal() -> OpenApiRouter<Arc<Identity>> {
+pub fn internal<S: TransactionalStore>() -> OpenApiRouter<Arc<Identity<S>>> {
     OpenApiRouter::new()
         .routes(routes!(create_account))
         .routes(routes!(close_account))
@@ -144,8 +145,8 @@ pub fn internal() -> OpenApiRouter<Arc<Identity>> {
         (status = 200, description = "Signed in", body = TokenResponse),
         (status = 401, description = "Wrong email or password", body = Problem, content_type = "application/problem+json"),
     ))]
-async fn login(
-    State(identity): State<Arc<Identity>>,
+async fn login<S: TransactionalStore>(
+    State(identity): State<Arc<Identity<S>>>,
     Json(request): Json<LoginRequest>,
 ) -> Result<axum::Json<TokenResponse>, ApiError> {
     let pair = identity.login(&request.email, &request.password).await?;
@@ -159,8 +160,8 @@ async fn login(
         (status = 200, description = "New tokens", body = TokenResponse),
         (status = 401, description = "Invalid, expired, spent or revoked token", body = Problem, content_type = "application/problem+json"),
     ))]
-async fn refresh(
-    State(identity): State<Arc<Identity>>,
+async fn refresh<S: TransactionalStore>(
+    State(identity): State<Arc<Identity<S>>>,
     Json(request): Json<RefreshRequest>,
 ) -> Result<axum::Json<TokenResponse>, ApiError> {
     let pair = identity.refresh(&request.refresh_token).await?;
@@ -176,8 +177,8 @@ async fn refresh(
         (status = 403, description = "A scope the client may not have", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Unsupported grant type", body = Problem, content_type = "application/problem+json"),
     ))]
-async fn client_token(
-    State(identity): State<Arc<Identity>>,
+async fn client_token<S: TransactionalStore>(
+    State(identity): State<Arc<Identity<S>>>,
     Json(request): Json<ClientTokenRequest>,
 ) -> Result<axum::Json<ClientTokenResponse>, ApiError> {
     if request.grant_type != "client_credentials" {
@@ -207,8 +208,8 @@ async fn client_token(
         (status = 201, description = "Created", body = AccountCreated),
         (status = 422, description = "Invalid fields or email taken", body = Problem, content_type = "application/problem+json"),
     ))]
-async fn create_account(
-    State(identity): State<Arc<Identity>>,
+async fn create_account<S: TransactionalStore>(
+    State(identity): State<Arc<Identity<S>>>,
     caller: Caller,
     Json(request): Json<CreateAccountRequest>,
 ) -> Result<(StatusCode, axum::Json<AccountCreated>), ApiError> {
@@ -247,8 +248,8 @@ async fn create_account(
         (status = 204, description = "Closed"),
         (status = 404, description = "No such account", body = Problem, content_type = "application/problem+json"),
     ))]
-async fn close_account(
-    State(identity): State<Arc<Identity>>,
+async fn close_account<S: TransactionalStore>(
+    State(identity): State<Arc<Identity<S>>>,
     caller: Caller,
     IdPath(id): IdPath,
 ) -> Result<StatusCode, ApiError> {

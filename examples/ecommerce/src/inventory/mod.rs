@@ -1,50 +1,96 @@
 //! Inventory: stock per product, reserved for an order all lines or none, released when the
 //! order is cancelled, never negative. Seeded idempotently at start-up.
+//!
+//! Each product's stock is a stream of its own ([`StockUnit`]) and each order's reservation
+//! another ([`Reservation`]): reserving an order writes the reservation and every product's
+//! unit in one unit of work, so orders of different products never wait on each other and an
+//! order holds all its lines or none.
 
+mod handlers;
+mod reservation;
 pub mod routes;
-mod warehouse;
+mod stock;
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use es_core::{
-    Clock, CommandContext, Delivery, EventStore, HandlerError, MessageHandler, Metadata,
-    OutboxMessage, Projection, Repository, RepositoryError, SnapshotPolicy, StreamId, StreamRead,
+    Clock, CommandContext, HandlerError, InvalidStreamId, Metadata, OutboxMessage, Repository,
+    RepositoryError, Rerun, SnapshotPolicy, StoreError, StoreTransaction, StreamId,
+    TransactionalStore, UnitError, UnitOfWork,
 };
-use futures::TryStreamExt;
 use uuid::Uuid;
 
-pub use warehouse::{
-    ReservationStatus, StockLine, Warehouse, WarehouseCommand, WarehouseError, WarehouseEvent,
+pub use reservation::{
+    Never, Reservation, ReservationCommand, ReservationEvent, ReservationStatus, merge,
 };
+pub use stock::{StockCommand, StockError, StockEvent, StockLine, StockUnit};
 
-use crate::backend::ContextStore;
 use crate::catalog::{StockClient, seed};
-use crate::handling::{caused_by, decode, transient_unless_permanent};
-use crate::history::{HistoryEntry, HistoryProjection};
-use crate::messages::{self, Message, ReleaseStock, ReserveStock};
-
-/// The stream of the warehouse.
-pub const WAREHOUSE_STREAM: &str = "inventory-warehouse";
+use crate::history::{HistoryEntry, history};
+use crate::messages::{self, Message};
 
 /// Why an inventory operation failed.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum InventoryError {
-    /// The warehouse refused.
+    /// A stock unit refused.
     #[error(transparent)]
-    Rejected(WarehouseError),
-    /// Storage failed.
+    Rejected(#[from] StockError),
+    /// The store failed (or a stream moved under the unit of work more often than it retries).
     #[error("inventory storage failed: {0}")]
-    Internal(String),
+    Store(#[from] StoreError),
+    /// An id that makes no stream name.
+    #[error(transparent)]
+    Id(#[from] InvalidStreamId),
+    /// A stored event or a new one could not be decoded or encoded.
+    #[error("inventory data: {0}")]
+    Data(#[source] Box<dyn std::error::Error + Send + Sync>),
 }
 
-impl From<RepositoryError<WarehouseError>> for InventoryError {
-    fn from(error: RepositoryError<WarehouseError>) -> Self {
+impl From<RepositoryError<StockError>> for InventoryError {
+    fn from(error: RepositoryError<StockError>) -> Self {
         match error {
-            RepositoryError::Rejected(rejected) => InventoryError::Rejected(rejected),
-            other => InventoryError::Internal(other.to_string()),
+            RepositoryError::Rejected(rejected) => Self::Rejected(rejected),
+            other => stored(other),
+        }
+    }
+}
+
+impl From<RepositoryError<Never>> for InventoryError {
+    fn from(error: RepositoryError<Never>) -> Self {
+        stored(error)
+    }
+}
+
+fn stored<E: std::error::Error + Send + Sync + 'static>(
+    error: RepositoryError<E>,
+) -> InventoryError {
+    match error {
+        RepositoryError::Conflict(conflict) => {
+            InventoryError::Store(StoreError::Conflict(conflict))
+        }
+        RepositoryError::Store(store) => InventoryError::Store(store),
+        other => InventoryError::Data(Box::new(other)),
+    }
+}
+
+impl UnitError for InventoryError {
+    fn rerun(&self) -> Option<Rerun<'_>> {
+        match self {
+            Self::Store(error) => error.rerun(),
+            _ => None,
+        }
+    }
+}
+
+impl From<InventoryError> for HandlerError {
+    /// Store failures keep their retry semantics; a refusal or unreadable data is permanent.
+    fn from(error: InventoryError) -> Self {
+        match error {
+            InventoryError::Store(store) => store.into(),
+            other => HandlerError::permanent(other),
         }
     }
 }
@@ -54,162 +100,305 @@ pub fn seeded_quantity(index: usize) -> u32 {
     u32::try_from(100 + (index * 37) % 61).unwrap_or(100)
 }
 
+/// How often a unit of work runs again when a stream moved under it (two requests for the
+/// same order or the same product at once).
+const CONFLICT_RETRIES: u32 = 8;
+
 /// The inventory context.
 #[derive(Debug)]
-pub struct Inventory {
-    warehouse: Repository<Warehouse, ContextStore>,
+pub struct Inventory<S> {
+    units: Repository<StockUnit, S>,
+    reservations: Repository<Reservation, S>,
 }
 
-impl Inventory {
-    /// The inventory over `store`, seeded with the catalog's products (idempotently).
+impl<S: TransactionalStore> Inventory<S> {
+    /// The context's store (its outbox is relayed from here).
+    pub fn store(&self) -> &S {
+        self.units.store()
+    }
+
+    /// The inventory over `store`, seeded with the catalog's products (idempotently, in one
+    /// transaction).
     ///
     /// # Errors
     /// [`InventoryError`] when seeding fails.
-    pub async fn open(store: ContextStore, clock: Arc<dyn Clock>) -> Result<Self, InventoryError> {
-        let warehouse = Repository::new(store)
+    pub async fn open(store: S, clock: Arc<dyn Clock>) -> Result<Self, InventoryError> {
+        let units = Repository::new(store.clone())
+            .with_clock(clock.clone())
+            .with_snapshots(SnapshotPolicy::EveryNEvents(100));
+        let reservations = Repository::new(store)
             .with_clock(clock)
-            // Every warehouse decision is safe to recompute on newer state.
-            .with_conflict_retries(32)
-            .with_snapshots(SnapshotPolicy::EveryNEvents(100))
             .with_outbox(integration_messages);
-        let inventory = Self { warehouse };
-        let units = seed()
+        let inventory = Self {
+            units,
+            reservations,
+        };
+        let lines: Vec<(StreamId, StockLine)> = seed()
             .iter()
             .enumerate()
-            .map(|(i, p)| StockLine {
-                product_id: p.product_id,
-                quantity: seeded_quantity(i),
+            .map(|(i, p)| {
+                let line = StockLine {
+                    product_id: p.product_id,
+                    quantity: seeded_quantity(i),
+                };
+                Ok((unit_stream(p.product_id)?, line))
             })
-            .collect();
-        inventory
-            .execute(&WarehouseCommand::EnterUnits(units), &context("seed"))
+            .collect::<Result<_, InvalidStreamId>>()?;
+        let context = CommandContext::new().with_actor("seed");
+        UnitOfWork::new(inventory.units.store())
+            .lock(lines.iter().map(|(stream, _)| stream))
+            .conflict_retries(CONFLICT_RETRIES)
+            .run(|mut tx| {
+                let (inventory, lines, context) = (&inventory, &lines, &context);
+                async move {
+                    for (stream, line) in lines {
+                        let enter = StockCommand::Enter(*line);
+                        inventory
+                            .units
+                            .execute_in(&mut tx, stream, &enter, context)
+                            .await?;
+                    }
+                    Ok::<_, InventoryError>((tx, ()))
+                }
+            })
             .await?;
         Ok(inventory)
     }
 
-    /// The warehouse's current state.
+    /// A product's stock (not `entered` when the product has no unit).
     ///
     /// # Errors
-    /// [`InventoryError::Internal`] when storage fails.
-    pub async fn warehouse(&self) -> Result<Warehouse, InventoryError> {
-        Ok(self.warehouse.load(&stream()?).await?.state)
+    /// [`InventoryError::Store`] when storage fails.
+    pub async fn stock(&self, product_id: Uuid) -> Result<StockUnit, InventoryError> {
+        Ok(self.units.load(&unit_stream(product_id)?).await?.state)
     }
 
-    /// Runs a warehouse command.
+    /// An order's reservation (no status when the order never asked).
     ///
     /// # Errors
-    /// [`InventoryError::Rejected`] when the warehouse refuses.
-    pub async fn execute(
-        &self,
-        command: &WarehouseCommand,
-        context: &CommandContext,
-    ) -> Result<Warehouse, InventoryError> {
+    /// [`InventoryError::Store`] when storage fails.
+    pub async fn reservation(&self, order_id: Uuid) -> Result<Reservation, InventoryError> {
         Ok(self
-            .warehouse
-            .execute(&stream()?, command, context)
+            .reservations
+            .load(&reservation_stream(order_id)?)
             .await?
             .state)
     }
 
-    /// A product's history: every warehouse event about it.
+    /// Adds or removes stock ([`StockCommand::Increase`], [`StockCommand::Decrease`]).
     ///
     /// # Errors
-    /// [`InventoryError::Internal`] when storage fails or an event does not decode.
-    pub async fn history(&self, product_id: Uuid) -> Result<Vec<HistoryEntry>, InventoryError> {
-        let internal = |e: &dyn std::fmt::Display| InventoryError::Internal(e.to_string());
-        let stream = stream()?;
-        let mut events = self
-            .warehouse
-            .store()
-            .read_stream(&stream, StreamRead::forward());
-        let projection = HistoryProjection {
-            aggregate_id: product_id,
+    /// [`InventoryError::Rejected`] when the unit refuses.
+    pub async fn change(
+        &self,
+        command: StockCommand,
+        context: &CommandContext,
+    ) -> Result<StockUnit, InventoryError> {
+        let product_id = match command {
+            StockCommand::Enter(line)
+            | StockCommand::Increase(line)
+            | StockCommand::Decrease(line)
+            | StockCommand::Hold { line, .. }
+            | StockCommand::GiveBack { line, .. } => line.product_id,
         };
-        let mut entries = Vec::new();
-        while let Some(recorded) = events.try_next().await.map_err(|e| internal(&e))? {
-            let event: WarehouseEvent = recorded
-                .decode(self.warehouse.registry())
-                .map_err(|e| internal(&e))?;
-            if event.product_ids().contains(&product_id) {
-                projection
-                    .apply(&mut entries, &recorded)
-                    .await
-                    .map_err(|e| internal(&e))?;
-            }
+        let stream = unit_stream(product_id)?;
+        Ok(self.units.execute(&stream, &command, context).await?.state)
+    }
+
+    /// Reserves every line of an order or none (idempotent per order): the reservation and
+    /// each product's unit change in one unit of work.
+    ///
+    /// # Errors
+    /// [`StockError::ZeroQuantity`] for no line or a zero quantity; store failures.
+    pub async fn reserve(
+        &self,
+        order_id: Uuid,
+        lines: &[StockLine],
+        context: &CommandContext,
+    ) -> Result<ReservationStatus, InventoryError> {
+        let streams = reserve_streams(order_id, lines)?;
+        let done = UnitOfWork::new(self.units.store())
+            .lock(&streams)
+            .conflict_retries(CONFLICT_RETRIES)
+            .run(|mut tx| async move {
+                let status = self.reserve_in(&mut tx, order_id, lines, context).await?;
+                Ok::<_, InventoryError>((tx, status))
+            })
+            .await?;
+        Ok(done.value)
+    }
+
+    /// [`reserve`](Self::reserve) inside `tx` (lock [`reserve_streams`] first).
+    ///
+    /// # Errors
+    /// As [`reserve`](Self::reserve).
+    pub async fn reserve_in<T: StoreTransaction>(
+        &self,
+        tx: &mut T,
+        order_id: Uuid,
+        lines: &[StockLine],
+        context: &CommandContext,
+    ) -> Result<ReservationStatus, InventoryError> {
+        let reservation_stream = reservation_stream(order_id)?;
+        let reservation = self.reservations.load_in(tx, &reservation_stream).await?;
+        if let Some(status) = reservation.state.status {
+            return Ok(status);
         }
-        Ok(entries)
+        let lines = merge(lines);
+        if lines.is_empty() || lines.iter().any(|l| l.quantity == 0) {
+            return Err(StockError::ZeroQuantity.into());
+        }
+        let mut units = Vec::with_capacity(lines.len());
+        let mut short = Vec::new();
+        for line in &lines {
+            let stream = unit_stream(line.product_id)?;
+            let unit = self.units.load_in(tx, &stream).await?.state;
+            if !unit.entered || unit.available < line.quantity {
+                short.push(line.product_id);
+            }
+            units.push((stream, *line));
+        }
+        if !short.is_empty() {
+            let refuse = ReservationCommand::Refuse {
+                order_id,
+                product_ids: short,
+            };
+            self.reservations
+                .execute_in(tx, &reservation_stream, &refuse, context)
+                .await?;
+            return Ok(ReservationStatus::Refused);
+        }
+        for (stream, line) in units {
+            let hold = StockCommand::Hold { order_id, line };
+            self.units.execute_in(tx, &stream, &hold, context).await?;
+        }
+        let reserve = ReservationCommand::Reserve { order_id, lines };
+        self.reservations
+            .execute_in(tx, &reservation_stream, &reserve, context)
+            .await?;
+        Ok(ReservationStatus::Reserved)
+    }
+
+    /// Gives an order's stock back, if it holds any (idempotent); `None` when the order never
+    /// asked for a reservation.
+    ///
+    /// # Errors
+    /// Store failures.
+    pub async fn release(
+        &self,
+        order_id: Uuid,
+        context: &CommandContext,
+    ) -> Result<Option<ReservationStatus>, InventoryError> {
+        let stream = reservation_stream(order_id)?;
+        let done = UnitOfWork::new(self.units.store())
+            .lock([&stream])
+            .conflict_retries(CONFLICT_RETRIES)
+            .run(|mut tx| async move {
+                let status = self.release_in(&mut tx, order_id, context).await?;
+                Ok::<_, InventoryError>((tx, status))
+            })
+            .await?;
+        Ok(done.value)
+    }
+
+    /// [`release`](Self::release) inside `tx`. The products' units are found in the
+    /// reservation: a unit of work runs again with them locked first.
+    ///
+    /// # Errors
+    /// As [`release`](Self::release).
+    pub async fn release_in<T: StoreTransaction>(
+        &self,
+        tx: &mut T,
+        order_id: Uuid,
+        context: &CommandContext,
+    ) -> Result<Option<ReservationStatus>, InventoryError> {
+        let stream = reservation_stream(order_id)?;
+        let reservation = self.reservations.load_in(tx, &stream).await?.state;
+        if reservation.status != Some(ReservationStatus::Reserved) {
+            return Ok(reservation.status);
+        }
+        for line in &reservation.lines {
+            let give_back = StockCommand::GiveBack {
+                order_id,
+                line: *line,
+            };
+            self.units
+                .execute_in(tx, &unit_stream(line.product_id)?, &give_back, context)
+                .await?;
+        }
+        let release = ReservationCommand::Release { order_id };
+        self.reservations
+            .execute_in(tx, &stream, &release, context)
+            .await?;
+        Ok(Some(ReservationStatus::Released))
+    }
+
+    /// A product's history: every event of its stock unit.
+    ///
+    /// # Errors
+    /// [`InventoryError::Store`] when storage fails or an event does not decode.
+    pub async fn history(&self, product_id: Uuid) -> Result<Vec<HistoryEntry>, InventoryError> {
+        history(self.units.store(), &unit_stream(product_id)?, product_id)
+            .await
+            .map_err(|e| InventoryError::Data(Box::new(e)))
     }
 }
 
 #[async_trait]
-impl StockClient for Inventory {
+impl<S: TransactionalStore> StockClient for Inventory<S> {
     async fn quantities(&self, product_ids: &[Uuid]) -> Result<HashMap<Uuid, u32>, String> {
-        let warehouse = self.warehouse().await.map_err(|e| e.to_string())?;
-        Ok(product_ids
-            .iter()
-            .filter_map(|id| warehouse.available(id).map(|q| (*id, q)))
+        let units = futures::future::try_join_all(
+            product_ids
+                .iter()
+                .map(|id| async move { self.stock(*id).await.map(|unit| (*id, unit)) }),
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+        Ok(units
+            .into_iter()
+            .filter(|(_, unit)| unit.entered)
+            .map(|(id, unit)| (id, unit.available))
             .collect())
     }
 }
 
-/// Handles the saga's `ReserveStock` and `ReleaseStock` commands.
-#[async_trait]
-impl MessageHandler for Inventory {
-    async fn handle(&self, delivery: &Delivery) -> Result<(), HandlerError> {
-        let context = caused_by(&delivery.message, "inventory");
-        let command = if let Some(reserve) = decode::<ReserveStock>(delivery)? {
-            let lines = reserve
-                .lines
-                .iter()
-                .map(|l| StockLine {
-                    product_id: l.product_id,
-                    quantity: l.quantity,
-                })
-                .collect();
-            WarehouseCommand::Reserve {
-                order_id: reserve.order_id,
-                lines,
-            }
-        } else if let Some(release) = decode::<ReleaseStock>(delivery)? {
-            WarehouseCommand::Release {
-                order_id: release.order_id,
-            }
-        } else {
-            return Err(HandlerError::permanent(format!(
-                "inventory does not handle {}",
-                delivery.message.message_type
-            )));
-        };
-        match self
-            .warehouse
-            .execute(&stream_for_handler()?, &command, &context)
-            .await
-        {
-            Ok(_) => Ok(()),
-            // An order with no line or a zero quantity can never be reserved: answer that it
-            // is unavailable rather than retry forever.
-            Err(RepositoryError::Rejected(error)) => {
-                Err(HandlerError::permanent(error.to_string()))
-            }
-            Err(error) => Err(transient_unless_permanent(error)),
-        }
+/// The streams a reservation writes: the order's and each product's, to lock first.
+///
+/// # Errors
+/// [`InvalidStreamId`] for an id that makes no stream name (never for UUIDs).
+pub fn reserve_streams(
+    order_id: Uuid,
+    lines: &[StockLine],
+) -> Result<Vec<StreamId>, InvalidStreamId> {
+    let mut streams = vec![reservation_stream(order_id)?];
+    for line in merge(lines) {
+        streams.push(unit_stream(line.product_id)?);
     }
+    Ok(streams)
+}
+
+fn unit_stream(product_id: Uuid) -> Result<StreamId, InvalidStreamId> {
+    StreamId::for_aggregate(<StockUnit as es_core::Aggregate>::TYPE, product_id)
+}
+
+fn reservation_stream(order_id: Uuid) -> Result<StreamId, InvalidStreamId> {
+    StreamId::for_aggregate(<Reservation as es_core::Aggregate>::TYPE, order_id)
 }
 
 fn integration_messages(
-    _stream: &StreamId,
-    _state: &Warehouse,
-    events: &[(WarehouseEvent, Metadata)],
+    stream: &StreamId,
+    _state: &Reservation,
+    events: &[(ReservationEvent, Metadata)],
 ) -> Vec<OutboxMessage> {
     events
         .iter()
-        .filter_map(|(event, metadata)| {
+        .map(|(event, metadata)| {
             let message = match event {
-                WarehouseEvent::Reserved { order_id, .. } => messages::StockReserved {
+                ReservationEvent::Reserved { order_id, .. } => messages::StockReserved {
                     order_id: *order_id,
                 }
                 .to_message(),
-                WarehouseEvent::ReservationRefused {
+                ReservationEvent::Refused {
                     order_id,
                     product_ids,
                 } => messages::StockUnavailable {
@@ -217,29 +406,14 @@ fn integration_messages(
                     product_ids: product_ids.clone(),
                 }
                 .to_message(),
-                WarehouseEvent::Released { order_id, .. } => messages::StockReleased {
+                ReservationEvent::Released { order_id, .. } => messages::StockReleased {
                     order_id: *order_id,
                 }
                 .to_message(),
-                _ => return None,
             };
-            Some(
-                message
-                    .with_source("inventory", WAREHOUSE_STREAM)
-                    .caused_by(metadata),
-            )
+            message
+                .with_source("inventory", stream.as_str())
+                .caused_by(metadata)
         })
         .collect()
-}
-
-fn stream() -> Result<StreamId, InventoryError> {
-    StreamId::new(WAREHOUSE_STREAM).map_err(|e| InventoryError::Internal(e.to_string()))
-}
-
-fn stream_for_handler() -> Result<StreamId, HandlerError> {
-    StreamId::new(WAREHOUSE_STREAM).map_err(|e| HandlerError::permanent(e.to_string()))
-}
-
-fn context(actor: &str) -> CommandContext {
-    CommandContext::new().with_actor(actor)
 }

@@ -1,6 +1,7 @@
 //! Inventory's routes: a product's history (public), and stock, reservations and releases
 //! (internal).
 
+use es_core::TransactionalStore;
 use std::sync::Arc;
 
 use axum::extract::State;
@@ -11,9 +12,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
-use super::{
-    Inventory, InventoryError, ReservationStatus, StockLine, WarehouseCommand, WarehouseError,
-};
+use super::{Inventory, InventoryError, ReservationStatus, StockError, StockLine};
 use crate::auth::{Caller, Policy, Scope};
 use crate::history::HistoryEntry;
 use crate::http::extract::{IdPath, Json, check_id};
@@ -64,22 +63,22 @@ pub struct ReservationView {
 impl From<InventoryError> for ApiError {
     fn from(error: InventoryError) -> Self {
         match error {
-            InventoryError::Rejected(WarehouseError::UnknownProduct(_)) => {
+            InventoryError::Rejected(StockError::UnknownProduct(_)) => {
                 ApiError::NotFound(error.to_string())
             }
             InventoryError::Rejected(rejected) => ApiError::Rule(rejected.to_string()),
-            InventoryError::Internal(e) => ApiError::Internal(e),
+            other => ApiError::Internal(other.to_string()),
         }
     }
 }
 
 /// Inventory's public routes.
-pub fn public() -> OpenApiRouter<Arc<Inventory>> {
+pub fn public<S: TransactionalStore>() -> OpenApiRouter<Arc<Inventory<S>>> {
     OpenApiRouter::new().routes(routes!(product_history))
 }
 
 /// Inventory's internal routes.
-pub fn internal() -> OpenApiRouter<Arc<Inventory>> {
+pub fn internal<S: TransactionalStore>() -> OpenApiRouter<Arc<Inventory<S>>> {
     OpenApiRouter::new()
         .routes(routes!(stock))
         .routes(routes!(reserve))
@@ -94,8 +93,8 @@ pub fn internal() -> OpenApiRouter<Arc<Inventory>> {
         (status = 200, description = "History", body = Vec<HistoryEntry>),
         (status = 404, description = "No stock unit for the product", body = Problem, content_type = "application/problem+json"),
     ))]
-async fn product_history(
-    State(inventory): State<Arc<Inventory>>,
+async fn product_history<S: TransactionalStore>(
+    State(inventory): State<Arc<Inventory<S>>>,
     caller: Caller,
     IdPath(product_id): IdPath,
 ) -> Result<axum::Json<Vec<HistoryEntry>>, ApiError> {
@@ -117,21 +116,22 @@ async fn product_history(
         (status = 200, description = "Stock", body = StockView),
         (status = 404, description = "No stock unit", body = Problem, content_type = "application/problem+json"),
     ))]
-async fn stock(
-    State(inventory): State<Arc<Inventory>>,
+async fn stock<S: TransactionalStore>(
+    State(inventory): State<Arc<Inventory<S>>>,
     caller: Caller,
     IdPath(product_id): IdPath,
 ) -> Result<axum::Json<StockView>, ApiError> {
     caller.require(Policy::Machine(Scope::Read))?;
-    let warehouse = inventory.warehouse().await?;
-    let quantity = warehouse
-        .available(&product_id)
-        .ok_or_else(|| ApiError::NotFound(format!("product {product_id} has no stock unit")))?;
-    let reserved = warehouse.reserved().get(&product_id).copied().unwrap_or(0);
+    let unit = inventory.stock(product_id).await?;
+    if !unit.entered {
+        return Err(ApiError::NotFound(format!(
+            "product {product_id} has no stock unit"
+        )));
+    }
     Ok(axum::Json(StockView {
         product_id,
-        quantity,
-        reserved,
+        quantity: unit.available,
+        reserved: unit.held,
     }))
 }
 
@@ -143,14 +143,14 @@ async fn stock(
         (status = 200, description = "Where the reservation stands: `Reserved` or `Refused`", body = ReservationView),
         (status = 422, description = "No line, or a zero quantity", body = Problem, content_type = "application/problem+json"),
     ))]
-async fn reserve(
-    State(inventory): State<Arc<Inventory>>,
+async fn reserve<S: TransactionalStore>(
+    State(inventory): State<Arc<Inventory<S>>>,
     caller: Caller,
     Json(request): Json<ReservationRequest>,
 ) -> Result<axum::Json<ReservationView>, ApiError> {
     caller.require(Policy::Machine(Scope::Write))?;
     let order_id = check_id("orderId", request.order_id)?;
-    let lines = request
+    let lines: Vec<StockLine> = request
         .lines
         .iter()
         .map(|l| StockLine {
@@ -158,17 +158,9 @@ async fn reserve(
             quantity: l.quantity,
         })
         .collect();
-    let command = WarehouseCommand::Reserve { order_id, lines };
-    let warehouse = inventory
-        .execute(
-            &command,
-            &es_core::CommandContext::new().with_actor(caller.claims().sub.clone()),
-        )
-        .await?;
-    Ok(axum::Json(reservation_view(
-        order_id,
-        warehouse.reservation(&order_id),
-    )))
+    let context = es_core::CommandContext::new().with_actor(caller.claims().sub.clone());
+    let status = inventory.reserve(order_id, &lines, &context).await?;
+    Ok(axum::Json(reservation_view(order_id, Some(status))))
 }
 
 /// Releases an order's reservation (machine clients; idempotent).
@@ -179,19 +171,14 @@ async fn reserve(
         (status = 200, description = "Where the reservation stands", body = ReservationView),
         (status = 404, description = "No reservation for the order", body = Problem, content_type = "application/problem+json"),
     ))]
-async fn release(
-    State(inventory): State<Arc<Inventory>>,
+async fn release<S: TransactionalStore>(
+    State(inventory): State<Arc<Inventory<S>>>,
     caller: Caller,
     IdPath(order_id): IdPath,
 ) -> Result<(StatusCode, axum::Json<ReservationView>), ApiError> {
     caller.require(Policy::Machine(Scope::Write))?;
-    let warehouse = inventory
-        .execute(
-            &WarehouseCommand::Release { order_id },
-            &es_core::CommandContext::new().with_actor(caller.claims().sub.clone()),
-        )
-        .await?;
-    let status = warehouse.reservation(&order_id);
+    let context = es_core::CommandContext::new().with_actor(caller.claims().sub.clone());
+    let status = inventory.release(order_id, &context).await?;
     if status.is_none() {
         return Err(ApiError::NotFound(format!(
             "no reservation for order {order_id}"

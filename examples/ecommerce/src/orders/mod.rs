@@ -4,6 +4,7 @@
 
 mod order;
 mod pg_view;
+mod read_model;
 pub mod routes;
 mod view;
 
@@ -11,23 +12,23 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use es_core::memory::MemoryReadModel;
 use es_core::{
-    Clock, CommandContext, Delivery, EventStore, HandlerError, MessageHandler, Metadata,
-    OutboxMessage, Position, Projection, Repository, RepositoryError, StreamId,
+    Clock, CommandContext, Delivery, HandlerError, MessageHandler, Metadata, OutboxMessage,
+    Position, Repository, RepositoryError, StreamId,
 };
 use tokio::sync::broadcast;
 use uuid::Uuid;
 
 pub use order::{Order, OrderCommand, OrderError, OrderEvent, OrderStatus, Placement, reasons};
 pub use pg_view::{OrdersTables, PgOrdersView};
+pub use read_model::{MemoryOrdersView, OrdersReadModel, Stopped, ViewStatus};
 pub use view::{Notification, OrderSummary, OrdersProjection, OrdersView};
 
-use crate::backend::ContextStore;
 use crate::handling::{caused_by, decode, transient_unless_permanent};
 use crate::history::{HistoryEntry, history};
 use crate::messages::{self, CancelOrder, Message, ProcessOrder, RecordPayment, RecordShipment};
 use crate::quotes::{QuoteError, QuotesClient, QuotesError};
+use es_core::TransactionalStore;
 
 /// The namespace of order ids: an order's id is derived from its quote's, so placing a quote
 /// twice places one order.
@@ -65,130 +66,59 @@ impl From<RepositoryError<OrderError>> for OrdersError {
     }
 }
 
-/// Where the orders read model lives.
-enum ReadModel {
-    /// In memory, rebuilt from the log at start-up.
-    Memory(MemoryReadModel<OrdersView>),
-    /// In tables of the orders schema, kept by the projection daemon.
-    Postgres(Arc<PgOrdersView>),
-}
-
-/// The state of the orders read model's projection.
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct ViewStatus {
-    /// The projection.
-    pub name: String,
-    /// `running`, `paused`, `starting` or `unknown` (its state could not be read).
-    pub state: String,
-    /// Events of the log it has not applied yet (counted up to 10,000 in memory).
-    pub lag_events: u64,
-    /// How long the oldest of them has waited, in seconds.
-    pub lag_seconds: f64,
-    /// Why it is paused.
-    pub paused_reason: Option<String>,
-    /// The last error.
-    pub error: Option<String>,
-}
-
-impl ViewStatus {
-    fn unreadable(error: String) -> Self {
-        Self {
-            name: "orders-view".to_owned(),
-            state: "unknown".to_owned(),
-            lag_events: 0,
-            lag_seconds: 0.0,
-            paused_reason: None,
-            error: Some(error),
-        }
-    }
-}
-
 /// The orders context.
-pub struct Orders {
-    orders: Repository<Order, ContextStore>,
+pub struct Orders<S> {
+    orders: Repository<Order, S>,
     quotes: Arc<dyn QuotesClient>,
-    view: ReadModel,
-    push: broadcast::Sender<Notification>,
+    view: Arc<dyn OrdersReadModel>,
     clock: Arc<dyn Clock>,
 }
 
-impl std::fmt::Debug for Orders {
+impl<S: TransactionalStore> std::fmt::Debug for Orders<S> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Orders")
-            .field("orders", &self.orders)
-            .finish_non_exhaustive()
+        f.debug_struct("Orders").finish_non_exhaustive()
     }
 }
 
-impl Orders {
-    /// The orders context over `store`, confirming quotes through `quotes`. Call
-    /// [`run_view`](Self::run_view) to keep the read model and notifications current.
-    pub fn new(store: ContextStore, quotes: Arc<dyn QuotesClient>, clock: Arc<dyn Clock>) -> Self {
-        let view = match &store {
-            ContextStore::Memory(_) => {
-                ReadModel::Memory(MemoryReadModel::new(OrdersView::default()))
-            }
-            ContextStore::Postgres(pg) => {
-                ReadModel::Postgres(Arc::new(PgOrdersView::new(pg.clone())))
-            }
-        };
+impl<S: TransactionalStore> Orders<S> {
+    /// The orders context over `store`, its read model kept in `view`, confirming quotes
+    /// through `quotes`. Run [`run_view`](Self::run_view) to keep the read model and
+    /// notifications current.
+    pub fn new(
+        store: S,
+        view: Arc<dyn OrdersReadModel>,
+        quotes: Arc<dyn QuotesClient>,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
         let orders = Repository::new(store)
             .with_clock(clock.clone())
             // Every order decision is safe to recompute on newer state.
             .with_conflict_retries(8)
             .with_outbox(integration_messages);
-        let (push, _) = broadcast::channel(4096);
         Self {
             orders,
             quotes,
             view,
-            push,
             clock,
         }
     }
 
-    /// Creates the read model's tables (PostgreSQL), so reads work before its projection
-    /// first runs.
+    /// Creates what the read model's reads need before it first runs.
     ///
     /// # Errors
-    /// When the database refuses.
+    /// When the storage refuses.
     pub async fn prepare(&self) -> Result<(), String> {
-        match &self.view {
-            ReadModel::Memory(_) => Ok(()),
-            ReadModel::Postgres(view) => view.prepare().await,
-        }
+        self.view.prepare().await
     }
 
-    /// Keeps the read model and the notification feed current until `stopped` completes:
-    /// in memory, catch-up then live on the orders store's global log, restarting after a
-    /// failure; on PostgreSQL, the projection daemon (one node leading, its current batch
-    /// finished at the stop) and the push of new notifications to this process's
-    /// subscribers.
-    pub async fn run_view(self: Arc<Self>, stopped: impl Future<Output = ()> + Send) {
-        match &self.view {
-            ReadModel::Memory(view) => {
-                let projection = OrdersProjection::new(self.push.clone());
-                let follow = async {
-                    loop {
-                        if let Err(error) = view.run(self.orders.store(), &projection).await {
-                            tracing::error!(%error, "orders view stopped; restarting in 1 s");
-                        }
-                        tokio::time::sleep(Duration::from_secs(1)).await;
-                    }
-                };
-                tokio::select! {
-                    () = stopped => {}
-                    () = follow => {}
-                }
-            }
-            ReadModel::Postgres(view) => view.clone().run(self.push.clone(), stopped).await,
-        }
+    /// Keeps the read model and the notification feed current until `stopped` completes.
+    pub async fn run_view(self: Arc<Self>, stopped: Stopped) {
+        self.view.clone().run(stopped).await;
     }
 
     /// Live notifications of every customer (filter by customer).
     pub fn subscribe(&self) -> broadcast::Receiver<Notification> {
-        self.push.subscribe()
+        self.view.subscribe()
     }
 
     /// A customer's notifications with an id above `after`, oldest first.
@@ -200,15 +130,10 @@ impl Orders {
         customer_id: Uuid,
         after: u64,
     ) -> Result<Vec<Notification>, OrdersError> {
-        match &self.view {
-            ReadModel::Memory(view) => Ok(view
-                .read(|view| view.notifications(&customer_id, after))
-                .await),
-            ReadModel::Postgres(view) => view
-                .notifications(customer_id, after)
-                .await
-                .map_err(OrdersError::Internal),
-        }
+        self.view
+            .notifications(customer_id, after)
+            .await
+            .map_err(OrdersError::Internal)
     }
 
     /// Every order in the read model.
@@ -216,62 +141,16 @@ impl Orders {
     /// # Errors
     /// [`OrdersError::Internal`] when the read model cannot be read.
     pub async fn all(&self) -> Result<Vec<OrderSummary>, OrdersError> {
-        match &self.view {
-            ReadModel::Memory(view) => Ok(view.read(|view| view.all().cloned().collect()).await),
-            ReadModel::Postgres(view) => view.all().await.map_err(OrdersError::Internal),
-        }
+        self.view.all().await.map_err(OrdersError::Internal)
     }
 
     /// The read model's projection: where it is, how far behind, whether paused.
     pub async fn view_status(&self) -> ViewStatus {
-        match &self.view {
-            ReadModel::Memory(view) => {
-                let at = view.checkpoint();
-                let filter = OrdersProjection::new(self.push.clone()).filter();
-                match self.orders.store().read_log(at, &filter, 10_000).await {
-                    Ok(batch) => ViewStatus {
-                        name: "orders-view".to_owned(),
-                        state: "running".to_owned(),
-                        lag_events: batch.events.len() as u64,
-                        lag_seconds: batch.events.first().map_or(0.0, |e| {
-                            (chrono::Utc::now() - e.metadata.timestamp)
-                                .as_seconds_f64()
-                                .max(0.0)
-                        }),
-                        paused_reason: None,
-                        error: None,
-                    },
-                    Err(error) => ViewStatus::unreadable(error.to_string()),
-                }
-            }
-            ReadModel::Postgres(view) => match view.status().await {
-                Ok(Some(status)) => ViewStatus {
-                    name: status.name,
-                    state: status.state.as_str().to_owned(),
-                    lag_events: status.lag_events,
-                    lag_seconds: status.lag_time.as_secs_f64(),
-                    paused_reason: status.paused_reason,
-                    error: status.error,
-                },
-                Ok(None) => ViewStatus {
-                    name: "orders-view".to_owned(),
-                    state: "starting".to_owned(),
-                    lag_events: 0,
-                    lag_seconds: 0.0,
-                    paused_reason: None,
-                    error: None,
-                },
-                Err(error) => ViewStatus::unreadable(error),
-            },
-        }
+        self.view.status().await
     }
 
     async fn wait_for_view(&self, position: Position) {
-        let reached = match &self.view {
-            ReadModel::Memory(view) => view.wait_for(position, READ_YOUR_WRITES).await,
-            ReadModel::Postgres(view) => view.wait_for(position, READ_YOUR_WRITES).await,
-        };
-        if !reached {
+        if !self.view.wait_for(position, READ_YOUR_WRITES).await {
             tracing::warn!(%position, "the orders view did not show a write in time");
         }
     }
@@ -329,13 +208,10 @@ impl Orders {
     /// # Errors
     /// [`OrdersError::Internal`] when the read model cannot be read.
     pub async fn list(&self, customer_id: Uuid) -> Result<Vec<OrderSummary>, OrdersError> {
-        match &self.view {
-            ReadModel::Memory(view) => Ok(view.read(|view| view.for_customer(&customer_id)).await),
-            ReadModel::Postgres(view) => view
-                .for_customer(customer_id)
-                .await
-                .map_err(OrdersError::Internal),
-        }
+        self.view
+            .for_customer(customer_id)
+            .await
+            .map_err(OrdersError::Internal)
     }
 
     /// An order's history.
@@ -401,7 +277,7 @@ impl Orders {
 /// Handles the saga's commands: `ProcessOrder`, `RecordPayment`, `RecordShipment`,
 /// `CancelOrder`.
 #[async_trait]
-impl MessageHandler for Orders {
+impl<S: TransactionalStore> MessageHandler for Orders<S> {
     async fn handle(&self, delivery: &Delivery) -> Result<(), HandlerError> {
         let (order_id, command) = if let Some(c) = decode::<ProcessOrder>(delivery)? {
             (c.order_id, OrderCommand::Process)

@@ -237,6 +237,8 @@ pub struct PgOrdersView {
     daemon: Mutex<ProjectionDaemon>,
     /// The active version as last read (0: not read yet).
     version: AtomicU32,
+    /// This process's live subscribers.
+    push: broadcast::Sender<Notification>,
 }
 
 impl std::fmt::Debug for PgOrdersView {
@@ -271,7 +273,13 @@ impl PgOrdersView {
             store,
             daemon: Mutex::new(daemon),
             version: AtomicU32::new(0),
+            push: broadcast::channel(4096).0,
         }
+    }
+
+    /// Live notifications of every customer, pushed while [`run`](Self::run) runs.
+    pub fn subscribe(&self) -> broadcast::Receiver<Notification> {
+        self.push.subscribe()
     }
 
     fn daemon(&self) -> ProjectionDaemon {
@@ -414,14 +422,10 @@ impl PgOrdersView {
     }
 
     /// Runs a daemon for the projection (leading it when no other node does) and pushes each
-    /// notification committed from now on to `push`, until `stopped` completes: then the
+    /// notification committed from now on to its subscribers, until `stopped` completes: then the
     /// daemon finishes its current batch and gives up leadership. Dropped instead (a crash),
     /// it aborts the daemon: a batch in flight rolls back and the next leader applies it.
-    pub async fn run(
-        self: Arc<Self>,
-        push: broadcast::Sender<Notification>,
-        stopped: impl Future<Output = ()> + Send,
-    ) {
+    pub async fn run(self: Arc<Self>, stopped: impl Future<Output = ()> + Send) {
         let daemon = new_daemon(&self.store);
         *lock(&self.daemon) = daemon.clone();
         if let Err(error) = daemon.start() {
@@ -431,7 +435,7 @@ impl PgOrdersView {
         let running = Running(daemon.clone());
         tokio::select! {
             () = stopped => daemon.shutdown().await,
-            () = self.push_new(push) => {}
+            () = self.push_new(self.push.clone()) => {}
         }
         drop(running);
     }

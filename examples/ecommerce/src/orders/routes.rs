@@ -1,5 +1,6 @@
 //! Orders' routes (customers, own orders only) and the notification stream.
 
+use es_core::TransactionalStore;
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
@@ -123,7 +124,7 @@ impl From<OrdersError> for ApiError {
 }
 
 /// Orders' routes.
-pub fn public() -> OpenApiRouter<Arc<Orders>> {
+pub fn public<S: TransactionalStore>() -> OpenApiRouter<Arc<Orders<S>>> {
     OpenApiRouter::new()
         .routes(routes!(list))
         .routes(routes!(place))
@@ -137,8 +138,8 @@ pub fn public() -> OpenApiRouter<Arc<Orders>> {
 #[utoipa::path(get, path = "/api/v2/orders", tag = "orders",
     security(("bearer" = [])),
     responses((status = 200, description = "Orders", body = Vec<OrderView>)))]
-async fn list(
-    State(orders): State<Arc<Orders>>,
+async fn list<S: TransactionalStore>(
+    State(orders): State<Arc<Orders<S>>>,
     caller: Caller,
 ) -> Result<axum::Json<Vec<OrderView>>, ApiError> {
     let customer_id = caller.customer(Scope::Read)?;
@@ -156,8 +157,8 @@ async fn list(
         (status = 404, description = "No such quote of the caller's", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "The quote is cancelled or empty", body = Problem, content_type = "application/problem+json"),
     ))]
-async fn place(
-    State(orders): State<Arc<Orders>>,
+async fn place<S: TransactionalStore>(
+    State(orders): State<Arc<Orders<S>>>,
     caller: Caller,
     IdPath(quote_id): IdPath,
 ) -> Result<(StatusCode, axum::Json<OrderAccepted>), ApiError> {
@@ -174,8 +175,8 @@ async fn place(
         (status = 200, description = "History", body = Vec<HistoryEntry>),
         (status = 404, description = "No such order of the caller's", body = Problem, content_type = "application/problem+json"),
     ))]
-async fn history(
-    State(orders): State<Arc<Orders>>,
+async fn history<S: TransactionalStore>(
+    State(orders): State<Arc<Orders<S>>>,
     caller: Caller,
     IdPath(order_id): IdPath,
 ) -> Result<axum::Json<Vec<HistoryEntry>>, ApiError> {
@@ -192,8 +193,8 @@ async fn history(
         (status = 404, description = "No such order of the caller's", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Already shipped, delivered or cancelled", body = Problem, content_type = "application/problem+json"),
     ))]
-async fn cancel(
-    State(orders): State<Arc<Orders>>,
+async fn cancel<S: TransactionalStore>(
+    State(orders): State<Arc<Orders<S>>>,
     caller: Caller,
     IdPath(order_id): IdPath,
 ) -> Result<StatusCode, ApiError> {
@@ -211,8 +212,8 @@ async fn cancel(
         (status = 404, description = "No such order of the caller's", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Not shipped", body = Problem, content_type = "application/problem+json"),
     ))]
-async fn confirm_delivery(
-    State(orders): State<Arc<Orders>>,
+async fn confirm_delivery<S: TransactionalStore>(
+    State(orders): State<Arc<Orders<S>>>,
     caller: Caller,
     IdPath(order_id): IdPath,
 ) -> Result<StatusCode, ApiError> {
@@ -230,8 +231,8 @@ async fn confirm_delivery(
         (status = 200, description = "An event stream of the caller's order status changes", content_type = "text/event-stream"),
         (status = 401, description = "No or invalid token", body = Problem, content_type = "application/problem+json"),
     ))]
-async fn notifications(
-    State(orders): State<Arc<Orders>>,
+async fn notifications<S: TransactionalStore>(
+    State(orders): State<Arc<Orders<S>>>,
     caller: Caller,
     headers: HeaderMap,
 ) -> Result<axum::response::Response, ApiError> {

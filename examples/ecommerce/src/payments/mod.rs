@@ -17,11 +17,11 @@ pub use account::{
     AccountCommand, AccountEvent, CreditAccount, Payment, PaymentError, PaymentStatus, failures,
 };
 
-use crate::backend::ContextStore;
 use crate::failures::FailureRules;
 use crate::handling::{caused_by, decode, transient_unless_permanent};
 use crate::messages::{self, Message, RefundPayment, RequestPayment};
 use crate::money::{Currency, Money};
+use es_core::TransactionalStore;
 
 /// The namespace of payment ids.
 const PAYMENT_NAMESPACE: Uuid = Uuid::from_u128(0x7b1e_44c2_9d0a_4f6e_8c35_1a2b_6d9e_0f47);
@@ -39,25 +39,29 @@ pub trait CreditClient: Send + Sync {
 }
 
 /// The payments context.
-pub struct Payments {
-    accounts: Repository<CreditAccount, ContextStore>,
+pub struct Payments<S> {
+    accounts: Repository<CreditAccount, S>,
     credit: Arc<dyn CreditClient>,
     failures: FailureRules,
 }
 
-impl std::fmt::Debug for Payments {
+impl<S: TransactionalStore> std::fmt::Debug for Payments<S> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Payments")
-            .field("accounts", &self.accounts)
             .field("failures", &self.failures)
             .finish_non_exhaustive()
     }
 }
 
-impl Payments {
+impl<S: TransactionalStore> Payments<S> {
+    /// The context's store (its outbox is relayed from here).
+    pub fn store(&self) -> &S {
+        self.accounts.store()
+    }
+
     /// The payments context over `store`, checking credit through `credit`.
     pub fn new(
-        store: ContextStore,
+        store: S,
         credit: Arc<dyn CreditClient>,
         failures: FailureRules,
         clock: Arc<dyn Clock>,
@@ -159,7 +163,7 @@ impl Payments {
 
 /// Handles `RequestPayment` and `RefundPayment`.
 #[async_trait]
-impl MessageHandler for Payments {
+impl<S: TransactionalStore> MessageHandler for Payments<S> {
     async fn handle(&self, delivery: &Delivery) -> Result<(), HandlerError> {
         if let Some(request) = decode::<RequestPayment>(delivery)? {
             return self.pay(&request, delivery).await;

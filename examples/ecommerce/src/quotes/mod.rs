@@ -14,11 +14,11 @@ use uuid::Uuid;
 
 pub use quote::{Quote, QuoteBook, QuoteCommand, QuoteError, QuoteEvent, QuoteStatus, total};
 
-use crate::backend::ContextStore;
-use crate::catalog::{Catalog, CatalogError};
+use crate::catalog::CatalogError;
 use crate::history::{HistoryEntry, history};
 use crate::messages::Line;
 use crate::money::Currency;
+use es_core::TransactionalStore;
 
 /// What quotes need of the catalog: current names and prices in a currency.
 #[async_trait]
@@ -29,26 +29,6 @@ pub trait PriceClient: Send + Sync {
         product_ids: &[Uuid],
         currency: Currency,
     ) -> Result<HashMap<Uuid, (String, Decimal)>, CatalogError>;
-}
-
-#[async_trait]
-impl PriceClient for Catalog {
-    async fn prices(
-        &self,
-        product_ids: &[Uuid],
-        currency: Currency,
-    ) -> Result<HashMap<Uuid, (String, Decimal)>, CatalogError> {
-        let products = self.products(product_ids).await?;
-        let mut prices = HashMap::new();
-        for product in products {
-            let price = product
-                .price
-                .convert_to(currency)
-                .map_err(|e| CatalogError::Internal(e.to_string()))?;
-            prices.insert(product.product_id, (product.name, price.amount()));
-        }
-        Ok(prices)
-    }
 }
 
 /// Why a quotes operation failed.
@@ -104,23 +84,21 @@ pub trait QuotesClient: Send + Sync {
 }
 
 /// The quotes context.
-pub struct Quotes {
-    books: Repository<QuoteBook, ContextStore>,
+pub struct Quotes<S> {
+    books: Repository<QuoteBook, S>,
     prices: Arc<dyn PriceClient>,
     clock: Arc<dyn Clock>,
 }
 
-impl std::fmt::Debug for Quotes {
+impl<S: TransactionalStore> std::fmt::Debug for Quotes<S> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Quotes")
-            .field("books", &self.books)
-            .finish_non_exhaustive()
+        f.debug_struct("Quotes").finish_non_exhaustive()
     }
 }
 
-impl Quotes {
+impl<S: TransactionalStore> Quotes<S> {
     /// The quotes context over `store`, pricing from `prices`.
-    pub fn new(store: ContextStore, prices: Arc<dyn PriceClient>, clock: Arc<dyn Clock>) -> Self {
+    pub fn new(store: S, prices: Arc<dyn PriceClient>, clock: Arc<dyn Clock>) -> Self {
         let books = Repository::new(store).with_clock(clock.clone());
         Self {
             books,
@@ -297,7 +275,7 @@ impl Quotes {
 }
 
 #[async_trait]
-impl QuotesClient for Quotes {
+impl<S: TransactionalStore> QuotesClient for Quotes<S> {
     async fn confirm(&self, customer_id: Uuid, quote_id: Uuid) -> Result<Quote, QuotesError> {
         let book = self.book(customer_id).await?;
         let quote = book

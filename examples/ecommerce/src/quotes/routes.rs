@@ -1,5 +1,6 @@
 //! Quotes' routes (customers only, each checking the quote is the caller's).
 
+use es_core::TransactionalStore;
 use std::sync::Arc;
 
 use axum::extract::State;
@@ -135,7 +136,7 @@ impl From<QuotesError> for ApiError {
 }
 
 /// Quotes' routes.
-pub fn public() -> OpenApiRouter<Arc<Quotes>> {
+pub fn public<S: TransactionalStore>() -> OpenApiRouter<Arc<Quotes<S>>> {
     OpenApiRouter::new()
         .routes(routes!(current, create))
         .routes(routes!(set_item))
@@ -151,8 +152,8 @@ pub fn public() -> OpenApiRouter<Arc<Quotes>> {
         (status = 200, description = "The open quote", body = QuoteView),
         (status = 404, description = "No open quote", body = Problem, content_type = "application/problem+json"),
     ))]
-async fn current(
-    State(quotes): State<Arc<Quotes>>,
+async fn current<S: TransactionalStore>(
+    State(quotes): State<Arc<Quotes<S>>>,
     caller: Caller,
 ) -> Result<axum::Json<QuoteView>, ApiError> {
     let customer_id = caller.customer(Scope::Read)?;
@@ -167,8 +168,8 @@ async fn current(
         (status = 201, description = "Opened", body = QuoteCreated),
         (status = 422, description = "Unsupported currency, or a quote is already open", body = Problem, content_type = "application/problem+json"),
     ))]
-async fn create(
-    State(quotes): State<Arc<Quotes>>,
+async fn create<S: TransactionalStore>(
+    State(quotes): State<Arc<Quotes<S>>>,
     caller: Caller,
     Json(request): Json<CreateQuoteRequest>,
 ) -> Result<(StatusCode, axum::Json<QuoteCreated>), ApiError> {
@@ -191,8 +192,8 @@ async fn create(
         (status = 404, description = "No such quote of the caller's, or no such product", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Quantity not above zero, or the quote is not open", body = Problem, content_type = "application/problem+json"),
     ))]
-async fn set_item(
-    State(quotes): State<Arc<Quotes>>,
+async fn set_item<S: TransactionalStore>(
+    State(quotes): State<Arc<Quotes<S>>>,
     caller: Caller,
     IdPath(quote_id): IdPath,
     Json(request): Json<SetItemRequest>,
@@ -218,8 +219,8 @@ async fn set_item(
         (status = 404, description = "No such quote of the caller's", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Not in the quote, or the quote is not open", body = Problem, content_type = "application/problem+json"),
     ))]
-async fn remove_item(
-    State(quotes): State<Arc<Quotes>>,
+async fn remove_item<S: TransactionalStore>(
+    State(quotes): State<Arc<Quotes<S>>>,
     caller: Caller,
     IdPairPath(quote_id, product_id): IdPairPath,
 ) -> Result<axum::Json<QuoteView>, ApiError> {
@@ -239,8 +240,8 @@ async fn remove_item(
         (status = 404, description = "No such quote of the caller's", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "The quote is not open", body = Problem, content_type = "application/problem+json"),
     ))]
-async fn cancel(
-    State(quotes): State<Arc<Quotes>>,
+async fn cancel<S: TransactionalStore>(
+    State(quotes): State<Arc<Quotes<S>>>,
     caller: Caller,
     IdPath(quote_id): IdPath,
 ) -> Result<StatusCode, ApiError> {
@@ -257,8 +258,8 @@ async fn cancel(
         (status = 200, description = "History", body = Vec<HistoryEntry>),
         (status = 404, description = "No such quote of the caller's", body = Problem, content_type = "application/problem+json"),
     ))]
-async fn history(
-    State(quotes): State<Arc<Quotes>>,
+async fn history<S: TransactionalStore>(
+    State(quotes): State<Arc<Quotes<S>>>,
     caller: Caller,
     IdPath(quote_id): IdPath,
 ) -> Result<axum::Json<Vec<HistoryEntry>>, ApiError> {

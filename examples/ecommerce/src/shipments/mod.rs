@@ -11,10 +11,10 @@ use es_core::{
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::backend::ContextStore;
 use crate::failures::FailureRules;
 use crate::handling::{caused_by, decode, transient_unless_permanent};
 use crate::messages::{self, CancelShipment, Message, RequestShipment};
+use es_core::TransactionalStore;
 
 /// The namespace of shipment ids.
 const SHIPMENT_NAMESPACE: Uuid = Uuid::from_u128(0x4e8d_2f71_0b6c_4a93_9e15_c7a0_58d2_13bf);
@@ -162,14 +162,19 @@ impl Aggregate for Shipment {
 
 /// The shipments context.
 #[derive(Debug)]
-pub struct Shipments {
-    shipments: Repository<Shipment, ContextStore>,
+pub struct Shipments<S> {
+    shipments: Repository<Shipment, S>,
     failures: FailureRules,
 }
 
-impl Shipments {
+impl<S: TransactionalStore> Shipments<S> {
+    /// The context's store (its outbox is relayed from here).
+    pub fn store(&self) -> &S {
+        self.shipments.store()
+    }
+
     /// The shipments context over `store`.
-    pub fn new(store: ContextStore, failures: FailureRules, clock: Arc<dyn Clock>) -> Self {
+    pub fn new(store: S, failures: FailureRules, clock: Arc<dyn Clock>) -> Self {
         let shipments = Repository::new(store)
             .with_clock(clock)
             .with_conflict_retries(8)
@@ -196,7 +201,7 @@ impl Shipments {
 
 /// Handles `RequestShipment` and `CancelShipment`.
 #[async_trait]
-impl MessageHandler for Shipments {
+impl<S: TransactionalStore> MessageHandler for Shipments<S> {
     async fn handle(&self, delivery: &Delivery) -> Result<(), HandlerError> {
         let (order_id, command) = if let Some(request) = decode::<RequestShipment>(delivery)? {
             let command = ShipmentCommand::Ship {

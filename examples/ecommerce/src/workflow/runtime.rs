@@ -12,20 +12,19 @@ use chrono::{DateTime, Utc};
 use es_core::consume::{ConsumerLoop, RunnerOptions, RunnerStats};
 use es_core::memory::MemoryPausedPartitions;
 use es_core::relay::{Relay, RelayOptions, RelayStatsHandle};
+use es_core::runtime::Lease;
 use es_core::runtime::{
     LeaderOnly, RunningRuntime, Runtime as Services, ServiceStatus, service_fn,
 };
 use es_core::{
-    CheckpointStore, Delivery, HandlerError, MessageHandler, OutboxSource, PausedPartition,
-    PausedPartitions, Publisher,
+    CheckpointStore, DeadlineStore, Delivery, HandlerError, MessageHandler, OutboxSource,
+    PausedPartition, PausedPartitions, PausedPartitionsError, Publisher, SagaStore,
 };
 use es_kafka::{KafkaConsumer, LagProbe};
-use es_postgres::PgLeases;
 use es_saga::{DeadlineScheduler, SagaRunner};
 
 use super::bus::{Bus, Routed};
 use super::saga::OrderSaga;
-use super::stores::{PausedStore, SagaStores};
 
 /// A message refused for good (malformed, unknown type, or failing every attempt): recorded
 /// here and sent to its topic's dead-letter topic.
@@ -44,8 +43,8 @@ pub struct DeadLetter {
 /// Completes when the runtime stops.
 pub type Stopped = std::pin::Pin<Box<dyn Future<Output = ()> + Send>>;
 
-/// The saga runner of the workflow.
-pub type OrderSagaRunner = SagaRunner<OrderSaga, SagaStores>;
+/// The saga runner of the workflow, on the saga store `G`.
+pub type OrderSagaRunner<G> = SagaRunner<OrderSaga, G>;
 
 /// How often a handler is tried before its message is dead-lettered.
 const MAX_ATTEMPTS: u32 = 20;
@@ -71,7 +70,7 @@ pub struct Runtime {
     consumers: Mutex<Vec<(String, RunnerStats)>>,
     /// Each Kafka member's group and lag probe.
     probes: Mutex<Vec<(String, LagProbe)>>,
-    paused: PausedStore,
+    paused: SharedPaused,
 }
 
 impl Runtime {
@@ -87,14 +86,14 @@ impl Runtime {
             relays: Mutex::new(Vec::new()),
             consumers: Mutex::new(Vec::new()),
             probes: Mutex::new(Vec::new()),
-            paused: PausedStore::Memory(MemoryPausedPartitions::new()),
+            paused: SharedPaused(Arc::new(MemoryPausedPartitions::new())),
         }
     }
 
     /// Keeps partitions paused by policy in `paused` (in memory unless set).
     #[must_use]
-    pub fn with_paused(mut self, paused: PausedStore) -> Self {
-        self.paused = paused;
+    pub fn with_paused(mut self, paused: impl PausedPartitions + 'static) -> Self {
+        self.paused = SharedPaused(Arc::new(paused));
         self
     }
 
@@ -119,16 +118,17 @@ impl Runtime {
     /// PostgreSQL), the relay runs only while this process holds the lease `name`, so that
     /// one instance relays at a time and a standby takes over when the leader's connection
     /// dies; without, it relays at once (one process, or the in-memory outbox).
-    pub fn relay<S, C>(
+    pub fn relay<S, C, L>(
         &self,
         name: &str,
         source: S,
         checkpoints: C,
-        leases: Option<PgLeases>,
+        leases: Option<L>,
         signal: Option<es_core::AppendSignal>,
     ) where
         S: OutboxSource + 'static,
         C: CheckpointStore + 'static,
+        L: Lease + Clone,
     {
         let relay = match &self.bus {
             Bus::Memory(bus) => {
@@ -233,10 +233,13 @@ impl Runtime {
     }
 
     /// Fires the saga's deadlines through `runner`.
-    pub fn schedule(&self, runner: Arc<OrderSagaRunner>, store: SagaStores, poll: Duration) {
+    pub fn schedule<G>(&self, runner: &OrderSagaRunner<G>, store: G, poll: Duration)
+    where
+        G: SagaStore + DeadlineStore + Clone + 'static,
+    {
         let scheduler = DeadlineScheduler::new(store)
             .with_poll_interval(poll)
-            .register(OrderSagaRunner::clone(&runner));
+            .register(runner.clone());
         self.add(scheduler);
     }
 
@@ -329,7 +332,11 @@ impl Runtime {
         let mut paused = Vec::new();
         for group in self.groups() {
             let group = self.group_id(&group);
-            paused.extend(self.paused.list(&group).await.map_err(|e| e.to_string())?);
+            paused.extend(
+                PausedPartitions::list(&self.paused, &group)
+                    .await
+                    .map_err(|e| e.to_string())?,
+            );
         }
         Ok(paused)
     }
@@ -418,5 +425,67 @@ impl MessageHandler for Refusals {
             });
         }
         outcome
+    }
+}
+
+/// Paused partitions of whichever backend, behind one type, so that the runtime (and the
+/// application above it) is not generic over the backend.
+#[derive(Clone)]
+struct SharedPaused(Arc<dyn ErasedPaused>);
+
+impl std::fmt::Debug for SharedPaused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SharedPaused")
+    }
+}
+
+#[async_trait]
+trait ErasedPaused: Send + Sync {
+    async fn pause(&self, paused: PausedPartition) -> Result<(), PausedPartitionsError>;
+    async fn resume(
+        &self,
+        group: &str,
+        topic: &str,
+        partition: u32,
+    ) -> Result<(), PausedPartitionsError>;
+    async fn list(&self, group: &str) -> Result<Vec<PausedPartition>, PausedPartitionsError>;
+}
+
+#[async_trait]
+impl<P: PausedPartitions + 'static> ErasedPaused for P {
+    async fn pause(&self, paused: PausedPartition) -> Result<(), PausedPartitionsError> {
+        PausedPartitions::pause(self, paused).await
+    }
+
+    async fn resume(
+        &self,
+        group: &str,
+        topic: &str,
+        partition: u32,
+    ) -> Result<(), PausedPartitionsError> {
+        PausedPartitions::resume(self, group, topic, partition).await
+    }
+
+    async fn list(&self, group: &str) -> Result<Vec<PausedPartition>, PausedPartitionsError> {
+        PausedPartitions::list(self, group).await
+    }
+}
+
+impl PausedPartitions for SharedPaused {
+    async fn pause(&self, paused: PausedPartition) -> Result<(), PausedPartitionsError> {
+        self.0.pause(paused).await
+    }
+
+    async fn resume(
+        &self,
+        group: &str,
+        topic: &str,
+        partition: u32,
+    ) -> Result<(), PausedPartitionsError> {
+        self.0.resume(group, topic, partition).await
+    }
+
+    async fn list(&self, group: &str) -> Result<Vec<PausedPartition>, PausedPartitionsError> {
+        self.0.list(group).await
     }
 }

@@ -227,7 +227,7 @@ async fn health_and_readiness(app: TestApp) {
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
         ready = app.get("/ready", None).await;
     }
-    assert_eq!(ready.body["backend"], json!(app.app.backend().name()));
+    assert_eq!(ready.body["backend"], json!(app.app.backend()));
     let missing = app.get("/api/v2/nowhere", None).await;
     assert_problem(&missing, StatusCode::NOT_FOUND);
 }

@@ -6,7 +6,7 @@ use axum::http::StatusCode;
 use ecommerce::app::{AppConfig, WorkflowConfig};
 use ecommerce::catalog::product_id;
 use ecommerce::failures::FailureRules;
-use ecommerce::workflow::invariants;
+use ecommerce::invariants;
 use serde_json::{Value, json};
 
 use crate::on_both_backends;
@@ -31,7 +31,7 @@ async fn demo_app(held: &'static [&'static str], step_timeout: Duration) -> Test
 }
 
 async fn assert_invariants(app: &TestApp) {
-    let report = invariants::settle(&app.app.books(), WAIT).await;
+    let report = invariants::settle(app.app.books().as_ref(), WAIT).await;
     assert!(report.holds(), "{:#?}", report.violations);
 }
 
@@ -200,7 +200,7 @@ async fn every_compensation_path() {
         assert_eq!(order["cancellationReason"], reason);
     }
     assert_invariants(&app).await;
-    let report = invariants::check(&app.app.books()).await;
+    let report = invariants::check(app.app.books().as_ref()).await;
     assert_eq!(report.by_reason.len(), 4, "{report:?}");
 }
 
@@ -215,8 +215,12 @@ async fn a_step_without_answer_times_out_and_a_late_payment_is_refunded() {
     assert!(app.app.release("payments"));
     let started = std::time::Instant::now();
     loop {
-        let account = app.app.payments.account(ada.customer_id).await.unwrap();
-        let status = account.payment(&order_id).map(|p| p.status);
+        let status = app
+            .app
+            .books()
+            .payment(ada.customer_id, order_id)
+            .await
+            .unwrap();
         if status == Some(ecommerce::payments::PaymentStatus::Refunded) {
             break;
         }
@@ -228,8 +232,8 @@ async fn a_step_without_answer_times_out_and_a_late_payment_is_refunded() {
     }
     let saga = app
         .app
-        .saga
-        .instance(&order_id.to_string())
+        .books()
+        .saga(order_id)
         .await
         .unwrap()
         .unwrap();
@@ -249,12 +253,7 @@ async fn a_customer_cancels_before_shipment() {
     .await;
     // Stock is reserved while payment is pending.
     let reserved = || async {
-        app.app
-            .inventory
-            .warehouse()
-            .await
-            .unwrap()
-            .reservation(&order_id)
+        app.app.books().reservation(order_id).await.unwrap()
     };
     let started = std::time::Instant::now();
     while reserved().await != Some(ecommerce::inventory::ReservationStatus::Reserved) {

@@ -125,7 +125,7 @@ async fn alone_two_hundred_orders_on_postgres_and_kafka() {
     let app = app(&broker.bootstrap_servers(), false).await;
     // Everything pushed live to this instance's subscribers while the orders run.
     let pushed = Arc::new(std::sync::Mutex::new(Vec::new()));
-    let mut live = app.orders.subscribe();
+    let mut live = app.books().subscribe();
     let listener = {
         let pushed = pushed.clone();
         tokio::spawn(async move {
@@ -147,8 +147,8 @@ async fn alone_two_hundred_orders_on_postgres_and_kafka() {
     // customer (the feed is what a reconnecting client replays).
     tokio::time::sleep(Duration::from_millis(500)).await;
     let mut customers: Vec<_> = app
-        .orders
-        .all()
+        .books()
+        .orders()
         .await
         .unwrap()
         .into_iter()
@@ -158,7 +158,7 @@ async fn alone_two_hundred_orders_on_postgres_and_kafka() {
     customers.dedup();
     let mut feed = Vec::new();
     for customer in customers {
-        feed.extend(app.orders.notifications(customer, 0).await.unwrap());
+        feed.extend(app.books().notifications(customer, 0).await.unwrap());
     }
     feed.sort_by_key(|n| n.id);
     assert!(feed.len() >= 200 * 2, "{} notifications", feed.len());
@@ -192,8 +192,8 @@ async fn alone_relays_and_consumers_crash_midway_and_resume() {
     let shop = Arc::new(InProcess::new(&app));
     let demo = tokio::spawn(async move { run(shop, &options(200)).await });
     let terminal = |app: Arc<App>| async move {
-        app.orders
-            .all()
+        app.books()
+            .orders()
             .await
             .unwrap()
             .iter()
@@ -226,7 +226,7 @@ async fn alone_a_frozen_broker_delays_orders_and_loses_none() {
     let shop = Arc::new(InProcess::new(&app));
     let demo = tokio::spawn(async move { run(shop, &options(200)).await });
     let started = std::time::Instant::now();
-    while app.orders.all().await.unwrap().len() < 50 {
+    while app.books().orders().await.unwrap().len() < 50 {
         assert!(
             started.elapsed() < Duration::from_secs(60),
             "orders stopped coming"

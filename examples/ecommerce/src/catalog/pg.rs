@@ -1,0 +1,117 @@
+//! The catalog's table on PostgreSQL, in the catalog's schema.
+
+use async_trait::async_trait;
+use es_postgres::PgEventStore;
+use rust_decimal::Decimal;
+
+use super::{CatalogError, Product, ProductTable, internal, seed};
+use crate::money::Money;
+
+/// The products in the table `products` of a PostgreSQL schema.
+#[derive(Debug, Clone)]
+pub struct PgProducts {
+    pool: deadpool_postgres::Pool,
+    schema: String,
+}
+
+impl PgProducts {
+    /// The table in `store`'s schema, created and seeded (idempotently) with the 20 products.
+    ///
+    /// # Errors
+    /// [`CatalogError::Internal`] when the table cannot be created or seeded.
+    pub async fn open(store: &PgEventStore) -> Result<Self, CatalogError> {
+        let products = Self {
+            pool: store.pool().clone(),
+            schema: store.schema().to_owned(),
+        };
+        migrate_and_seed(&products.pool, &products.schema)
+            .await
+            .map_err(internal)?;
+        Ok(products)
+    }
+}
+
+#[async_trait]
+impl ProductTable for PgProducts {
+    async fn all(&self) -> Result<Vec<Product>, CatalogError> {
+        load(&self.pool, &self.schema).await.map_err(internal)
+    }
+}
+
+async fn migrate_and_seed(
+    pool: &deadpool_postgres::Pool,
+    schema: &str,
+) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    let mut client = pool.get().await?;
+    let tx = client.transaction().await?;
+    tx.execute(
+        "SELECT pg_advisory_xact_lock(hashtext($1))",
+        &[&format!("{schema}.catalog")],
+    )
+    .await?;
+    tx.batch_execute(&format!("CREATE SCHEMA IF NOT EXISTS \"{schema}\""))
+        .await?;
+    tx.batch_execute(
+        &include_str!("../../sql/catalog.sql").replace("__SCHEMA__", &format!("\"{schema}\"")),
+    )
+    .await?;
+    let insert = tx
+        .prepare(&format!(
+            "INSERT INTO \"{schema}\".products
+                 (product_id, name, category, description, image_url, price_cents, position)
+             VALUES ($1, $2, $3, $4, $5, $6, $7)
+             ON CONFLICT (product_id) DO NOTHING"
+        ))
+        .await?;
+    for (position, product) in seed().iter().enumerate() {
+        let cents = i64::try_from(
+            (product.price.amount() * Decimal::ONE_HUNDRED)
+                .trunc()
+                .mantissa(),
+        )?;
+        let position = i32::try_from(position)?;
+        tx.execute(
+            &insert,
+            &[
+                &product.product_id,
+                &product.name,
+                &product.category,
+                &product.description,
+                &product.image_url,
+                &cents,
+                &position,
+            ],
+        )
+        .await?;
+    }
+    tx.commit().await?;
+    Ok(())
+}
+
+async fn load(
+    pool: &deadpool_postgres::Pool,
+    schema: &str,
+) -> Result<Vec<Product>, Box<dyn std::error::Error + Send + Sync>> {
+    let client = pool.get().await?;
+    let rows = client
+        .query(
+            &format!(
+                "SELECT product_id, name, category, description, image_url, price_cents
+                 FROM \"{schema}\".products ORDER BY position"
+            ),
+            &[],
+        )
+        .await?;
+    rows.iter()
+        .map(|row| {
+            Ok(Product {
+                product_id: row.try_get(0)?,
+                name: row.try_get(1)?,
+                category: row.try_get(2)?,
+                description: row.try_get(3)?,
+                image_url: row.try_get(4)?,
+                price: Money::usd(Decimal::new(row.try_get(5)?, 2))?,
+            })
+        })
+        .collect()
+}

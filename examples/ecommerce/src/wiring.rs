@@ -1,0 +1,309 @@
+//! The composition root's wiring, written once for any backend: every context on its store,
+//! the adapters between them, their handlers, the relays, the consumers, the saga and its
+//! deadlines, and the orders view, registered with the workflow's runtime.
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+
+use chrono::TimeDelta;
+use es_core::memory::MemoryBus;
+use es_core::{Clock, MessageHandler, SystemClock};
+use es_saga::SagaRunner;
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+
+use crate::app::{App, AppConfig, Parts, StartError, WorkflowConfig};
+use crate::auth::TokenKeys;
+use crate::backend::ShopBackend;
+use crate::catalog::Catalog;
+use crate::customers::Customers;
+use crate::http::{InternalApi, PublicApi};
+use crate::identity::Identity;
+use crate::invariants::{Books, ContextBooks};
+use crate::inventory::Inventory;
+use crate::messages::topics;
+use crate::ops::Operations;
+use crate::orders::Orders;
+use crate::payments::Payments;
+use crate::quotes::Quotes;
+use crate::shipments::Shipments;
+use crate::workflow::bus::Bus;
+use crate::workflow::runtime::{OrderSagaRunner, Runtime, lock};
+use crate::workflow::saga::OrderSaga;
+use crate::{catalog, customers, identity, inventory, ops, orders, quotes};
+
+/// The topics the order saga reads.
+const SAGA_TOPICS: [&str; 4] = [
+    topics::ORDERS,
+    topics::INVENTORY,
+    topics::PAYMENTS,
+    topics::SHIPMENTS,
+];
+
+/// A consumer: its group, its topics and its handler.
+type Consumer = (
+    &'static str,
+    &'static [&'static str],
+    Arc<dyn MessageHandler>,
+);
+
+/// Prepares every context on `backend` and wires them together.
+pub(crate) async fn wire<B: ShopBackend>(backend: B, config: AppConfig) -> Result<App, StartError> {
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let keys = Arc::new(
+        TokenKeys::new(config.identity.signing_secret.as_bytes()).map_err(fail("identity"))?,
+    );
+    let store = |context: &'static str| {
+        let backend = backend.clone();
+        async move { backend.store(context).await.map_err(fail(context)) }
+    };
+    let identity = Arc::new(
+        Identity::new(
+            store("identity").await?,
+            keys.clone(),
+            config.identity,
+            clock.clone(),
+        )
+        .await
+        .map_err(fail("identity"))?,
+    );
+    let customers = Arc::new(Customers::new(
+        store("customers").await?,
+        identity.clone(),
+        clock.clone(),
+    ));
+    let inventory = Arc::new(
+        Inventory::open(store("inventory").await?, clock.clone())
+            .await
+            .map_err(fail("inventory"))?,
+    );
+    let products = backend.products().await.map_err(fail("catalog"))?;
+    let catalog = Arc::new(Catalog::new(products, inventory.clone()));
+    let quotes = Arc::new(Quotes::new(
+        store("quotes").await?,
+        catalog.clone(),
+        clock.clone(),
+    ));
+    let orders_store = store("orders").await?;
+    let view = backend.orders_view(&orders_store);
+    let orders = Arc::new(Orders::new(
+        orders_store.clone(),
+        view,
+        quotes.clone(),
+        clock.clone(),
+    ));
+    orders.prepare().await.map_err(fail("the orders view"))?;
+    let workflow = config.workflow;
+    let payments = Arc::new(Payments::new(
+        store("payments").await?,
+        customers.clone(),
+        workflow.failures,
+        clock.clone(),
+    ));
+    let shipments = Arc::new(Shipments::new(
+        store("shipments").await?,
+        workflow.failures,
+        clock.clone(),
+    ));
+    let saga_store = store("saga").await?;
+    let sagas = backend.sagas(&saga_store);
+    let step_timeout = TimeDelta::from_std(workflow.step_timeout).unwrap_or(TimeDelta::seconds(60));
+    let saga = Arc::new(SagaRunner::new(OrderSaga { step_timeout }, sagas.clone()));
+    let bus = match &config.kafka {
+        None => Bus::Memory(
+            MemoryBus::new()
+                .with_partitions(workflow.partitions)
+                .with_duplicate_delivery(workflow.duplicate_delivery),
+        ),
+        Some(kafka) => Bus::Kafka {
+            config: kafka.config.clone(),
+            prefix: kafka.topic_prefix.clone(),
+        },
+    };
+    bus.prepare(workflow.partitions)
+        .await
+        .map_err(fail("the message bus"))?;
+    let consumers: Vec<Consumer> = vec![
+        ("order-saga", &SAGA_TOPICS, saga.clone()),
+        (
+            "inventory",
+            &[topics::INVENTORY_COMMANDS],
+            Arc::new(inventory.handlers()),
+        ),
+        ("payments", &[topics::PAYMENT_COMMANDS], payments.clone()),
+        ("shipments", &[topics::SHIPMENT_COMMANDS], shipments.clone()),
+        ("orders", &[topics::ORDER_COMMANDS], orders.clone()),
+    ];
+    let outboxes = vec![
+        ("inventory", inventory.store().clone()),
+        ("orders", orders_store),
+        ("payments", payments.store().clone()),
+        ("shipments", shipments.store().clone()),
+    ];
+    let books: Arc<dyn Books> = Arc::new(ContextBooks {
+        orders: orders.clone(),
+        inventory: inventory.clone(),
+        payments,
+        saga: saga.clone(),
+    });
+    let wiring = Arc::new(Wiring {
+        checkpoints: backend.checkpoints(&saga_store),
+        paused: backend.paused_partitions(&saga_store),
+        leases: backend.relay_leases(&saga_store),
+        backend,
+        bus: bus.clone(),
+        workflow,
+        outboxes,
+        sagas,
+        saga,
+        orders: orders.clone(),
+        consumers,
+        held: Mutex::new(workflow.held.iter().map(|g| (*g).to_owned()).collect()),
+    });
+    let runtime = Arc::new(Mutex::new(wiring.start().map_err(fail("the workflow"))?));
+    let operations = Operations {
+        backend: B::NAME,
+        runtime: runtime.clone(),
+        books: books.clone(),
+    };
+    let public = OpenApiRouter::with_openapi(PublicApi::openapi())
+        .merge(identity::routes::public().with_state(identity.clone()))
+        .merge(customers::routes::public().with_state(customers.clone()))
+        .merge(catalog::routes::public().with_state(catalog))
+        .merge(inventory::routes::public().with_state(inventory.clone()))
+        .merge(quotes::routes::public().with_state(quotes))
+        .merge(orders::routes::public().with_state(orders));
+    let internal = OpenApiRouter::with_openapi(InternalApi::openapi())
+        .merge(identity::routes::internal().with_state(identity))
+        .merge(customers::routes::internal().with_state(customers))
+        .merge(inventory::routes::internal().with_state(inventory))
+        .merge(ops::internal().with_state(operations));
+    Ok(App::new(Parts {
+        backend: B::NAME,
+        keys,
+        body_limit: config.body_limit,
+        public: public.split_for_parts(),
+        internal: internal.split_for_parts(),
+        books,
+        bus,
+        runtime,
+        workflow: wiring,
+    }))
+}
+
+/// A start-up failure of `context`.
+fn fail<E: std::fmt::Display>(context: &'static str) -> impl Fn(E) -> StartError {
+    move |e| StartError::Storage {
+        context,
+        reason: e.to_string(),
+    }
+}
+
+/// The workflow's parts, kept to start its services again (after a restart, or a release).
+struct Wiring<B: ShopBackend> {
+    backend: B,
+    bus: Bus,
+    workflow: WorkflowConfig,
+    outboxes: Vec<(&'static str, B::Store)>,
+    sagas: B::Sagas,
+    checkpoints: B::Checkpoints,
+    paused: B::PausedPartitions,
+    leases: Option<B::Leases>,
+    saga: Arc<OrderSagaRunner<B::Sagas>>,
+    orders: Arc<Orders<B::Store>>,
+    consumers: Vec<Consumer>,
+    held: Mutex<HashSet<String>>,
+}
+
+/// What the application does with its workflow, whatever the backend.
+#[async_trait::async_trait]
+pub(crate) trait Workflow: Send + Sync + std::fmt::Debug {
+    /// Starts the relays, the consumers (but held ones), the deadline scheduler and the
+    /// orders view.
+    fn start(&self) -> Result<Arc<Runtime>, String>;
+    /// Starts held consumer group `group` on `runtime`; false when it was not held.
+    fn release(&self, runtime: &Runtime, group: &str) -> bool;
+    /// Whether the storage answers.
+    async fn check(&self) -> Result<(), String>;
+}
+
+impl<B: ShopBackend> std::fmt::Debug for Wiring<B> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Wiring")
+            .field("backend", &self.backend)
+            .field("bus", &self.bus)
+            .finish_non_exhaustive()
+    }
+}
+
+#[async_trait::async_trait]
+impl<B: ShopBackend> Workflow for Wiring<B> {
+    fn start(&self) -> Result<Arc<Runtime>, String> {
+        let runtime = Arc::new(
+            Runtime::new(self.bus.clone(), self.workflow.duplicate_delivery)
+                .with_paused(self.paused.clone()),
+        );
+        for (name, store) in &self.outboxes {
+            let signal = Some(B::append_signal(store));
+            runtime.relay(
+                &format!("{name}-relay"),
+                store.clone(),
+                self.checkpoints.clone(),
+                self.leases.clone(),
+                signal,
+            );
+        }
+        runtime.relay(
+            "saga-relay",
+            self.sagas.clone(),
+            self.checkpoints.clone(),
+            self.leases.clone(),
+            None,
+        );
+        let held = lock(&self.held).clone();
+        let running = self
+            .consumers
+            .iter()
+            .filter(|(group, _, _)| !held.contains(*group));
+        match &self.bus {
+            Bus::Memory(_) => {
+                for (group, topics, handler) in running {
+                    runtime.consume(group, topics, handler.clone())?;
+                }
+            }
+            Bus::Kafka { .. } => {
+                let routes: Vec<_> = running
+                    .map(|(_, topics, handler)| (*topics, handler.clone()))
+                    .collect();
+                runtime.consume_together("ecommerce", &routes, self.workflow.consumers)?;
+            }
+        }
+        runtime.schedule(&self.saga, self.sagas.clone(), self.workflow.deadline_poll);
+        let orders = self.orders.clone();
+        runtime.run_until_stopped("orders-view", move |stopped| {
+            orders.clone().run_view(stopped)
+        });
+        runtime.start();
+        Ok(runtime)
+    }
+
+    fn release(&self, runtime: &Runtime, group: &str) -> bool {
+        if !lock(&self.held).remove(group) {
+            return false;
+        }
+        for (name, topics, handler) in &self.consumers {
+            if *name == group
+                && let Err(error) = runtime.consume(name, topics, handler.clone())
+            {
+                tracing::error!(%group, %error, "held consumer not started");
+                return false;
+            }
+        }
+        runtime.start();
+        true
+    }
+
+    async fn check(&self) -> Result<(), String> {
+        self.backend.check().await
+    }
+}
