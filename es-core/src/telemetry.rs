@@ -30,6 +30,7 @@
 //! | `es_projection_lag_events` | gauge | `projection` | events of the log the projection has not applied |
 //! | `es_saga_decisions_total` | counter | `saga`, `outcome` | messages and deadlines a saga decided on |
 //! | `es_deadlines_fired_total` | counter | `saga` | deadlines fired |
+//! | `es_unit_of_work_reruns_total` | counter | `reason` | units of work run again: `conflict` (a stream moved), `lock` (a stream found late) |
 
 use std::cell::Cell;
 use std::collections::BTreeMap;
@@ -133,6 +134,8 @@ pub struct Metrics {
     pub saga_decisions: Counter<u64>,
     /// `es_deadlines_fired_total`.
     pub deadlines_fired: Counter<u64>,
+    /// `es_unit_of_work_reruns_total`.
+    pub unit_reruns: Counter<u64>,
 }
 
 /// The framework's instruments, created on first use from the global meter provider.
@@ -185,6 +188,12 @@ pub fn metrics() -> &'static Metrics {
             deadlines_fired: meter
                 .u64_counter("es_deadlines_fired")
                 .with_description("Deadlines fired")
+                .build(),
+            unit_reruns: meter
+                .u64_counter("es_unit_of_work_reruns")
+                .with_description(
+                    "Units of work run again, by reason: conflict (a stream moved) or lock (a stream found late)",
+                )
                 .build(),
         }
     })

@@ -160,14 +160,23 @@ impl<'s, S: TransactionalStore> UnitOfWork<'s, S> {
                     if !self.streams.contains(stream) && self.streams.len() < MAX_LATE_STREAMS =>
                 {
                     tracing::debug!(%stream, "running the unit of work again with the stream locked first");
+                    rerun("lock");
                     self.streams.push(stream.clone());
                 }
                 Some(Rerun::Conflict(conflict)) if conflicts < self.conflict_retries => {
                     conflicts += 1;
                     tracing::debug!(%conflict, attempt = conflicts, "running the unit of work again after a conflict");
+                    rerun("conflict");
                 }
                 _ => return Err(error),
             }
         }
     }
+}
+
+/// Counts a run again in `es_unit_of_work_reruns_total`.
+fn rerun(reason: &'static str) {
+    crate::telemetry::metrics()
+        .unit_reruns
+        .add(1, &[opentelemetry::KeyValue::new("reason", reason)]);
 }

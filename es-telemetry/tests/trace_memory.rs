@@ -10,8 +10,9 @@ use es_core::consume::ConsumerLoop;
 use es_core::memory::{MemoryBus, MemoryCheckpointStore, MemoryEventStore};
 use es_core::relay::Relay;
 use es_core::{
-    Aggregate, CommandContext, Delivery, DomainEvent, HandlerError, MessageHandler, Metadata,
-    OutboxMessage, Repository, StreamId,
+    Aggregate, AppendRequest, CommandContext, Delivery, DomainEvent, ExpectedVersion, HandlerError,
+    MessageHandler, Metadata, NewEvent, OutboxMessage, Repository, StoreError, StoreTransaction,
+    StreamId, SystemClock, UnitOfWork,
 };
 use es_telemetry::{Telemetry, TelemetryConfig};
 use opentelemetry::trace::{SpanId, TraceId};
@@ -186,5 +187,37 @@ async fn a_command_its_message_the_relay_and_the_consumer_share_one_trace() {
             "{expected} missing from:\n{metrics}"
         );
     }
+
+    // A unit of work that appends to a stream it did not lock, after writing, runs again.
+    let (first, late) = (
+        StreamId::new("late-1").unwrap(),
+        StreamId::new("late-2").unwrap(),
+    );
+    let event = || NewEvent {
+        event_type: "Counted".into(),
+        schema_version: 1,
+        data: json!(null),
+        metadata: CommandContext::new().metadata(&SystemClock),
+    };
+    let done = UnitOfWork::new(&MemoryEventStore::new())
+        .run(|mut tx| {
+            let (first, late) = (&first, &late);
+            async move {
+                for stream in [first, late] {
+                    let append = AppendRequest::new(stream.clone(), ExpectedVersion::Any);
+                    tx.append(append.with_events([event()])).await?;
+                }
+                Ok::<_, StoreError>((tx, ()))
+            }
+        })
+        .await
+        .unwrap();
+    assert_eq!(done.runs, 2);
+    let metrics = telemetry.render_metrics();
+    let expected = "es_unit_of_work_reruns_total{reason=\"lock\"} 1";
+    assert!(
+        metrics.contains(expected),
+        "{expected} missing from:\n{metrics}"
+    );
     telemetry.shutdown();
 }

@@ -199,7 +199,12 @@ messages! {
         lines: Vec<Line>,
     }
     /// Release the order's reservation.
-    ReleaseStock = "ReleaseStock" on INVENTORY_COMMANDS {}
+    ReleaseStock = "ReleaseStock" on INVENTORY_COMMANDS {
+        /// The products reserved (their stock units are locked first; the reservation itself
+        /// says what is given back).
+        #[serde(default)]
+        product_ids: Vec<Uuid>,
+    }
     /// Charge the customer's credit.
     RequestPayment = "RequestPayment" on PAYMENT_COMMANDS {
         /// The customer.

@@ -9,7 +9,7 @@ use es_core::{
     TransactionalStore,
 };
 
-use super::{Inventory, StockLine, reserve_streams};
+use super::{Inventory, StockLine, release_streams, reserve_streams};
 use crate::handling::caused_by;
 use crate::messages::{ReleaseStock, ReserveStock};
 
@@ -72,6 +72,10 @@ struct Release<S>(Arc<Inventory<S>>);
 #[async_trait]
 impl<S: TransactionalStore> TransactionalHandler<S::Transaction> for Release<S> {
     type Message = ReleaseStock;
+
+    fn streams(&self, release: &ReleaseStock) -> Vec<StreamId> {
+        release_streams(release.order_id, &release.product_ids).unwrap_or_default()
+    }
 
     async fn handle(
         &self,

@@ -280,7 +280,7 @@ impl<S: TransactionalStore> Inventory<S> {
     }
 
     /// Gives an order's stock back, if it holds any (idempotent); `None` when the order never
-    /// asked for a reservation.
+    /// asked for a reservation. The reservation and its products' units are locked first.
     ///
     /// # Errors
     /// Store failures.
@@ -289,9 +289,17 @@ impl<S: TransactionalStore> Inventory<S> {
         order_id: Uuid,
         context: &CommandContext,
     ) -> Result<Option<ReservationStatus>, InventoryError> {
-        let stream = reservation_stream(order_id)?;
+        // The reservation names its products: lock them all first.
+        let products: Vec<Uuid> = self
+            .reservation(order_id)
+            .await?
+            .lines
+            .iter()
+            .map(|line| line.product_id)
+            .collect();
+        let streams = release_streams(order_id, &products)?;
         let done = UnitOfWork::new(self.units.store())
-            .lock([&stream])
+            .lock(&streams)
             .conflict_retries(CONFLICT_RETRIES)
             .run(|mut tx| async move {
                 let status = self.release_in(&mut tx, order_id, context).await?;
@@ -301,8 +309,8 @@ impl<S: TransactionalStore> Inventory<S> {
         Ok(done.value)
     }
 
-    /// [`release`](Self::release) inside `tx`. The products' units are found in the
-    /// reservation: a unit of work runs again with them locked first.
+    /// [`release`](Self::release) inside `tx` (lock [`release_streams`] first: a product not
+    /// locked makes the unit of work run again with it locked).
     ///
     /// # Errors
     /// As [`release`](Self::release).
@@ -373,6 +381,24 @@ pub fn reserve_streams(
     let mut streams = vec![reservation_stream(order_id)?];
     for line in merge(lines) {
         streams.push(unit_stream(line.product_id)?);
+    }
+    Ok(streams)
+}
+
+/// The streams a release writes: the order's and each product's it names, to lock first.
+///
+/// # Errors
+/// [`InvalidStreamId`] for an id that makes no stream name (never for UUIDs).
+pub fn release_streams(
+    order_id: Uuid,
+    product_ids: &[Uuid],
+) -> Result<Vec<StreamId>, InvalidStreamId> {
+    let mut products = product_ids.to_vec();
+    products.sort_unstable();
+    products.dedup();
+    let mut streams = vec![reservation_stream(order_id)?];
+    for product_id in products {
+        streams.push(unit_stream(product_id)?);
     }
     Ok(streams)
 }

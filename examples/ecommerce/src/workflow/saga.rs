@@ -65,6 +65,11 @@ pub struct OrderSagaState {
     pub late: Vec<String>,
 }
 
+/// The products of an order's lines.
+fn product_ids(lines: &[Line]) -> Vec<Uuid> {
+    lines.iter().map(|line| line.product_id).collect()
+}
+
 /// The order saga, with the time each step may take.
 #[derive(Debug, Clone, Copy)]
 pub struct OrderSaga {
@@ -210,7 +215,10 @@ impl Saga for OrderSaga {
             (Reserving, "StockReserved") => {
                 state.steps.record(
                     "stock",
-                    Some(CompensatingCommand::new(&ReleaseStock { order_id })?),
+                    Some(CompensatingCommand::new(&ReleaseStock {
+                        order_id,
+                        product_ids: product_ids(&state.lines),
+                    })?),
                 );
                 state.stage = Paying;
                 let customer_id = state.customer_id.unwrap_or_default();
@@ -292,7 +300,11 @@ impl Saga for OrderSaga {
             }
             (Cancelled, "StockReserved") => {
                 state.late.push("StockReserved".to_owned());
-                Decision::new(state).send(ReleaseStock { order_id }.to_message())
+                let release = ReleaseStock {
+                    order_id,
+                    product_ids: product_ids(&state.lines),
+                };
+                Decision::new(state).send(release.to_message())
             }
             (Cancelled, "PaymentCompleted") => {
                 state.late.push("PaymentCompleted".to_owned());

@@ -230,13 +230,7 @@ async fn a_step_without_answer_times_out_and_a_late_payment_is_refunded() {
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let saga = app
-        .app
-        .books()
-        .saga(order_id)
-        .await
-        .unwrap()
-        .unwrap();
+    let saga = app.app.books().saga(order_id).await.unwrap().unwrap();
     assert_eq!(saga.state.late, ["PaymentCompleted"]);
     assert_invariants(&app).await;
 }
@@ -252,9 +246,7 @@ async fn a_customer_cancels_before_shipment() {
     })
     .await;
     // Stock is reserved while payment is pending.
-    let reserved = || async {
-        app.app.books().reservation(order_id).await.unwrap()
-    };
+    let reserved = || async { app.app.books().reservation(order_id).await.unwrap() };
     let started = std::time::Instant::now();
     while reserved().await != Some(ecommerce::inventory::ReservationStatus::Reserved) {
         assert!(started.elapsed() < WAIT, "stock never reserved");

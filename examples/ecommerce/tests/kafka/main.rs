@@ -121,6 +121,10 @@ fn assert_settled(report: &DemoReport, orders: usize) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn alone_two_hundred_orders_on_postgres_and_kafka() {
     test_lock::alone();
+    // Metrics, to count the units of work that ran again.
+    let _telemetry =
+        es_telemetry::Telemetry::init(es_telemetry::TelemetryConfig::new("ecommerce-kafka-test"))
+            .unwrap();
     let broker = broker::PrivateBroker::start();
     let app = app(&broker.bootstrap_servers(), false).await;
     // Everything pushed live to this instance's subscribers while the orders run.
@@ -142,6 +146,31 @@ async fn alone_two_hundred_orders_on_postgres_and_kafka() {
         .await
         .unwrap();
     assert_settled(&report, 200);
+
+    // Stock is a stream per product and an order's reservation locks its products first: no
+    // unit of work ran again, after a conflict or to lock a stream found late (releases name
+    // their products).
+    let metrics = es_telemetry::render_metrics().expect("telemetry is set up");
+    let reruns = |reason: &str| {
+        metrics
+            .lines()
+            .filter(|line| line.starts_with("es_unit_of_work_reruns_total{"))
+            .filter(|line| line.contains(&format!("reason=\"{reason}\"")))
+            .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum::<f64>()
+            + 0.0
+    };
+    assert!(
+        metrics.contains("es_consumer_handled_total"),
+        "the framework's metrics are exported"
+    );
+    let (conflicts, locks) = (reruns("conflict"), reruns("lock"));
+    eprintln!("units of work run again: {conflicts} after a conflict, {locks} to lock a stream");
+    assert_eq!(
+        (conflicts, locks),
+        (0.0, 0.0),
+        "units of work ran again (after conflicts, to lock streams)"
+    );
 
     // Every status change in the daemon-kept feed was pushed live once, in order, to its own
     // customer (the feed is what a reconnecting client replays).
