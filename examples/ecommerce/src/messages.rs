@@ -58,17 +58,6 @@ pub trait Message: MessageType + Serialize + DeserializeOwned {
     }
 }
 
-/// Decodes `message` as `T` when its type is `T`'s.
-///
-/// # Errors
-/// The payload does not fit `T`.
-pub fn decode<T: Message>(message: &OutboxMessage) -> Result<Option<T>, serde_json::Error> {
-    if message.message_type != T::MESSAGE_TYPE {
-        return Ok(None);
-    }
-    serde_json::from_value(message.payload.clone()).map(Some)
-}
-
 /// A priced line of an order.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]

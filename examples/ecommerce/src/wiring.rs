@@ -130,9 +130,21 @@ pub(crate) async fn wire<B: ShopBackend>(backend: B, config: AppConfig) -> Resul
             &[topics::INVENTORY_COMMANDS],
             Arc::new(inventory.handlers()),
         ),
-        ("payments", &[topics::PAYMENT_COMMANDS], payments.clone()),
-        ("shipments", &[topics::SHIPMENT_COMMANDS], shipments.clone()),
-        ("orders", &[topics::ORDER_COMMANDS], orders.clone()),
+        (
+            "payments",
+            &[topics::PAYMENT_COMMANDS],
+            Arc::new(payments.handlers()),
+        ),
+        (
+            "shipments",
+            &[topics::SHIPMENT_COMMANDS],
+            Arc::new(shipments.handlers()),
+        ),
+        (
+            "orders",
+            &[topics::ORDER_COMMANDS],
+            Arc::new(orders.handlers()),
+        ),
     ];
     let outboxes = vec![
         ("inventory", inventory.store().clone()),

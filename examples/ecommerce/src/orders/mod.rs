@@ -2,6 +2,7 @@
 //! order saga's commands, cancelled by the customer until shipped, delivery confirmed by the
 //! customer. Status changes are pushed to the order's customer.
 
+mod handlers;
 mod order;
 mod pg_view;
 mod read_model;
@@ -11,10 +12,8 @@ mod view;
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_trait::async_trait;
 use es_core::{
-    Clock, CommandContext, Delivery, HandlerError, MessageHandler, Metadata, OutboxMessage,
-    Position, Repository, RepositoryError, StreamId,
+    Clock, CommandContext, Metadata, OutboxMessage, Position, Repository, RepositoryError, StreamId,
 };
 use tokio::sync::broadcast;
 use uuid::Uuid;
@@ -24,9 +23,8 @@ pub use pg_view::{OrdersTables, PgOrdersView};
 pub use read_model::{MemoryOrdersView, OrdersReadModel, Stopped, ViewStatus};
 pub use view::{Notification, OrderSummary, OrdersProjection, OrdersView};
 
-use crate::handling::{caused_by, decode, transient_unless_permanent};
 use crate::history::{HistoryEntry, history};
-use crate::messages::{self, CancelOrder, Message, ProcessOrder, RecordPayment, RecordShipment};
+use crate::messages::{self, Message};
 use crate::quotes::{QuoteError, QuotesClient, QuotesError};
 use es_core::TransactionalStore;
 
@@ -271,41 +269,6 @@ impl<S: TransactionalStore> Orders<S> {
             self.wait_for_view(*position).await;
         }
         Ok(())
-    }
-}
-
-/// Handles the saga's commands: `ProcessOrder`, `RecordPayment`, `RecordShipment`,
-/// `CancelOrder`.
-#[async_trait]
-impl<S: TransactionalStore> MessageHandler for Orders<S> {
-    async fn handle(&self, delivery: &Delivery) -> Result<(), HandlerError> {
-        let (order_id, command) = if let Some(c) = decode::<ProcessOrder>(delivery)? {
-            (c.order_id, OrderCommand::Process)
-        } else if let Some(c) = decode::<RecordPayment>(delivery)? {
-            (c.order_id, OrderCommand::RecordPayment(c.payment_id))
-        } else if let Some(c) = decode::<RecordShipment>(delivery)? {
-            (c.order_id, OrderCommand::RecordShipment(c.shipment_id))
-        } else if let Some(c) = decode::<CancelOrder>(delivery)? {
-            (c.order_id, OrderCommand::Cancel(c.reason))
-        } else {
-            return Err(HandlerError::permanent(format!(
-                "orders do not handle {}",
-                delivery.message.message_type
-            )));
-        };
-        let stream = StreamId::for_aggregate(<Order as es_core::Aggregate>::TYPE, order_id)
-            .map_err(|e| HandlerError::permanent(e.to_string()))?;
-        let context = caused_by(&delivery.message, "order-saga");
-        match self.orders.execute(&stream, &command, &context).await {
-            Ok(_) => Ok(()),
-            Err(RepositoryError::Rejected(error)) => {
-                // A command for an order that is not there (or no longer accepts it) can never
-                // succeed: say so once and move on.
-                tracing::warn!(%order_id, %error, command = %delivery.message.message_type, "order command refused");
-                Ok(())
-            }
-            Err(error) => Err(transient_unless_permanent(error)),
-        }
     }
 }
 

@@ -3,14 +3,12 @@
 //! refunds.
 
 mod account;
+mod handlers;
 
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use es_core::{
-    Clock, Delivery, HandlerError, MessageHandler, Metadata, OutboxMessage, Repository,
-    RepositoryError, StreamId,
-};
+use es_core::{Clock, Metadata, OutboxMessage, Repository, StreamId};
 use uuid::Uuid;
 
 pub use account::{
@@ -18,9 +16,8 @@ pub use account::{
 };
 
 use crate::failures::FailureRules;
-use crate::handling::{caused_by, decode, transient_unless_permanent};
-use crate::messages::{self, Message, RefundPayment, RequestPayment};
-use crate::money::{Currency, Money};
+use crate::messages::{self, Message};
+use crate::money::Money;
 use es_core::TransactionalStore;
 
 /// The namespace of payment ids.
@@ -117,68 +114,6 @@ impl<S: TransactionalStore> Payments<S> {
                 e.event_type == "PaymentCreated" && e.data["orderId"].as_str() == Some(&key)
             })
             .count())
-    }
-
-    async fn pay(&self, request: &RequestPayment, delivery: &Delivery) -> Result<(), HandlerError> {
-        let currency: Currency = request
-            .currency_code
-            .parse()
-            .map_err(|e: crate::money::MoneyError| HandlerError::permanent(e.to_string()))?;
-        let amount = Money::new(request.amount, currency)
-            .map_err(|e| HandlerError::permanent(e.to_string()))?;
-        let credit_limit = self
-            .credit
-            .credit_limit(request.customer_id)
-            .await
-            .map_err(HandlerError::transient)?
-            // An unknown customer has no credit.
-            .unwrap_or_else(|| Money::zero(Currency::Usd));
-        let command = AccountCommand::Pay {
-            order_id: request.order_id,
-            payment_id: payment_id_for(request.order_id),
-            amount,
-            credit_limit,
-            declined: self.failures.declines_payment(request.amount),
-        };
-        self.execute(request.customer_id, &command, delivery).await
-    }
-
-    async fn execute(
-        &self,
-        customer_id: Uuid,
-        command: &AccountCommand,
-        delivery: &Delivery,
-    ) -> Result<(), HandlerError> {
-        let stream = stream(customer_id).map_err(|e| HandlerError::permanent(e.to_string()))?;
-        let context = caused_by(&delivery.message, "payments");
-        match self.accounts.execute(&stream, command, &context).await {
-            Ok(_) => Ok(()),
-            Err(RepositoryError::Rejected(error)) => {
-                Err(HandlerError::permanent(error.to_string()))
-            }
-            Err(error) => Err(transient_unless_permanent(error)),
-        }
-    }
-}
-
-/// Handles `RequestPayment` and `RefundPayment`.
-#[async_trait]
-impl<S: TransactionalStore> MessageHandler for Payments<S> {
-    async fn handle(&self, delivery: &Delivery) -> Result<(), HandlerError> {
-        if let Some(request) = decode::<RequestPayment>(delivery)? {
-            return self.pay(&request, delivery).await;
-        }
-        if let Some(refund) = decode::<RefundPayment>(delivery)? {
-            let customer_id = refund.customer_id;
-            let command = AccountCommand::Refund {
-                order_id: refund.order_id,
-            };
-            return self.execute(customer_id, &command, delivery).await;
-        }
-        Err(HandlerError::permanent(format!(
-            "payments do not handle {}",
-            delivery.message.message_type
-        )))
     }
 }
 
