@@ -4,18 +4,20 @@
 //! and `es-saga`. With nothing configured it runs embedded on the in-memory backend; with
 //! `DATABASE_URL` it keeps its data in PostgreSQL, one schema per context.
 
+mod demo;
+
 use std::process::ExitCode;
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
+use demo::DemoOptions;
+use demo::shop::{InProcess, Remote, Shop};
 use ecommerce::app::{App, AppConfig, WorkflowConfig};
 use ecommerce::backend::Backend;
 use ecommerce::config::ServeArgs;
-use ecommerce::demo::DemoOptions;
 use ecommerce::failures::FailureRules;
-use ecommerce::shop::{InProcess, Remote, Shop};
 use es_telemetry::{Telemetry, TelemetryConfig};
 
 /// The reference ecommerce backend.
@@ -170,7 +172,7 @@ async fn demo(args: DemoArgs) -> MainResult {
             (Arc::new(InProcess::new(&app)), Some(app))
         }
     };
-    let report = ecommerce::demo::run(shop, &options).await?;
+    let report = demo::run(shop, &options).await?;
     report.print(!args.quiet);
     if let Some(app) = app {
         app.runtime().shutdown().await;
@@ -178,7 +180,7 @@ async fn demo(args: DemoArgs) -> MainResult {
     print_verdict(&report)
 }
 
-fn print_verdict(report: &ecommerce::demo::DemoReport) -> MainResult {
+fn print_verdict(report: &demo::DemoReport) -> MainResult {
     if report.passed() {
         println!("demo passed");
         Ok(())

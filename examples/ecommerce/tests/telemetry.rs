@@ -11,6 +11,18 @@
     clippy::panic
 )]
 
+/// The demo's load generator, shared with the `ecommerce` binary (it is not part of the
+/// library's API).
+#[path = "../src/demo/mod.rs"]
+#[allow(
+    dead_code,
+    unreachable_pub,
+    missing_docs,
+    clippy::unwrap_used,
+    clippy::expect_used
+)]
+mod demo;
+
 #[path = "../../../es-postgres/tests/common/test_lock.rs"]
 mod test_lock;
 
@@ -19,11 +31,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::http::{Method, StatusCode};
+use demo::shop::{InProcess, Listener, Shop};
+use demo::{DemoOptions, run};
 use ecommerce::app::{App, AppConfig, KafkaSettings, WorkflowConfig};
 use ecommerce::backend::Backend;
-use ecommerce::demo::{DemoOptions, run};
 use ecommerce::failures::FailureRules;
-use ecommerce::shop::{InProcess, Listener, Shop};
 use es_telemetry::{Telemetry, TelemetryConfig};
 use opentelemetry::trace::{SpanId, SpanKind, TraceId};
 use opentelemetry_sdk::trace::{InMemorySpanExporter, SpanData};

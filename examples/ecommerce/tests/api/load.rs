@@ -5,10 +5,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::demo::shop::InProcess;
+use crate::demo::{DemoOptions, run};
 use ecommerce::app::{AppConfig, WorkflowConfig};
-use ecommerce::demo::{DemoOptions, run};
 use ecommerce::failures::FailureRules;
-use ecommerce::shop::InProcess;
 
 use crate::support::TestApp;
 

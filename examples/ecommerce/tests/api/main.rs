@@ -2,6 +2,18 @@
 
 #![allow(missing_docs, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+/// The demo's load generator, shared with the `ecommerce` binary (it is not part of the
+/// library's API).
+#[path = "../../src/demo/mod.rs"]
+#[allow(
+    dead_code,
+    unreachable_pub,
+    missing_docs,
+    clippy::unwrap_used,
+    clippy::expect_used
+)]
+mod demo;
+
 mod support;
 
 mod auth;

@@ -12,6 +12,18 @@
     clippy::panic
 )]
 
+/// The demo's load generator, shared with the `ecommerce` binary (it is not part of the
+/// library's API).
+#[path = "../../src/demo/mod.rs"]
+#[allow(
+    dead_code,
+    unreachable_pub,
+    missing_docs,
+    clippy::unwrap_used,
+    clippy::expect_used
+)]
+mod demo;
+
 mod broker;
 #[path = "../../../../es-postgres/tests/common/test_lock.rs"]
 mod test_lock;
@@ -20,11 +32,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::http::{Method, StatusCode};
+use demo::shop::{InProcess, Listener, Remote, Shop};
+use demo::{DemoOptions, DemoReport, run};
 use ecommerce::app::{App, AppConfig, KafkaSettings, WorkflowConfig};
 use ecommerce::backend::Backend;
-use ecommerce::demo::{DemoOptions, DemoReport, run};
 use ecommerce::failures::FailureRules;
-use ecommerce::shop::{InProcess, Listener, Remote, Shop};
 use uuid::Uuid;
 
 /// The database URL; from the first call the test holds the suite's lock shared, unless it

@@ -2,6 +2,8 @@
 //! including orders that hit each compensation path, waits for the workflow to settle, prints
 //! each order's status history and checks every invariant of the spec.
 
+pub(crate) mod shop;
+
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -13,17 +15,17 @@ use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use crate::catalog::{Product, seed};
-use crate::failures::FailureRules;
-use crate::messages::reasons;
-use crate::money::Currency;
-use crate::money::cents;
-use crate::ops::Status;
-use crate::shop::{Listener, Shop};
+use self::shop::{Listener, Reply, Shop};
+use ecommerce::catalog::{Product, seed};
+use ecommerce::failures::FailureRules;
+use ecommerce::messages::reasons;
+use ecommerce::money::Currency;
+use ecommerce::money::cents;
+use ecommerce::ops::Status;
 
 /// What an order of the demo is meant to do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Kind {
+pub(crate) enum Kind {
     /// Ship.
     Ships,
     /// Be cancelled by its customer right after placing (or ship, if that was too late).
@@ -40,7 +42,7 @@ pub enum Kind {
 
 impl Kind {
     /// Whether `status`/`reason` is what this kind should end as.
-    pub fn accepts(self, status: &str, reason: Option<&str>) -> bool {
+    pub(crate) fn accepts(self, status: &str, reason: Option<&str>) -> bool {
         match self {
             Kind::Ships => status == "Shipped",
             Kind::CustomerCancels => {
@@ -64,23 +66,23 @@ impl Kind {
 
 /// How the demo runs.
 #[derive(Debug, Clone)]
-pub struct DemoOptions {
+pub(crate) struct DemoOptions {
     /// Customers to register.
-    pub customers: usize,
+    pub(crate) customers: usize,
     /// Orders to place.
-    pub orders: usize,
+    pub(crate) orders: usize,
     /// Customers shopping at once.
-    pub concurrency: usize,
+    pub(crate) concurrency: usize,
     /// The failure rules the shop runs with (the demo builds baskets that hit them).
-    pub failures: FailureRules,
+    pub(crate) failures: FailureRules,
     /// The machine client used to read the status.
-    pub client_id: String,
+    pub(crate) client_id: String,
     /// Its secret.
-    pub client_secret: String,
+    pub(crate) client_secret: String,
     /// How long to wait for the workflow to settle.
-    pub settle: Duration,
+    pub(crate) settle: Duration,
     /// Show a progress bar.
-    pub progress: bool,
+    pub(crate) progress: bool,
 }
 
 impl Default for DemoOptions {
@@ -90,8 +92,8 @@ impl Default for DemoOptions {
             orders: 200,
             concurrency: 8,
             failures: FailureRules::demo(),
-            client_id: crate::config::DEVELOPMENT_CLIENT_ID.to_owned(),
-            client_secret: crate::config::DEVELOPMENT_CLIENT_SECRET.to_owned(),
+            client_id: ecommerce::config::DEVELOPMENT_CLIENT_ID.to_owned(),
+            client_secret: ecommerce::config::DEVELOPMENT_CLIENT_SECRET.to_owned(),
             settle: Duration::from_secs(60),
             progress: false,
         }
@@ -100,41 +102,41 @@ impl Default for DemoOptions {
 
 /// One order of the demo, as it ended.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Outcome {
+pub(crate) struct Outcome {
     /// The order.
-    pub order_id: Uuid,
+    pub(crate) order_id: Uuid,
     /// What it was meant to do.
-    pub kind: Kind,
+    pub(crate) kind: Kind,
     /// Its final status.
-    pub status: String,
+    pub(crate) status: String,
     /// Why it was cancelled.
-    pub reason: Option<String>,
+    pub(crate) reason: Option<String>,
     /// Its status history, from its event history.
-    pub history: Vec<String>,
+    pub(crate) history: Vec<String>,
     /// When it was placed and when it reached its final status (the server's clock, from
     /// its event history).
-    pub span: Option<(DateTime<Utc>, DateTime<Utc>)>,
+    pub(crate) span: Option<(DateTime<Utc>, DateTime<Utc>)>,
 }
 
 /// What the demo saw.
 #[derive(Debug)]
-pub struct DemoReport {
+pub(crate) struct DemoReport {
     /// Every order.
-    pub outcomes: Vec<Outcome>,
+    pub(crate) outcomes: Vec<Outcome>,
     /// Orders that ended otherwise than their kind says.
-    pub unexpected: Vec<String>,
+    pub(crate) unexpected: Vec<String>,
     /// The shop's status once settled (invariants included).
-    pub status: Status,
+    pub(crate) status: Status,
     /// Seconds from the first order to the last final status.
-    pub seconds: f64,
+    pub(crate) seconds: f64,
 }
 
 /// Throughput and latency of a run, from the orders' event histories.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Timing {
+pub(crate) struct Timing {
     /// Orders that reached a final status per second, from the first placement to the last
     /// final status.
-    pub orders_per_second: f64,
+    pub(crate) orders_per_second: f64,
     /// Median time from placing to the final status, in milliseconds.
     pub p50_ms: f64,
     /// 99th percentile of the same.
@@ -143,7 +145,7 @@ pub struct Timing {
 
 impl DemoReport {
     /// Throughput and latency, from the orders' histories (`None` without orders).
-    pub fn timing(&self) -> Option<Timing> {
+    pub(crate) fn timing(&self) -> Option<Timing> {
         let spans: Vec<(DateTime<Utc>, DateTime<Utc>)> =
             self.outcomes.iter().filter_map(|o| o.span).collect();
         let first = spans.iter().map(|s| s.0).min()?;
@@ -166,12 +168,12 @@ impl DemoReport {
     }
 
     /// Whether every order ended as meant and every invariant holds.
-    pub fn passed(&self) -> bool {
+    pub(crate) fn passed(&self) -> bool {
         self.unexpected.is_empty() && self.status.invariants_hold
     }
 
     /// Prints each order's history (when `each_order`), the totals and the invariants.
-    pub fn print(&self, each_order: bool) {
+    pub(crate) fn print(&self, each_order: bool) {
         for outcome in self.outcomes.iter().filter(|_| each_order) {
             let reason = outcome
                 .reason
@@ -233,7 +235,7 @@ struct Customer {
 ///
 /// # Errors
 /// When a request fails outright (the shop is unreachable or answers unexpectedly).
-pub async fn run(shop: Arc<dyn Shop>, options: &DemoOptions) -> Result<DemoReport, String> {
+pub(crate) async fn run(shop: Arc<dyn Shop>, options: &DemoOptions) -> Result<DemoReport, String> {
     let run = Uuid::new_v4().simple().to_string();
     let customers = options.customers.max(1);
     // Every fifth customer has a tiny credit limit: their orders exceed it.
@@ -412,7 +414,7 @@ async fn register(shop: &dyn Shop, run: &str, index: usize, limit: u32) -> Resul
         .ok_or_else(|| "login returned no token".to_owned())
 }
 
-fn expect(reply: &crate::shop::Reply, status: StatusCode, what: &str) -> Result<(), String> {
+fn expect(reply: &Reply, status: StatusCode, what: &str) -> Result<(), String> {
     if reply.status == status {
         Ok(())
     } else {

@@ -15,7 +15,7 @@ use tower::ServiceExt;
 
 /// Which listener a call goes to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Listener {
+pub(crate) enum Listener {
     /// The public API.
     Public,
     /// The internal API (M2M tokens).
@@ -24,16 +24,16 @@ pub enum Listener {
 
 /// A response: status and JSON body (`null` when empty).
 #[derive(Debug, Clone, PartialEq)]
-pub struct Reply {
+pub(crate) struct Reply {
     /// The status.
-    pub status: StatusCode,
+    pub(crate) status: StatusCode,
     /// The body.
-    pub body: Value,
+    pub(crate) body: Value,
 }
 
 /// Something that answers the shop's HTTP API.
 #[async_trait]
-pub trait Shop: Send + Sync {
+pub(crate) trait Shop: Send + Sync {
     /// One request.
     ///
     /// # Errors
@@ -80,14 +80,14 @@ fn decode(status: StatusCode, bytes: &[u8]) -> Reply {
 
 /// The shop in this process, through its routers.
 #[derive(Debug, Clone)]
-pub struct InProcess {
+pub(crate) struct InProcess {
     public: Router,
     internal: Router,
 }
 
 impl InProcess {
     /// A client of `app`'s routers.
-    pub fn new(app: &crate::app::App) -> Self {
+    pub(crate) fn new(app: &ecommerce::app::App) -> Self {
         Self {
             public: app.public_router(),
             internal: app.internal_router(),
@@ -125,7 +125,7 @@ impl Shop for InProcess {
 
 /// A running instance, over HTTP/1.1.
 #[derive(Debug, Clone)]
-pub struct Remote {
+pub(crate) struct Remote {
     public: String,
     internal: String,
     client: Client<HttpConnector, Full<Bytes>>,
@@ -133,7 +133,7 @@ pub struct Remote {
 
 impl Remote {
     /// A client of the instance at `public` (e.g. `http://127.0.0.1:5000`) and `internal`.
-    pub fn new(public: &str, internal: &str) -> Self {
+    pub(crate) fn new(public: &str, internal: &str) -> Self {
         Self {
             public: public.trim_end_matches('/').to_owned(),
             internal: internal.trim_end_matches('/').to_owned(),
