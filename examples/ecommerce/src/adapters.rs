@@ -1,6 +1,7 @@
 //! Adapters between contexts, in the composition root: a context states what it needs of
-//! another as a client trait, and the in-process implementation lives here (a split
-//! deployment implements the same trait over HTTP), so that no context imports another.
+//! another as a client trait with its own types, and the in-process implementation lives
+//! here (a split deployment implements the same trait over HTTP), so that no context imports
+//! another.
 
 use std::collections::HashMap;
 
@@ -9,11 +10,14 @@ use es_core::TransactionalStore;
 use rust_decimal::Decimal;
 use uuid::Uuid;
 
-use crate::catalog::{Catalog, CatalogError};
-use crate::customers::{Customers, CustomersError};
+use crate::catalog::{Catalog, CatalogError, StockClient};
+use crate::customers::{AccountRequest, AccountsClient, AccountsError, Customers, CustomersError};
+use crate::identity::{Identity, IdentityError, NewAccount};
+use crate::inventory::Inventory;
 use crate::money::{Currency, Money};
+use crate::orders::{ConfirmedQuote, QuoteRefused, QuotesClient};
 use crate::payments::CreditClient;
-use crate::quotes::PriceClient;
+use crate::quotes::{PriceClient, PricesError, QuoteError, Quotes, QuotesError};
 
 #[async_trait]
 impl<S: TransactionalStore> CreditClient for Customers<S> {
@@ -32,16 +36,84 @@ impl PriceClient for Catalog {
         &self,
         product_ids: &[Uuid],
         currency: Currency,
-    ) -> Result<HashMap<Uuid, (String, Decimal)>, CatalogError> {
-        let products = self.products(product_ids).await?;
+    ) -> Result<HashMap<Uuid, (String, Decimal)>, PricesError> {
+        let products = self.products(product_ids).await.map_err(|e| match e {
+            CatalogError::UnknownProducts(ids) => PricesError::UnknownProducts(ids),
+            other => PricesError::Unavailable(other.to_string()),
+        })?;
         let mut prices = HashMap::new();
         for product in products {
             let price = product
                 .price
                 .convert_to(currency)
-                .map_err(|e| CatalogError::Internal(e.to_string()))?;
+                .map_err(|e| PricesError::Unavailable(e.to_string()))?;
             prices.insert(product.product_id, (product.name, price.amount()));
         }
         Ok(prices)
+    }
+}
+
+#[async_trait]
+impl<S: TransactionalStore> StockClient for Inventory<S> {
+    async fn quantities(&self, product_ids: &[Uuid]) -> Result<HashMap<Uuid, u32>, String> {
+        let units = futures::future::try_join_all(
+            product_ids
+                .iter()
+                .map(|id| async move { self.stock(*id).await.map(|unit| (*id, unit)) }),
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+        Ok(units
+            .into_iter()
+            .filter(|(_, unit)| unit.entered)
+            .map(|(id, unit)| (id, unit.available))
+            .collect())
+    }
+}
+
+#[async_trait]
+impl<S: TransactionalStore> AccountsClient for Identity<S> {
+    async fn create_account(&self, account: AccountRequest) -> Result<Uuid, AccountsError> {
+        let account = NewAccount {
+            email: account.email,
+            password: account.password,
+            customer_id: account.customer_id,
+        };
+        Identity::create_account(self, account)
+            .await
+            .map_err(accounts_error)
+    }
+
+    async fn close_account(&self, account_id: Uuid) -> Result<(), AccountsError> {
+        Identity::close_account(self, account_id)
+            .await
+            .map_err(accounts_error)
+    }
+}
+
+fn accounts_error(error: IdentityError) -> AccountsError {
+    match error {
+        IdentityError::EmailTaken => AccountsError::EmailTaken,
+        other => AccountsError::Unavailable(other.to_string()),
+    }
+}
+
+#[async_trait]
+impl<S: TransactionalStore> QuotesClient for Quotes<S> {
+    async fn confirm(
+        &self,
+        customer_id: Uuid,
+        quote_id: Uuid,
+    ) -> Result<ConfirmedQuote, QuoteRefused> {
+        match Quotes::confirm(self, customer_id, quote_id).await {
+            Ok(quote) => Ok(ConfirmedQuote {
+                lines: quote.items,
+                currency: quote.currency,
+            }),
+            Err(QuotesError::Rejected(QuoteError::NotFound)) => Err(QuoteRefused::NotFound),
+            Err(QuotesError::Rejected(rule)) => Err(QuoteRefused::Rule(rule.to_string())),
+            Err(QuotesError::UnknownProduct(message)) => Err(QuoteRefused::UnknownProduct(message)),
+            Err(other) => Err(QuoteRefused::Unavailable(other.to_string())),
+        }
     }
 }

@@ -73,6 +73,14 @@ pub struct Line {
     pub quantity: u32,
 }
 
+/// The total of `lines`.
+pub fn total(lines: &[Line]) -> Decimal {
+    lines
+        .iter()
+        .map(|l| l.unit_price * Decimal::from(l.quantity))
+        .sum()
+}
+
 macro_rules! messages {
     ($($(#[$doc:meta])* $name:ident = $ty:literal on $topic:ident { $($(#[$fdoc:meta])* $field:ident : $fty:ty),* $(,)? })*) => {$(
         $(#[$doc])*

@@ -73,7 +73,7 @@ pub(crate) async fn wire<B: ShopBackend>(backend: B, config: AppConfig) -> Resul
         clock.clone(),
     ));
     let inventory = Arc::new(
-        Inventory::open(store("inventory").await?, clock.clone())
+        Inventory::open(store("inventory").await?, clock.clone(), &product_ids())
             .await
             .map_err(fail("inventory"))?,
     );
@@ -201,6 +201,14 @@ pub(crate) async fn wire<B: ShopBackend>(backend: B, config: AppConfig) -> Resul
         runtime,
         workflow: wiring,
     }))
+}
+
+/// The catalog's products, whose stock inventory enters at start-up.
+fn product_ids() -> Vec<uuid::Uuid> {
+    crate::catalog::seed()
+        .iter()
+        .map(|p| p.product_id)
+        .collect()
 }
 
 /// A start-up failure of `context`.

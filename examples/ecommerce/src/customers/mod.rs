@@ -14,7 +14,6 @@ pub use customer::{
 };
 
 use crate::history::{HistoryEntry, history};
-use crate::identity::{AccountsClient, IdentityError, NewAccount};
 use crate::money::Money;
 use es_core::TransactionalStore;
 
@@ -68,6 +67,40 @@ pub struct Registration {
     pub credit_limit: Money,
 }
 
+/// A sign-in account for a new customer, as customers ask identity for it.
+#[derive(Debug, Clone)]
+pub struct AccountRequest {
+    /// The sign-in email.
+    pub email: String,
+    /// The password in clear (identity hashes it).
+    pub password: String,
+    /// The customer the account signs in as.
+    pub customer_id: Uuid,
+}
+
+/// Why identity did not create or close an account.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum AccountsError {
+    /// An account with this email exists.
+    #[error("an account with this email already exists")]
+    EmailTaken,
+    /// Identity failed or could not be reached.
+    #[error("identity: {0}")]
+    Unavailable(String),
+}
+
+/// What customers need of identity: sign-in accounts for new customers. In one process the
+/// composition root adapts identity itself; split into services it is an HTTP client of
+/// identity's internal routes.
+#[async_trait::async_trait]
+pub trait AccountsClient: Send + Sync {
+    /// Creates the account of a new customer; returns the account id.
+    async fn create_account(&self, account: AccountRequest) -> Result<Uuid, AccountsError>;
+    /// Closes an account (registration's compensation).
+    async fn close_account(&self, account_id: Uuid) -> Result<(), AccountsError>;
+}
+
 /// The customers context.
 #[derive(Debug)]
 pub struct Customers<S> {
@@ -114,7 +147,7 @@ impl<S: TransactionalStore> Customers<S> {
         if !broken.is_empty() {
             return Err(CustomersError::Invalid(broken));
         }
-        let account = NewAccount {
+        let account = AccountRequest {
             email: profile.email.clone(),
             password: registration.password,
             customer_id,
@@ -124,7 +157,7 @@ impl<S: TransactionalStore> Customers<S> {
             .create_account(account)
             .await
             .map_err(|e| match e {
-                IdentityError::EmailTaken => CustomersError::EmailTaken,
+                AccountsError::EmailTaken => CustomersError::EmailTaken,
                 other => CustomersError::Internal(format!("account not created: {other}")),
             })?;
         let stream = customer_stream(customer_id)?;

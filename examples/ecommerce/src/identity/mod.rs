@@ -1,7 +1,7 @@
 //! Identity: accounts, sign-in, refresh-token rotation and machine-to-machine tokens.
 //!
 //! Accounts are created only through customer registration (the customers context calls
-//! [`AccountsClient::create_account`]); there is no public sign-up route.
+//! [`Identity::create_account`]); there is no public sign-up route.
 
 mod account;
 mod password;
@@ -17,7 +17,6 @@ pub use self::config::{
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_trait::async_trait;
 use es_core::{Clock, CommandContext, Repository, RepositoryError, SnapshotPolicy, StreamId};
 use uuid::Uuid;
 
@@ -94,18 +93,6 @@ pub struct ClientToken {
     pub expires_in: u64,
     /// The granted scopes, space-separated.
     pub scope: String,
-}
-
-/// What the customers context needs of identity: the internal account routes, as a client.
-///
-/// In one process it is [`Identity`] itself; split into services it would be an HTTP client
-/// of `/api/v2/internal/accounts` holding an M2M token.
-#[async_trait]
-pub trait AccountsClient: Send + Sync {
-    /// Creates the account of a new customer; returns the account id.
-    async fn create_account(&self, account: NewAccount) -> Result<Uuid, IdentityError>;
-    /// Closes an account (registration's compensation).
-    async fn close_account(&self, account_id: Uuid) -> Result<(), IdentityError>;
 }
 
 /// The identity context.
@@ -312,9 +299,13 @@ impl<S: TransactionalStore> Identity<S> {
     }
 }
 
-#[async_trait]
-impl<S: TransactionalStore> AccountsClient for Identity<S> {
-    async fn create_account(&self, account: NewAccount) -> Result<Uuid, IdentityError> {
+impl<S: TransactionalStore> Identity<S> {
+    /// Creates the account of a new customer (the customers context calls this when a
+    /// customer registers); returns the account id.
+    ///
+    /// # Errors
+    /// [`IdentityError::EmailTaken`], or a failure.
+    pub async fn create_account(&self, account: NewAccount) -> Result<Uuid, IdentityError> {
         let id = account_id(&account.email);
         let stream = account_stream(id)?;
         if self
@@ -341,7 +332,11 @@ impl<S: TransactionalStore> AccountsClient for Identity<S> {
         Ok(id)
     }
 
-    async fn close_account(&self, account_id: Uuid) -> Result<(), IdentityError> {
+    /// Closes an account (registration's compensation).
+    ///
+    /// # Errors
+    /// [`IdentityError::NotFound`], or a failure.
+    pub async fn close_account(&self, account_id: Uuid) -> Result<(), IdentityError> {
         let stream = account_stream(account_id)?;
         self.execute(&stream, &AccountCommand::Close).await?;
         Ok(())

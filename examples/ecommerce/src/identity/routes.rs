@@ -12,7 +12,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
-use super::{AccountsClient, Identity, IdentityError, NewAccount, TokenPair};
+use super::{Identity, IdentityError, NewAccount, TokenPair};
 use crate::auth::{Caller, Policy, Scope};
 use crate::http::extract::{IdPath, Json};
 use crate::http::problem::{ApiError, Problem, Validator, is_valid_email};

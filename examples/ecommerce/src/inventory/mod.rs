@@ -11,10 +11,8 @@ mod reservation;
 pub mod routes;
 mod stock;
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
-use async_trait::async_trait;
 use es_core::{
     Clock, CommandContext, HandlerError, InvalidStreamId, Metadata, OutboxMessage, Repository,
     RepositoryError, Rerun, SnapshotPolicy, StoreError, StoreTransaction, StreamId,
@@ -27,7 +25,6 @@ pub use reservation::{
 };
 pub use stock::{StockCommand, StockError, StockEvent, StockLine, StockUnit};
 
-use crate::catalog::{StockClient, seed};
 use crate::history::{HistoryEntry, history};
 use crate::messages::{self, Message};
 
@@ -117,12 +114,16 @@ impl<S: TransactionalStore> Inventory<S> {
         self.units.store()
     }
 
-    /// The inventory over `store`, seeded with the catalog's products (idempotently, in one
-    /// transaction).
+    /// The inventory over `store`, a stock unit entered for each of `products` (the `i`th
+    /// with [`seeded_quantity(i)`](seeded_quantity); idempotently, in one transaction).
     ///
     /// # Errors
     /// [`InventoryError`] when seeding fails.
-    pub async fn open(store: S, clock: Arc<dyn Clock>) -> Result<Self, InventoryError> {
+    pub async fn open(
+        store: S,
+        clock: Arc<dyn Clock>,
+        products: &[Uuid],
+    ) -> Result<Self, InventoryError> {
         let units = Repository::new(store.clone())
             .with_clock(clock.clone())
             .with_snapshots(SnapshotPolicy::EveryNEvents(100));
@@ -133,15 +134,15 @@ impl<S: TransactionalStore> Inventory<S> {
             units,
             reservations,
         };
-        let lines: Vec<(StreamId, StockLine)> = seed()
+        let lines: Vec<(StreamId, StockLine)> = products
             .iter()
             .enumerate()
-            .map(|(i, p)| {
+            .map(|(i, product_id)| {
                 let line = StockLine {
-                    product_id: p.product_id,
+                    product_id: *product_id,
                     quantity: seeded_quantity(i),
                 };
-                Ok((unit_stream(p.product_id)?, line))
+                Ok((unit_stream(*product_id)?, line))
             })
             .collect::<Result<_, InvalidStreamId>>()?;
         let context = CommandContext::new().with_actor("seed");
@@ -349,24 +350,6 @@ impl<S: TransactionalStore> Inventory<S> {
         history(self.units.store(), &unit_stream(product_id)?, product_id)
             .await
             .map_err(|e| InventoryError::Data(Box::new(e)))
-    }
-}
-
-#[async_trait]
-impl<S: TransactionalStore> StockClient for Inventory<S> {
-    async fn quantities(&self, product_ids: &[Uuid]) -> Result<HashMap<Uuid, u32>, String> {
-        let units = futures::future::try_join_all(
-            product_ids
-                .iter()
-                .map(|id| async move { self.stock(*id).await.map(|unit| (*id, unit)) }),
-        )
-        .await
-        .map_err(|e| e.to_string())?;
-        Ok(units
-            .into_iter()
-            .filter(|(_, unit)| unit.entered)
-            .map(|(id, unit)| (id, unit.available))
-            .collect())
     }
 }
 

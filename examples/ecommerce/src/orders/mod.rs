@@ -24,8 +24,8 @@ pub use read_model::{MemoryOrdersView, OrdersReadModel, Stopped, ViewStatus};
 pub use view::{Notification, OrderSummary, OrdersProjection, OrdersView};
 
 use crate::history::{HistoryEntry, history};
-use crate::messages::{self, Message};
-use crate::quotes::{QuoteError, QuotesClient, QuotesError};
+use crate::messages::{self, Line, Message};
+use crate::money::Currency;
 use es_core::TransactionalStore;
 
 /// The namespace of order ids: an order's id is derived from its quote's, so placing a quote
@@ -49,7 +49,7 @@ pub enum OrdersError {
     Rejected(OrderError),
     /// The quote could not be confirmed.
     #[error(transparent)]
-    Quote(QuotesError),
+    Quote(QuoteRefused),
     /// Storage failed.
     #[error("{0}")]
     Internal(String),
@@ -62,6 +62,46 @@ impl From<RepositoryError<OrderError>> for OrdersError {
             other => OrdersError::Internal(other.to_string()),
         }
     }
+}
+
+/// A quote confirmed for an order: its priced lines and currency.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ConfirmedQuote {
+    /// The lines, priced when confirmed.
+    pub lines: Vec<Line>,
+    /// The quote's currency.
+    pub currency: Currency,
+}
+
+/// Why a quote could not be confirmed into an order.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum QuoteRefused {
+    /// No such quote for the customer.
+    #[error("no such quote")]
+    NotFound,
+    /// A quote rule refused (cancelled, empty, ...).
+    #[error("{0}")]
+    Rule(String),
+    /// A product of the quote is not in the catalog.
+    #[error("{0}")]
+    UnknownProduct(String),
+    /// Quotes failed or could not be reached.
+    #[error("quotes: {0}")]
+    Unavailable(String),
+}
+
+/// What orders need of quotes: a quote confirmed into its lines. In one process the
+/// composition root adapts quotes itself; split into services it is an HTTP client of
+/// quotes' internal routes.
+#[async_trait::async_trait]
+pub trait QuotesClient: Send + Sync {
+    /// Confirms the customer's quote (again, idempotently, if it already is).
+    async fn confirm(
+        &self,
+        customer_id: Uuid,
+        quote_id: Uuid,
+    ) -> Result<ConfirmedQuote, QuoteRefused>;
 }
 
 /// The orders context.
@@ -169,7 +209,7 @@ impl<S: TransactionalStore> Orders<S> {
             order_id,
             customer_id,
             quote_id,
-            lines: quote.items,
+            lines: quote.lines,
             currency: quote.currency,
             placed_at: self.clock.now(),
         };
@@ -326,10 +366,4 @@ fn integration_messages(
 fn stream(order_id: Uuid) -> Result<StreamId, OrdersError> {
     StreamId::for_aggregate(<Order as es_core::Aggregate>::TYPE, order_id)
         .map_err(|e| OrdersError::Internal(e.to_string()))
-}
-
-impl From<QuoteError> for OrdersError {
-    fn from(error: QuoteError) -> Self {
-        OrdersError::Quote(QuotesError::Rejected(error))
-    }
 }

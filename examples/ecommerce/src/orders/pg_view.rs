@@ -17,7 +17,7 @@ use uuid::Uuid;
 
 use super::order::{Order, OrderEvent, OrderStatus};
 use super::view::{Notification, OrderSummary};
-use crate::quotes::total;
+use crate::messages::total;
 
 /// The projection's name (its checkpoints are `orders-view@v<version>`).
 pub(super) const NAME: &str = "orders-view";

@@ -20,12 +20,11 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
-use super::{Notification, OrderError, OrderSummary, Orders, OrdersError};
+use super::{Notification, OrderError, OrderSummary, Orders, OrdersError, QuoteRefused};
 use crate::auth::{Caller, Scope};
 use crate::history::HistoryEntry;
 use crate::http::extract::IdPath;
 use crate::http::problem::{ApiError, Problem};
-use crate::quotes::{QuoteError, QuotesError};
 
 /// A placed order's id.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
@@ -113,11 +112,12 @@ impl From<OrdersError> for ApiError {
     fn from(error: OrdersError) -> Self {
         match error {
             OrdersError::Rejected(OrderError::NotFound)
-            | OrdersError::Quote(QuotesError::Rejected(QuoteError::NotFound)) => {
+            | OrdersError::Quote(QuoteRefused::NotFound | QuoteRefused::UnknownProduct(_)) => {
                 ApiError::NotFound(error.to_string())
             }
             OrdersError::Rejected(rejected) => ApiError::Rule(rejected.to_string()),
-            OrdersError::Quote(quote) => quote.into(),
+            OrdersError::Quote(QuoteRefused::Rule(rule)) => ApiError::Rule(rule),
+            OrdersError::Quote(unavailable) => ApiError::Unavailable(unavailable.to_string()),
             OrdersError::Internal(e) => ApiError::Internal(e),
         }
     }

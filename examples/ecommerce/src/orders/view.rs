@@ -14,8 +14,8 @@ use uuid::Uuid;
 
 use super::order::{Order, OrderEvent, OrderStatus};
 use crate::messages::Line;
+use crate::messages::total;
 use crate::money::Currency;
-use crate::quotes::total;
 
 /// One order as listed.
 #[derive(Debug, Clone, PartialEq)]

@@ -12,11 +12,10 @@ use es_core::{Clock, CommandContext, Repository, RepositoryError, StreamId};
 use rust_decimal::Decimal;
 use uuid::Uuid;
 
-pub use quote::{Quote, QuoteBook, QuoteCommand, QuoteError, QuoteEvent, QuoteStatus, total};
+pub use quote::{Quote, QuoteBook, QuoteCommand, QuoteError, QuoteEvent, QuoteStatus};
 
-use crate::catalog::CatalogError;
 use crate::history::{HistoryEntry, history};
-use crate::messages::Line;
+use crate::messages::{Line, total};
 use crate::money::Currency;
 use es_core::TransactionalStore;
 
@@ -28,7 +27,19 @@ pub trait PriceClient: Send + Sync {
         &self,
         product_ids: &[Uuid],
         currency: Currency,
-    ) -> Result<HashMap<Uuid, (String, Decimal)>, CatalogError>;
+    ) -> Result<HashMap<Uuid, (String, Decimal)>, PricesError>;
+}
+
+/// Why prices could not be had.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum PricesError {
+    /// Products the catalog does not have.
+    #[error("no product with id {}", .0.iter().map(Uuid::to_string).collect::<Vec<_>>().join(", "))]
+    UnknownProducts(Vec<Uuid>),
+    /// The catalog failed or could not be reached.
+    #[error("catalog: {0}")]
+    Unavailable(String),
 }
 
 /// Why a quotes operation failed.
@@ -55,11 +66,11 @@ impl From<RepositoryError<QuoteError>> for QuotesError {
     }
 }
 
-impl From<CatalogError> for QuotesError {
-    fn from(error: CatalogError) -> Self {
+impl From<PricesError> for QuotesError {
+    fn from(error: PricesError) -> Self {
         match error {
-            CatalogError::UnknownProducts(_) => QuotesError::UnknownProduct(error.to_string()),
-            CatalogError::Internal(e) => QuotesError::Internal(e),
+            PricesError::UnknownProducts(_) => QuotesError::UnknownProduct(error.to_string()),
+            PricesError::Unavailable(e) => QuotesError::Internal(e),
         }
     }
 }
@@ -73,14 +84,6 @@ pub struct PricedQuote {
     pub quote: Quote,
     /// The total.
     pub total: Decimal,
-}
-
-/// What orders need of quotes: confirming a customer's quote at current prices.
-#[async_trait]
-pub trait QuotesClient: Send + Sync {
-    /// Confirms the quote (again, idempotently, if it already is) and returns it with the
-    /// confirmed lines.
-    async fn confirm(&self, customer_id: Uuid, quote_id: Uuid) -> Result<Quote, QuotesError>;
 }
 
 /// The quotes context.
@@ -274,9 +277,13 @@ impl<S: TransactionalStore> Quotes<S> {
     }
 }
 
-#[async_trait]
-impl<S: TransactionalStore> QuotesClient for Quotes<S> {
-    async fn confirm(&self, customer_id: Uuid, quote_id: Uuid) -> Result<Quote, QuotesError> {
+impl<S: TransactionalStore> Quotes<S> {
+    /// Confirms the quote (again, idempotently, if it already is) and returns it with the
+    /// confirmed lines.
+    ///
+    /// # Errors
+    /// [`QuoteError::NotFound`] when it is not the customer's; the quote's rules.
+    pub async fn confirm(&self, customer_id: Uuid, quote_id: Uuid) -> Result<Quote, QuotesError> {
         let book = self.book(customer_id).await?;
         let quote = book
             .quote(&quote_id)

@@ -4,7 +4,6 @@ use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
 use es_core::{Aggregate, DomainEvent};
-use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -349,17 +348,10 @@ impl QuoteBook {
     }
 }
 
-/// The total of `lines`.
-pub fn total(lines: &[Line]) -> Decimal {
-    lines
-        .iter()
-        .map(|l| l.unit_price * Decimal::from(l.quantity))
-        .sum()
-}
-
 #[cfg(test)]
 mod tests {
     use es_core::testing::given;
+    use rust_decimal::Decimal;
 
     use super::*;
 
