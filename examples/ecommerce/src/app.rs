@@ -8,7 +8,6 @@ use std::time::Duration;
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::routing::get;
-use es_core::memory::MemoryBackend;
 use tokio::net::TcpListener;
 
 use crate::auth::TokenKeys;
@@ -19,9 +18,8 @@ use crate::http::{Health, not_found, trace_requests};
 use crate::identity::IdentityConfig;
 use crate::invariants::Books;
 use crate::ops::Operations;
-use crate::wiring::{Workflow, wire};
-use crate::workflow::bus::Bus;
-use crate::workflow::runtime::{Runtime, lock};
+use crate::runtime::bus::Bus;
+use crate::runtime::{Runtime, lock};
 
 /// What the application needs to start.
 #[derive(Debug, Clone)]
@@ -141,7 +139,20 @@ impl std::fmt::Debug for App {
     }
 }
 
-/// What [`wire`](crate::wiring) hands the application.
+/// What the application does with its workflow, whatever the backend (implemented by the
+/// wiring).
+#[async_trait::async_trait]
+pub(crate) trait Workflow: Send + Sync + std::fmt::Debug {
+    /// Starts the relays, the consumers (but held ones), the deadline scheduler and the
+    /// orders view.
+    fn start(&self) -> Result<Arc<Runtime>, String>;
+    /// Starts held consumer group `group` on `runtime`; false when it was not held.
+    fn release(&self, runtime: &Runtime, group: &str) -> bool;
+    /// Whether the storage answers.
+    async fn check(&self) -> Result<(), String>;
+}
+
+/// What the wiring hands the application.
 pub(crate) struct Parts {
     pub(crate) backend: &'static str,
     pub(crate) keys: Arc<TokenKeys>,
@@ -155,18 +166,6 @@ pub(crate) struct Parts {
 }
 
 impl App {
-    /// Prepares every context's storage on the configured backend and wires the contexts
-    /// together.
-    ///
-    /// # Errors
-    /// [`StartError::Storage`] when a schema cannot be migrated or seeded.
-    pub async fn start(config: AppConfig) -> Result<Self, StartError> {
-        match config.backend.clone() {
-            Backend::Memory => wire(MemoryBackend::new(), config).await,
-            Backend::Postgres(pg) => wire(pg, config).await,
-        }
-    }
-
     pub(crate) fn new(parts: Parts) -> Self {
         Self {
             backend: parts.backend,

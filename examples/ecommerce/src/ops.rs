@@ -16,7 +16,7 @@ use crate::auth::{Caller, Policy, Scope};
 use crate::http::problem::{ApiError, Problem};
 use crate::invariants::{self, Books};
 use crate::orders::ViewStatus;
-use crate::workflow::runtime::{Runtime, lock};
+use crate::runtime::{Runtime, lock};
 
 /// One relay.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]

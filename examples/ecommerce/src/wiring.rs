@@ -6,15 +6,15 @@ use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 
 use chrono::TimeDelta;
-use es_core::memory::MemoryBus;
+use es_core::memory::{MemoryBackend, MemoryBus};
 use es_core::{Clock, MessageHandler, SystemClock};
 use es_saga::SagaRunner;
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 
-use crate::app::{App, AppConfig, Parts, StartError, WorkflowConfig};
+use crate::app::{App, AppConfig, Parts, StartError, Workflow, WorkflowConfig};
 use crate::auth::TokenKeys;
-use crate::backend::ShopBackend;
+use crate::backend::{Backend, ShopBackend};
 use crate::catalog::Catalog;
 use crate::customers::Customers;
 use crate::http::{InternalApi, PublicApi};
@@ -26,9 +26,9 @@ use crate::ops::Operations;
 use crate::orders::Orders;
 use crate::payments::Payments;
 use crate::quotes::Quotes;
+use crate::runtime::bus::Bus;
+use crate::runtime::{OrderSagaRunner, Runtime, lock};
 use crate::shipments::Shipments;
-use crate::workflow::bus::Bus;
-use crate::workflow::runtime::{OrderSagaRunner, Runtime, lock};
 use crate::workflow::saga::OrderSaga;
 use crate::{catalog, customers, identity, inventory, ops, orders, quotes};
 
@@ -47,8 +47,22 @@ type Consumer = (
     Arc<dyn MessageHandler>,
 );
 
+impl App {
+    /// Prepares every context's storage on the configured backend (chosen here, once) and
+    /// wires the contexts together.
+    ///
+    /// # Errors
+    /// [`StartError::Storage`] when a schema cannot be migrated or seeded.
+    pub async fn start(config: AppConfig) -> Result<Self, StartError> {
+        match config.backend.clone() {
+            Backend::Memory => wire(MemoryBackend::new(), config).await,
+            Backend::Postgres(pg) => wire(pg, config).await,
+        }
+    }
+}
+
 /// Prepares every context on `backend` and wires them together.
-pub(crate) async fn wire<B: ShopBackend>(backend: B, config: AppConfig) -> Result<App, StartError> {
+async fn wire<B: ShopBackend>(backend: B, config: AppConfig) -> Result<App, StartError> {
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let keys = Arc::new(
         TokenKeys::new(config.identity.signing_secret.as_bytes()).map_err(fail("identity"))?,
@@ -233,18 +247,6 @@ struct Wiring<B: ShopBackend> {
     orders: Arc<Orders<B::Store>>,
     consumers: Vec<Consumer>,
     held: Mutex<HashSet<String>>,
-}
-
-/// What the application does with its workflow, whatever the backend.
-#[async_trait::async_trait]
-pub(crate) trait Workflow: Send + Sync + std::fmt::Debug {
-    /// Starts the relays, the consumers (but held ones), the deadline scheduler and the
-    /// orders view.
-    fn start(&self) -> Result<Arc<Runtime>, String>;
-    /// Starts held consumer group `group` on `runtime`; false when it was not held.
-    fn release(&self, runtime: &Runtime, group: &str) -> bool;
-    /// Whether the storage answers.
-    async fn check(&self) -> Result<(), String>;
 }
 
 impl<B: ShopBackend> std::fmt::Debug for Wiring<B> {

@@ -1,6 +1,4 @@
-//! The ordering workflow: the order saga and its messages' plumbing (relays from every outbox
-//! to the bus, a consumer per context, the deadline scheduler).
+//! The ordering workflow: the order saga, which moves each order through stock, payment and
+//! shipment by the contexts' integration messages, compensating on failure.
 
-pub mod bus;
-pub mod runtime;
 pub mod saga;

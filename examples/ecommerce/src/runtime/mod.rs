@@ -3,6 +3,8 @@
 //! Kafka, with the same retries, dead letters and pauses), the deadline scheduler and the
 //! orders view, each a service that is restarted after a failure and drained at the stop.
 
+pub mod bus;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -23,8 +25,8 @@ use es_core::{
 use es_kafka::{KafkaConsumer, LagProbe};
 use es_saga::{DeadlineScheduler, SagaRunner};
 
-use super::bus::{Bus, Routed};
-use super::saga::OrderSaga;
+use self::bus::{Bus, Routed};
+use crate::workflow::saga::OrderSaga;
 
 /// A message refused for good (malformed, unknown type, or failing every attempt): recorded
 /// here and sent to its topic's dead-letter topic.
