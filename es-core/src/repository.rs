@@ -36,8 +36,8 @@ pub enum RepositoryError<E: std::error::Error + 'static> {
     /// A stored event could not be decoded.
     #[error(transparent)]
     Decode(#[from] DecodeError),
-    /// A new event could not be encoded.
-    #[error("cannot encode a new event: {0}")]
+    /// A new event, or an outbox message it causes, could not be encoded.
+    #[error("cannot encode a new event or message: {0}")]
     Encode(#[source] CodecError),
     /// The store failed.
     #[error(transparent)]
@@ -97,7 +97,11 @@ impl<A: Aggregate> Executed<A> {
     }
 }
 
-type OutboxFn<A> = dyn Fn(&StreamId, &A, &[(<A as Aggregate>::Event, Metadata)]) -> Vec<OutboxMessage>
+type OutboxFn<A> = dyn Fn(
+        &StreamId,
+        &A,
+        &[(<A as Aggregate>::Event, Metadata)],
+    ) -> Result<Vec<OutboxMessage>, CodecError>
     + Send
     + Sync;
 
@@ -245,11 +249,31 @@ where
 
     /// Derives the outbox messages committed with each command's events.
     #[must_use]
-    pub fn with_outbox<F>(mut self, outbox: F) -> Self
+    pub fn with_outbox<F>(self, outbox: F) -> Self
     where
         F: Fn(&StreamId, &A, &[(A::Event, Metadata)]) -> Vec<OutboxMessage> + Send + Sync + 'static,
     {
-        self.outbox = Some(Arc::new(outbox));
+        self.with_fallible_outbox(move |stream, state, events| {
+            Ok::<_, CodecError>(outbox(stream, state, events))
+        })
+    }
+
+    /// Like [`with_outbox`](Self::with_outbox), for a function that can fail to build a
+    /// message (serializing a payload can): its error fails the command with
+    /// [`RepositoryError::Encode`] and nothing is written, so no message is ever sent
+    /// half-built.
+    #[must_use]
+    pub fn with_fallible_outbox<F, E>(mut self, outbox: F) -> Self
+    where
+        F: Fn(&StreamId, &A, &[(A::Event, Metadata)]) -> Result<Vec<OutboxMessage>, E>
+            + Send
+            + Sync
+            + 'static,
+        E: Into<CodecError>,
+    {
+        self.outbox = Some(Arc::new(move |stream, state, events| {
+            outbox(stream, state, events).map_err(Into::into)
+        }));
         self
     }
 
@@ -522,7 +546,9 @@ where
             with_metadata.push((event, metadata));
         }
         let outbox = match &self.outbox {
-            Some(outbox) => outbox(stream_id, &state, &with_metadata),
+            Some(outbox) => {
+                outbox(stream_id, &state, &with_metadata).map_err(RepositoryError::Encode)?
+            }
             None => Vec::new(),
         };
         let request = AppendRequest::new(stream_id.clone(), ExpectedVersion::from_current(version))

@@ -10,8 +10,8 @@ use std::time::Duration;
 use es_core::memory::{MemoryEventStore, MemoryReadModel};
 use es_core::testing::{Tally, TallyCommand};
 use es_core::{
-    CommandContext, LogFilter, Projection, ProjectionError, RecordedEvent, Repository,
-    RepositoryError, StreamId, Version,
+    CommandContext, EventStore, LogFilter, OutboxMessage, OutboxSource, Position, Projection,
+    ProjectionError, RecordedEvent, Repository, RepositoryError, StreamId, Version,
 };
 
 #[tokio::test]
@@ -138,4 +138,36 @@ async fn read_model_applies_each_event_once_and_retries_a_failed_one() {
         "every event applied exactly once"
     );
     running.abort();
+}
+
+#[tokio::test]
+async fn an_outbox_message_that_cannot_be_built_fails_the_command_and_writes_nothing() {
+    let store = MemoryEventStore::new();
+    let tallies = Repository::<Tally, _>::new(store.clone()).with_fallible_outbox(
+        |_stream, state: &Tally, _events| {
+            if state.total > 5 {
+                // A payload that does not serialize (a map with non-string keys).
+                let unserializable: HashMap<(u8, u8), u8> = HashMap::from([((1, 2), 3)]);
+                serde_json::to_value(unserializable).map(|_| Vec::new())
+            } else {
+                let payload = serde_json::json!({ "total": state.total });
+                Ok(vec![OutboxMessage::new("TallyChanged", "t", payload)])
+            }
+        },
+    );
+    let id = StreamId::new("tally-outbox").unwrap();
+    let context = CommandContext::new();
+    tallies
+        .execute(&id, &TallyCommand::Add(1), &context)
+        .await
+        .unwrap();
+    match tallies.execute(&id, &TallyCommand::Add(9), &context).await {
+        Err(RepositoryError::Encode(error)) => {
+            assert!(error.to_string().contains("JSON"), "{error}");
+        }
+        other => panic!("expected an encoding failure, got {other:?}"),
+    }
+    assert_eq!(store.stream_version(&id).await.unwrap(), Version::new(1));
+    let outbox = store.read_outbox(Position::START, 10).await.unwrap();
+    assert_eq!(outbox.messages.len(), 1, "only the first command's message");
 }

@@ -50,11 +50,16 @@ pub trait Message: MessageType + Serialize + DeserializeOwned {
     fn order_id(&self) -> Uuid;
 
     /// As an outbox message, keyed by the order id.
-    fn to_message(&self) -> OutboxMessage {
-        let payload = serde_json::to_value(self).unwrap_or_default();
-        OutboxMessage::new(Self::MESSAGE_TYPE, self.order_id().to_string(), payload)
-            .with_schema_version(Self::SCHEMA_VERSION)
-            .with_topic(Self::TOPIC)
+    ///
+    /// # Errors
+    /// The payload does not serialize (never `null` on the wire).
+    fn to_message(&self) -> Result<OutboxMessage, serde_json::Error> {
+        let payload = serde_json::to_value(self)?;
+        Ok(
+            OutboxMessage::new(Self::MESSAGE_TYPE, self.order_id().to_string(), payload)
+                .with_schema_version(Self::SCHEMA_VERSION)
+                .with_topic(Self::TOPIC),
+        )
     }
 }
 

@@ -129,7 +129,7 @@ impl<S: TransactionalStore> Inventory<S> {
             .with_snapshots(SnapshotPolicy::EveryNEvents(100));
         let reservations = Repository::new(store)
             .with_clock(clock)
-            .with_outbox(integration_messages);
+            .with_fallible_outbox(integration_messages);
         let inventory = Self {
             units,
             reservations,
@@ -398,7 +398,7 @@ fn integration_messages(
     stream: &StreamId,
     _state: &Reservation,
     events: &[(ReservationEvent, Metadata)],
-) -> Vec<OutboxMessage> {
+) -> Result<Vec<OutboxMessage>, serde_json::Error> {
     events
         .iter()
         .map(|(event, metadata)| {
@@ -420,9 +420,9 @@ fn integration_messages(
                 }
                 .to_message(),
             };
-            message
+            Ok(message?
                 .with_source("inventory", stream.as_str())
-                .caused_by(metadata)
+                .caused_by(metadata))
         })
         .collect()
 }

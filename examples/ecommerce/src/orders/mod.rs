@@ -132,7 +132,7 @@ impl<S: TransactionalStore> Orders<S> {
             .with_clock(clock.clone())
             // Every order decision is safe to recompute on newer state.
             .with_conflict_retries(8)
-            .with_outbox(integration_messages);
+            .with_fallible_outbox(integration_messages);
         Self {
             orders,
             quotes,
@@ -316,9 +316,9 @@ fn integration_messages(
     stream: &StreamId,
     state: &Order,
     events: &[(OrderEvent, Metadata)],
-) -> Vec<OutboxMessage> {
+) -> Result<Vec<OutboxMessage>, serde_json::Error> {
     let Some(placement) = &state.placement else {
-        return Vec::new();
+        return Ok(Vec::new());
     };
     let order_id = placement.order_id;
     events
@@ -356,9 +356,9 @@ fn integration_messages(
                 }
                 .to_message(),
             };
-            message
+            Ok(message?
                 .with_source("order", stream.as_str())
-                .caused_by(metadata)
+                .caused_by(metadata))
         })
         .collect()
 }

@@ -67,7 +67,7 @@ impl<S: TransactionalStore> Payments<S> {
             .with_clock(clock)
             // The credit check is recomputed on the newest state of the account.
             .with_conflict_retries(16)
-            .with_outbox(integration_messages);
+            .with_fallible_outbox(integration_messages);
         Self {
             accounts,
             credit,
@@ -121,7 +121,7 @@ fn integration_messages(
     stream: &StreamId,
     _state: &CreditAccount,
     events: &[(AccountEvent, Metadata)],
-) -> Vec<OutboxMessage> {
+) -> Result<Vec<OutboxMessage>, serde_json::Error> {
     events
         .iter()
         .filter_map(|(event, metadata)| {
@@ -154,11 +154,11 @@ fn integration_messages(
                 .to_message(),
                 AccountEvent::Created { .. } => return None,
             };
-            Some(
+            Some(message.map(|message| {
                 message
                     .with_source("payments", stream.as_str())
-                    .caused_by(metadata),
-            )
+                    .caused_by(metadata)
+            }))
         })
         .collect()
 }

@@ -35,7 +35,7 @@ impl<S: TransactionalStore> Shipments<S> {
         let shipments = Repository::new(store)
             .with_clock(clock)
             .with_conflict_retries(8)
-            .with_outbox(integration_messages);
+            .with_fallible_outbox(integration_messages);
         Self {
             shipments,
             failures,
@@ -60,7 +60,7 @@ fn integration_messages(
     stream: &StreamId,
     _state: &Shipment,
     events: &[(ShipmentEvent, Metadata)],
-) -> Vec<OutboxMessage> {
+) -> Result<Vec<OutboxMessage>, serde_json::Error> {
     events
         .iter()
         .filter_map(|(event, metadata)| {
@@ -93,11 +93,11 @@ fn integration_messages(
                 .to_message(),
                 ShipmentEvent::Created { .. } => return None,
             };
-            Some(
+            Some(message.map(|message| {
                 message
                     .with_source("shipment", stream.as_str())
-                    .caused_by(metadata),
-            )
+                    .caused_by(metadata)
+            }))
         })
         .collect()
 }

@@ -92,6 +92,9 @@ pub enum OrderSagaError {
     /// A message's payload does not fit its type.
     #[error("malformed {0}: {1}")]
     Malformed(&'static str, serde_json::Error),
+    /// A command could not be encoded.
+    #[error("cannot encode a command: {0}")]
+    Encode(#[from] serde_json::Error),
     /// A compensating command could not be encoded.
     #[error(transparent)]
     Codec(#[from] es_saga::CodecError),
@@ -120,7 +123,7 @@ impl OrderSaga {
         mut state: OrderSagaState,
         order_id: Uuid,
         reason: &str,
-    ) -> Decision<OrderSagaState> {
+    ) -> Result<Decision<OrderSagaState>, OrderSagaError> {
         let undo: Vec<OutboxMessage> = state.steps.compensate().into_iter().map(routed).collect();
         // A shipment still under way is stopped; one that failed or was cancelled is not.
         let shipping = state.stage == Stage::Shipping
@@ -130,17 +133,17 @@ impl OrderSaga {
         state.cancel_reason = Some(reason.to_owned());
         let mut decision = Decision::new(state).send_all(undo);
         if shipping {
-            decision = decision.send(CancelShipment { order_id }.to_message());
+            decision = decision.send(CancelShipment { order_id }.to_message()?);
         }
-        decision
+        Ok(decision
             .send(
                 CancelOrder {
                     order_id,
                     reason: reason.to_owned(),
                 }
-                .to_message(),
+                .to_message()?,
             )
-            .complete()
+            .complete())
     }
 }
 
@@ -182,7 +185,7 @@ impl Saga for OrderSaga {
                 return Ok(Decision::new(state));
             }
             tracing::warn!(%order_id, step, "step timed out; cancelling the order");
-            return Ok(self.cancel(state, order_id, reasons::PROCESSING_ERROR));
+            return self.cancel(state, order_id, reasons::PROCESSING_ERROR);
         }
         let timeout = self.step_timeout;
         use Stage::*;
@@ -192,7 +195,7 @@ impl Saga for OrderSaga {
                 state.stage = Processing;
                 state.customer_id = Some(placed.customer_id);
                 Decision::new(state)
-                    .send(ProcessOrder { order_id }.to_message())
+                    .send(ProcessOrder { order_id }.to_message()?)
                     .set_deadline("process", timeout)
             }
             (Processing, "OrderProcessed") => {
@@ -208,7 +211,7 @@ impl Saga for OrderSaga {
                             order_id,
                             lines: processed.lines,
                         }
-                        .to_message(),
+                        .to_message()?,
                     )
                     .set_deadline("stock", timeout)
             }
@@ -230,10 +233,12 @@ impl Saga for OrderSaga {
                 };
                 Decision::new(state)
                     .cancel_deadline("stock")
-                    .send(request.to_message())
+                    .send(request.to_message()?)
                     .set_deadline("payment", timeout)
             }
-            (Reserving, "StockUnavailable") => self.cancel(state, order_id, reasons::OUT_OF_STOCK),
+            (Reserving, "StockUnavailable") => {
+                self.cancel(state, order_id, reasons::OUT_OF_STOCK)?
+            }
             (Paying, "PaymentCompleted") => {
                 let completed: PaymentCompleted = decode(input)?;
                 let customer_id = state.customer_id.unwrap_or_default();
@@ -257,9 +262,9 @@ impl Saga for OrderSaga {
                             order_id,
                             payment_id: completed.payment_id,
                         }
-                        .to_message(),
+                        .to_message()?,
                     )
-                    .send(ship.to_message())
+                    .send(ship.to_message()?)
                     .set_deadline("shipment", timeout)
             }
             (Paying, "PaymentFailed") => {
@@ -269,7 +274,7 @@ impl Saga for OrderSaga {
                 } else {
                     reasons::PAYMENT_FAILED
                 };
-                self.cancel(state, order_id, reason)
+                self.cancel(state, order_id, reason)?
             }
             (Shipping, "PackageShipped") => {
                 let shipped: PackageShipped = decode(input)?;
@@ -281,22 +286,24 @@ impl Saga for OrderSaga {
                             order_id,
                             shipment_id: shipped.shipment_id,
                         }
-                        .to_message(),
+                        .to_message()?,
                     )
                     .complete()
             }
-            (Shipping, "ShipmentFailed") => self.cancel(state, order_id, reasons::SHIPMENT_FAILED),
+            (Shipping, "ShipmentFailed") => {
+                self.cancel(state, order_id, reasons::SHIPMENT_FAILED)?
+            }
             (Shipping, "ShipmentCancelled") => {
-                self.cancel(state, order_id, reasons::CANCELLED_BY_CUSTOMER)
+                self.cancel(state, order_id, reasons::CANCELLED_BY_CUSTOMER)?
             }
             (Processing | Reserving | Paying, "CancellationRequested") => {
-                self.cancel(state, order_id, reasons::CANCELLED_BY_CUSTOMER)
+                self.cancel(state, order_id, reasons::CANCELLED_BY_CUSTOMER)?
             }
             (Shipping, "CancellationRequested") => {
                 // The package may already be on its way: ask shipments to stop it, and decide
                 // on their answer (cancelled → compensate; shipped → too late).
                 state.cancel_requested = true;
-                Decision::new(state).send(CancelShipment { order_id }.to_message())
+                Decision::new(state).send(CancelShipment { order_id }.to_message()?)
             }
             (Cancelled, "StockReserved") => {
                 state.late.push("StockReserved".to_owned());
@@ -304,7 +311,7 @@ impl Saga for OrderSaga {
                     order_id,
                     product_ids: product_ids(&state.lines),
                 };
-                Decision::new(state).send(release.to_message())
+                Decision::new(state).send(release.to_message()?)
             }
             (Cancelled, "PaymentCompleted") => {
                 state.late.push("PaymentCompleted".to_owned());
@@ -314,7 +321,7 @@ impl Saga for OrderSaga {
                         order_id,
                         customer_id,
                     }
-                    .to_message(),
+                    .to_message()?,
                 )
             }
             (Cancelled, "PackageShipped") => {
@@ -424,6 +431,7 @@ mod tests {
             quote_id: Uuid::from_u128(9),
         }
         .to_message()
+        .unwrap()
     }
 
     fn processed() -> OutboxMessage {
@@ -441,10 +449,13 @@ mod tests {
             currency_code: "USD".to_owned(),
         }
         .to_message()
+        .unwrap()
     }
 
     fn reserved() -> OutboxMessage {
-        messages::StockReserved { order_id: ORDER }.to_message()
+        messages::StockReserved { order_id: ORDER }
+            .to_message()
+            .unwrap()
     }
 
     fn paid() -> OutboxMessage {
@@ -453,6 +464,7 @@ mod tests {
             payment_id: Uuid::from_u128(0xf),
         }
         .to_message()
+        .unwrap()
     }
 
     fn payment_failed(reason: &str) -> OutboxMessage {
@@ -462,6 +474,7 @@ mod tests {
             reason: reason.to_owned(),
         }
         .to_message()
+        .unwrap()
     }
 
     fn shipped() -> OutboxMessage {
@@ -470,10 +483,13 @@ mod tests {
             shipment_id: Uuid::from_u128(0xe),
         }
         .to_message()
+        .unwrap()
     }
 
     fn cancellation() -> OutboxMessage {
-        messages::CancellationRequested { order_id: ORDER }.to_message()
+        messages::CancellationRequested { order_id: ORDER }
+            .to_message()
+            .unwrap()
     }
 
     /// A run up to `stage`.
@@ -518,7 +534,8 @@ mod tests {
             order_id: ORDER,
             product_ids: vec![],
         }
-        .to_message();
+        .to_message()
+        .unwrap();
         assert_eq!(run.on(unavailable), ["CancelOrder"]);
         assert_eq!(run.reason(), Some(reasons::OUT_OF_STOCK));
         assert!(run.completed);
@@ -543,7 +560,8 @@ mod tests {
             order_id: ORDER,
             shipment_id: Uuid::from_u128(0xe),
         }
-        .to_message();
+        .to_message()
+        .unwrap();
         assert_eq!(
             run.on(failed),
             ["RefundPayment", "ReleaseStock", "CancelOrder"]
@@ -572,7 +590,8 @@ mod tests {
             order_id: ORDER,
             shipment_id: Uuid::from_u128(0xe),
         }
-        .to_message();
+        .to_message()
+        .unwrap();
         assert_eq!(
             run.on(stopped),
             ["RefundPayment", "ReleaseStock", "CancelOrder"]
@@ -625,7 +644,8 @@ mod tests {
             order_id: ORDER,
             payment_id: Uuid::from_u128(1),
         }
-        .to_message();
+        .to_message()
+        .unwrap();
         assert_eq!(saga.route(&other), Route::Ignore);
         assert_eq!(
             saga.route(&OutboxMessage::new("OrderPlaced", "k", json!({}))),
