@@ -10,22 +10,22 @@ use es_core::TransactionalStore;
 use rust_decimal::Decimal;
 use uuid::Uuid;
 
-use crate::catalog::{Catalog, CatalogError, StockClient};
+use crate::catalog::{Catalog, CatalogError, StockClient, StockUnavailable};
 use crate::customers::{AccountRequest, AccountsClient, AccountsError, Customers, CustomersError};
 use crate::identity::{Identity, IdentityError, NewAccount};
 use crate::inventory::Inventory;
 use crate::money::{Currency, Money};
 use crate::orders::{ConfirmedQuote, QuoteRefused, QuotesClient};
-use crate::payments::CreditClient;
+use crate::payments::{CreditClient, CreditUnavailable};
 use crate::quotes::{PriceClient, PricesError, QuoteError, Quotes, QuotesError};
 
 #[async_trait]
 impl<S: TransactionalStore> CreditClient for Customers<S> {
-    async fn credit_limit(&self, customer_id: Uuid) -> Result<Option<Money>, String> {
+    async fn credit_limit(&self, customer_id: Uuid) -> Result<Option<Money>, CreditUnavailable> {
         match self.profile(customer_id).await {
             Ok(profile) => Ok(Some(profile.credit_limit)),
             Err(CustomersError::NotFound) => Ok(None),
-            Err(other) => Err(other.to_string()),
+            Err(other) => Err(CreditUnavailable(other.into())),
         }
     }
 }
@@ -55,14 +55,17 @@ impl PriceClient for Catalog {
 
 #[async_trait]
 impl<S: TransactionalStore> StockClient for Inventory<S> {
-    async fn quantities(&self, product_ids: &[Uuid]) -> Result<HashMap<Uuid, u32>, String> {
+    async fn quantities(
+        &self,
+        product_ids: &[Uuid],
+    ) -> Result<HashMap<Uuid, u32>, StockUnavailable> {
         let units = futures::future::try_join_all(
             product_ids
                 .iter()
                 .map(|id| async move { self.stock(*id).await.map(|unit| (*id, unit)) }),
         )
         .await
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| StockUnavailable(e.into()))?;
         Ok(units
             .into_iter()
             .filter(|(_, unit)| unit.entered)

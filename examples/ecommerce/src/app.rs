@@ -19,7 +19,8 @@ use crate::identity::IdentityConfig;
 use crate::invariants::Books;
 use crate::ops::Operations;
 use crate::runtime::bus::Bus;
-use crate::runtime::{Runtime, lock};
+use crate::runtime::{Runtime, RuntimeError, lock};
+use crate::storage::StorageError;
 
 /// What the application needs to start.
 #[derive(Debug, Clone)]
@@ -145,11 +146,11 @@ impl std::fmt::Debug for App {
 pub(crate) trait Workflow: Send + Sync + std::fmt::Debug {
     /// Starts the relays, the consumers (but held ones), the deadline scheduler and the
     /// orders view.
-    fn start(&self) -> Result<Arc<Runtime>, String>;
+    fn start(&self) -> Result<Arc<Runtime>, RuntimeError>;
     /// Starts held consumer group `group` on `runtime`; false when it was not held.
     fn release(&self, runtime: &Runtime, group: &str) -> bool;
     /// Whether the storage answers.
-    async fn check(&self) -> Result<(), String>;
+    async fn check(&self) -> Result<(), StorageError>;
 }
 
 /// What the wiring hands the application.
@@ -191,7 +192,7 @@ impl App {
     ///
     /// # Errors
     /// When the workflow cannot start again.
-    pub async fn restart_workflow(&self, crash: bool) -> Result<(), String> {
+    pub async fn restart_workflow(&self, crash: bool) -> Result<(), RuntimeError> {
         let old = self.runtime();
         if crash {
             old.abort().await;
@@ -361,8 +362,9 @@ async fn health() -> axum::Json<Health> {
 /// (each consumer has its partitions): a 503 names those that are not.
 async fn ready(State(app): State<App>) -> Result<axum::Json<Health>, ApiError> {
     let bus = &app.bus;
-    app.workflow.check().await.map_err(ApiError::Unavailable)?;
-    bus.check().await.map_err(ApiError::Unavailable)?;
+    let unavailable = |e: &dyn std::fmt::Display| ApiError::Unavailable(e.to_string());
+    app.workflow.check().await.map_err(|e| unavailable(&e))?;
+    bus.check().await.map_err(|e| unavailable(&e))?;
     let runtime = app.runtime();
     if !runtime.is_ready() {
         let waiting: Vec<String> = runtime

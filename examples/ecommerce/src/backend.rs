@@ -11,6 +11,7 @@ use es_postgres::{PgBackend, PgConfig, PgError, PgEventStore};
 
 use crate::catalog::{MemoryProducts, PgProducts, ProductTable};
 use crate::orders::{MemoryOrdersView, OrdersReadModel, PgOrdersView};
+use crate::storage::StorageError;
 
 /// The storage every context is wired to.
 #[derive(Debug, Clone)]
@@ -43,8 +44,8 @@ impl Backend {
     /// Whether the storage answers.
     ///
     /// # Errors
-    /// A message saying what does not answer.
-    pub async fn check(&self) -> Result<(), String> {
+    /// [`StorageError`] when the database does not answer.
+    pub async fn check(&self) -> Result<(), StorageError> {
         match self {
             Backend::Memory => Ok(()),
             Backend::Postgres(pg) => ShopBackend::check(pg).await,
@@ -62,8 +63,8 @@ pub trait ShopBackend: Ports<Store: Sync> + std::fmt::Debug {
     /// Whether the storage answers.
     ///
     /// # Errors
-    /// A message saying what does not answer.
-    async fn check(&self) -> Result<(), String>;
+    /// [`StorageError`] when the storage does not answer.
+    async fn check(&self) -> Result<(), StorageError>;
 
     /// The catalog's table, created and seeded.
     ///
@@ -85,7 +86,7 @@ pub trait ShopBackend: Ports<Store: Sync> + std::fmt::Debug {
 impl ShopBackend for MemoryBackend {
     const NAME: &'static str = "memory";
 
-    async fn check(&self) -> Result<(), String> {
+    async fn check(&self) -> Result<(), StorageError> {
         Ok(())
     }
 
@@ -110,20 +111,13 @@ impl ShopBackend for MemoryBackend {
 impl ShopBackend for PgBackend {
     const NAME: &'static str = "postgres";
 
-    async fn check(&self) -> Result<(), String> {
-        let store = self
-            .store("catalog")
-            .await
-            .map_err(|e| format!("database: {e}"))?;
-        let client = store
-            .pool()
-            .get()
-            .await
-            .map_err(|e| format!("database: {e}"))?;
+    async fn check(&self) -> Result<(), StorageError> {
+        let store = self.store("catalog").await.map_err(StorageError::Other)?;
+        let client = store.pool().get().await.map_err(StorageError::other)?;
         client
             .simple_query("SELECT 1")
             .await
-            .map_err(|e| format!("database: {e}"))?;
+            .map_err(StorageError::other)?;
         Ok(())
     }
 

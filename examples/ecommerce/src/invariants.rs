@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use es_core::{DeadlineStore, SagaStore, TransactionalStore};
+use es_core::{BoxError, DeadlineStore, SagaStore, TransactionalStore};
 use es_saga::{SagaRunner, SagaView};
 use tokio::sync::broadcast;
 use uuid::Uuid;
@@ -24,31 +24,31 @@ use crate::workflow::saga::{OrderSaga, OrderSagaState};
 #[async_trait]
 pub trait Books: Send + Sync + std::fmt::Debug + 'static {
     /// Every order in the orders view.
-    async fn orders(&self) -> Result<Vec<OrderSummary>, String>;
+    async fn orders(&self) -> Result<Vec<OrderSummary>, BoxError>;
     /// A customer's notifications with an id above `after`.
     async fn notifications(
         &self,
         customer_id: Uuid,
         after: u64,
-    ) -> Result<Vec<Notification>, String>;
+    ) -> Result<Vec<Notification>, BoxError>;
     /// Live notifications of every customer.
     fn subscribe(&self) -> broadcast::Receiver<Notification>;
     /// The orders view's projection.
     async fn view_status(&self) -> ViewStatus;
     /// An order's reservation.
-    async fn reservation(&self, order_id: Uuid) -> Result<Option<ReservationStatus>, String>;
+    async fn reservation(&self, order_id: Uuid) -> Result<Option<ReservationStatus>, BoxError>;
     /// A product's stock.
-    async fn stock(&self, product_id: Uuid) -> Result<StockUnit, String>;
+    async fn stock(&self, product_id: Uuid) -> Result<StockUnit, BoxError>;
     /// The status of an order's payment.
     async fn payment(
         &self,
         customer_id: Uuid,
         order_id: Uuid,
-    ) -> Result<Option<PaymentStatus>, String>;
+    ) -> Result<Option<PaymentStatus>, BoxError>;
     /// How many payments were ever created for an order.
-    async fn payments_created(&self, customer_id: Uuid, order_id: Uuid) -> Result<usize, String>;
+    async fn payments_created(&self, customer_id: Uuid, order_id: Uuid) -> Result<usize, BoxError>;
     /// The order's saga instance.
-    async fn saga(&self, order_id: Uuid) -> Result<Option<SagaView<OrderSagaState>>, String>;
+    async fn saga(&self, order_id: Uuid) -> Result<Option<SagaView<OrderSagaState>>, BoxError>;
 }
 
 /// The [`Books`] of contexts wired in one process.
@@ -75,19 +75,19 @@ where
     S: TransactionalStore,
     G: SagaStore + DeadlineStore + Clone + Send + Sync + 'static,
 {
-    async fn orders(&self) -> Result<Vec<OrderSummary>, String> {
-        self.orders.all().await.map_err(|e| e.to_string())
+    async fn orders(&self) -> Result<Vec<OrderSummary>, BoxError> {
+        self.orders.all().await.map_err(Into::into)
     }
 
     async fn notifications(
         &self,
         customer_id: Uuid,
         after: u64,
-    ) -> Result<Vec<Notification>, String> {
+    ) -> Result<Vec<Notification>, BoxError> {
         self.orders
             .notifications(customer_id, after)
             .await
-            .map_err(|e| e.to_string())
+            .map_err(Into::into)
     }
 
     fn subscribe(&self) -> broadcast::Receiver<Notification> {
@@ -98,39 +98,39 @@ where
         self.orders.view_status().await
     }
 
-    async fn reservation(&self, order_id: Uuid) -> Result<Option<ReservationStatus>, String> {
+    async fn reservation(&self, order_id: Uuid) -> Result<Option<ReservationStatus>, BoxError> {
         self.inventory
             .reservation(order_id)
             .await
             .map(|r| r.status)
-            .map_err(|e| e.to_string())
+            .map_err(Into::into)
     }
 
-    async fn stock(&self, product_id: Uuid) -> Result<StockUnit, String> {
-        self.inventory
-            .stock(product_id)
-            .await
-            .map_err(|e| e.to_string())
+    async fn stock(&self, product_id: Uuid) -> Result<StockUnit, BoxError> {
+        self.inventory.stock(product_id).await.map_err(Into::into)
     }
 
     async fn payment(
         &self,
         customer_id: Uuid,
         order_id: Uuid,
-    ) -> Result<Option<PaymentStatus>, String> {
+    ) -> Result<Option<PaymentStatus>, BoxError> {
         let account = self.payments.account(customer_id).await?;
         Ok(account.payment(&order_id).map(|p| p.status))
     }
 
-    async fn payments_created(&self, customer_id: Uuid, order_id: Uuid) -> Result<usize, String> {
-        self.payments.payments_created(customer_id, order_id).await
+    async fn payments_created(&self, customer_id: Uuid, order_id: Uuid) -> Result<usize, BoxError> {
+        Ok(self
+            .payments
+            .payments_created(customer_id, order_id)
+            .await?)
     }
 
-    async fn saga(&self, order_id: Uuid) -> Result<Option<SagaView<OrderSagaState>>, String> {
+    async fn saga(&self, order_id: Uuid) -> Result<Option<SagaView<OrderSagaState>>, BoxError> {
         self.saga
             .instance(&order_id.to_string())
             .await
-            .map_err(|e| e.to_string())
+            .map_err(Into::into)
     }
 }
 

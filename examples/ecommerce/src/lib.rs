@@ -40,5 +40,6 @@ pub mod payments;
 pub mod quotes;
 pub mod runtime;
 pub mod shipments;
+pub mod storage;
 mod wiring;
 pub mod workflow;

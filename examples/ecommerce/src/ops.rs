@@ -202,7 +202,7 @@ pub async fn status(ops: &Operations) -> Status {
                     .collect()
             })
             .unwrap_or_default(),
-        paused_partitions_error: paused.err(),
+        paused_partitions_error: paused.err().map(|e| e.to_string()),
         projections: vec![ops.books.view_status().await],
         dead_letters: runtime
             .dead_letters()

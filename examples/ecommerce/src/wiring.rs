@@ -27,8 +27,9 @@ use crate::orders::Orders;
 use crate::payments::Payments;
 use crate::quotes::Quotes;
 use crate::runtime::bus::Bus;
-use crate::runtime::{OrderSagaRunner, Runtime, lock};
+use crate::runtime::{OrderSagaRunner, Runtime, RuntimeError, lock};
 use crate::shipments::Shipments;
+use crate::storage::StorageError;
 use crate::workflow::saga::OrderSaga;
 use crate::{catalog, customers, identity, inventory, ops, orders, quotes};
 
@@ -260,7 +261,7 @@ impl<B: ShopBackend> std::fmt::Debug for Wiring<B> {
 
 #[async_trait::async_trait]
 impl<B: ShopBackend> Workflow for Wiring<B> {
-    fn start(&self) -> Result<Arc<Runtime>, String> {
+    fn start(&self) -> Result<Arc<Runtime>, RuntimeError> {
         let runtime = Arc::new(
             Runtime::new(self.bus.clone(), self.workflow.duplicate_delivery)
                 .with_paused(self.paused.clone()),
@@ -325,7 +326,7 @@ impl<B: ShopBackend> Workflow for Wiring<B> {
         true
     }
 
-    async fn check(&self) -> Result<(), String> {
+    async fn check(&self) -> Result<(), StorageError> {
         self.backend.check().await
     }
 }

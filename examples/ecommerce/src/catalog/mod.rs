@@ -15,6 +15,7 @@ pub use pg::PgProducts;
 pub use products::{Product, product_id, seed};
 
 use crate::money::{Currency, Money};
+use crate::storage::StorageError;
 
 /// What the catalog needs of inventory: quantities in stock.
 ///
@@ -23,8 +24,16 @@ use crate::money::{Currency, Money};
 #[async_trait]
 pub trait StockClient: Send + Sync {
     /// Quantity in stock per product; products inventory does not know are absent.
-    async fn quantities(&self, product_ids: &[Uuid]) -> Result<HashMap<Uuid, u32>, String>;
+    async fn quantities(
+        &self,
+        product_ids: &[Uuid],
+    ) -> Result<HashMap<Uuid, u32>, StockUnavailable>;
 }
+
+/// Inventory did not answer the catalog's stock query.
+#[derive(Debug, thiserror::Error)]
+#[error("inventory: {0}")]
+pub struct StockUnavailable(#[source] pub es_core::BoxError);
 
 /// Stock before inventory exists: none of anything.
 #[derive(Debug, Clone, Copy, Default)]
@@ -32,7 +41,10 @@ pub struct NoInventory;
 
 #[async_trait]
 impl StockClient for NoInventory {
-    async fn quantities(&self, _product_ids: &[Uuid]) -> Result<HashMap<Uuid, u32>, String> {
+    async fn quantities(
+        &self,
+        _product_ids: &[Uuid],
+    ) -> Result<HashMap<Uuid, u32>, StockUnavailable> {
         Ok(HashMap::new())
     }
 }
@@ -44,9 +56,12 @@ pub enum CatalogError {
     /// Ids that name no product.
     #[error("no product with id {}", .0.iter().map(Uuid::to_string).collect::<Vec<_>>().join(", "))]
     UnknownProducts(Vec<Uuid>),
-    /// Storage or inventory failed.
-    #[error("{0}")]
-    Internal(String),
+    /// Inventory did not answer.
+    #[error(transparent)]
+    Stock(StockUnavailable),
+    /// Storage failed (the cause kept).
+    #[error("catalog storage: {0}")]
+    Storage(#[from] StorageError),
 }
 
 /// A product priced in a currency, with its stock.
@@ -152,7 +167,7 @@ impl Catalog {
             .stock
             .quantities(&ids)
             .await
-            .map_err(CatalogError::Internal)?;
+            .map_err(CatalogError::Stock)?;
         products
             .into_iter()
             .map(|product| {
@@ -168,6 +183,6 @@ impl Catalog {
     }
 }
 
-fn internal(error: impl std::fmt::Display) -> CatalogError {
-    CatalogError::Internal(error.to_string())
+fn internal(error: impl Into<es_core::BoxError>) -> CatalogError {
+    CatalogError::Storage(StorageError::other(error))
 }

@@ -73,7 +73,8 @@ impl From<CatalogError> for ApiError {
     fn from(error: CatalogError) -> Self {
         match error {
             CatalogError::UnknownProducts(_) => ApiError::NotFound(error.to_string()),
-            CatalogError::Internal(e) => ApiError::Internal(e),
+            CatalogError::Storage(e) => ApiError::internal(e),
+            CatalogError::Stock(e) => ApiError::Unavailable(e.to_string()),
         }
     }
 }

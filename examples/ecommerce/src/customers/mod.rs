@@ -15,6 +15,7 @@ pub use customer::{
 
 use crate::history::{HistoryEntry, history};
 use crate::money::Money;
+use crate::storage::{StorageError, storage};
 use es_core::TransactionalStore;
 
 /// Why a customers operation failed.
@@ -33,9 +34,12 @@ pub enum CustomersError {
     /// The customer changed concurrently.
     #[error("the customer changed concurrently; try again")]
     Conflict,
-    /// Storage or a called context failed.
-    #[error("{0}")]
-    Internal(String),
+    /// Identity did not create the account.
+    #[error("account not created: {0}")]
+    Accounts(#[source] AccountsError),
+    /// Storage failed (the cause kept).
+    #[error("customers storage: {0}")]
+    Storage(#[from] StorageError),
 }
 
 impl From<RepositoryError<CustomerError>> for CustomersError {
@@ -47,7 +51,7 @@ impl From<RepositoryError<CustomerError>> for CustomersError {
             RepositoryError::Rejected(CustomerError::NotFound) => CustomersError::NotFound,
             RepositoryError::Rejected(CustomerError::AlreadyRegistered)
             | RepositoryError::Conflict(_) => CustomersError::Conflict,
-            other => CustomersError::Internal(other.to_string()),
+            other => CustomersError::Storage(storage(other)),
         }
     }
 }
@@ -158,7 +162,7 @@ impl<S: TransactionalStore> Customers<S> {
             .await
             .map_err(|e| match e {
                 AccountsError::EmailTaken => CustomersError::EmailTaken,
-                other => CustomersError::Internal(format!("account not created: {other}")),
+                other => CustomersError::Accounts(other),
             })?;
         let stream = customer_stream(customer_id)?;
         let registered = self
@@ -201,7 +205,7 @@ impl<S: TransactionalStore> Customers<S> {
         let stream = customer_stream(customer_id)?;
         let entries = history(self.customers.store(), &stream, customer_id)
             .await
-            .map_err(|e| CustomersError::Internal(e.to_string()))?;
+            .map_err(|e| CustomersError::Storage(StorageError::other(e)))?;
         if entries.is_empty() {
             return Err(CustomersError::NotFound);
         }
@@ -263,7 +267,7 @@ impl<S: TransactionalStore> Customers<S> {
 
 fn customer_stream(customer_id: Uuid) -> Result<StreamId, CustomersError> {
     StreamId::for_aggregate(<Customer as es_core::Aggregate>::TYPE, customer_id)
-        .map_err(|e| CustomersError::Internal(e.to_string()))
+        .map_err(|e| CustomersError::Storage(e.into()))
 }
 
 fn context(actor: &str) -> CommandContext {

@@ -124,7 +124,8 @@ impl From<CustomersError> for ApiError {
             CustomersError::EmailTaken => ApiError::field("email", error.to_string()),
             CustomersError::NotFound => ApiError::NotFound(error.to_string()),
             CustomersError::Conflict => ApiError::Conflict(error.to_string()),
-            CustomersError::Internal(e) => ApiError::Internal(e),
+            CustomersError::Storage(e) => ApiError::internal(e),
+            CustomersError::Accounts(e) => ApiError::internal(e),
         }
     }
 }

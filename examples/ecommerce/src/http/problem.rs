@@ -48,9 +48,9 @@ pub enum ApiError {
     /// 503: a dependency does not answer.
     #[error("{0}")]
     Unavailable(String),
-    /// 500: anything else; logged with a trace id, never shown.
+    /// 500: anything else; logged with a trace id and its causes, never shown.
     #[error("internal error: {0}")]
-    Internal(String),
+    Internal(es_core::BoxError),
 }
 
 impl ApiError {
@@ -61,9 +61,9 @@ impl ApiError {
         ApiError::Validation(errors)
     }
 
-    /// A 500 from any error; the details go to the log only.
-    pub fn internal(error: impl std::fmt::Display) -> Self {
-        ApiError::Internal(error.to_string())
+    /// A 500 from any error; the details (with every cause) go to the log only.
+    pub fn internal(error: impl Into<es_core::BoxError>) -> Self {
+        ApiError::Internal(error.into())
     }
 
     /// The HTTP status.
@@ -114,7 +114,14 @@ impl IntoResponse for ApiError {
             ApiError::Validation(errors) => ("one or more fields are invalid".to_owned(), errors),
             ApiError::Internal(error) => {
                 let id = Uuid::new_v4().to_string();
-                tracing::error!(trace_id = %id, %error, "request failed");
+                let mut causes = error.to_string();
+                let mut source = error.source();
+                while let Some(cause) = source {
+                    causes.push_str(": ");
+                    causes.push_str(&cause.to_string());
+                    source = cause.source();
+                }
+                tracing::error!(trace_id = %id, error = %causes, "request failed");
                 trace_id = Some(id);
                 ("an internal error occurred".to_owned(), FieldErrors::new())
             }

@@ -27,6 +27,7 @@ pub use account::{
 use crate::auth::{
     ACCESS_AUDIENCE, AccessClaims, ISSUER, REFRESH_AUDIENCE, RefreshClaims, Role, Scope, TokenKeys,
 };
+use crate::storage::{StorageError, storage};
 use es_core::TransactionalStore;
 
 /// Why an identity operation failed.
@@ -51,14 +52,17 @@ pub enum IdentityError {
     /// No such account.
     #[error("no such account")]
     NotFound,
-    /// Storage or hashing failed.
-    #[error("identity storage failed: {0}")]
-    Internal(String),
+    /// A password could not be hashed.
+    #[error("password hashing: {0}")]
+    Hashing(#[source] password::HashError),
+    /// Storage failed (the cause kept).
+    #[error("identity storage: {0}")]
+    Storage(#[from] StorageError),
 }
 
-impl<E: std::error::Error + 'static> From<RepositoryError<E>> for IdentityError {
+impl<E: std::error::Error + Send + Sync + 'static> From<RepositoryError<E>> for IdentityError {
     fn from(error: RepositoryError<E>) -> Self {
-        IdentityError::Internal(error.to_string())
+        IdentityError::Storage(storage(error))
     }
 }
 
@@ -125,7 +129,7 @@ impl<S: TransactionalStore> Identity<S> {
             .with_snapshots(SnapshotPolicy::EveryNEvents(50));
         let decoy_hash = password::hash(Uuid::new_v4().to_string())
             .await
-            .map_err(IdentityError::Internal)?;
+            .map_err(IdentityError::Hashing)?;
         Ok(Self {
             accounts,
             keys,
@@ -320,7 +324,7 @@ impl<S: TransactionalStore> Identity<S> {
         }
         let password_hash = password::hash(account.password)
             .await
-            .map_err(IdentityError::Internal)?;
+            .map_err(IdentityError::Hashing)?;
         let registration = Registration {
             account_id: id,
             email: account.email.trim().to_owned(),
@@ -351,8 +355,8 @@ fn context() -> CommandContext {
     CommandContext::new().with_actor("identity")
 }
 
-fn internal(error: impl std::fmt::Display) -> IdentityError {
-    IdentityError::Internal(error.to_string())
+fn internal(error: impl Into<es_core::BoxError>) -> IdentityError {
+    IdentityError::Storage(StorageError::other(error))
 }
 
 fn seconds(duration: Duration) -> i64 {

@@ -4,19 +4,30 @@ use argon2::Argon2;
 use argon2::password_hash::phc::PasswordHash;
 use argon2::password_hash::{PasswordHasher, PasswordVerifier};
 
+/// Why a password could not be hashed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum HashError {
+    /// Argon2 refused (it does not for valid parameters).
+    #[error("argon2: {0}")]
+    Argon2(String),
+    /// The blocking pool is gone (the runtime is shutting down).
+    #[error(transparent)]
+    Task(#[from] tokio::task::JoinError),
+}
+
 /// Hashes `password` with Argon2id and a random salt.
 ///
 /// # Errors
-/// When hashing fails (it does not for valid parameters) or the blocking pool is gone.
-pub(super) async fn hash(password: String) -> Result<String, String> {
+/// [`HashError`] when hashing fails or the blocking pool is gone.
+pub(super) async fn hash(password: String) -> Result<String, HashError> {
     tokio::task::spawn_blocking(move || {
         Argon2::default()
             .hash_password(password.as_bytes())
             .map(|hash| hash.to_string())
-            .map_err(|e| e.to_string())
+            .map_err(|e| HashError::Argon2(e.to_string()))
     })
-    .await
-    .map_err(|e| e.to_string())?
+    .await?
 }
 
 /// Whether `password` matches the PHC string `hash`; a malformed hash never matches.
@@ -39,7 +50,7 @@ mod tests {
     use super::*;
 
     #[tokio::test]
-    async fn hashes_verify_only_their_password() -> Result<(), String> {
+    async fn hashes_verify_only_their_password() -> Result<(), HashError> {
         let hashed = hash("correct horse".to_owned()).await?;
         assert!(hashed.starts_with("$argon2id$"));
         assert!(verify("correct horse".to_owned(), hashed.clone()).await);

@@ -118,7 +118,8 @@ impl From<IdentityError> for ApiError {
             | IdentityError::InvalidRefreshToken(_) => ApiError::Unauthorized(error.to_string()),
             IdentityError::ScopeNotAllowed(_) => ApiError::Forbidden(error.to_string()),
             IdentityError::NotFound => ApiError::NotFound(error.to_string()),
-            IdentityError::Internal(e) => ApiError::Internal(e),
+            IdentityError::Storage(e) => ApiError::internal(e),
+            IdentityError::Hashing(e) => ApiError::internal(e),
         }
     }
 }

@@ -27,6 +27,7 @@ pub use stock::{StockCommand, StockError, StockEvent, StockLine, StockUnit};
 
 use crate::history::{HistoryEntry, history};
 use crate::messages::{self, Message};
+use crate::storage::{StorageError, refusal, storage};
 
 /// Why an inventory operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -35,49 +36,43 @@ pub enum InventoryError {
     /// A stock unit refused.
     #[error(transparent)]
     Rejected(#[from] StockError),
-    /// The store failed (or a stream moved under the unit of work more often than it retries).
-    #[error("inventory storage failed: {0}")]
-    Store(#[from] StoreError),
-    /// An id that makes no stream name.
-    #[error(transparent)]
-    Id(#[from] InvalidStreamId),
-    /// A stored event or a new one could not be decoded or encoded.
-    #[error("inventory data: {0}")]
-    Data(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// Storage failed (or a stream moved under the unit of work more often than it retries).
+    #[error("inventory storage: {0}")]
+    Storage(#[from] StorageError),
 }
 
 impl From<RepositoryError<StockError>> for InventoryError {
     fn from(error: RepositoryError<StockError>) -> Self {
-        match error {
-            RepositoryError::Rejected(rejected) => Self::Rejected(rejected),
-            other => stored(other),
+        match refusal(error) {
+            Ok(rejected) => Self::Rejected(rejected),
+            Err(storage) => Self::Storage(storage),
         }
     }
 }
 
 impl From<RepositoryError<Never>> for InventoryError {
     fn from(error: RepositoryError<Never>) -> Self {
-        stored(error)
+        Self::Storage(storage(error))
     }
 }
 
-fn stored<E: std::error::Error + Send + Sync + 'static>(
-    error: RepositoryError<E>,
-) -> InventoryError {
-    match error {
-        RepositoryError::Conflict(conflict) => {
-            InventoryError::Store(StoreError::Conflict(conflict))
-        }
-        RepositoryError::Store(store) => InventoryError::Store(store),
-        other => InventoryError::Data(Box::new(other)),
+impl From<StoreError> for InventoryError {
+    fn from(error: StoreError) -> Self {
+        Self::Storage(error.into())
+    }
+}
+
+impl From<InvalidStreamId> for InventoryError {
+    fn from(error: InvalidStreamId) -> Self {
+        Self::Storage(error.into())
     }
 }
 
 impl UnitError for InventoryError {
     fn rerun(&self) -> Option<Rerun<'_>> {
         match self {
-            Self::Store(error) => error.rerun(),
-            _ => None,
+            Self::Storage(error) => error.rerun(),
+            Self::Rejected(_) => None,
         }
     }
 }
@@ -86,7 +81,7 @@ impl From<InventoryError> for HandlerError {
     /// Store failures keep their retry semantics; a refusal or unreadable data is permanent.
     fn from(error: InventoryError) -> Self {
         match error {
-            InventoryError::Store(store) => store.into(),
+            InventoryError::Storage(StorageError::Store(store)) => store.into(),
             other => HandlerError::permanent(other),
         }
     }
@@ -349,7 +344,7 @@ impl<S: TransactionalStore> Inventory<S> {
     pub async fn history(&self, product_id: Uuid) -> Result<Vec<HistoryEntry>, InventoryError> {
         history(self.units.store(), &unit_stream(product_id)?, product_id)
             .await
-            .map_err(|e| InventoryError::Data(Box::new(e)))
+            .map_err(|e| StorageError::other(e).into())
     }
 }
 

@@ -26,6 +26,7 @@ pub use view::{Notification, OrderSummary, OrdersProjection, OrdersView};
 use crate::history::{HistoryEntry, history};
 use crate::messages::{self, Line, Message};
 use crate::money::Currency;
+use crate::storage::{StorageError, storage};
 use es_core::TransactionalStore;
 
 /// The namespace of order ids: an order's id is derived from its quote's, so placing a quote
@@ -50,16 +51,16 @@ pub enum OrdersError {
     /// The quote could not be confirmed.
     #[error(transparent)]
     Quote(QuoteRefused),
-    /// Storage failed.
-    #[error("{0}")]
-    Internal(String),
+    /// Storage failed (the cause kept).
+    #[error("orders storage: {0}")]
+    Storage(#[from] StorageError),
 }
 
 impl From<RepositoryError<OrderError>> for OrdersError {
     fn from(error: RepositoryError<OrderError>) -> Self {
         match error {
             RepositoryError::Rejected(rejected) => OrdersError::Rejected(rejected),
-            other => OrdersError::Internal(other.to_string()),
+            other => OrdersError::Storage(storage(other)),
         }
     }
 }
@@ -145,7 +146,7 @@ impl<S: TransactionalStore> Orders<S> {
     ///
     /// # Errors
     /// When the storage refuses.
-    pub async fn prepare(&self) -> Result<(), String> {
+    pub async fn prepare(&self) -> Result<(), StorageError> {
         self.view.prepare().await
     }
 
@@ -171,7 +172,7 @@ impl<S: TransactionalStore> Orders<S> {
         self.view
             .notifications(customer_id, after)
             .await
-            .map_err(OrdersError::Internal)
+            .map_err(OrdersError::Storage)
     }
 
     /// Every order in the read model.
@@ -179,7 +180,7 @@ impl<S: TransactionalStore> Orders<S> {
     /// # Errors
     /// [`OrdersError::Internal`] when the read model cannot be read.
     pub async fn all(&self) -> Result<Vec<OrderSummary>, OrdersError> {
-        self.view.all().await.map_err(OrdersError::Internal)
+        self.view.all().await.map_err(OrdersError::Storage)
     }
 
     /// The read model's projection: where it is, how far behind, whether paused.
@@ -249,7 +250,7 @@ impl<S: TransactionalStore> Orders<S> {
         self.view
             .for_customer(customer_id)
             .await
-            .map_err(OrdersError::Internal)
+            .map_err(OrdersError::Storage)
     }
 
     /// An order's history.
@@ -264,7 +265,7 @@ impl<S: TransactionalStore> Orders<S> {
         self.order(customer_id, order_id).await?;
         history(self.orders.store(), &stream(order_id)?, order_id)
             .await
-            .map_err(|e| OrdersError::Internal(e.to_string()))
+            .map_err(|e| OrdersError::Storage(StorageError::other(e)))
     }
 
     /// The customer asks to cancel; the saga decides (too late once shipped).
@@ -365,5 +366,5 @@ fn integration_messages(
 
 fn stream(order_id: Uuid) -> Result<StreamId, OrdersError> {
     StreamId::for_aggregate(<Order as es_core::Aggregate>::TYPE, order_id)
-        .map_err(|e| OrdersError::Internal(e.to_string()))
+        .map_err(|e| OrdersError::Storage(e.into()))
 }

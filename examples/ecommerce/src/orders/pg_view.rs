@@ -18,6 +18,7 @@ use uuid::Uuid;
 use super::order::{Order, OrderEvent, OrderStatus};
 use super::view::{Notification, OrderSummary};
 use crate::messages::total;
+use crate::storage::StorageError;
 
 /// The projection's name (its checkpoints are `orders-view@v<version>`).
 pub(super) const NAME: &str = "orders-view";
@@ -184,27 +185,28 @@ impl Projection<PgProjectionTx> for OrdersTables {
     }
 }
 
-fn status_of(text: &str) -> Result<OrderStatus, String> {
+fn status_of(text: &str) -> Result<OrderStatus, StorageError> {
     serde_json::from_value(serde_json::Value::String(text.to_owned()))
-        .map_err(|e| format!("stored order status {text:?}: {e}"))
+        .map_err(|e| StorageError::other(format!("stored order status {text:?}: {e}")))
 }
 
-fn summary(row: &Row) -> Result<OrderSummary, String> {
-    let text = |e: tokio_postgres::Error| e.to_string();
+fn summary(row: &Row) -> Result<OrderSummary, StorageError> {
     let statuses: Vec<String> =
-        serde_json::from_value(row.try_get(9).map_err(text)?).map_err(|e| e.to_string())?;
-    let currency: String = row.try_get(7).map_err(text)?;
-    let total: String = row.try_get(8).map_err(text)?;
+        serde_json::from_value(row.try_get(9).map_err(StorageError::other)?)
+            .map_err(StorageError::other)?;
+    let currency: String = row.try_get(7).map_err(StorageError::other)?;
+    let total: String = row.try_get(8).map_err(StorageError::other)?;
     Ok(OrderSummary {
-        order_id: row.try_get(0).map_err(text)?,
-        quote_id: row.try_get(1).map_err(text)?,
-        customer_id: row.try_get(2).map_err(text)?,
-        created_at: row.try_get(3).map_err(text)?,
-        status: status_of(row.try_get(4).map_err(text)?)?,
-        cancellation_reason: row.try_get(5).map_err(text)?,
-        lines: serde_json::from_value(row.try_get(6).map_err(text)?).map_err(|e| e.to_string())?,
-        currency: currency.parse().map_err(|e| format!("{e}"))?,
-        total: total.parse::<Decimal>().map_err(|e| e.to_string())?,
+        order_id: row.try_get(0).map_err(StorageError::other)?,
+        quote_id: row.try_get(1).map_err(StorageError::other)?,
+        customer_id: row.try_get(2).map_err(StorageError::other)?,
+        created_at: row.try_get(3).map_err(StorageError::other)?,
+        status: status_of(row.try_get(4).map_err(StorageError::other)?)?,
+        cancellation_reason: row.try_get(5).map_err(StorageError::other)?,
+        lines: serde_json::from_value(row.try_get(6).map_err(StorageError::other)?)
+            .map_err(StorageError::other)?,
+        currency: currency.parse().map_err(StorageError::other)?,
+        total: total.parse::<Decimal>().map_err(StorageError::other)?,
         statuses: statuses
             .iter()
             .map(|s| status_of(s))
@@ -212,16 +214,15 @@ fn summary(row: &Row) -> Result<OrderSummary, String> {
     })
 }
 
-fn notification(row: &Row) -> Result<Notification, String> {
-    let text = |e: tokio_postgres::Error| e.to_string();
-    let id: i64 = row.try_get(0).map_err(text)?;
-    let at: DateTime<Utc> = row.try_get(5).map_err(text)?;
+fn notification(row: &Row) -> Result<Notification, StorageError> {
+    let id: i64 = row.try_get(0).map_err(StorageError::other)?;
+    let at: DateTime<Utc> = row.try_get(5).map_err(StorageError::other)?;
     Ok(Notification {
-        id: u64::try_from(id).map_err(|e| e.to_string())?,
-        customer_id: row.try_get(1).map_err(text)?,
-        order_id: row.try_get(2).map_err(text)?,
-        status: row.try_get(3).map_err(text)?,
-        reason: row.try_get(4).map_err(text)?,
+        id: u64::try_from(id).map_err(StorageError::other)?,
+        customer_id: row.try_get(1).map_err(StorageError::other)?,
+        order_id: row.try_get(2).map_err(StorageError::other)?,
+        status: row.try_get(3).map_err(StorageError::other)?,
+        reason: row.try_get(4).map_err(StorageError::other)?,
         at,
     })
 }
@@ -288,8 +289,8 @@ impl PgOrdersView {
 
     /// Creates the tables of the first version, so that reads work before the daemon first
     /// leads.
-    pub async fn prepare(&self) -> Result<(), String> {
-        let client = self.store.pool().get().await.map_err(|e| e.to_string())?;
+    pub async fn prepare(&self) -> Result<(), StorageError> {
+        let client = self.store.pool().get().await.map_err(StorageError::other)?;
         let schema = self.store.schema();
         client
             .batch_execute(&ddl(
@@ -297,22 +298,22 @@ impl PgOrdersView {
                 &table(schema, NOTIFICATIONS, 1),
             ))
             .await
-            .map_err(|e| e.to_string())
+            .map_err(StorageError::other)
     }
 
-    async fn active_version(&self) -> Result<u32, String> {
+    async fn active_version(&self) -> Result<u32, StorageError> {
         match self.version.load(Ordering::Relaxed) {
             0 => self.refresh_version().await,
             version => Ok(version),
         }
     }
 
-    async fn refresh_version(&self) -> Result<u32, String> {
+    async fn refresh_version(&self) -> Result<u32, StorageError> {
         let version = match self.daemon().active_version(NAME).await {
             Ok(version) => version.max(1),
             // Not recorded before the daemon first leads: version 1.
             Err(es_postgres::DaemonError::UnknownProjection(_)) => 1,
-            Err(error) => return Err(error.to_string()),
+            Err(error) => return Err(StorageError::other(error)),
         };
         self.version.store(version, Ordering::Relaxed);
         Ok(version)
@@ -323,18 +324,18 @@ impl PgOrdersView {
         base: &str,
         sql: impl Fn(&str) -> String,
         params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
-    ) -> Result<Vec<Row>, String> {
+    ) -> Result<Vec<Row>, StorageError> {
         let version = self.active_version().await?;
-        let client = self.store.pool().get().await.map_err(|e| e.to_string())?;
+        let client = self.store.pool().get().await.map_err(StorageError::other)?;
         let statement = sql(&table(self.store.schema(), base, version));
         client
             .query(&statement, params)
             .await
-            .map_err(|e| e.to_string())
+            .map_err(StorageError::other)
     }
 
     /// A customer's orders, oldest first.
-    pub async fn for_customer(&self, customer_id: Uuid) -> Result<Vec<OrderSummary>, String> {
+    pub async fn for_customer(&self, customer_id: Uuid) -> Result<Vec<OrderSummary>, StorageError> {
         let rows = self
             .query(
                 SUMMARIES,
@@ -348,7 +349,7 @@ impl PgOrdersView {
     }
 
     /// Every order.
-    pub async fn all(&self) -> Result<Vec<OrderSummary>, String> {
+    pub async fn all(&self) -> Result<Vec<OrderSummary>, StorageError> {
         let rows = self
             .query(
                 SUMMARIES,
@@ -364,7 +365,7 @@ impl PgOrdersView {
         &self,
         customer_id: Uuid,
         after: u64,
-    ) -> Result<Vec<Notification>, String> {
+    ) -> Result<Vec<Notification>, StorageError> {
         let after = i64::try_from(after).unwrap_or(i64::MAX);
         let rows = self
             .query(
@@ -386,7 +387,7 @@ impl PgOrdersView {
         &self,
         after: i64,
         limit: i64,
-    ) -> Result<Vec<Notification>, String> {
+    ) -> Result<Vec<Notification>, StorageError> {
         let rows = self
             .query(
                 NOTIFICATIONS,
@@ -413,11 +414,11 @@ impl PgOrdersView {
     }
 
     /// The daemon's view of the projection: state, lag, pause.
-    pub async fn status(&self) -> Result<Option<es_postgres::ProjectionStatus>, String> {
+    pub async fn status(&self) -> Result<Option<es_postgres::ProjectionStatus>, StorageError> {
         match self.daemon().projection_status(NAME).await {
             Ok(status) => Ok(Some(status)),
             Err(es_postgres::DaemonError::UnknownProjection(_)) => Ok(None),
-            Err(error) => Err(error.to_string()),
+            Err(error) => Err(StorageError::other(error)),
         }
     }
 
@@ -477,7 +478,7 @@ impl PgOrdersView {
         }
     }
 
-    async fn last_notification(&self) -> Result<i64, String> {
+    async fn last_notification(&self) -> Result<i64, StorageError> {
         let rows = self
             .query(
                 NOTIFICATIONS,
@@ -486,7 +487,7 @@ impl PgOrdersView {
             )
             .await?;
         rows.first()
-            .map(|row| row.try_get::<_, i64>(0).map_err(|e| e.to_string()))
+            .map(|row| row.try_get::<_, i64>(0).map_err(StorageError::other))
             .unwrap_or(Ok(0))
     }
 }

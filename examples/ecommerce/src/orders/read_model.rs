@@ -14,6 +14,7 @@ use uuid::Uuid;
 
 use super::pg_view::PgOrdersView;
 use super::view::{Notification, OrderSummary, OrdersProjection, OrdersView};
+use crate::storage::StorageError;
 
 /// Completes when the read model should stop.
 pub type Stopped = Pin<Box<dyn Future<Output = ()> + Send>>;
@@ -63,7 +64,7 @@ pub trait OrdersReadModel: Send + Sync + 'static {
     ///
     /// # Errors
     /// When the storage refuses.
-    async fn prepare(&self) -> Result<(), String>;
+    async fn prepare(&self) -> Result<(), StorageError>;
 
     /// Keeps the model and the notification feed current until `stopped` completes.
     async fn run(self: Arc<Self>, stopped: Stopped);
@@ -75,13 +76,13 @@ pub trait OrdersReadModel: Send + Sync + 'static {
     ///
     /// # Errors
     /// When the model cannot be read.
-    async fn for_customer(&self, customer_id: Uuid) -> Result<Vec<OrderSummary>, String>;
+    async fn for_customer(&self, customer_id: Uuid) -> Result<Vec<OrderSummary>, StorageError>;
 
     /// Every order.
     ///
     /// # Errors
     /// When the model cannot be read.
-    async fn all(&self) -> Result<Vec<OrderSummary>, String>;
+    async fn all(&self) -> Result<Vec<OrderSummary>, StorageError>;
 
     /// A customer's notifications with an id above `after`, oldest first.
     ///
@@ -91,7 +92,7 @@ pub trait OrdersReadModel: Send + Sync + 'static {
         &self,
         customer_id: Uuid,
         after: u64,
-    ) -> Result<Vec<Notification>, String>;
+    ) -> Result<Vec<Notification>, StorageError>;
 
     /// Waits until the model has applied `position`; false after `timeout`.
     async fn wait_for(&self, position: Position, timeout: Duration) -> bool;
@@ -126,7 +127,7 @@ impl<S: EventStore> MemoryOrdersView<S> {
 
 #[async_trait]
 impl<S: EventStore + 'static> OrdersReadModel for MemoryOrdersView<S> {
-    async fn prepare(&self) -> Result<(), String> {
+    async fn prepare(&self) -> Result<(), StorageError> {
         Ok(())
     }
 
@@ -150,11 +151,11 @@ impl<S: EventStore + 'static> OrdersReadModel for MemoryOrdersView<S> {
         self.push.subscribe()
     }
 
-    async fn for_customer(&self, customer_id: Uuid) -> Result<Vec<OrderSummary>, String> {
+    async fn for_customer(&self, customer_id: Uuid) -> Result<Vec<OrderSummary>, StorageError> {
         Ok(self.view.read(|view| view.for_customer(&customer_id)).await)
     }
 
-    async fn all(&self) -> Result<Vec<OrderSummary>, String> {
+    async fn all(&self) -> Result<Vec<OrderSummary>, StorageError> {
         Ok(self.view.read(|view| view.all().cloned().collect()).await)
     }
 
@@ -162,7 +163,7 @@ impl<S: EventStore + 'static> OrdersReadModel for MemoryOrdersView<S> {
         &self,
         customer_id: Uuid,
         after: u64,
-    ) -> Result<Vec<Notification>, String> {
+    ) -> Result<Vec<Notification>, StorageError> {
         Ok(self
             .view
             .read(|view| view.notifications(&customer_id, after))
@@ -196,7 +197,7 @@ impl<S: EventStore + 'static> OrdersReadModel for MemoryOrdersView<S> {
 
 #[async_trait]
 impl OrdersReadModel for PgOrdersView {
-    async fn prepare(&self) -> Result<(), String> {
+    async fn prepare(&self) -> Result<(), StorageError> {
         PgOrdersView::prepare(self).await
     }
 
@@ -208,11 +209,11 @@ impl OrdersReadModel for PgOrdersView {
         PgOrdersView::subscribe(self)
     }
 
-    async fn for_customer(&self, customer_id: Uuid) -> Result<Vec<OrderSummary>, String> {
+    async fn for_customer(&self, customer_id: Uuid) -> Result<Vec<OrderSummary>, StorageError> {
         PgOrdersView::for_customer(self, customer_id).await
     }
 
-    async fn all(&self) -> Result<Vec<OrderSummary>, String> {
+    async fn all(&self) -> Result<Vec<OrderSummary>, StorageError> {
         PgOrdersView::all(self).await
     }
 
@@ -220,7 +221,7 @@ impl OrdersReadModel for PgOrdersView {
         &self,
         customer_id: Uuid,
         after: u64,
-    ) -> Result<Vec<Notification>, String> {
+    ) -> Result<Vec<Notification>, StorageError> {
         PgOrdersView::notifications(self, customer_id, after).await
     }
 
@@ -239,7 +240,7 @@ impl OrdersReadModel for PgOrdersView {
                 error: status.error,
             },
             Ok(None) => ViewStatus::new("starting"),
-            Err(error) => ViewStatus::unreadable(error),
+            Err(error) => ViewStatus::unreadable(error.to_string()),
         }
     }
 }

@@ -118,7 +118,7 @@ impl From<OrdersError> for ApiError {
             OrdersError::Rejected(rejected) => ApiError::Rule(rejected.to_string()),
             OrdersError::Quote(QuoteRefused::Rule(rule)) => ApiError::Rule(rule),
             OrdersError::Quote(unavailable) => ApiError::Unavailable(unavailable.to_string()),
-            OrdersError::Internal(e) => ApiError::Internal(e),
+            OrdersError::Storage(e) => ApiError::internal(e),
         }
     }
 }

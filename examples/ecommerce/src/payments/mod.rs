@@ -18,6 +18,7 @@ pub use account::{
 use crate::failures::FailureRules;
 use crate::messages::{self, Message};
 use crate::money::Money;
+use crate::storage::{StorageError, storage};
 use es_core::TransactionalStore;
 
 /// The namespace of payment ids.
@@ -32,8 +33,13 @@ pub fn payment_id_for(order_id: Uuid) -> Uuid {
 #[async_trait]
 pub trait CreditClient: Send + Sync {
     /// The customer's credit limit; `None` for an unknown customer.
-    async fn credit_limit(&self, customer_id: Uuid) -> Result<Option<Money>, String>;
+    async fn credit_limit(&self, customer_id: Uuid) -> Result<Option<Money>, CreditUnavailable>;
 }
+
+/// Customers did not answer payments' credit query.
+#[derive(Debug, thiserror::Error)]
+#[error("customers: {0}")]
+pub struct CreditUnavailable(#[source] pub es_core::BoxError);
 
 /// The payments context.
 pub struct Payments<S> {
@@ -79,13 +85,13 @@ impl<S: TransactionalStore> Payments<S> {
     ///
     /// # Errors
     /// When storage fails.
-    pub async fn account(&self, customer_id: Uuid) -> Result<CreditAccount, String> {
-        let stream = stream(customer_id).map_err(|e| e.to_string())?;
+    pub async fn account(&self, customer_id: Uuid) -> Result<CreditAccount, StorageError> {
+        let stream = stream(customer_id)?;
         self.accounts
             .load(&stream)
             .await
             .map(|loaded| loaded.state)
-            .map_err(|e| e.to_string())
+            .map_err(storage)
     }
 
     /// How many payments were ever created for `order_id` of `customer_id` (for checks).
@@ -96,17 +102,16 @@ impl<S: TransactionalStore> Payments<S> {
         &self,
         customer_id: Uuid,
         order_id: Uuid,
-    ) -> Result<usize, String> {
+    ) -> Result<usize, StorageError> {
         use futures::TryStreamExt;
-        let stream = stream(customer_id).map_err(|e| e.to_string())?;
+        let stream = stream(customer_id)?;
         let events: Vec<_> = es_core::EventStore::read_stream(
             self.accounts.store(),
             &stream,
             es_core::StreamRead::forward(),
         )
         .try_collect()
-        .await
-        .map_err(|e| e.to_string())?;
+        .await?;
         let key = order_id.to_string();
         Ok(events
             .iter()

@@ -17,6 +17,7 @@ pub use quote::{Quote, QuoteBook, QuoteCommand, QuoteError, QuoteEvent, QuoteSta
 use crate::history::{HistoryEntry, history};
 use crate::messages::{Line, total};
 use crate::money::Currency;
+use crate::storage::{StorageError, storage};
 use es_core::TransactionalStore;
 
 /// What quotes need of the catalog: current names and prices in a currency.
@@ -52,16 +53,19 @@ pub enum QuotesError {
     /// No such product.
     #[error("{0}")]
     UnknownProduct(String),
-    /// Storage or the catalog failed.
-    #[error("{0}")]
-    Internal(String),
+    /// The catalog did not price the items.
+    #[error(transparent)]
+    Prices(PricesError),
+    /// Storage failed (the cause kept).
+    #[error("quotes storage: {0}")]
+    Storage(#[from] StorageError),
 }
 
 impl From<RepositoryError<QuoteError>> for QuotesError {
     fn from(error: RepositoryError<QuoteError>) -> Self {
         match error {
             RepositoryError::Rejected(rejected) => QuotesError::Rejected(rejected),
-            other => QuotesError::Internal(other.to_string()),
+            other => QuotesError::Storage(storage(other)),
         }
     }
 }
@@ -70,7 +74,7 @@ impl From<PricesError> for QuotesError {
     fn from(error: PricesError) -> Self {
         match error {
             PricesError::UnknownProducts(_) => QuotesError::UnknownProduct(error.to_string()),
-            PricesError::Unavailable(e) => QuotesError::Internal(e),
+            other => QuotesError::Prices(other),
         }
     }
 }
@@ -211,7 +215,7 @@ impl<S: TransactionalStore> Quotes<S> {
         let key = quote_id.to_string();
         let entries = history(self.books.store(), &stream(customer_id)?, quote_id)
             .await
-            .map_err(|e| QuotesError::Internal(e.to_string()))?;
+            .map_err(|e| QuotesError::Storage(StorageError::other(e)))?;
         let entries: Vec<HistoryEntry> = entries
             .into_iter()
             .filter(|e| e.data["quoteId"].as_str() == Some(key.as_str()))
@@ -306,5 +310,5 @@ impl<S: TransactionalStore> Quotes<S> {
 
 fn stream(customer_id: Uuid) -> Result<StreamId, QuotesError> {
     StreamId::for_aggregate(<QuoteBook as es_core::Aggregate>::TYPE, customer_id)
-        .map_err(|e| QuotesError::Internal(e.to_string()))
+        .map_err(|e| QuotesError::Storage(e.into()))
 }

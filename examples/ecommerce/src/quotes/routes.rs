@@ -130,7 +130,8 @@ impl From<QuotesError> for ApiError {
             }
             QuotesError::Rejected(rejected) => ApiError::Rule(rejected.to_string()),
             QuotesError::UnknownProduct(message) => ApiError::NotFound(message),
-            QuotesError::Internal(e) => ApiError::Internal(e),
+            QuotesError::Storage(e) => ApiError::internal(e),
+            QuotesError::Prices(e) => ApiError::internal(e),
         }
     }
 }

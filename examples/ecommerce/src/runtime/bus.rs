@@ -25,6 +25,11 @@ pub enum Bus {
     },
 }
 
+/// The broker did not answer, or refused.
+#[derive(Debug, thiserror::Error)]
+#[error("broker: {0}")]
+pub struct BusError(#[source] pub es_core::BoxError);
+
 impl Bus {
     /// The bus's name, for logs and `/ready`.
     pub fn name(&self) -> &'static str {
@@ -39,7 +44,7 @@ impl Bus {
     ///
     /// # Errors
     /// When the cluster cannot create them.
-    pub async fn prepare(&self, partitions: u32) -> Result<(), String> {
+    pub async fn prepare(&self, partitions: u32) -> Result<(), BusError> {
         let (config, prefix) = match self {
             Bus::Memory(bus) => {
                 bus.create_topics(&topics::ALL);
@@ -55,27 +60,27 @@ impl Bus {
         let wanted: Vec<(&str, i32)> = names.iter().map(|n| (n.as_str(), partitions)).collect();
         es_kafka::ensure_topics(config, &wanted)
             .await
-            .map_err(|e| e.to_string())
+            .map_err(|e| BusError(e.into()))
     }
 
     /// Whether the bus answers.
     ///
     /// # Errors
-    /// A message saying what does not answer.
-    pub async fn check(&self) -> Result<(), String> {
+    /// [`BusError`] when the broker does not answer.
+    pub async fn check(&self) -> Result<(), BusError> {
         let Bus::Kafka { config, .. } = self else {
             return Ok(());
         };
         let client = config.client_config();
         tokio::task::spawn_blocking(move || {
-            let consumer: BaseConsumer = client.create().map_err(|e| format!("broker: {e}"))?;
+            let consumer: BaseConsumer = client.create().map_err(|e| BusError(e.into()))?;
             consumer
                 .fetch_metadata(None, Duration::from_secs(3))
                 .map(|_| ())
-                .map_err(|e| format!("broker: {e}"))
+                .map_err(|e| BusError(e.into()))
         })
         .await
-        .map_err(|e| format!("broker: {e}"))?
+        .map_err(|e| BusError(e.into()))?
     }
 }
 

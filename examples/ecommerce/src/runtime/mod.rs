@@ -42,6 +42,21 @@ pub struct DeadLetter {
     pub at: DateTime<Utc>,
 }
 
+/// Why a workflow service could not be set up.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RuntimeError {
+    /// A Kafka consumer could not be created (bad configuration).
+    #[error("consumer {group}: {source}")]
+    Consumer {
+        /// Its group.
+        group: String,
+        /// Why.
+        #[source]
+        source: es_core::BoxError,
+    },
+}
+
 /// Completes when the runtime stops.
 pub type Stopped = std::pin::Pin<Box<dyn Future<Output = ()> + Send>>;
 
@@ -167,7 +182,7 @@ impl Runtime {
         group: &str,
         topics: &[&str],
         handler: Arc<dyn MessageHandler>,
-    ) -> Result<(), String> {
+    ) -> Result<(), RuntimeError> {
         let counted = Refusals {
             inner: handler,
             group: group.to_owned(),
@@ -189,7 +204,10 @@ impl Runtime {
                     .topic_prefix(prefix.clone())
                     .subscribe(topics.iter().copied())
                     .build()
-                    .map_err(|e| format!("consumer {group}: {e}"))?;
+                    .map_err(|e| RuntimeError::Consumer {
+                        group: group.to_owned(),
+                        source: e.into(),
+                    })?;
                 lock(&self.probes).push((group.to_owned(), consumer.lag_probe()));
                 // es_consumer_lag for /metrics, measured every 5 s.
                 self.add(consumer.lag_reporter(Duration::from_secs(5)));
@@ -214,7 +232,7 @@ impl Runtime {
         group: &str,
         routes: &[(&'static [&'static str], Arc<dyn MessageHandler>)],
         members: usize,
-    ) -> Result<(), String> {
+    ) -> Result<(), RuntimeError> {
         let prefix = match &self.bus {
             Bus::Kafka { prefix, .. } => prefix.clone(),
             Bus::Memory(_) => String::new(),
@@ -330,15 +348,11 @@ impl Runtime {
     ///
     /// # Errors
     /// When the paused-partitions store cannot be read.
-    pub async fn paused_partitions(&self) -> Result<Vec<PausedPartition>, String> {
+    pub async fn paused_partitions(&self) -> Result<Vec<PausedPartition>, PausedPartitionsError> {
         let mut paused = Vec::new();
         for group in self.groups() {
             let group = self.group_id(&group);
-            paused.extend(
-                PausedPartitions::list(&self.paused, &group)
-                    .await
-                    .map_err(|e| e.to_string())?,
-            );
+            paused.extend(PausedPartitions::list(&self.paused, &group).await?);
         }
         Ok(paused)
     }

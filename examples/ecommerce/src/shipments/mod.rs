@@ -16,6 +16,7 @@ pub use shipment::{
 
 use crate::failures::FailureRules;
 use crate::messages::{self, Message};
+use crate::storage::{StorageError, storage};
 
 /// The shipments context.
 #[derive(Debug)]
@@ -46,13 +47,13 @@ impl<S: TransactionalStore> Shipments<S> {
     ///
     /// # Errors
     /// When storage fails.
-    pub async fn shipment(&self, order_id: Uuid) -> Result<Shipment, String> {
-        let stream = stream(order_id).map_err(|e| e.to_string())?;
+    pub async fn shipment(&self, order_id: Uuid) -> Result<Shipment, StorageError> {
+        let stream = stream(order_id)?;
         self.shipments
             .load(&stream)
             .await
             .map(|l| l.state)
-            .map_err(|e| e.to_string())
+            .map_err(storage)
     }
 }
 
