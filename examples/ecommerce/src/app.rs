@@ -3,7 +3,6 @@
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, State};
@@ -12,15 +11,14 @@ use tokio::net::TcpListener;
 
 use crate::auth::TokenKeys;
 use crate::backend::Backend;
-use crate::failures::FailureRules;
 use crate::http::problem::ApiError;
 use crate::http::{Health, not_found, trace_requests};
 use crate::identity::IdentityConfig;
 use crate::invariants::Books;
 use crate::ops::Operations;
+pub use crate::runtime::WorkflowConfig;
 use crate::runtime::bus::Bus;
-use crate::runtime::{Runtime, RuntimeError, lock};
-use crate::storage::StorageError;
+use crate::runtime::{Runtime, RuntimeError, Workflow, lock};
 
 /// What the application needs to start.
 #[derive(Debug, Clone)]
@@ -59,52 +57,18 @@ impl AppConfig {
     }
 }
 
-/// The ordering workflow's settings.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct WorkflowConfig {
-    /// How long a step may go unanswered before the order is cancelled.
-    pub step_timeout: Duration,
-    /// How often the deadline scheduler looks for due deadlines.
-    pub deadline_poll: Duration,
-    /// Orders that fail on purpose.
-    pub failures: FailureRules,
-    /// Deliver every message twice (to show handlers are idempotent).
-    pub duplicate_delivery: bool,
-    /// Partitions per topic of the bus.
-    pub partitions: u32,
-    /// Members of the workflow's consumer group on Kafka (each handles its share of the
-    /// partitions, in order per partition).
-    pub consumers: usize,
-    /// Consumer groups not started until [`App::release`] (to hold a context back in tests
-    /// and demos: its commands wait on the bus, as if it were down).
-    pub held: &'static [&'static str],
-}
-
-impl Default for WorkflowConfig {
-    fn default() -> Self {
-        Self {
-            step_timeout: Duration::from_secs(60),
-            deadline_poll: Duration::from_millis(500),
-            failures: FailureRules::default(),
-            duplicate_delivery: false,
-            partitions: 8,
-            consumers: 4,
-            held: &[],
-        }
-    }
-}
-
 /// Why the application did not start.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum StartError {
     /// A context's storage could not be prepared.
-    #[error("cannot prepare {context}: {reason}")]
+    #[error("cannot prepare {context}: {source}")]
     Storage {
         /// The context.
         context: &'static str,
         /// Why.
-        reason: String,
+        #[source]
+        source: es_core::BoxError,
     },
     /// A listener could not be bound.
     #[error("cannot listen on {addr}: {source}")]
@@ -138,19 +102,6 @@ impl std::fmt::Debug for App {
             .field("bus", &self.bus)
             .finish_non_exhaustive()
     }
-}
-
-/// What the application does with its workflow, whatever the backend (implemented by the
-/// wiring).
-#[async_trait::async_trait]
-pub(crate) trait Workflow: Send + Sync + std::fmt::Debug {
-    /// Starts the relays, the consumers (but held ones), the deadline scheduler and the
-    /// orders view.
-    fn start(&self) -> Result<Arc<Runtime>, RuntimeError>;
-    /// Starts held consumer group `group` on `runtime`; false when it was not held.
-    fn release(&self, runtime: &Runtime, group: &str) -> bool;
-    /// Whether the storage answers.
-    async fn check(&self) -> Result<(), StorageError>;
 }
 
 /// What the wiring hands the application.

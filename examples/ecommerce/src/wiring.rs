@@ -2,17 +2,16 @@
 //! the adapters between them, their handlers, the relays, the consumers, the saga and its
 //! deadlines, and the orders view, registered with the workflow's runtime.
 
-use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 
 use chrono::TimeDelta;
-use es_core::memory::{MemoryBackend, MemoryBus};
-use es_core::{Clock, MessageHandler, SystemClock};
+use es_core::memory::MemoryBackend;
+use es_core::{Clock, SystemClock};
 use es_saga::SagaRunner;
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 
-use crate::app::{App, AppConfig, Parts, StartError, Workflow, WorkflowConfig};
+use crate::app::{App, AppConfig, Parts, StartError};
 use crate::auth::TokenKeys;
 use crate::backend::{Backend, ShopBackend};
 use crate::catalog::Catalog;
@@ -27,26 +26,10 @@ use crate::orders::Orders;
 use crate::payments::Payments;
 use crate::quotes::Quotes;
 use crate::runtime::bus::Bus;
-use crate::runtime::{OrderSagaRunner, Runtime, RuntimeError, lock};
+use crate::runtime::{Workflow, WorkflowServices, consumer};
 use crate::shipments::Shipments;
-use crate::storage::StorageError;
-use crate::workflow::saga::OrderSaga;
+use crate::workflow::saga::{self, OrderSaga};
 use crate::{catalog, customers, identity, inventory, ops, orders, quotes};
-
-/// The topics the order saga reads.
-const SAGA_TOPICS: [&str; 4] = [
-    topics::ORDERS,
-    topics::INVENTORY,
-    topics::PAYMENTS,
-    topics::SHIPMENTS,
-];
-
-/// A consumer: its group, its topics and its handler.
-type Consumer = (
-    &'static str,
-    &'static [&'static str],
-    Arc<dyn MessageHandler>,
-);
 
 impl App {
     /// Prepares every context's storage on the configured backend (chosen here, once) and
@@ -88,9 +71,13 @@ async fn wire<B: ShopBackend>(backend: B, config: AppConfig) -> Result<App, Star
         clock.clone(),
     ));
     let inventory = Arc::new(
-        Inventory::open(store("inventory").await?, clock.clone(), &product_ids())
-            .await
-            .map_err(fail("inventory"))?,
+        Inventory::open(
+            store("inventory").await?,
+            clock.clone(),
+            &catalog::product_ids(),
+        )
+        .await
+        .map_err(fail("inventory"))?,
     );
     let products = backend.products().await.map_err(fail("catalog"))?;
     let catalog = Arc::new(Catalog::new(products, inventory.clone()));
@@ -124,42 +111,28 @@ async fn wire<B: ShopBackend>(backend: B, config: AppConfig) -> Result<App, Star
     let sagas = backend.sagas(&saga_store);
     let step_timeout = TimeDelta::from_std(workflow.step_timeout).unwrap_or(TimeDelta::seconds(60));
     let saga = Arc::new(SagaRunner::new(OrderSaga { step_timeout }, sagas.clone()));
-    let bus = match &config.kafka {
-        None => Bus::Memory(
-            MemoryBus::new()
-                .with_partitions(workflow.partitions)
-                .with_duplicate_delivery(workflow.duplicate_delivery),
-        ),
-        Some(kafka) => Bus::Kafka {
-            config: kafka.config.clone(),
-            prefix: kafka.topic_prefix.clone(),
-        },
-    };
+    let kafka = config.kafka.as_ref();
+    let bus = Bus::new(
+        kafka.map(|k| (k.config.clone(), k.topic_prefix.clone())),
+        &workflow,
+    );
     bus.prepare(workflow.partitions)
         .await
         .map_err(fail("the message bus"))?;
-    let consumers: Vec<Consumer> = vec![
-        ("order-saga", &SAGA_TOPICS, saga.clone()),
-        (
+    let consumers = vec![
+        consumer("order-saga", &saga::TOPICS, (*saga).clone()),
+        consumer(
             "inventory",
             &[topics::INVENTORY_COMMANDS],
-            Arc::new(inventory.handlers()),
+            inventory.handlers(),
         ),
-        (
-            "payments",
-            &[topics::PAYMENT_COMMANDS],
-            Arc::new(payments.handlers()),
-        ),
-        (
+        consumer("payments", &[topics::PAYMENT_COMMANDS], payments.handlers()),
+        consumer(
             "shipments",
             &[topics::SHIPMENT_COMMANDS],
-            Arc::new(shipments.handlers()),
+            shipments.handlers(),
         ),
-        (
-            "orders",
-            &[topics::ORDER_COMMANDS],
-            Arc::new(orders.handlers()),
-        ),
+        consumer("orders", &[topics::ORDER_COMMANDS], orders.handlers()),
     ];
     let outboxes = vec![
         ("inventory", inventory.store().clone()),
@@ -173,7 +146,7 @@ async fn wire<B: ShopBackend>(backend: B, config: AppConfig) -> Result<App, Star
         payments,
         saga: saga.clone(),
     });
-    let wiring = Arc::new(Wiring {
+    let wiring = Arc::new(WorkflowServices {
         checkpoints: backend.checkpoints(&saga_store),
         paused: backend.paused_partitions(&saga_store),
         leases: backend.relay_leases(&saga_store),
@@ -218,115 +191,10 @@ async fn wire<B: ShopBackend>(backend: B, config: AppConfig) -> Result<App, Star
     }))
 }
 
-/// The catalog's products, whose stock inventory enters at start-up.
-fn product_ids() -> Vec<uuid::Uuid> {
-    crate::catalog::seed()
-        .iter()
-        .map(|p| p.product_id)
-        .collect()
-}
-
 /// A start-up failure of `context`.
-fn fail<E: std::fmt::Display>(context: &'static str) -> impl Fn(E) -> StartError {
+fn fail<E: Into<es_core::BoxError>>(context: &'static str) -> impl Fn(E) -> StartError {
     move |e| StartError::Storage {
         context,
-        reason: e.to_string(),
-    }
-}
-
-/// The workflow's parts, kept to start its services again (after a restart, or a release).
-struct Wiring<B: ShopBackend> {
-    backend: B,
-    bus: Bus,
-    workflow: WorkflowConfig,
-    outboxes: Vec<(&'static str, B::Store)>,
-    sagas: B::Sagas,
-    checkpoints: B::Checkpoints,
-    paused: B::PausedPartitions,
-    leases: Option<B::Leases>,
-    saga: Arc<OrderSagaRunner<B::Sagas>>,
-    orders: Arc<Orders<B::Store>>,
-    consumers: Vec<Consumer>,
-    held: Mutex<HashSet<String>>,
-}
-
-impl<B: ShopBackend> std::fmt::Debug for Wiring<B> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Wiring")
-            .field("backend", &self.backend)
-            .field("bus", &self.bus)
-            .finish_non_exhaustive()
-    }
-}
-
-#[async_trait::async_trait]
-impl<B: ShopBackend> Workflow for Wiring<B> {
-    fn start(&self) -> Result<Arc<Runtime>, RuntimeError> {
-        let runtime = Arc::new(
-            Runtime::new(self.bus.clone(), self.workflow.duplicate_delivery)
-                .with_paused(self.paused.clone()),
-        );
-        for (name, store) in &self.outboxes {
-            let signal = Some(B::append_signal(store));
-            runtime.relay(
-                &format!("{name}-relay"),
-                store.clone(),
-                self.checkpoints.clone(),
-                self.leases.clone(),
-                signal,
-            );
-        }
-        runtime.relay(
-            "saga-relay",
-            self.sagas.clone(),
-            self.checkpoints.clone(),
-            self.leases.clone(),
-            None,
-        );
-        let held = lock(&self.held).clone();
-        let running = self
-            .consumers
-            .iter()
-            .filter(|(group, _, _)| !held.contains(*group));
-        match &self.bus {
-            Bus::Memory(_) => {
-                for (group, topics, handler) in running {
-                    runtime.consume(group, topics, handler.clone())?;
-                }
-            }
-            Bus::Kafka { .. } => {
-                let routes: Vec<_> = running
-                    .map(|(_, topics, handler)| (*topics, handler.clone()))
-                    .collect();
-                runtime.consume_together("ecommerce", &routes, self.workflow.consumers)?;
-            }
-        }
-        runtime.schedule(&self.saga, self.sagas.clone(), self.workflow.deadline_poll);
-        let orders = self.orders.clone();
-        runtime.run_until_stopped("orders-view", move |stopped| {
-            orders.clone().run_view(stopped)
-        });
-        runtime.start();
-        Ok(runtime)
-    }
-
-    fn release(&self, runtime: &Runtime, group: &str) -> bool {
-        if !lock(&self.held).remove(group) {
-            return false;
-        }
-        for (name, topics, handler) in &self.consumers {
-            if *name == group
-                && let Err(error) = runtime.consume(name, topics, handler.clone())
-            {
-                tracing::error!(%group, %error, "held consumer not started");
-                return false;
-            }
-        }
-        runtime.start();
-        true
-    }
-
-    async fn check(&self) -> Result<(), StorageError> {
-        self.backend.check().await
+        source: e.into(),
     }
 }

@@ -75,6 +75,11 @@ pub struct PricedProduct {
     pub quantity_in_stock: u32,
 }
 
+/// The ids of the seeded products, in catalog order.
+pub fn product_ids() -> Vec<Uuid> {
+    seed().iter().map(|p| p.product_id).collect()
+}
+
 /// Where the catalog's products are kept: a table the catalog reads whole.
 #[async_trait]
 pub trait ProductTable: Send + Sync + 'static {

@@ -9,6 +9,7 @@ use es_core::{OutboxMessage, PublishError, PublishFailure, Publisher};
 use es_kafka::{KafkaConfig, KafkaPublisher, TopicRouter};
 use rdkafka::consumer::{BaseConsumer, Consumer as _};
 
+use super::WorkflowConfig;
 use crate::messages::topics;
 
 /// The message bus the workflow runs on.
@@ -31,6 +32,19 @@ pub enum Bus {
 pub struct BusError(#[source] pub es_core::BoxError);
 
 impl Bus {
+    /// The in-process bus (with the workflow's partitions, duplicating deliveries when asked),
+    /// or Kafka at `kafka` (its configuration and topic prefix).
+    pub fn new(kafka: Option<(es_kafka::KafkaConfig, String)>, workflow: &WorkflowConfig) -> Self {
+        match kafka {
+            None => Bus::Memory(
+                MemoryBus::new()
+                    .with_partitions(workflow.partitions)
+                    .with_duplicate_delivery(workflow.duplicate_delivery),
+            ),
+            Some((config, prefix)) => Bus::Kafka { config, prefix },
+        }
+    }
+
     /// The bus's name, for logs and `/ready`.
     pub fn name(&self) -> &'static str {
         match self {

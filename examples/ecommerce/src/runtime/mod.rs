@@ -4,6 +4,10 @@
 //! orders view, each a service that is restarted after a failure and drained at the stop.
 
 pub mod bus;
+mod services;
+
+pub use services::{Workflow, WorkflowConfig};
+pub(crate) use services::{WorkflowServices, consumer};
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};

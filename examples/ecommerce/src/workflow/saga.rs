@@ -65,6 +65,14 @@ pub struct OrderSagaState {
     pub late: Vec<String>,
 }
 
+/// The topics the order saga reads: every context's events.
+pub const TOPICS: [&str; 4] = [
+    topics::ORDERS,
+    topics::INVENTORY,
+    topics::PAYMENTS,
+    topics::SHIPMENTS,
+];
+
 /// The products of an order's lines.
 fn product_ids(lines: &[Line]) -> Vec<Uuid> {
     lines.iter().map(|line| line.product_id).collect()

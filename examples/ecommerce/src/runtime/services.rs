@@ -1,0 +1,176 @@
+//! The workflow's services, whatever the backend: the relays of every outbox, the consumers
+//! (but held ones), the deadline scheduler and the orders view, started together and started
+//! again after a restart.
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use es_core::MessageHandler;
+
+use super::bus::Bus;
+use super::{OrderSagaRunner, Runtime, RuntimeError, lock};
+use crate::backend::ShopBackend;
+use crate::failures::FailureRules;
+use crate::orders::Orders;
+use crate::storage::StorageError;
+
+/// The ordering workflow's settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WorkflowConfig {
+    /// How long a step may go unanswered before the order is cancelled.
+    pub step_timeout: Duration,
+    /// How often the deadline scheduler looks for due deadlines.
+    pub deadline_poll: Duration,
+    /// Orders that fail on purpose.
+    pub failures: FailureRules,
+    /// Deliver every message twice (to show handlers are idempotent).
+    pub duplicate_delivery: bool,
+    /// Partitions per topic of the bus.
+    pub partitions: u32,
+    /// Members of the workflow's consumer group on Kafka (each handles its share of the
+    /// partitions, in order per partition).
+    pub consumers: usize,
+    /// Consumer groups not started until [`App::release`](crate::app::App::release) (to hold a context back in tests
+    /// and demos: its commands wait on the bus, as if it were down).
+    pub held: &'static [&'static str],
+}
+
+impl Default for WorkflowConfig {
+    fn default() -> Self {
+        Self {
+            step_timeout: Duration::from_secs(60),
+            deadline_poll: Duration::from_millis(500),
+            failures: FailureRules::default(),
+            duplicate_delivery: false,
+            partitions: 8,
+            consumers: 4,
+            held: &[],
+        }
+    }
+}
+
+/// What the application does with its workflow, whatever the backend.
+#[async_trait::async_trait]
+pub trait Workflow: Send + Sync + std::fmt::Debug {
+    /// Starts the relays, the consumers (but held ones), the deadline scheduler and the
+    /// orders view.
+    fn start(&self) -> Result<Arc<Runtime>, RuntimeError>;
+    /// Starts held consumer group `group` on `runtime`; false when it was not held.
+    fn release(&self, runtime: &Runtime, group: &str) -> bool;
+    /// Whether the storage answers.
+    async fn check(&self) -> Result<(), StorageError>;
+}
+
+/// A consumer: its group, its topics and its handler.
+pub(crate) type Consumer = (
+    &'static str,
+    &'static [&'static str],
+    Arc<dyn MessageHandler>,
+);
+
+/// The consumer of `topics` in group `group`, handled by `handler`.
+pub(crate) fn consumer(
+    group: &'static str,
+    topics: &'static [&'static str],
+    handler: impl MessageHandler + 'static,
+) -> Consumer {
+    (group, topics, Arc::new(handler))
+}
+
+/// The workflow's parts, kept to start its services again (after a restart, or a release).
+pub(crate) struct WorkflowServices<B: ShopBackend> {
+    pub(crate) backend: B,
+    pub(crate) bus: Bus,
+    pub(crate) workflow: WorkflowConfig,
+    pub(crate) outboxes: Vec<(&'static str, B::Store)>,
+    pub(crate) sagas: B::Sagas,
+    pub(crate) checkpoints: B::Checkpoints,
+    pub(crate) paused: B::PausedPartitions,
+    pub(crate) leases: Option<B::Leases>,
+    pub(crate) saga: Arc<OrderSagaRunner<B::Sagas>>,
+    pub(crate) orders: Arc<Orders<B::Store>>,
+    pub(crate) consumers: Vec<Consumer>,
+    pub(crate) held: Mutex<HashSet<String>>,
+}
+
+impl<B: ShopBackend> std::fmt::Debug for WorkflowServices<B> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WorkflowServices")
+            .field("backend", &self.backend)
+            .field("bus", &self.bus)
+            .finish_non_exhaustive()
+    }
+}
+
+#[async_trait::async_trait]
+impl<B: ShopBackend> Workflow for WorkflowServices<B> {
+    fn start(&self) -> Result<Arc<Runtime>, RuntimeError> {
+        let runtime = Arc::new(
+            Runtime::new(self.bus.clone(), self.workflow.duplicate_delivery)
+                .with_paused(self.paused.clone()),
+        );
+        for (name, store) in &self.outboxes {
+            let signal = Some(B::append_signal(store));
+            runtime.relay(
+                &format!("{name}-relay"),
+                store.clone(),
+                self.checkpoints.clone(),
+                self.leases.clone(),
+                signal,
+            );
+        }
+        runtime.relay(
+            "saga-relay",
+            self.sagas.clone(),
+            self.checkpoints.clone(),
+            self.leases.clone(),
+            None,
+        );
+        let held = lock(&self.held).clone();
+        let running = self
+            .consumers
+            .iter()
+            .filter(|(group, _, _)| !held.contains(*group));
+        match &self.bus {
+            Bus::Memory(_) => {
+                for (group, topics, handler) in running {
+                    runtime.consume(group, topics, handler.clone())?;
+                }
+            }
+            Bus::Kafka { .. } => {
+                let routes: Vec<_> = running
+                    .map(|(_, topics, handler)| (*topics, handler.clone()))
+                    .collect();
+                runtime.consume_together("ecommerce", &routes, self.workflow.consumers)?;
+            }
+        }
+        runtime.schedule(&self.saga, self.sagas.clone(), self.workflow.deadline_poll);
+        let orders = self.orders.clone();
+        runtime.run_until_stopped("orders-view", move |stopped| {
+            orders.clone().run_view(stopped)
+        });
+        runtime.start();
+        Ok(runtime)
+    }
+
+    fn release(&self, runtime: &Runtime, group: &str) -> bool {
+        if !lock(&self.held).remove(group) {
+            return false;
+        }
+        for (name, topics, handler) in &self.consumers {
+            if *name == group
+                && let Err(error) = runtime.consume(name, topics, handler.clone())
+            {
+                tracing::error!(%group, %error, "held consumer not started");
+                return false;
+            }
+        }
+        runtime.start();
+        true
+    }
+
+    async fn check(&self) -> Result<(), StorageError> {
+        self.backend.check().await
+    }
+}
