@@ -160,7 +160,7 @@ impl Catalog {
     /// Products priced in `currency`, with stock.
     ///
     /// # Errors
-    /// As [`products`](Self::products); [`CatalogError::Internal`] when inventory fails.
+    /// As [`products`](Self::products); [`CatalogError::Stock`] when inventory fails.
     pub async fn priced(
         &self,
         ids: &[Uuid],

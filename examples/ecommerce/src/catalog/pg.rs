@@ -18,7 +18,7 @@ impl PgProducts {
     /// The table in `store`'s schema, created and seeded (idempotently) with the 20 products.
     ///
     /// # Errors
-    /// [`CatalogError::Internal`] when the table cannot be created or seeded.
+    /// [`CatalogError::Storage`] when the table cannot be created or seeded.
     pub async fn open(store: &PgEventStore) -> Result<Self, CatalogError> {
         let products = Self {
             pool: store.pool().clone(),

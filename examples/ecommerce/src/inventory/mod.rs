@@ -164,7 +164,7 @@ impl<S: TransactionalStore> Inventory<S> {
     /// A product's stock (not `entered` when the product has no unit).
     ///
     /// # Errors
-    /// [`InventoryError::Store`] when storage fails.
+    /// [`InventoryError::Storage`] when storage fails.
     pub async fn stock(&self, product_id: Uuid) -> Result<StockUnit, InventoryError> {
         Ok(self.units.load(&unit_stream(product_id)?).await?.state)
     }
@@ -172,7 +172,7 @@ impl<S: TransactionalStore> Inventory<S> {
     /// An order's reservation (no status when the order never asked).
     ///
     /// # Errors
-    /// [`InventoryError::Store`] when storage fails.
+    /// [`InventoryError::Storage`] when storage fails.
     pub async fn reservation(&self, order_id: Uuid) -> Result<Reservation, InventoryError> {
         Ok(self
             .reservations
@@ -340,7 +340,7 @@ impl<S: TransactionalStore> Inventory<S> {
     /// A product's history: every event of its stock unit.
     ///
     /// # Errors
-    /// [`InventoryError::Store`] when storage fails or an event does not decode.
+    /// [`InventoryError::Storage`] when storage fails or an event does not decode.
     pub async fn history(&self, product_id: Uuid) -> Result<Vec<HistoryEntry>, InventoryError> {
         history(self.units.store(), &unit_stream(product_id)?, product_id)
             .await

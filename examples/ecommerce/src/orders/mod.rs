@@ -163,7 +163,7 @@ impl<S: TransactionalStore> Orders<S> {
     /// A customer's notifications with an id above `after`, oldest first.
     ///
     /// # Errors
-    /// [`OrdersError::Internal`] when the read model cannot be read.
+    /// [`OrdersError::Storage`] when the read model cannot be read.
     pub async fn notifications(
         &self,
         customer_id: Uuid,
@@ -178,7 +178,7 @@ impl<S: TransactionalStore> Orders<S> {
     /// Every order in the read model.
     ///
     /// # Errors
-    /// [`OrdersError::Internal`] when the read model cannot be read.
+    /// [`OrdersError::Storage`] when the read model cannot be read.
     pub async fn all(&self) -> Result<Vec<OrderSummary>, OrdersError> {
         self.view.all().await.map_err(OrdersError::Storage)
     }
@@ -245,7 +245,7 @@ impl<S: TransactionalStore> Orders<S> {
     /// The customer's orders, oldest first.
     ///
     /// # Errors
-    /// [`OrdersError::Internal`] when the read model cannot be read.
+    /// [`OrdersError::Storage`] when the read model cannot be read.
     pub async fn list(&self, customer_id: Uuid) -> Result<Vec<OrderSummary>, OrdersError> {
         self.view
             .for_customer(customer_id)
