@@ -116,6 +116,9 @@ impl<S: TransactionalStore> QuotesClient for Quotes<S> {
             Err(QuotesError::Rejected(QuoteError::NotFound)) => Err(QuoteRefused::NotFound),
             Err(QuotesError::Rejected(rule)) => Err(QuoteRefused::Rule(rule.to_string())),
             Err(QuotesError::UnknownProduct(message)) => Err(QuoteRefused::UnknownProduct(message)),
+            Err(QuotesError::Storage(storage)) if storage.is_conflict() => {
+                Err(QuoteRefused::Conflict)
+            }
             Err(other) => Err(QuoteRefused::Unavailable(other.to_string())),
         }
     }

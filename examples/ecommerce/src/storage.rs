@@ -28,6 +28,11 @@ pub enum StorageError {
 }
 
 impl StorageError {
+    /// Whether a stream kept moving under the operation (answered 409: try again).
+    pub fn is_conflict(&self) -> bool {
+        matches!(self, Self::Store(StoreError::Conflict(_)))
+    }
+
     /// A failure of a table or a read model.
     pub fn other(error: impl Into<BoxError>) -> Self {
         Self::Other(error.into())

@@ -73,7 +73,7 @@ impl From<CatalogError> for ApiError {
     fn from(error: CatalogError) -> Self {
         match error {
             CatalogError::UnknownProducts(_) => ApiError::NotFound(error.to_string()),
-            CatalogError::Storage(e) => ApiError::internal(e),
+            CatalogError::Storage(e) => e.into(),
             CatalogError::Stock(e) => ApiError::Unavailable(e.to_string()),
         }
     }

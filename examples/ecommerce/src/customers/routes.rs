@@ -124,7 +124,7 @@ impl From<CustomersError> for ApiError {
             CustomersError::EmailTaken => ApiError::field("email", error.to_string()),
             CustomersError::NotFound => ApiError::NotFound(error.to_string()),
             CustomersError::Conflict => ApiError::Conflict(error.to_string()),
-            CustomersError::Storage(e) => ApiError::internal(e),
+            CustomersError::Storage(e) => e.into(),
             CustomersError::Accounts(e) => ApiError::internal(e),
         }
     }

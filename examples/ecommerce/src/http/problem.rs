@@ -106,6 +106,17 @@ pub struct Problem {
     pub trace_id: Option<String>,
 }
 
+impl From<crate::storage::StorageError> for ApiError {
+    /// A stream that kept moving is a 409 (try again); anything else a 500.
+    fn from(error: crate::storage::StorageError) -> Self {
+        if error.is_conflict() {
+            ApiError::Conflict("the resource changed concurrently; try again".to_owned())
+        } else {
+            ApiError::internal(error)
+        }
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = self.status();

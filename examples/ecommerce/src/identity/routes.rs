@@ -118,7 +118,7 @@ impl From<IdentityError> for ApiError {
             | IdentityError::InvalidRefreshToken(_) => ApiError::Unauthorized(error.to_string()),
             IdentityError::ScopeNotAllowed(_) => ApiError::Forbidden(error.to_string()),
             IdentityError::NotFound => ApiError::NotFound(error.to_string()),
-            IdentityError::Storage(e) => ApiError::internal(e),
+            IdentityError::Storage(e) => e.into(),
             IdentityError::Hashing(e) => ApiError::internal(e),
         }
     }

@@ -67,7 +67,7 @@ impl From<InventoryError> for ApiError {
                 ApiError::NotFound(error.to_string())
             }
             InventoryError::Rejected(rejected) => ApiError::Rule(rejected.to_string()),
-            InventoryError::Storage(e) => ApiError::internal(e),
+            InventoryError::Storage(e) => e.into(),
         }
     }
 }

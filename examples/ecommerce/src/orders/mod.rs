@@ -87,6 +87,9 @@ pub enum QuoteRefused {
     /// A product of the quote is not in the catalog.
     #[error("{0}")]
     UnknownProduct(String),
+    /// The quote kept changing while it was confirmed: try again.
+    #[error("the quote changed concurrently; try again")]
+    Conflict,
     /// Quotes failed or could not be reached.
     #[error("quotes: {0}")]
     Unavailable(String),

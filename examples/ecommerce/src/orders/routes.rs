@@ -117,8 +117,9 @@ impl From<OrdersError> for ApiError {
             }
             OrdersError::Rejected(rejected) => ApiError::Rule(rejected.to_string()),
             OrdersError::Quote(QuoteRefused::Rule(rule)) => ApiError::Rule(rule),
-            OrdersError::Quote(unavailable) => ApiError::Unavailable(unavailable.to_string()),
-            OrdersError::Storage(e) => ApiError::internal(e),
+            OrdersError::Quote(QuoteRefused::Conflict) => ApiError::Conflict(error.to_string()),
+            OrdersError::Quote(unavailable) => ApiError::internal(unavailable),
+            OrdersError::Storage(e) => e.into(),
         }
     }
 }

@@ -106,7 +106,11 @@ impl<S: TransactionalStore> std::fmt::Debug for Quotes<S> {
 impl<S: TransactionalStore> Quotes<S> {
     /// The quotes context over `store`, pricing from `prices`.
     pub fn new(store: S, prices: Arc<dyn PriceClient>, clock: Arc<dyn Clock>) -> Self {
-        let books = Repository::new(store).with_clock(clock.clone());
+        let books = Repository::new(store)
+            .with_clock(clock.clone())
+            // Every quote decision is safe to recompute on newer state (a confirmation finds
+            // an item it has no price for and is priced again).
+            .with_conflict_retries(8);
         Self {
             books,
             prices,
@@ -288,25 +292,47 @@ impl<S: TransactionalStore> Quotes<S> {
     /// # Errors
     /// [`QuoteError::NotFound`] when it is not the customer's; the quote's rules.
     pub async fn confirm(&self, customer_id: Uuid, quote_id: Uuid) -> Result<Quote, QuotesError> {
-        let book = self.book(customer_id).await?;
-        let quote = book
-            .quote(&quote_id)
-            .cloned()
-            .ok_or(QuotesError::Rejected(QuoteError::NotFound))?;
-        if quote.status == QuoteStatus::Confirmed {
-            return Ok(quote);
+        let mut attempts = 0;
+        loop {
+            let book = self.book(customer_id).await?;
+            let quote = book
+                .quote(&quote_id)
+                .cloned()
+                .ok_or(QuotesError::Rejected(QuoteError::NotFound))?;
+            if quote.status == QuoteStatus::Confirmed {
+                return Ok(quote);
+            }
+            let ids: Vec<Uuid> = quote.items.iter().map(|i| i.product_id).collect();
+            let prices = if ids.is_empty() {
+                HashMap::new()
+            } else {
+                self.prices.prices(&ids, quote.currency).await?
+            };
+            let command = QuoteCommand::Confirm {
+                quote_id,
+                prices: prices.into_iter().collect(),
+            };
+            match self.execute(customer_id, &command).await {
+                Ok(book) => {
+                    return book
+                        .quote(&quote_id)
+                        .cloned()
+                        .ok_or(QuotesError::Rejected(QuoteError::NotFound));
+                }
+                // An item came in after the prices were read: price the quote again.
+                Err(QuotesError::Rejected(QuoteError::Unpriced(_)))
+                    if attempts < CONFIRM_ATTEMPTS =>
+                {
+                    attempts += 1;
+                }
+                Err(error) => return Err(error),
+            }
         }
-        let priced = self.priced(customer_id, quote).await?;
-        let command = QuoteCommand::Confirm {
-            quote_id,
-            lines: priced.quote.items,
-        };
-        let book = self.execute(customer_id, &command).await?;
-        book.quote(&quote_id)
-            .cloned()
-            .ok_or(QuotesError::Rejected(QuoteError::NotFound))
     }
 }
+
+/// How often a confirmation prices the quote again when items keep coming in meanwhile.
+const CONFIRM_ATTEMPTS: u32 = 8;
 
 fn stream(customer_id: Uuid) -> Result<StreamId, QuotesError> {
     StreamId::for_aggregate(<QuoteBook as es_core::Aggregate>::TYPE, customer_id)

@@ -7,6 +7,8 @@ use es_core::{Aggregate, DomainEvent};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use rust_decimal::Decimal;
+
 use crate::messages::Line;
 use crate::money::Currency;
 
@@ -101,8 +103,9 @@ pub enum QuoteCommand {
     Confirm {
         /// The quote.
         quote_id: Uuid,
-        /// Its items re-priced.
-        lines: Vec<Line>,
+        /// The name and unit price of each product, in the quote's currency: the lines are
+        /// the items the quote holds when the command is decided, at these prices.
+        prices: BTreeMap<Uuid, (String, Decimal)>,
     },
 }
 
@@ -199,6 +202,9 @@ pub enum QuoteError {
     /// Confirming needs at least one item.
     #[error("a quote needs at least one item to be confirmed")]
     Empty,
+    /// An item was added after the quote was priced (price it again).
+    #[error("product {0} was added after the quote was priced")]
+    Unpriced(Uuid),
 }
 
 impl Aggregate for QuoteBook {
@@ -262,19 +268,35 @@ impl Aggregate for QuoteBook {
                     quote_id: *quote_id,
                 }])
             }
-            QuoteCommand::Confirm { quote_id, lines } => {
+            QuoteCommand::Confirm { quote_id, prices } => {
                 let quote = self.quotes.get(quote_id).ok_or(QuoteError::NotFound)?;
                 match quote.status {
                     QuoteStatus::Confirmed => return Ok(Vec::new()),
                     QuoteStatus::Cancelled => return Err(QuoteError::NotOpen(quote.status)),
                     QuoteStatus::Open => {}
                 }
-                if quote.items.is_empty() || lines.is_empty() {
+                if quote.items.is_empty() {
                     return Err(QuoteError::Empty);
                 }
+                // The items as they are now: an edit that committed before this decision is in
+                // the order; one after it finds the quote confirmed and is refused.
+                let lines = quote
+                    .items
+                    .iter()
+                    .map(|item| {
+                        let (name, price) = prices
+                            .get(&item.product_id)
+                            .ok_or(QuoteError::Unpriced(item.product_id))?;
+                        Ok(Line {
+                            product_name: name.clone(),
+                            unit_price: *price,
+                            ..item.clone()
+                        })
+                    })
+                    .collect::<Result<Vec<Line>, QuoteError>>()?;
                 Ok(vec![QuoteEvent::Confirmed {
                     quote_id: *quote_id,
-                    lines: lines.clone(),
+                    lines,
                 }])
             }
         }
@@ -473,12 +495,17 @@ mod tests {
         }
     }
 
+    fn prices() -> BTreeMap<Uuid, (String, Decimal)> {
+        let line = keyboard(2);
+        BTreeMap::from([(KEYBOARD, (line.product_name, line.unit_price))])
+    }
+
     #[test]
     fn confirming_needs_an_item_and_happens_once() {
         given::<QuoteBook>([created()])
             .when(QuoteCommand::Confirm {
                 quote_id: QUOTE,
-                lines: vec![],
+                prices: BTreeMap::new(),
             })
             .then_error(QuoteError::Empty);
         let confirmed = QuoteEvent::Confirmed {
@@ -488,15 +515,35 @@ mod tests {
         given::<QuoteBook>([created(), added()])
             .when(QuoteCommand::Confirm {
                 quote_id: QUOTE,
-                lines: vec![keyboard(2)],
+                prices: prices(),
             })
             .then([confirmed.clone()]);
         given::<QuoteBook>([created(), added(), confirmed])
             .when(QuoteCommand::Confirm {
                 quote_id: QUOTE,
-                lines: vec![keyboard(2)],
+                prices: prices(),
             })
             .then([]);
+    }
+
+    #[test]
+    fn confirming_takes_the_items_the_quote_holds_when_decided() {
+        // Priced before a second item came in: refused, so the service prices it again
+        // rather than confirm without the item.
+        let mat = Uuid::from_u128(0x3a7);
+        let added_later = QuoteEvent::ItemAdded {
+            quote_id: QUOTE,
+            line: Line {
+                product_id: mat,
+                ..keyboard(1)
+            },
+        };
+        given::<QuoteBook>([created(), added(), added_later])
+            .when(QuoteCommand::Confirm {
+                quote_id: QUOTE,
+                prices: prices(),
+            })
+            .then_error(QuoteError::Unpriced(mat));
     }
 
     #[test]

@@ -130,7 +130,7 @@ impl From<QuotesError> for ApiError {
             }
             QuotesError::Rejected(rejected) => ApiError::Rule(rejected.to_string()),
             QuotesError::UnknownProduct(message) => ApiError::NotFound(message),
-            QuotesError::Storage(e) => ApiError::internal(e),
+            QuotesError::Storage(e) => e.into(),
             QuotesError::Prices(e) => ApiError::internal(e),
         }
     }

@@ -11,7 +11,8 @@ use crate::support::{Listener, TestApp, assert_problem};
 on_both_backends!(
     a_quote_fills_and_prices,
     quote_rules_are_enforced,
-    quotes_belong_to_their_customer
+    quotes_belong_to_their_customer,
+    an_acknowledged_item_edit_is_in_the_order_or_refused
 );
 
 async fn a_quote_fills_and_prices(app: TestApp) {
@@ -245,4 +246,68 @@ async fn quotes_belong_to_their_customer(app: TestApp) {
     );
     let still = app.get("/api/v2/quotes", Some(&ada.access_token)).await;
     assert_eq!(still.body["items"], json!([]));
+}
+
+/// An item edit racing the order's placement: whichever commits first, an edit the server
+/// acknowledged is in the order, and an edit that lost the race is refused (the quote is
+/// confirmed). Each trial sends both at once, half of them the placement first.
+async fn an_acknowledged_item_edit_is_in_the_order_or_refused(app: TestApp) {
+    let keyboard = product_id("Mechanical Keyboard");
+    let mat = product_id("Yoga Mat");
+    let (mut included, mut refused) = (0, 0);
+    for trial in 0..24 {
+        let ada = app.customer("Ada Lovelace").await;
+        let token = Some(ada.access_token.as_str());
+        let quote = app
+            .post("/api/v2/quotes", token, json!({ "currencyCode": "USD" }))
+            .await;
+        let quote_id = quote.body["quoteId"].as_str().unwrap().to_owned();
+        let items = format!("/api/v2/quotes/{quote_id}/items");
+        let first = app
+            .put(
+                &items,
+                token,
+                json!({ "productId": keyboard, "quantity": 1 }),
+            )
+            .await;
+        assert_eq!(first.status, StatusCode::OK);
+        let edit = app.put(&items, token, json!({ "productId": mat, "quantity": 2 }));
+        let place_path = format!("/api/v2/orders/quote/{quote_id}");
+        let place = app.post(&place_path, token, json!({}));
+        let (edit, place) = if trial % 2 == 0 {
+            tokio::join!(edit, place)
+        } else {
+            let (place, edit) = tokio::join!(place, edit);
+            (edit, place)
+        };
+        assert_eq!(place.status, StatusCode::ACCEPTED, "{:?}", place.body);
+        let order_id = place.body["orderId"].as_str().unwrap().to_owned();
+        let orders = app.get("/api/v2/orders", token).await;
+        let order = orders
+            .body
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|o| o["orderId"] == json!(order_id))
+            .unwrap_or_else(|| panic!("order {order_id} not listed: {:?}", orders.body))
+            .clone();
+        let has_mat = order["orderLines"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|line| line["productId"] == json!(mat) && line["quantity"] == 2);
+        if edit.status == StatusCode::OK {
+            assert!(has_mat, "an acknowledged edit is missing from {order}");
+            included += 1;
+        } else {
+            assert_problem(&edit, StatusCode::UNPROCESSABLE_ENTITY);
+            assert!(!has_mat, "a refused edit is in {order}");
+            refused += 1;
+        }
+    }
+    // Both orders of the race happened: edits that won and edits that lost.
+    assert!(
+        included > 0 && refused > 0,
+        "{included} included, {refused} refused"
+    );
 }
