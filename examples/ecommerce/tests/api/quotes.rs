@@ -1,7 +1,7 @@
 //! Quotes: one open per customer, quantities, re-pricing, ownership on every id.
 
 use axum::http::{Method, StatusCode};
-use ecommerce::catalog::product_id;
+use ecommerce::catalog::{product_id, seed};
 use serde_json::json;
 use uuid::Uuid;
 
@@ -12,7 +12,8 @@ on_both_backends!(
     a_quote_fills_and_prices,
     quote_rules_are_enforced,
     quotes_belong_to_their_customer,
-    an_acknowledged_item_edit_is_in_the_order_or_refused
+    an_acknowledged_item_edit_is_in_the_order_or_refused,
+    concurrent_edits_and_placements_never_fail_the_server
 );
 
 async fn a_quote_fills_and_prices(app: TestApp) {
@@ -310,4 +311,46 @@ async fn an_acknowledged_item_edit_is_in_the_order_or_refused(app: TestApp) {
         included > 0 && refused > 0,
         "{included} included, {refused} refused"
     );
+}
+
+/// Eight edits of one quote at once, then four placements of it at once: every edit is
+/// applied (the quote retries its conflicts), and every placement answers the same order (or
+/// a 409 to try again), never a 5xx.
+async fn concurrent_edits_and_placements_never_fail_the_server(app: TestApp) {
+    let ada = app.customer("Ada Lovelace").await;
+    let token = Some(ada.access_token.as_str());
+    let quote = app
+        .post("/api/v2/quotes", token, json!({ "currencyCode": "USD" }))
+        .await;
+    let quote_id = quote.body["quoteId"].as_str().unwrap().to_owned();
+    let items = format!("/api/v2/quotes/{quote_id}/items");
+    let products: Vec<Uuid> = seed().iter().take(8).map(|p| p.product_id).collect();
+    let edits = futures::future::join_all(products.iter().map(|product| {
+        app.put(
+            &items,
+            token,
+            json!({ "productId": product, "quantity": 1 }),
+        )
+    }))
+    .await;
+    for edit in &edits {
+        assert_eq!(edit.status, StatusCode::OK, "{:?}", edit.body);
+    }
+    let current = app.get("/api/v2/quotes", token).await;
+    assert_eq!(current.body["items"].as_array().unwrap().len(), 8);
+    let place_path = format!("/api/v2/orders/quote/{quote_id}");
+    let placements =
+        futures::future::join_all((0..4).map(|_| app.post(&place_path, token, json!({})))).await;
+    let mut orders: Vec<String> = Vec::new();
+    for placed in &placements {
+        match placed.status {
+            StatusCode::ACCEPTED => {
+                orders.push(placed.body["orderId"].as_str().unwrap().to_owned())
+            }
+            StatusCode::CONFLICT => assert_problem(placed, StatusCode::CONFLICT),
+            other => panic!("placement answered {other}: {:?}", placed.body),
+        }
+    }
+    orders.dedup();
+    assert_eq!(orders.len(), 1, "one order for one quote: {orders:?}");
 }
