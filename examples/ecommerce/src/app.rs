@@ -236,6 +236,7 @@ impl App {
     fn finish(&self, router: Router) -> Router {
         router
             .fallback(not_found)
+            .method_not_allowed_fallback(method_not_allowed)
             .layer(DefaultBodyLimit::max(self.body_limit))
             .layer(axum::Extension(self.keys.clone()))
             .layer(axum::middleware::from_fn(trace_requests))
@@ -299,6 +300,11 @@ async fn metrics() -> Result<([(axum::http::header::HeaderName, &'static str); 1
         )],
         text,
     ))
+}
+
+/// A known route asked with a method it does not take: problem+json, like every error.
+async fn method_not_allowed(method: axum::http::Method) -> ApiError {
+    ApiError::MethodNotAllowed(format!("this route does not take {method}"))
 }
 
 async fn health() -> axum::Json<Health> {

@@ -127,10 +127,28 @@ impl fmt::Debug for TokenKeys {
     }
 }
 
-/// Why a token was refused.
+/// Why a token was refused (the reason is for the log; clients are told only whether it
+/// expired).
 #[derive(Debug, thiserror::Error)]
-#[error("invalid token: {0}")]
-pub struct InvalidToken(String);
+#[error("invalid token: {reason}")]
+pub struct InvalidToken {
+    reason: String,
+    expired: bool,
+}
+
+impl InvalidToken {
+    fn new(reason: impl Into<String>) -> Self {
+        Self {
+            reason: reason.into(),
+            expired: false,
+        }
+    }
+
+    /// Whether the token was valid but has expired (the client refreshes it).
+    pub fn expired(&self) -> bool {
+        self.expired
+    }
+}
 
 impl TokenKeys {
     /// Keys from a secret (at least 32 bytes in production).
@@ -138,7 +156,8 @@ impl TokenKeys {
     /// # Errors
     /// [`InvalidToken`] when the secret is unusable (empty).
     pub fn new(secret: &[u8]) -> Result<Self, InvalidToken> {
-        let invalid = |e: jsonwebtoken::errors::Error| InvalidToken(format!("signing secret: {e}"));
+        let invalid =
+            |e: jsonwebtoken::errors::Error| InvalidToken::new(format!("signing secret: {e}"));
         Ok(Self {
             encoding: EncodingKey::from_secret(secret).map_err(invalid)?,
             decoding: DecodingKey::from_secret(secret).map_err(invalid)?,
@@ -181,7 +200,10 @@ impl TokenKeys {
         validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
         jsonwebtoken::decode::<C>(token, &self.decoding, &validation)
             .map(|data| data.claims)
-            .map_err(|e| InvalidToken(e.to_string()))
+            .map_err(|e| InvalidToken {
+                expired: matches!(e.kind(), jsonwebtoken::errors::ErrorKind::ExpiredSignature),
+                reason: e.to_string(),
+            })
     }
 }
 
@@ -273,20 +295,25 @@ impl<S: Send + Sync> FromRequestParts<S> for Caller {
             .headers
             .get(AUTHORIZATION)
             .ok_or_else(|| ApiError::Unauthorized("an access token is required".to_owned()))?;
+        // The scheme is case-insensitive (RFC 9110 11.1).
         let token = header
             .to_str()
             .ok()
-            .and_then(|value| {
-                value
-                    .strip_prefix("Bearer ")
-                    .or_else(|| value.strip_prefix("bearer "))
-            })
+            .and_then(|value| value.trim_start().split_once(' '))
+            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+            .map(|(_, token)| token)
             .ok_or_else(|| {
                 ApiError::Unauthorized("use `Authorization: Bearer <token>`".to_owned())
             })?;
-        let claims = keys
-            .verify_access(token.trim())
-            .map_err(|e| ApiError::Unauthorized(e.to_string()))?;
+        // Why a token is refused goes to the log, not to the client.
+        let claims = keys.verify_access(token.trim()).map_err(|error| {
+            tracing::info!(%error, "access token refused");
+            ApiError::Unauthorized(if error.expired() {
+                "the access token has expired".to_owned()
+            } else {
+                "the access token is not valid".to_owned()
+            })
+        })?;
         Ok(Caller::new(claims))
     }
 }

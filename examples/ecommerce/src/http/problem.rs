@@ -30,6 +30,9 @@ pub enum ApiError {
     /// 404: no such resource (or not the caller's).
     #[error("{0}")]
     NotFound(String),
+    /// 405: the route does not take this method.
+    #[error("{0}")]
+    MethodNotAllowed(String),
     /// 409: the resource changed concurrently and the change could not be retried.
     #[error("{0}")]
     Conflict(String),
@@ -73,6 +76,7 @@ impl ApiError {
             ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,

@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use axum::extract::State;
 use axum::http::StatusCode;
+use axum::http::header::{CACHE_CONTROL, HeaderName, PRAGMA};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
@@ -113,9 +114,14 @@ impl From<IdentityError> for ApiError {
     fn from(error: IdentityError) -> Self {
         match error {
             IdentityError::EmailTaken => ApiError::field("email", error.to_string()),
-            IdentityError::InvalidCredentials
-            | IdentityError::InvalidClient
-            | IdentityError::InvalidRefreshToken(_) => ApiError::Unauthorized(error.to_string()),
+            IdentityError::InvalidCredentials | IdentityError::InvalidClient => {
+                ApiError::Unauthorized(error.to_string())
+            }
+            // Why goes to the log, not to the client.
+            IdentityError::InvalidRefreshToken(reason) => {
+                tracing::info!(%reason, "refresh token refused");
+                ApiError::Unauthorized("the refresh token is not valid".to_owned())
+            }
             IdentityError::ScopeNotAllowed(_) => ApiError::Forbidden(error.to_string()),
             IdentityError::NotFound => ApiError::NotFound(error.to_string()),
             IdentityError::Storage(e) => e.into(),
@@ -139,6 +145,16 @@ pub fn internal<S: TransactionalStore>() -> OpenApiRouter<Arc<Identity<S>>> {
         .routes(routes!(close_account))
 }
 
+/// A token response: never stored by a cache (RFC 6749 5.1).
+type NoStore<T> = ([(HeaderName, &'static str); 2], axum::Json<T>);
+
+fn no_store<T>(body: T) -> NoStore<T> {
+    (
+        [(CACHE_CONTROL, "no-store"), (PRAGMA, "no-cache")],
+        axum::Json(body),
+    )
+}
+
 /// Signs in with email and password.
 #[utoipa::path(post, path = "/api/v2/accounts/login", tag = "identity",
     request_body = LoginRequest,
@@ -149,9 +165,9 @@ pub fn internal<S: TransactionalStore>() -> OpenApiRouter<Arc<Identity<S>>> {
 async fn login<S: TransactionalStore>(
     State(identity): State<Arc<Identity<S>>>,
     Json(request): Json<LoginRequest>,
-) -> Result<axum::Json<TokenResponse>, ApiError> {
+) -> Result<NoStore<TokenResponse>, ApiError> {
     let pair = identity.login(&request.email, &request.password).await?;
-    Ok(axum::Json(pair.into()))
+    Ok(no_store(pair.into()))
 }
 
 /// Spends a refresh token for a new pair; a reused token revokes its family.
@@ -164,9 +180,9 @@ async fn login<S: TransactionalStore>(
 async fn refresh<S: TransactionalStore>(
     State(identity): State<Arc<Identity<S>>>,
     Json(request): Json<RefreshRequest>,
-) -> Result<axum::Json<TokenResponse>, ApiError> {
+) -> Result<NoStore<TokenResponse>, ApiError> {
     let pair = identity.refresh(&request.refresh_token).await?;
-    Ok(axum::Json(pair.into()))
+    Ok(no_store(pair.into()))
 }
 
 /// The client-credentials grant: a machine-to-machine token.
@@ -181,7 +197,7 @@ async fn refresh<S: TransactionalStore>(
 async fn client_token<S: TransactionalStore>(
     State(identity): State<Arc<Identity<S>>>,
     Json(request): Json<ClientTokenRequest>,
-) -> Result<axum::Json<ClientTokenResponse>, ApiError> {
+) -> Result<NoStore<ClientTokenResponse>, ApiError> {
     if request.grant_type != "client_credentials" {
         return Err(ApiError::field(
             "grantType",
@@ -193,7 +209,7 @@ async fn client_token<S: TransactionalStore>(
         &request.client_secret,
         request.scope.as_deref(),
     )?;
-    Ok(axum::Json(ClientTokenResponse {
+    Ok(no_store(ClientTokenResponse {
         access_token: token.access_token,
         expires_in: token.expires_in,
         scope: token.scope,

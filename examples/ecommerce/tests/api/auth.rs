@@ -1,7 +1,8 @@
 //! The auth matrix: missing, tampered and expired tokens, roles, scopes, listeners and
 //! ownership.
 
-use axum::http::{Method, StatusCode};
+use axum::body::Body;
+use axum::http::{Method, Request, StatusCode, header};
 use ecommerce::auth::{ACCESS_AUDIENCE, AccessClaims, ISSUER, Role};
 use serde_json::json;
 use uuid::Uuid;
@@ -15,6 +16,7 @@ on_both_backends!(
     internal_routes_are_only_on_the_internal_listener,
     customers_see_only_their_own_data,
     health_and_readiness,
+    token_hygiene,
 );
 
 fn claims(role: Role, scope: &str, customer_id: Option<Uuid>, exp_offset: i64) -> AccessClaims {
@@ -230,4 +232,60 @@ async fn health_and_readiness(app: TestApp) {
     assert_eq!(ready.body["backend"], json!(app.app.backend()));
     let missing = app.get("/api/v2/nowhere", None).await;
     assert_problem(&missing, StatusCode::NOT_FOUND);
+}
+
+/// Token responses are never cached; the bearer scheme is case-insensitive; why a token is
+/// refused stays in the log; a route asked with a method it does not take answers 405 in
+/// problem+json.
+async fn token_hygiene(app: TestApp) {
+    let ada = app.customer("Ada Lovelace").await;
+    let login = app.login(&ada.email, "secret-password").await;
+    assert_eq!(login.status, StatusCode::OK);
+    assert_eq!(login.headers[header::CACHE_CONTROL], "no-store");
+    let refreshed = app
+        .post(
+            "/api/v2/accounts/refresh",
+            None,
+            json!({ "refreshToken": ada.refresh_token }),
+        )
+        .await;
+    assert_eq!(refreshed.status, StatusCode::OK);
+    assert_eq!(refreshed.headers[header::CACHE_CONTROL], "no-store");
+
+    for scheme in ["Bearer", "bearer", "BEARER"] {
+        let request = Request::get("/api/v2/orders")
+            .header(
+                header::AUTHORIZATION,
+                format!("{scheme} {}", ada.access_token),
+            )
+            .body(Body::empty())
+            .unwrap();
+        let reply = app.send(Listener::Public, request).await;
+        assert_eq!(reply.status, StatusCode::OK, "scheme {scheme}");
+    }
+
+    let tampered = format!("{}x", ada.access_token);
+    let refused = app.get("/api/v2/orders", Some(&tampered)).await;
+    assert_problem(&refused, StatusCode::UNAUTHORIZED);
+    assert_eq!(refused.body["detail"], "the access token is not valid");
+    let garbage = app
+        .post(
+            "/api/v2/accounts/refresh",
+            None,
+            json!({ "refreshToken": "not-a-token" }),
+        )
+        .await;
+    assert_problem(&garbage, StatusCode::UNAUTHORIZED);
+    assert_eq!(garbage.body["detail"], "the refresh token is not valid");
+
+    let wrong_method = app
+        .call(
+            Listener::Public,
+            Method::DELETE,
+            "/api/v2/quotes",
+            None,
+            None,
+        )
+        .await;
+    assert_problem(&wrong_method, StatusCode::METHOD_NOT_ALLOWED);
 }
