@@ -97,6 +97,7 @@ impl<S: TransactionalStore> AccountsClient for Identity<S> {
 fn accounts_error(error: IdentityError) -> AccountsError {
     match error {
         IdentityError::EmailTaken => AccountsError::EmailTaken,
+        IdentityError::Throttled(throttled) => AccountsError::Busy(throttled.retry_after()),
         other => AccountsError::Unavailable(other.to_string()),
     }
 }

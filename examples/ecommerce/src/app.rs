@@ -265,8 +265,12 @@ impl App {
         let signal = |mut stopped: tokio::sync::watch::Receiver<bool>| async move {
             let _ = stopped.wait_for(|stop| *stop).await;
         };
-        let public_server = axum::serve(public, self.public_router())
-            .with_graceful_shutdown(signal(stopped.clone()));
+        let public_server = axum::serve(
+            public,
+            self.public_router()
+                .into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(signal(stopped.clone()));
         let internal_server =
             axum::serve(internal, self.internal_router()).with_graceful_shutdown(signal(stopped));
         tokio::spawn(async move {

@@ -54,6 +54,30 @@ pub struct ServeArgs {
     /// M2M access-token lifetime in seconds.
     #[arg(long, env = "ECOMMERCE_M2M_TOKEN_SECONDS", default_value_t = 3600)]
     pub m2m_token_seconds: u64,
+    /// Password hashes computed at once (each holds 19 MiB); 0 means one per CPU.
+    #[arg(long, env = "ECOMMERCE_PASSWORD_HASHING_SLOTS", default_value_t = 0)]
+    pub password_hashing_slots: usize,
+    /// Milliseconds a sign-in or registration waits for a hashing slot before a 503.
+    #[arg(
+        long,
+        env = "ECOMMERCE_PASSWORD_HASHING_WAIT_MS",
+        default_value_t = 2000
+    )]
+    pub password_hashing_wait_ms: u64,
+    /// Sign-in attempts allowed per account per minute (then 429 with `Retry-After`).
+    #[arg(
+        long,
+        env = "ECOMMERCE_SIGN_INS_PER_ACCOUNT_PER_MINUTE",
+        default_value_t = 10
+    )]
+    pub sign_ins_per_account_per_minute: u32,
+    /// Sign-in attempts allowed per client address per minute.
+    #[arg(
+        long,
+        env = "ECOMMERCE_SIGN_INS_PER_ADDRESS_PER_MINUTE",
+        default_value_t = 60
+    )]
+    pub sign_ins_per_address_per_minute: u32,
     /// Largest accepted request body, in bytes.
     #[arg(long, env = "ECOMMERCE_BODY_LIMIT", default_value_t = 64 * 1024)]
     pub body_limit: usize,
@@ -206,6 +230,15 @@ impl ServeArgs {
             refresh_token_ttl: Duration::from_secs(self.refresh_token_seconds),
             m2m_token_ttl: Duration::from_secs(self.m2m_token_seconds),
             clients,
+            sign_in: crate::identity::SignInLimits {
+                hashing: match self.password_hashing_slots {
+                    0 => crate::identity::SignInLimits::default().hashing,
+                    slots => slots,
+                },
+                hashing_wait: Duration::from_millis(self.password_hashing_wait_ms),
+                per_account_per_minute: self.sign_ins_per_account_per_minute,
+                per_address_per_minute: self.sign_ins_per_address_per_minute,
+            },
         })
     }
 }

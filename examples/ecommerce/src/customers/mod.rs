@@ -89,6 +89,9 @@ pub enum AccountsError {
     /// An account with this email exists.
     #[error("an account with this email already exists")]
     EmailTaken,
+    /// Identity is busy (every password-hashing slot taken): try again after this long.
+    #[error("the server is busy; try again in {0:?}")]
+    Busy(std::time::Duration),
     /// Identity failed or could not be reached.
     #[error("identity: {0}")]
     Unavailable(String),

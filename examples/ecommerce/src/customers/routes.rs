@@ -13,7 +13,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
-use super::{Customers, CustomersError, Profile, Registration};
+use super::{AccountsError, Customers, CustomersError, Profile, Registration};
 use crate::auth::{Caller, Policy, Scope};
 use crate::history::HistoryEntry;
 use crate::http::extract::{IdPath, Json};
@@ -125,6 +125,10 @@ impl From<CustomersError> for ApiError {
             CustomersError::NotFound => ApiError::NotFound(error.to_string()),
             CustomersError::Conflict => ApiError::Conflict(error.to_string()),
             CustomersError::Storage(e) => e.into(),
+            CustomersError::Accounts(AccountsError::Busy(retry_after)) => ApiError::Busy {
+                message: "the server is busy; try again shortly".to_owned(),
+                retry_after,
+            },
             CustomersError::Accounts(e) => ApiError::internal(e),
         }
     }

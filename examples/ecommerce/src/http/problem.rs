@@ -48,6 +48,22 @@ pub enum ApiError {
     /// 422: a domain rule refused the request.
     #[error("{0}")]
     Rule(String),
+    /// 429: too many requests; try again after the given time.
+    #[error("{message}")]
+    TooManyRequests {
+        /// What to tell the client.
+        message: String,
+        /// When to try again.
+        retry_after: std::time::Duration,
+    },
+    /// 503 with `Retry-After`: the server is busy right now.
+    #[error("{message}")]
+    Busy {
+        /// What to tell the client.
+        message: String,
+        /// When to try again.
+        retry_after: std::time::Duration,
+    },
     /// 503: a dependency does not answer.
     #[error("{0}")]
     Unavailable(String),
@@ -81,7 +97,8 @@ impl ApiError {
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::Validation(_) | ApiError::Rule(_) => StatusCode::UNPROCESSABLE_ENTITY,
-            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::Unavailable(_) | ApiError::Busy { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -124,6 +141,12 @@ impl From<crate::storage::StorageError> for ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = self.status();
+        let retry_after = match &self {
+            ApiError::TooManyRequests { retry_after, .. } | ApiError::Busy { retry_after, .. } => {
+                Some(retry_after.as_secs().max(1))
+            }
+            _ => None,
+        };
         let mut trace_id = None;
         let (detail, errors) = match self {
             ApiError::Validation(errors) => ("one or more fields are invalid".to_owned(), errors),
@@ -155,6 +178,11 @@ impl IntoResponse for ApiError {
         response
             .headers_mut()
             .insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
+        if let Some(seconds) = retry_after {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+        }
         if status == StatusCode::UNAUTHORIZED {
             response
                 .headers_mut()

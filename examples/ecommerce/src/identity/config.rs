@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use super::limits::SignInLimits;
 use crate::auth::Scope;
 
 /// The signing secret used when none is configured. Refused in production mode.
@@ -45,6 +46,9 @@ pub struct IdentityConfig {
     pub m2m_token_ttl: Duration,
     /// The machine clients.
     pub clients: Vec<ClientCredentials>,
+    /// How many password hashes run at once, how long a caller waits for a turn, and the
+    /// sign-in rate limits.
+    pub sign_in: SignInLimits,
 }
 
 impl std::fmt::Debug for IdentityConfig {
@@ -54,6 +58,7 @@ impl std::fmt::Debug for IdentityConfig {
             .field("refresh_token_ttl", &self.refresh_token_ttl)
             .field("m2m_token_ttl", &self.m2m_token_ttl)
             .field("clients", &self.clients)
+            .field("sign_in", &self.sign_in)
             .finish_non_exhaustive()
     }
 }
@@ -67,6 +72,7 @@ impl IdentityConfig {
             refresh_token_ttl: Duration::from_secs(14 * 24 * 3600),
             m2m_token_ttl: Duration::from_secs(3600),
             clients: vec![development_client()],
+            sign_in: SignInLimits::default(),
         }
     }
 }

@@ -4,6 +4,7 @@
 //! [`Identity::create_account`]); there is no public sign-up route.
 
 mod account;
+mod limits;
 mod password;
 pub mod routes;
 
@@ -13,6 +14,7 @@ pub use self::config::{
     ClientCredentials, DEVELOPMENT_CLIENT_ID, DEVELOPMENT_CLIENT_SECRET, DEVELOPMENT_SECRET,
     IdentityConfig, development_client,
 };
+pub use limits::{SignInLimits, Throttled};
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -52,6 +54,9 @@ pub enum IdentityError {
     /// No such account.
     #[error("no such account")]
     NotFound,
+    /// Too many attempts, or every hashing slot is busy: try again later.
+    #[error(transparent)]
+    Throttled(#[from] Throttled),
     /// A password could not be hashed.
     #[error("password hashing: {0}")]
     Hashing(#[source] password::HashError),
@@ -108,6 +113,8 @@ pub struct Identity<S> {
     clock: Arc<dyn Clock>,
     /// A hash checked when the email is unknown, so a miss takes as long as a wrong password.
     decoy_hash: String,
+    /// Hashing slots and sign-in rate limits.
+    limits: limits::Limits,
 }
 
 impl<S: TransactionalStore> Identity<S> {
@@ -127,7 +134,10 @@ impl<S: TransactionalStore> Identity<S> {
             // of the same token then sees it spent.
             .with_conflict_retries(5)
             .with_snapshots(SnapshotPolicy::EveryNEvents(50));
-        let decoy_hash = password::hash(Uuid::new_v4().to_string())
+        let limits = limits::Limits::new(config.sign_in);
+        let decoy_hash = limits
+            .hasher
+            .hash(Uuid::new_v4().to_string())
             .await
             .map_err(IdentityError::Hashing)?;
         Ok(Self {
@@ -136,21 +146,33 @@ impl<S: TransactionalStore> Identity<S> {
             config,
             clock,
             decoy_hash,
+            limits,
         })
     }
 
     /// Signs in with email and password.
     ///
     /// # Errors
-    /// [`IdentityError::InvalidCredentials`] for an unknown email or a wrong password.
-    pub async fn login(&self, email: &str, password: &str) -> Result<TokenPair, IdentityError> {
+    /// [`IdentityError::InvalidCredentials`] for an unknown email or a wrong password;
+    /// [`IdentityError::Throttled`] past the rate limits (per account, and per `client`
+    /// address when known) or when every hashing slot stays busy.
+    pub async fn login(
+        &self,
+        email: &str,
+        password: &str,
+        client: Option<std::net::IpAddr>,
+    ) -> Result<TokenPair, IdentityError> {
+        self.limits.attempt(email, client)?;
         let stream = account_stream(account_id(email))?;
         let account = self.accounts.load(&stream).await?.state;
         let registration = account.active_registration();
         let hash = registration
             .map(|r| r.password_hash.clone())
             .unwrap_or_else(|| self.decoy_hash.clone());
-        let matches = password::verify(password.to_owned(), hash).await;
+        let matches = {
+            let _turn = self.limits.hashing_turn().await?;
+            self.limits.hasher.verify(password.to_owned(), hash).await
+        };
         let registration = match registration {
             Some(registration) if matches => registration.clone(),
             _ => return Err(IdentityError::InvalidCredentials),
@@ -322,9 +344,14 @@ impl<S: TransactionalStore> Identity<S> {
         {
             return Err(IdentityError::EmailTaken);
         }
-        let password_hash = password::hash(account.password)
-            .await
-            .map_err(IdentityError::Hashing)?;
+        let password_hash = {
+            let _turn = self.limits.hashing_turn().await?;
+            self.limits
+                .hasher
+                .hash(account.password)
+                .await
+                .map_err(IdentityError::Hashing)?
+        };
         let registration = Registration {
             account_id: id,
             email: account.email.trim().to_owned(),

@@ -13,8 +13,9 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
-use super::{Identity, IdentityError, NewAccount, TokenPair};
+use super::{Identity, IdentityError, NewAccount, Throttled, TokenPair};
 use crate::auth::{Caller, Policy, Scope};
+use crate::http::extract::ClientAddr;
 use crate::http::extract::{IdPath, Json};
 use crate::http::problem::{ApiError, Problem, Validator, is_valid_email};
 
@@ -126,6 +127,16 @@ impl From<IdentityError> for ApiError {
             IdentityError::NotFound => ApiError::NotFound(error.to_string()),
             IdentityError::Storage(e) => e.into(),
             IdentityError::Hashing(e) => ApiError::internal(e),
+            IdentityError::Throttled(throttled @ Throttled::Busy { retry_after }) => {
+                ApiError::Busy {
+                    message: throttled.to_string(),
+                    retry_after,
+                }
+            }
+            IdentityError::Throttled(throttled) => ApiError::TooManyRequests {
+                message: throttled.to_string(),
+                retry_after: throttled.retry_after(),
+            },
         }
     }
 }
@@ -161,12 +172,17 @@ fn no_store<T>(body: T) -> NoStore<T> {
     responses(
         (status = 200, description = "Signed in", body = TokenResponse),
         (status = 401, description = "Wrong email or password", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Too many attempts for the account or from the address (`Retry-After`)", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Every password-hashing slot is busy (`Retry-After`)", body = Problem, content_type = "application/problem+json"),
     ))]
 async fn login<S: TransactionalStore>(
     State(identity): State<Arc<Identity<S>>>,
+    ClientAddr(client): ClientAddr,
     Json(request): Json<LoginRequest>,
 ) -> Result<NoStore<TokenResponse>, ApiError> {
-    let pair = identity.login(&request.email, &request.password).await?;
+    let pair = identity
+        .login(&request.email, &request.password, client)
+        .await?;
     Ok(no_store(pair.into()))
 }
 

@@ -1,6 +1,9 @@
 //! Sign-in, refresh rotation and client credentials.
 
+use std::time::Instant;
+
 use axum::http::StatusCode;
+use ecommerce::identity::SignInLimits;
 use serde_json::json;
 
 use crate::on_both_backends;
@@ -11,6 +14,7 @@ on_both_backends!(
     refresh_tokens_rotate_and_reuse_revokes_the_family,
     concurrent_refreshes_of_one_token_yield_one_pair,
     client_credentials_grant_scoped_machine_tokens,
+    sign_ins_are_rate_limited_per_account,
 );
 
 async fn login_checks_the_password(app: TestApp) {
@@ -157,4 +161,76 @@ async fn client_credentials_grant_scoped_machine_tokens(app: TestApp) {
         .await;
     assert_problem(&grant, StatusCode::UNPROCESSABLE_ENTITY);
     assert!(grant.body["errors"]["grantType"].is_array());
+}
+
+/// Past the account's burst of attempts a sign-in answers 429 with `Retry-After`, whatever
+/// the password; another account is not affected.
+async fn sign_ins_are_rate_limited_per_account(app: TestApp) {
+    let ada = app.customer("Ada Lovelace").await;
+    let bob = app.customer("Bob Babbage").await;
+    let burst = SignInLimits::default().per_account_per_minute;
+    // Registration signed each in once.
+    for _ in 1..burst {
+        let wrong = app.login(&ada.email, "not-the-password").await;
+        assert_problem(&wrong, StatusCode::UNAUTHORIZED);
+    }
+    let limited = app.login(&ada.email, "secret-password").await;
+    assert_problem(&limited, StatusCode::TOO_MANY_REQUESTS);
+    let retry_after: u64 = limited.headers["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=60).contains(&retry_after), "{retry_after}");
+    let other = app.login(&bob.email, "secret-password").await;
+    assert_eq!(other.status, StatusCode::OK);
+}
+
+/// The process's peak resident memory, in KiB.
+fn peak_rss_kib() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmHWM:"))
+        .and_then(|kib| kib.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap()
+}
+
+/// 150 anonymous sign-ins at once (each an Argon2 hash of 19 MiB): a few hash at a time on
+/// the hashing threads, the others wait a bounded time and answer 503 with `Retry-After`; the
+/// process's peak memory grows by what the hashing threads' allocator keeps (measured about
+/// 220 MiB with two threads, for 150 or 400 sign-ins alike), not by 150 hashes (2.8 GiB).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_anonymous_sign_ins_keeps_memory_bounded() {
+    let app = TestApp::memory().await;
+    let before = peak_rss_kib();
+    let started = Instant::now();
+    let replies = futures::future::join_all((0..150).map(|i| {
+        let email = format!("nobody-{i}@example.com");
+        let app = &app;
+        async move { app.login(&email, "secret-password").await }
+    }))
+    .await;
+    let elapsed = started.elapsed();
+    let growth_mib = (peak_rss_kib().saturating_sub(before)) / 1024;
+    let (mut refused, mut busy) = (0, 0);
+    for reply in &replies {
+        match reply.status {
+            StatusCode::UNAUTHORIZED => refused += 1,
+            StatusCode::SERVICE_UNAVAILABLE => {
+                assert!(reply.headers.contains_key("retry-after"));
+                busy += 1;
+            }
+            other => panic!("a sign-in answered {other}: {:?}", reply.body),
+        }
+    }
+    let slots = SignInLimits::default().hashing as u64;
+    eprintln!(
+        "150 sign-ins: {refused} answered 401, {busy} answered 503 in {elapsed:?}; peak memory grew {growth_mib} MiB ({slots} hashing slots)"
+    );
+    assert!(refused > 0, "some sign-ins were answered");
+    assert!(
+        growth_mib <= slots * 96 + 128,
+        "peak memory grew {growth_mib} MiB with {slots} hashing slots"
+    );
 }
