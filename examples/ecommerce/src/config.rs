@@ -33,8 +33,16 @@ pub struct ServeArgs {
     /// PostgreSQL pool size.
     #[arg(long, env = "ECOMMERCE_POOL_SIZE", default_value_t = 16)]
     pub pool_size: usize,
-    /// Production mode: refuse to start with the built-in development secrets.
-    #[arg(long, env = "ECOMMERCE_PRODUCTION")]
+    /// Production mode: refuse to start with the built-in development secrets or short
+    /// ones (`true`, `1`, `yes`, `on` and their opposites).
+    #[arg(
+        long,
+        env = "ECOMMERCE_PRODUCTION",
+        num_args = 0..=1,
+        default_value_t = false,
+        default_missing_value = "true",
+        value_parser = clap::builder::BoolishValueParser::new()
+    )]
     pub production: bool,
     /// Token signing secret (at least 32 bytes).
     #[arg(long, env = "ECOMMERCE_JWT_SECRET", hide_env_values = true)]
@@ -215,6 +223,15 @@ impl ServeArgs {
                     reason: "use at least 32 bytes in production".to_owned(),
                 });
             }
+            if let Some(short) = clients.iter().find(|c| c.secret.len() < 32) {
+                return Err(ConfigError::Invalid {
+                    name: "ECOMMERCE_M2M_CLIENTS",
+                    reason: format!(
+                        "the secret of client {} is shorter than 32 bytes; use at least 32 in production",
+                        short.id
+                    ),
+                });
+            }
             if clients
                 .iter()
                 .any(|c| c.secret == DEVELOPMENT_CLIENT_SECRET)
@@ -295,6 +312,28 @@ mod tests {
     }
 
     #[test]
+    fn production_takes_the_usual_boolean_spellings() {
+        for yes in [
+            "--production",
+            "--production=true",
+            "--production=1",
+            "--production=yes",
+            "--production=on",
+        ] {
+            assert!(args(&[yes]).production, "{yes}");
+        }
+        for no in [
+            "--production=false",
+            "--production=0",
+            "--production=no",
+            "--production=off",
+        ] {
+            assert!(!args(&[no]).production, "{no}");
+        }
+        assert!(!args(&[]).production);
+    }
+
+    #[test]
     fn production_refuses_development_secrets() {
         assert!(matches!(
             args(&["--production"]).identity(),
@@ -310,10 +349,28 @@ mod tests {
             "--jwt-secret",
             &secret,
             "--m2m-clients",
-            "orders:x1y2z3:read write",
+            &format!("orders:{secret}:read write"),
         ])
         .identity();
         assert!(ok.is_ok(), "{ok:?}");
+        let short_client = args(&[
+            "--production",
+            "--jwt-secret",
+            &secret,
+            "--m2m-clients",
+            "orders:x1y2z3:read write",
+        ])
+        .identity();
+        assert!(
+            matches!(
+                short_client,
+                Err(ConfigError::Invalid {
+                    name: "ECOMMERCE_M2M_CLIENTS",
+                    ..
+                })
+            ),
+            "{short_client:?}"
+        );
         assert!(
             args(&[
                 "--production",

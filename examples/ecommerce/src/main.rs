@@ -118,6 +118,18 @@ async fn main() -> ExitCode {
 
 async fn serve(args: ServeArgs) -> MainResult {
     let identity = args.identity()?;
+    if !args.production {
+        for addr in [args.public_addr, args.internal_addr] {
+            if !addr.ip().is_loopback() {
+                tracing::warn!(
+                    %addr,
+                    "NOT IN PRODUCTION MODE while listening beyond loopback: tokens are signed \
+                     with the public development key unless ECOMMERCE_JWT_SECRET is set; run \
+                     with --production to refuse development secrets"
+                );
+            }
+        }
+    }
     let backend = match &args.database_url {
         Some(url) => Backend::postgres(url, args.pool_size, &args.schema_prefix)?,
         None => {
