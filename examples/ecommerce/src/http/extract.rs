@@ -22,10 +22,48 @@ where
     type Rejection = ApiError;
 
     async fn from_request(request: Request, state: &S) -> Result<Self, ApiError> {
-        match axum::Json::<T>::from_request(request, state).await {
-            Ok(axum::Json(value)) => Ok(Json(value)),
-            Err(rejection) => Err(json_rejection(rejection)),
+        let axum::Json(value) = axum::Json::<serde_json::Value>::from_request(request, state)
+            .await
+            .map_err(json_rejection)?;
+        if let Some(field) = control_character(&value, "") {
+            return Err(ApiError::field(
+                &field,
+                "must not contain control characters",
+            ));
         }
+        serde_json::from_value(value)
+            .map(Json)
+            .map_err(|error| ApiError::field("body", error.to_string()))
+    }
+}
+
+/// The path (`shippingAddress.city`, `items[2].name`) of the first string holding a control
+/// character (NUL, escapes, line breaks...), keys included: no field of the API takes one, and
+/// PostgreSQL's `jsonb` refuses NUL.
+fn control_character(value: &serde_json::Value, path: &str) -> Option<String> {
+    let has_control = |text: &str| text.chars().any(char::is_control);
+    match value {
+        serde_json::Value::String(text) if has_control(text) => Some(if path.is_empty() {
+            "body".to_owned()
+        } else {
+            path.to_owned()
+        }),
+        serde_json::Value::Array(items) => items
+            .iter()
+            .enumerate()
+            .find_map(|(i, item)| control_character(item, &format!("{path}[{i}]"))),
+        serde_json::Value::Object(fields) => fields.iter().find_map(|(key, item)| {
+            let path = if path.is_empty() {
+                key.clone()
+            } else {
+                format!("{path}.{key}")
+            };
+            if has_control(key) {
+                return Some(path);
+            }
+            control_character(item, &path)
+        }),
+        _ => None,
     }
 }
 

@@ -15,6 +15,7 @@ on_both_backends!(
     bad_bodies_are_refused_with_their_status,
     updates_change_name_and_address_only,
     machine_clients_change_the_credit_limit,
+    control_characters_are_refused_naming_the_field,
 );
 
 async fn registration_details_and_history(app: TestApp) {
@@ -268,5 +269,40 @@ async fn machine_clients_change_the_credit_limit(app: TestApp) {
     assert_eq!(
         history.body.as_array().unwrap().last().unwrap()["eventType"],
         "CreditLimitChanged"
+    );
+}
+
+/// A NUL (or any control character) in a field is a 422 naming the field, on both wirings
+/// (PostgreSQL's jsonb would refuse it), and nothing is stored.
+async fn control_characters_are_refused_naming_the_field(app: TestApp) {
+    let email = format!("nul-{}@example.com", Uuid::new_v4().simple());
+    for (field, value) in [
+        ("name", json!("Ada\u{0}Lovelace")),
+        ("shippingAddress", json!("12 Analytical Row\u{1b}[31m")),
+        ("email", json!(format!("{email}\u{0}"))),
+    ] {
+        let mut body = registration("Ada Lovelace", &email);
+        body[field] = value;
+        let refused = app.post("/api/v2/customers", None, body).await;
+        assert_problem(&refused, StatusCode::UNPROCESSABLE_ENTITY);
+        assert!(
+            refused.body["errors"][field].is_array(),
+            "names {field}: {:?}",
+            refused.body
+        );
+    }
+    // None of them registered: the email is still free.
+    let registered = app
+        .post(
+            "/api/v2/customers",
+            None,
+            registration("Ada Lovelace", &email),
+        )
+        .await;
+    assert_eq!(
+        registered.status,
+        StatusCode::CREATED,
+        "{:?}",
+        registered.body
     );
 }
