@@ -93,7 +93,12 @@ pub struct App {
     bus: Bus,
     runtime: Arc<Mutex<Arc<Runtime>>>,
     workflow: Arc<dyn Workflow>,
+    /// The last answer of the storage and the bus to `/ready`, and when.
+    checked: Arc<tokio::sync::Mutex<Option<Checked>>>,
 }
+
+/// An answer of the storage and the bus, and when it was had.
+type Checked = (std::time::Instant, Result<(), String>);
 
 impl std::fmt::Debug for App {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -129,6 +134,7 @@ impl App {
             bus: parts.bus,
             runtime: parts.runtime,
             workflow: parts.workflow,
+            checked: Arc::default(),
         }
     }
 
@@ -229,7 +235,8 @@ impl App {
                     async move { axum::Json(openapi.as_ref().clone()) }
                 }),
             )
-            .route("/metrics", get(metrics));
+            .route("/metrics", get(metrics))
+            .route("/ready", get(ready_in_detail).with_state(self.clone()));
         self.finish(router)
     }
 
@@ -322,10 +329,41 @@ async fn health() -> axum::Json<Health> {
 /// Ready once the storage and the bus answer and every workflow service runs and is ready
 /// (each consumer has its partitions): a 503 names those that are not.
 async fn ready(State(app): State<App>) -> Result<axum::Json<Health>, ApiError> {
+    readiness(&app, false).await
+}
+
+/// `/ready` on the internal listener: the same, saying what does not answer.
+async fn ready_in_detail(State(app): State<App>) -> Result<axum::Json<Health>, ApiError> {
+    readiness(&app, true).await
+}
+
+/// How long the storage's and the bus's answers stand for `/ready` (they are asked at most
+/// once per this, one caller at a time, however many ask).
+const READY_CHECK_TTL: std::time::Duration = std::time::Duration::from_secs(1);
+
+async fn readiness(app: &App, detail: bool) -> Result<axum::Json<Health>, ApiError> {
     let bus = &app.bus;
-    let unavailable = |e: &dyn std::fmt::Display| ApiError::Unavailable(e.to_string());
-    app.workflow.check().await.map_err(|e| unavailable(&e))?;
-    bus.check().await.map_err(|e| unavailable(&e))?;
+    let dependencies = {
+        let mut last = app.checked.lock().await;
+        match &*last {
+            Some((at, result)) if at.elapsed() < READY_CHECK_TTL => result.clone(),
+            _ => {
+                let result = match app.workflow.check().await {
+                    Err(error) => Err(format!("storage: {error}")),
+                    Ok(()) => bus.check().await.map_err(|error| error.to_string()),
+                };
+                *last = Some((std::time::Instant::now(), result.clone()));
+                result
+            }
+        }
+    };
+    if let Err(error) = dependencies {
+        return Err(ApiError::Unavailable(if detail {
+            error
+        } else {
+            "not ready: the storage or the bus does not answer".to_owned()
+        }));
+    }
     let runtime = app.runtime();
     if !runtime.is_ready() {
         let waiting: Vec<String> = runtime

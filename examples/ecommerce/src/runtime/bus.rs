@@ -23,7 +23,19 @@ pub enum Bus {
         config: KafkaConfig,
         /// The prefix of every topic (for several apps, or tests, on one cluster).
         prefix: String,
+        /// The client `/ready` asks for metadata, created once.
+        probe: Probe,
     },
+}
+
+/// A long-lived client for readiness checks.
+#[derive(Clone, Default)]
+pub struct Probe(Arc<std::sync::Mutex<Option<Arc<BaseConsumer>>>>);
+
+impl std::fmt::Debug for Probe {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Probe")
+    }
 }
 
 /// The broker did not answer, or refused.
@@ -41,7 +53,11 @@ impl Bus {
                     .with_partitions(workflow.partitions)
                     .with_duplicate_delivery(workflow.duplicate_delivery),
             ),
-            Some((config, prefix)) => Bus::Kafka { config, prefix },
+            Some((config, prefix)) => Bus::Kafka {
+                config,
+                prefix,
+                probe: Probe::default(),
+            },
         }
     }
 
@@ -64,7 +80,7 @@ impl Bus {
                 bus.create_topics(&topics::ALL);
                 return Ok(());
             }
-            Bus::Kafka { config, prefix } => (config, prefix),
+            Bus::Kafka { config, prefix, .. } => (config, prefix),
         };
         let partitions = i32::try_from(partitions).unwrap_or(8);
         let names: Vec<String> = topics::ALL
@@ -82,13 +98,26 @@ impl Bus {
     /// # Errors
     /// [`BusError`] when the broker does not answer.
     pub async fn check(&self) -> Result<(), BusError> {
-        let Bus::Kafka { config, .. } = self else {
+        let Bus::Kafka { config, probe, .. } = self else {
             return Ok(());
         };
-        let client = config.client_config();
+        let (config, probe) = (config.clone(), probe.clone());
         tokio::task::spawn_blocking(move || {
-            let consumer: BaseConsumer = client.create().map_err(|e| BusError(e.into()))?;
-            consumer
+            // One client for the life of the process, created on first use.
+            let mut held = probe
+                .0
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if held.is_none() {
+                let client: BaseConsumer = config
+                    .client_config()
+                    .create()
+                    .map_err(|e| BusError(e.into()))?;
+                *held = Some(Arc::new(client));
+            }
+            let client = held.clone().ok_or_else(|| BusError("no client".into()))?;
+            drop(held);
+            client
                 .fetch_metadata(None, Duration::from_secs(3))
                 .map(|_| ())
                 .map_err(|e| BusError(e.into()))

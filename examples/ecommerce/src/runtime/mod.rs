@@ -156,7 +156,7 @@ impl Runtime {
                 let publisher: Arc<dyn Publisher> = Arc::new(bus.clone());
                 Relay::new(name, source, checkpoints, publisher)
             }
-            Bus::Kafka { config, prefix } => {
+            Bus::Kafka { config, prefix, .. } => {
                 let twice = self.duplicate_delivery;
                 let factory = Routed::kafka_factory(config.clone(), prefix.clone(), twice);
                 Relay::with_factory(name, source, checkpoints, factory)
@@ -201,7 +201,7 @@ impl Runtime {
                 lock(&self.consumers).push((group.to_owned(), runner.stats()));
                 self.add(runner);
             }
-            Bus::Kafka { config, prefix } => {
+            Bus::Kafka { config, prefix, .. } => {
                 // The preset's settings (es_kafka::KafkaConsumerBuilder): joins in seconds on
                 // Apache Kafka and the test broker; the group is prefixed like the topics.
                 let consumer = KafkaConsumer::builder(config.clone(), group)

@@ -384,3 +384,52 @@ async fn alone_ten_fresh_starts_each_complete_their_first_order_within_five_seco
         "first orders later than 5 s after ready: {late:?}"
     );
 }
+
+/// The threads of this process.
+fn threads() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap()
+        .lines()
+        .find_map(|line| line.strip_prefix("Threads:"))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap()
+}
+
+/// 80 anonymous `/ready` calls at once ask the broker once, on the one long-lived client:
+/// the process's threads do not grow with the callers (a client per call took 55 threads to
+/// 254).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn eighty_ready_calls_at_once_share_one_broker_client() {
+    let bootstrap = es_kafka::bootstrap_servers().unwrap_or_else(|error| panic!("{error}"));
+    let app = app(&bootstrap, false).await;
+    let public = app.public_router();
+    let get_ready = || {
+        let public = public.clone();
+        async move {
+            let request = axum::http::Request::get("/ready")
+                .body(axum::body::Body::empty())
+                .unwrap();
+            tower::ServiceExt::oneshot(public, request)
+                .await
+                .unwrap()
+                .status()
+        }
+    };
+    let started = std::time::Instant::now();
+    while get_ready().await != StatusCode::OK {
+        assert!(started.elapsed() < Duration::from_secs(60), "never ready");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let before = threads();
+    let statuses = futures::future::join_all((0..80).map(|_| get_ready())).await;
+    let after = threads();
+    assert!(
+        statuses.iter().all(|s| *s == StatusCode::OK),
+        "{statuses:?}"
+    );
+    assert!(
+        after <= before + 4,
+        "threads grew from {before} to {after} for 80 /ready calls"
+    );
+    app.runtime().shutdown().await;
+}
