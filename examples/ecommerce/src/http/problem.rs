@@ -247,7 +247,11 @@ impl Validator {
 /// Whether `email` looks like a deliverable address: one `@`, a non-empty local part, a dotted
 /// domain, no spaces, at most 254 characters.
 pub fn is_valid_email(email: &str) -> bool {
-    if email.len() > 254 || email.chars().any(char::is_whitespace) {
+    if email.len() > 254
+        || email
+            .chars()
+            .any(|c| c.is_whitespace() || c.is_control() || is_format_character(c))
+    {
         return false;
     }
     let Some((local, domain)) = email.split_once('@') else {
@@ -257,6 +261,31 @@ pub fn is_valid_email(email: &str) -> bool {
         && !domain.contains('@')
         && domain.contains('.')
         && domain.split('.').all(|label| !label.is_empty())
+}
+
+/// Whether `c` is an invisible formatting character (Unicode category Cf: zero-width spaces
+/// and joiners, directional marks, the soft hyphen, the byte-order mark...), which would let
+/// two emails that look the same register twice.
+pub fn is_format_character(c: char) -> bool {
+    matches!(
+        c,
+        '\u{00AD}'
+            | '\u{0600}'..='\u{0605}'
+            | '\u{061C}'
+            | '\u{06DD}'
+            | '\u{070F}'
+            | '\u{180E}'
+            | '\u{200B}'..='\u{200F}'
+            | '\u{202A}'..='\u{202E}'
+            | '\u{2060}'..='\u{2064}'
+            | '\u{2066}'..='\u{206F}'
+            | '\u{FEFF}'
+            | '\u{FFF9}'..='\u{FFFB}'
+            | '\u{110BD}'
+            | '\u{1D173}'..='\u{1D17A}'
+            | '\u{E0001}'
+            | '\u{E0020}'..='\u{E007F}'
+    )
 }
 
 #[cfg(test)]

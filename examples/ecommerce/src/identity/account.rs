@@ -19,9 +19,11 @@ pub fn account_id(email: &str) -> Uuid {
     Uuid::new_v5(&ACCOUNT_NAMESPACE, normalize_email(email).as_bytes())
 }
 
-/// An email as accounts compare it: trimmed and lower-cased.
+/// An email as accounts compare it: in Unicode normalization form NFKC (so composed and
+/// decomposed forms, or full-width letters, are one email), trimmed and lower-cased.
 pub fn normalize_email(email: &str) -> String {
-    email.trim().to_lowercase()
+    use unicode_normalization::UnicodeNormalization;
+    email.trim().nfkc().collect::<String>().to_lowercase()
 }
 
 /// The state of an account.
@@ -256,6 +258,15 @@ mod tests {
     fn account_ids_ignore_case_and_spaces() {
         assert_eq!(
             account_id(" Ada@Example.COM "),
+            account_id("ada@example.com")
+        );
+        // Composed (NFC) and decomposed (NFD) forms, or full-width letters, are one email.
+        assert_eq!(
+            account_id("jos\u{e9}@example.com"),
+            account_id("jose\u{301}@example.com")
+        );
+        assert_eq!(
+            account_id("\u{ff41}da@example.com"),
             account_id("ada@example.com")
         );
         assert_ne!(account_id("ada@example.com"), account_id("bob@example.com"));

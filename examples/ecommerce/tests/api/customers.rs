@@ -112,6 +112,39 @@ async fn an_email_registers_once(app: TestApp) {
         &app.login(&ada.email, "another-password").await,
         StatusCode::UNAUTHORIZED,
     );
+
+    // One email in its composed (NFC) and decomposed (NFD) forms registers once; an email
+    // with an invisible formatting character (a zero-width space) is refused.
+    let tag = Uuid::new_v4().simple().to_string();
+    let composed = format!("jos\u{e9}-{tag}@example.com");
+    let decomposed = format!("jose\u{301}-{tag}@example.com");
+    let first = app
+        .post(
+            "/api/v2/customers",
+            None,
+            registration("Jos\u{e9}", &composed),
+        )
+        .await;
+    assert_eq!(first.status, StatusCode::CREATED, "{:?}", first.body);
+    let second = app
+        .post("/api/v2/customers", None, registration("Jose", &decomposed))
+        .await;
+    assert_problem(&second, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(
+        second.body["errors"]["email"].is_array(),
+        "{:?}",
+        second.body
+    );
+    let invisible = format!("ada\u{200b}-{tag}@example.com");
+    let refused = app
+        .post("/api/v2/customers", None, registration("Ada", &invisible))
+        .await;
+    assert_problem(&refused, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(
+        refused.body["errors"]["email"].is_array(),
+        "{:?}",
+        refused.body
+    );
 }
 
 async fn bad_bodies_are_refused_with_their_status(app: TestApp) {
