@@ -42,7 +42,7 @@ pub struct QuoteCreated {
 pub struct SetItemRequest {
     /// The product.
     pub product_id: Uuid,
-    /// The quantity (> 0); sets it when the product is already in the quote.
+    /// The quantity (1 to 1,000,000); sets it when the product is already in the quote.
     pub quantity: i64,
 }
 
@@ -118,6 +118,9 @@ fn status_text(status: QuoteStatus) -> &'static str {
         QuoteStatus::Cancelled => "Cancelled",
     }
 }
+
+/// The largest quantity of one product in a quote.
+pub const MAX_QUANTITY: u32 = 1_000_000;
 
 impl From<QuotesError> for ApiError {
     fn from(error: QuotesError) -> Self {
@@ -201,10 +204,18 @@ async fn set_item<S: TransactionalStore>(
 ) -> Result<axum::Json<QuoteView>, ApiError> {
     let customer_id = caller.customer(Scope::Write)?;
     let product_id = check_id("productId", request.product_id)?;
-    let quantity = u32::try_from(request.quantity)
-        .ok()
-        .filter(|q| *q > 0)
-        .ok_or_else(|| ApiError::field("quantity", "must be greater than zero"))?;
+    let quantity = match u32::try_from(request.quantity) {
+        Ok(0) | Err(_) if request.quantity <= 0 => {
+            return Err(ApiError::field("quantity", "must be greater than zero"));
+        }
+        Ok(quantity) if quantity <= MAX_QUANTITY => quantity,
+        _ => {
+            return Err(ApiError::field(
+                "quantity",
+                format!("must be at most {MAX_QUANTITY}"),
+            ));
+        }
+    };
     let quote = quotes
         .set_item(customer_id, quote_id, product_id, quantity)
         .await?;

@@ -136,6 +136,26 @@ async fn quote_rules_are_enforced(app: TestApp) {
         .post("/api/v2/quotes", token, json!({ "currencyCode": "JPY" }))
         .await;
     assert_problem(&currency, StatusCode::UNPROCESSABLE_ENTITY);
+    // Quantities are bounded, and each bound says what it is.
+    for (quantity, says) in [
+        (0, "greater than zero"),
+        (-3, "greater than zero"),
+        (4_294_967_296_i64, "at most 1000000"),
+        (1_000_001, "at most 1000000"),
+    ] {
+        let reply = app
+            .put(
+                &items,
+                token,
+                json!({ "productId": mat, "quantity": quantity }),
+            )
+            .await;
+        assert_problem(&reply, StatusCode::UNPROCESSABLE_ENTITY);
+        let message = reply.body["errors"]["quantity"][0]
+            .as_str()
+            .unwrap_or_default();
+        assert!(message.contains(says), "{quantity}: {:?}", reply.body);
+    }
     // Confirming needs an item.
     let empty = app
         .post(
