@@ -114,6 +114,33 @@ pub struct Orders<S> {
     quotes: Arc<dyn QuotesClient>,
     view: Arc<dyn OrdersReadModel>,
     clock: Arc<dyn Clock>,
+    /// Open notification streams per customer.
+    streams: Arc<std::sync::Mutex<std::collections::HashMap<Uuid, usize>>>,
+}
+
+/// Notification streams a customer may hold open at once.
+pub const MAX_STREAMS_PER_CUSTOMER: usize = 5;
+
+/// One of a customer's open notification streams: the slot frees when it is dropped.
+#[derive(Debug)]
+pub struct StreamSlot {
+    customer_id: Uuid,
+    streams: Arc<std::sync::Mutex<std::collections::HashMap<Uuid, usize>>>,
+}
+
+impl Drop for StreamSlot {
+    fn drop(&mut self) {
+        let mut streams = self
+            .streams
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(open) = streams.get_mut(&self.customer_id) {
+            *open = open.saturating_sub(1);
+            if *open == 0 {
+                streams.remove(&self.customer_id);
+            }
+        }
+    }
 }
 
 impl<S: TransactionalStore> std::fmt::Debug for Orders<S> {
@@ -142,6 +169,7 @@ impl<S: TransactionalStore> Orders<S> {
             quotes,
             view,
             clock,
+            streams: Arc::default(),
         }
     }
 
@@ -156,6 +184,24 @@ impl<S: TransactionalStore> Orders<S> {
     /// Keeps the read model and the notification feed current until `stopped` completes.
     pub async fn run_view(self: Arc<Self>, stopped: Stopped) {
         self.view.clone().run(stopped).await;
+    }
+
+    /// A slot for one more of the customer's notification streams; `None` when they hold
+    /// [`MAX_STREAMS_PER_CUSTOMER`] open already.
+    pub fn open_stream(&self, customer_id: Uuid) -> Option<StreamSlot> {
+        let mut streams = self
+            .streams
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let open = streams.entry(customer_id).or_insert(0);
+        if *open >= MAX_STREAMS_PER_CUSTOMER {
+            return None;
+        }
+        *open += 1;
+        Some(StreamSlot {
+            customer_id,
+            streams: self.streams.clone(),
+        })
     }
 
     /// Live notifications of every customer (filter by customer).

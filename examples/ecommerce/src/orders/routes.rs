@@ -20,7 +20,10 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
-use super::{Notification, OrderError, OrderSummary, Orders, OrdersError, QuoteRefused};
+use super::{
+    MAX_STREAMS_PER_CUSTOMER, Notification, OrderError, OrderSummary, Orders, OrdersError,
+    QuoteRefused,
+};
 use crate::auth::{Caller, Scope};
 use crate::history::HistoryEntry;
 use crate::http::extract::IdPath;
@@ -231,6 +234,7 @@ async fn confirm_delivery<S: TransactionalStore>(
     responses(
         (status = 200, description = "An event stream of the caller's order status changes", content_type = "text/event-stream"),
         (status = 401, description = "No or invalid token", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "The customer holds the most streams open already (`Retry-After`)", body = Problem, content_type = "application/problem+json"),
     ))]
 async fn notifications<S: TransactionalStore>(
     State(orders): State<Arc<Orders<S>>>,
@@ -238,6 +242,19 @@ async fn notifications<S: TransactionalStore>(
     headers: HeaderMap,
 ) -> Result<axum::response::Response, ApiError> {
     let customer_id = caller.customer(Scope::Read)?;
+    let slot = orders
+        .open_stream(customer_id)
+        .ok_or(ApiError::TooManyRequests {
+            message: format!(
+                "at most {MAX_STREAMS_PER_CUSTOMER} notification streams may be open at once"
+            ),
+            retry_after: Duration::from_secs(5),
+        })?;
+    // The stream ends when the token that opened it expires: the client reconnects with a
+    // fresh token and `Last-Event-ID`.
+    let expires_in =
+        u64::try_from(caller.claims().exp - chrono::Utc::now().timestamp()).unwrap_or(0);
+    let expired = tokio::time::sleep(Duration::from_secs(expires_in));
     let after = headers
         .get("last-event-id")
         .and_then(|v| v.to_str().ok())
@@ -249,21 +266,25 @@ async fn notifications<S: TransactionalStore>(
     let past = orders.notifications(customer_id, after).await?;
     let last_past = past.last().map_or(after, |n| n.id);
     let replay = futures::stream::iter(past.into_iter().map(to_event));
-    let live = futures::stream::unfold((live, last_past), move |(mut live, mut last)| async move {
-        loop {
-            match live.recv().await {
-                Ok(n) if n.customer_id == customer_id && n.id > last => {
-                    last = n.id;
-                    return Some((to_event(n), (live, last)));
+    let live = futures::stream::unfold(
+        (live, last_past, slot),
+        move |(mut live, mut last, slot)| async move {
+            loop {
+                match live.recv().await {
+                    Ok(n) if n.customer_id == customer_id && n.id > last => {
+                        last = n.id;
+                        return Some((to_event(n), (live, last, slot)));
+                    }
+                    Ok(_) => {}
+                    // Fell behind the live feed: end the stream; the client reconnects with
+                    // `Last-Event-ID` and gets what it missed from the feed.
+                    Err(RecvError::Lagged(_) | RecvError::Closed) => return None,
                 }
-                Ok(_) => {}
-                // Fell behind the live feed: end the stream; the client reconnects with
-                // `Last-Event-ID` and gets what it missed from the feed.
-                Err(RecvError::Lagged(_) | RecvError::Closed) => return None,
             }
-        }
-    });
-    let events: BoxStream<'static, Result<Event, Infallible>> = replay.chain(live).boxed();
+        },
+    );
+    let events: BoxStream<'static, Result<Event, Infallible>> =
+        replay.chain(live).take_until(expired).boxed();
     Ok(Sse::new(events)
         .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
         .into_response())

@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode, header};
+use ecommerce::auth::{ACCESS_AUDIENCE, AccessClaims, ISSUER, Role};
 use ecommerce::catalog::product_id;
 use futures::StreamExt;
 use serde_json::Value;
@@ -12,7 +13,10 @@ use tower::ServiceExt;
 use crate::on_both_backends;
 use crate::support::{TestApp, assert_problem, place_order, terminal, wait_for_order};
 
-on_both_backends!(customers_are_pushed_their_own_status_changes_only);
+on_both_backends!(
+    customers_are_pushed_their_own_status_changes_only,
+    notification_streams_are_bounded_and_end_with_their_token,
+);
 
 /// Reads events from an SSE body until `count` arrived or `timeout` passed.
 async fn read_events(body: Body, count: usize, timeout: Duration) -> Vec<Value> {
@@ -107,4 +111,74 @@ async fn customers_are_pushed_their_own_status_changes_only(app: TestApp) {
         .map(|e| e["status"].as_str().unwrap())
         .collect();
     assert_eq!(statuses, ["Paid", "Shipped"]);
+}
+
+async fn subscribe(app: &TestApp, token: &str) -> axum::response::Response {
+    let request = Request::builder()
+        .uri("/api/v2/notifications")
+        .header(header::AUTHORIZATION, format!("Bearer {token}"))
+        .body(Body::empty())
+        .unwrap();
+    app.app.public_router().oneshot(request).await.unwrap()
+}
+
+/// A customer holds at most five streams open (the sixth is a 429 with `Retry-After` until
+/// one closes), and a stream ends when the token that opened it expires.
+async fn notification_streams_are_bounded_and_end_with_their_token(app: TestApp) {
+    let ada = app.customer("Ada Lovelace").await;
+    let mut open = Vec::new();
+    for _ in 0..ecommerce::orders::MAX_STREAMS_PER_CUSTOMER {
+        let response = subscribe(&app, &ada.access_token).await;
+        assert_eq!(response.status(), StatusCode::OK);
+        open.push(response);
+    }
+    let refused = subscribe(&app, &ada.access_token).await;
+    assert_eq!(refused.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert!(refused.headers().contains_key(header::RETRY_AFTER));
+    // Another customer is not affected; a closed stream frees its slot.
+    let bob = app.customer("Bob Babbage").await;
+    assert_eq!(
+        subscribe(&app, &bob.access_token).await.status(),
+        StatusCode::OK
+    );
+    drop(open.pop());
+    assert_eq!(
+        subscribe(&app, &ada.access_token).await.status(),
+        StatusCode::OK
+    );
+    drop(open);
+
+    // A token that expires in two seconds: its stream ends then.
+    let now = chrono::Utc::now().timestamp();
+    let short = app
+        .keys()
+        .sign(&AccessClaims {
+            sub: ada.customer_id.to_string(),
+            iss: ISSUER.to_owned(),
+            aud: ACCESS_AUDIENCE.to_owned(),
+            iat: now,
+            exp: now + 2,
+            jti: uuid::Uuid::new_v4().to_string(),
+            role: Role::Customer,
+            scope: "read".to_owned(),
+            email: None,
+            customer_id: Some(ada.customer_id),
+        })
+        .unwrap();
+    let response = subscribe(&app, &short).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let started = std::time::Instant::now();
+    let mut body = response.into_body().into_data_stream();
+    let ended = tokio::time::timeout(Duration::from_secs(10), async {
+        while let Some(chunk) = body.next().await {
+            chunk.unwrap();
+        }
+    })
+    .await;
+    assert!(ended.is_ok(), "the stream outlived its token");
+    assert!(
+        started.elapsed() <= Duration::from_secs(4),
+        "ended after {:?}",
+        started.elapsed()
+    );
 }
