@@ -256,6 +256,7 @@ impl ServeArgs {
                 per_account_per_minute: self.sign_ins_per_account_per_minute,
                 per_address_per_minute: self.sign_ins_per_address_per_minute,
             },
+            refresh_reuse_grace: Duration::from_secs(2),
         })
     }
 }

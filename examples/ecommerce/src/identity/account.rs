@@ -6,6 +6,7 @@
 
 use std::collections::{HashMap, HashSet};
 
+use chrono::{DateTime, TimeDelta, Utc};
 use es_core::{Aggregate, DomainEvent};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -35,6 +36,9 @@ pub struct Account {
     active: HashMap<Uuid, Uuid>,
     /// Spent refresh tokens → their family.
     spent: HashMap<Uuid, Uuid>,
+    /// When each spent token was spent (tokens spent before this was recorded have none).
+    #[serde(default)]
+    spent_at: HashMap<Uuid, DateTime<Utc>>,
     revoked_families: HashSet<Uuid>,
 }
 
@@ -79,6 +83,11 @@ pub enum AccountCommand {
         presented: Uuid,
         /// The id of the token that replaces it.
         next: Uuid,
+        /// When it is presented.
+        now: DateTime<Utc>,
+        /// How long after a token was spent presenting it again is taken for a concurrent
+        /// refresh (refused, the family kept) rather than a stolen copy (the family revoked).
+        reuse_grace: TimeDelta,
     },
 }
 
@@ -117,6 +126,9 @@ pub enum AccountEvent {
         /// The family of both.
         #[serde(rename = "familyId")]
         family_id: Uuid,
+        /// When the token was spent (absent from events recorded before it was kept).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        at: Option<DateTime<Utc>>,
     },
     /// A spent refresh token was presented again: its whole family is revoked.
     #[serde(rename = "RefreshTokenReuseDetected")]
@@ -143,6 +155,10 @@ pub enum AccountError {
     /// The refresh token is unknown, or its family was revoked.
     #[error("the refresh token is not valid")]
     InvalidRefreshToken,
+    /// The refresh token was spent moments ago (by a concurrent refresh): refused, and its
+    /// family kept.
+    #[error("the refresh token was spent moments ago")]
+    SpentMomentsAgo,
 }
 
 impl Aggregate for Account {
@@ -175,16 +191,31 @@ impl Aggregate for Account {
                     family_id: *family_id,
                 }])
             }
-            AccountCommand::RotateRefreshToken { presented, next } => {
+            AccountCommand::RotateRefreshToken {
+                presented,
+                next,
+                now,
+                reuse_grace,
+            } => {
                 self.active_registration().ok_or(AccountError::NotFound)?;
                 if let Some(&family_id) = self.active.get(presented) {
                     return Ok(vec![AccountEvent::RefreshTokenRotated {
                         spent_token_id: *presented,
                         token_id: *next,
                         family_id,
+                        at: Some(*now),
                     }]);
                 }
+                let spent_moments_ago = self
+                    .spent_at
+                    .get(presented)
+                    .is_some_and(|at| *now - *at < *reuse_grace);
                 match self.spent.get(presented) {
+                    Some(&family_id)
+                        if !self.revoked_families.contains(&family_id) && spent_moments_ago =>
+                    {
+                        Err(AccountError::SpentMomentsAgo)
+                    }
                     Some(&family_id) if !self.revoked_families.contains(&family_id) => {
                         Ok(vec![AccountEvent::RefreshTokenReuseDetected {
                             token_id: *presented,
@@ -219,9 +250,13 @@ impl Aggregate for Account {
                 spent_token_id,
                 token_id,
                 family_id,
+                at,
             } => {
                 self.active.remove(spent_token_id);
                 self.spent.insert(*spent_token_id, *family_id);
+                if let Some(at) = at {
+                    self.spent_at.insert(*spent_token_id, *at);
+                }
                 self.active.insert(*token_id, *family_id);
             }
             AccountEvent::RefreshTokenReuseDetected { family_id, .. } => {
@@ -237,6 +272,21 @@ mod tests {
     use es_core::testing::given;
 
     use super::*;
+
+    /// `seconds` after the fixed start of these tests.
+    fn at(seconds: i64) -> DateTime<Utc> {
+        DateTime::from_timestamp(1_800_000_000 + seconds, 0).unwrap_or_default()
+    }
+
+    /// Presents token `presented` at `at(seconds)`, with a ten-second grace.
+    fn rotate(presented: u128, next: u128, seconds: i64) -> AccountCommand {
+        AccountCommand::RotateRefreshToken {
+            presented: Uuid::from_u128(presented),
+            next: Uuid::from_u128(next),
+            now: at(seconds),
+            reuse_grace: TimeDelta::seconds(10),
+        }
+    }
 
     fn registration() -> Registration {
         Registration {
@@ -291,14 +341,12 @@ mod tests {
     #[test]
     fn a_refresh_token_rotates_once() {
         given::<Account>([AccountEvent::Registered(registration()), issued(1, 9)])
-            .when(AccountCommand::RotateRefreshToken {
-                presented: Uuid::from_u128(1),
-                next: Uuid::from_u128(2),
-            })
+            .when(rotate(1, 2, 0))
             .then([AccountEvent::RefreshTokenRotated {
                 spent_token_id: Uuid::from_u128(1),
                 token_id: Uuid::from_u128(2),
                 family_id: Uuid::from_u128(9),
+                at: Some(at(0)),
             }]);
     }
 
@@ -308,17 +356,20 @@ mod tests {
             spent_token_id: Uuid::from_u128(1),
             token_id: Uuid::from_u128(2),
             family_id: Uuid::from_u128(9),
+            at: Some(at(0)),
         };
         let history = [
             AccountEvent::Registered(registration()),
             issued(1, 9),
             rotated.clone(),
         ];
+        // Moments after it was spent (a concurrent refresh): refused, the family kept.
         given::<Account>(history.clone())
-            .when(AccountCommand::RotateRefreshToken {
-                presented: Uuid::from_u128(1),
-                next: Uuid::from_u128(3),
-            })
+            .when(rotate(1, 3, 1))
+            .then_error(AccountError::SpentMomentsAgo);
+        // Later: a copy someone else holds.
+        given::<Account>(history.clone())
+            .when(rotate(1, 3, 60))
             .then([AccountEvent::RefreshTokenReuseDetected {
                 token_id: Uuid::from_u128(1),
                 family_id: Uuid::from_u128(9),
@@ -331,20 +382,14 @@ mod tests {
         after.push(revoked);
         // The token that replaced the reused one is revoked with its family.
         given::<Account>(after)
-            .when(AccountCommand::RotateRefreshToken {
-                presented: Uuid::from_u128(2),
-                next: Uuid::from_u128(4),
-            })
+            .when(rotate(2, 4, 0))
             .then_error(AccountError::InvalidRefreshToken);
     }
 
     #[test]
     fn unknown_tokens_and_closed_accounts_are_refused() {
         given::<Account>([AccountEvent::Registered(registration())])
-            .when(AccountCommand::RotateRefreshToken {
-                presented: Uuid::from_u128(5),
-                next: Uuid::from_u128(6),
-            })
+            .when(rotate(5, 6, 0))
             .then_error(AccountError::InvalidRefreshToken);
         let closed = AccountEvent::Closed {
             account_id: registration().account_id,
@@ -354,10 +399,7 @@ mod tests {
             issued(1, 9),
             closed,
         ])
-        .when(AccountCommand::RotateRefreshToken {
-            presented: Uuid::from_u128(1),
-            next: Uuid::from_u128(2),
-        })
+        .when(rotate(1, 2, 0))
         .then_error(AccountError::NotFound);
         given::<Account>([])
             .when(AccountCommand::Close)

@@ -49,6 +49,9 @@ pub struct IdentityConfig {
     /// How many password hashes run at once, how long a caller waits for a turn, and the
     /// sign-in rate limits.
     pub sign_in: SignInLimits,
+    /// How long after a refresh token was spent presenting it again counts as a concurrent
+    /// refresh (refused, the family kept) instead of a stolen copy (the family revoked).
+    pub refresh_reuse_grace: Duration,
 }
 
 impl std::fmt::Debug for IdentityConfig {
@@ -73,6 +76,7 @@ impl IdentityConfig {
             m2m_token_ttl: Duration::from_secs(3600),
             clients: vec![development_client()],
             sign_in: SignInLimits::default(),
+            refresh_reuse_grace: Duration::from_secs(2),
         }
     }
 }

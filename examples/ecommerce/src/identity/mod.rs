@@ -188,7 +188,8 @@ impl<S: TransactionalStore> Identity<S> {
     }
 
     /// Spends a refresh token for a new pair. A spent token presented again revokes every
-    /// token of its family (someone else may hold a copy).
+    /// token of its family (someone else may hold a copy), unless it was spent within the
+    /// reuse grace (a concurrent refresh): then it is refused and the family kept.
     ///
     /// # Errors
     /// [`IdentityError::InvalidRefreshToken`] for a malformed, expired, unknown, spent or
@@ -205,6 +206,9 @@ impl<S: TransactionalStore> Identity<S> {
         let command = AccountCommand::RotateRefreshToken {
             presented: claims.jti,
             next,
+            now: self.clock.now(),
+            reuse_grace: chrono::TimeDelta::from_std(self.config.refresh_reuse_grace)
+                .unwrap_or(chrono::TimeDelta::zero()),
         };
         let executed = match self.accounts.execute(&stream, &command, &context()).await {
             Ok(executed) => executed,

@@ -62,7 +62,13 @@ async fn refresh_tokens_rotate_and_reuse_revokes_the_family(app: TestApp) {
         .await;
     assert_eq!(details.status, StatusCode::OK);
 
-    // The spent token presented again: refused, and its family is revoked.
+    // The spent token presented again at once (as a concurrent refresh would): refused,
+    // and its family kept.
+    let concurrent = refresh(ada.refresh_token.clone()).await;
+    assert_problem(&concurrent, StatusCode::UNAUTHORIZED);
+    // Presented again after the grace (a copy someone else holds): refused, and its family
+    // is revoked.
+    tokio::time::sleep(std::time::Duration::from_millis(2_200)).await;
     let reused = refresh(ada.refresh_token.clone()).await;
     assert_problem(&reused, StatusCode::UNAUTHORIZED);
     let after_reuse = refresh(second_token).await;
@@ -100,6 +106,17 @@ async fn concurrent_refreshes_of_one_token_yield_one_pair(app: TestApp) {
         .filter(|r| r.status == StatusCode::UNAUTHORIZED)
         .count();
     assert_eq!((ok, refused), (1, 3), "{replies:?}");
+    // The losers did not revoke the winner's family: its new token still works.
+    let winner = replies.iter().find(|r| r.status == StatusCode::OK).unwrap();
+    let next = winner.body["refreshToken"].as_str().unwrap();
+    let again = app
+        .post(
+            "/api/v2/accounts/refresh",
+            None,
+            json!({ "refreshToken": next }),
+        )
+        .await;
+    assert_eq!(again.status, StatusCode::OK, "{:?}", again.body);
 }
 
 async fn client_credentials_grant_scoped_machine_tokens(app: TestApp) {
