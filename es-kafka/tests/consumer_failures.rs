@@ -98,14 +98,13 @@ fn spawn_runner<H: MessageHandler + 'static>(
 }
 
 /// Every record of `topic` (up to `count`), with its headers as text.
+/// A record's payload and headers.
+type Record = (Option<Vec<u8>>, BTreeMap<String, String>);
+
 /// Records of `topic` until `distinct` original offsets were seen, the first of each, in
 /// original-offset order.
-async fn read_distinct_records(
-    bootstrap: &str,
-    topic: &str,
-    distinct: usize,
-) -> Vec<(Option<Vec<u8>>, BTreeMap<String, String>)> {
-    let mut seen: BTreeMap<u64, (Option<Vec<u8>>, BTreeMap<String, String>)> = BTreeMap::new();
+async fn read_distinct_records(bootstrap: &str, topic: &str, distinct: usize) -> Vec<Record> {
+    let mut seen: BTreeMap<u64, Record> = BTreeMap::new();
     let mut read = distinct.saturating_sub(1);
     while seen.len() < distinct {
         read += 1;
