@@ -359,19 +359,43 @@ where
         command: &A::Command,
         context: &CommandContext,
     ) -> Result<Executed<A>, RepositoryError<A::Error>> {
-        self.execute_in_unspanned(tx, stream_id, command, context)
+        async {
+            let loaded = self.load_in(tx, stream_id).await?;
+            self.decide_and_append(tx, stream_id, loaded, command, context)
+                .await
+        }
+        .instrument(command_span::<A>(stream_id))
+        .await
+    }
+
+    /// Like [`execute_in`](Self::execute_in), on the state `loaded` that the caller read with
+    /// [`load_in`](Self::load_in) in the same transaction (to look at several aggregates
+    /// before deciding on them, without reading each twice). The expected version is
+    /// `loaded`'s, so a state from elsewhere conflicts rather than decide on stale data.
+    ///
+    /// # Errors
+    /// As [`execute_in`](Self::execute_in).
+    pub async fn execute_loaded_in<T: StoreTransaction>(
+        &self,
+        tx: &mut T,
+        stream_id: &StreamId,
+        loaded: Loaded<A>,
+        command: &A::Command,
+        context: &CommandContext,
+    ) -> Result<Executed<A>, RepositoryError<A::Error>> {
+        self.decide_and_append(tx, stream_id, loaded, command, context)
             .instrument(command_span::<A>(stream_id))
             .await
     }
 
-    async fn execute_in_unspanned<T: StoreTransaction>(
+    async fn decide_and_append<T: StoreTransaction>(
         &self,
         tx: &mut T,
         stream_id: &StreamId,
+        loaded: Loaded<A>,
         command: &A::Command,
         context: &CommandContext,
     ) -> Result<Executed<A>, RepositoryError<A::Error>> {
-        let loaded = self.load_in(tx, stream_id).await?;
         let before = loaded.version;
         let decided = match self.decide(stream_id, loaded, command, context)? {
             Decision::Nothing(state) => return Ok(Executed::unchanged(state, before)),

@@ -274,11 +274,3 @@ pub async fn settle(app: &dyn Books, timeout: Duration) -> Report {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
-
-/// The ids of every order, for reports.
-pub async fn order_ids(app: &dyn Books) -> Vec<Uuid> {
-    app.orders()
-        .await
-        .map(|all| all.into_iter().map(|o| o.order_id).collect())
-        .unwrap_or_default()
-}

@@ -35,20 +35,6 @@ pub trait StockClient: Send + Sync {
 #[error("inventory: {0}")]
 pub struct StockUnavailable(#[source] pub es_core::BoxError);
 
-/// Stock before inventory exists: none of anything.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct NoInventory;
-
-#[async_trait]
-impl StockClient for NoInventory {
-    async fn quantities(
-        &self,
-        _product_ids: &[Uuid],
-    ) -> Result<HashMap<Uuid, u32>, StockUnavailable> {
-        Ok(HashMap::new())
-    }
-}
-
 /// Why the catalog failed.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -123,12 +109,6 @@ impl Catalog {
     /// The catalog of the products in `table`, with stock from `stock`.
     pub fn new(table: Arc<dyn ProductTable>, stock: Arc<dyn StockClient>) -> Self {
         Self { table, stock }
-    }
-
-    /// Replaces the stock source (inventory is wired after the catalog).
-    pub fn with_stock(mut self, stock: Arc<dyn StockClient>) -> Self {
-        self.stock = stock;
-        self
     }
 
     /// Products by id (all of them, in catalog order, when `ids` is empty).

@@ -3,7 +3,7 @@
 //! arena, so the threads that ever hash bound the process's memory (the runtime's blocking
 //! pool would grow to hundreds of threads under a burst).
 
-use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
+use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use argon2::Argon2;
@@ -21,6 +21,9 @@ pub enum HashError {
     /// The hashing threads are gone (the process is shutting down).
     #[error("the password hashing threads are gone")]
     Gone,
+    /// More hashes were asked at once than there are threads (a caller without a turn).
+    #[error("every password hashing thread is busy")]
+    Full,
 }
 
 type Job = Box<dyn FnOnce() + Send>;
@@ -56,12 +59,12 @@ impl Hasher {
         let job: Job = Box::new(move || {
             let _ = done.send(job());
         });
-        let jobs = self.jobs.clone();
-        // The callers hold a hashing turn, so the queue has room: this never blocks long.
-        tokio::task::spawn_blocking(move || jobs.send(job))
-            .await
-            .map_err(|_| HashError::Gone)?
-            .map_err(|_| HashError::Gone)?;
+        // The callers hold a hashing turn (no more than there are threads), so the queue,
+        // as long as there are threads, always has room.
+        self.jobs.try_send(job).map_err(|error| match error {
+            TrySendError::Full(_) => HashError::Full,
+            TrySendError::Disconnected(_) => HashError::Gone,
+        })?;
         result.await.map_err(|_| HashError::Gone)
     }
 

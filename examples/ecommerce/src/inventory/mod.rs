@@ -246,13 +246,14 @@ impl<S: TransactionalStore> Inventory<S> {
         }
         let mut units = Vec::with_capacity(lines.len());
         let mut short = Vec::new();
+        // Each state is read once and decided on as read (the streams are locked).
         for line in &lines {
             let stream = unit_stream(line.product_id)?;
-            let unit = self.units.load_in(tx, &stream).await?.state;
-            if !unit.entered || unit.available < line.quantity {
+            let unit = self.units.load_in(tx, &stream).await?;
+            if !unit.state.entered || unit.state.available < line.quantity {
                 short.push(line.product_id);
             }
-            units.push((stream, *line));
+            units.push((stream, unit, *line));
         }
         if !short.is_empty() {
             let refuse = ReservationCommand::Refuse {
@@ -260,17 +261,19 @@ impl<S: TransactionalStore> Inventory<S> {
                 product_ids: short,
             };
             self.reservations
-                .execute_in(tx, &reservation_stream, &refuse, context)
+                .execute_loaded_in(tx, &reservation_stream, reservation, &refuse, context)
                 .await?;
             return Ok(ReservationStatus::Refused);
         }
-        for (stream, line) in units {
+        for (stream, unit, line) in units {
             let hold = StockCommand::Hold { order_id, line };
-            self.units.execute_in(tx, &stream, &hold, context).await?;
+            self.units
+                .execute_loaded_in(tx, &stream, unit, &hold, context)
+                .await?;
         }
         let reserve = ReservationCommand::Reserve { order_id, lines };
         self.reservations
-            .execute_in(tx, &reservation_stream, &reserve, context)
+            .execute_loaded_in(tx, &reservation_stream, reservation, &reserve, context)
             .await?;
         Ok(ReservationStatus::Reserved)
     }
@@ -317,11 +320,11 @@ impl<S: TransactionalStore> Inventory<S> {
         context: &CommandContext,
     ) -> Result<Option<ReservationStatus>, InventoryError> {
         let stream = reservation_stream(order_id)?;
-        let reservation = self.reservations.load_in(tx, &stream).await?.state;
-        if reservation.status != Some(ReservationStatus::Reserved) {
-            return Ok(reservation.status);
+        let reservation = self.reservations.load_in(tx, &stream).await?;
+        if reservation.state.status != Some(ReservationStatus::Reserved) {
+            return Ok(reservation.state.status);
         }
-        for line in &reservation.lines {
+        for line in &reservation.state.lines {
             let give_back = StockCommand::GiveBack {
                 order_id,
                 line: *line,
@@ -332,7 +335,7 @@ impl<S: TransactionalStore> Inventory<S> {
         }
         let release = ReservationCommand::Release { order_id };
         self.reservations
-            .execute_in(tx, &stream, &release, context)
+            .execute_loaded_in(tx, &stream, reservation, &release, context)
             .await?;
         Ok(Some(ReservationStatus::Released))
     }
