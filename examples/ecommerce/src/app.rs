@@ -12,7 +12,8 @@ use tokio::net::TcpListener;
 use crate::auth::TokenKeys;
 use crate::backend::Backend;
 use crate::http::problem::ApiError;
-use crate::http::{Health, not_found, trace_requests};
+use crate::http::server::{self, ServerLimits};
+use crate::http::{Health, not_found, problems_only, trace_requests};
 use crate::identity::IdentityConfig;
 use crate::invariants::Books;
 use crate::ops::Operations;
@@ -29,6 +30,8 @@ pub struct AppConfig {
     pub identity: IdentityConfig,
     /// Largest accepted request body, in bytes.
     pub body_limit: usize,
+    /// What each listener lets its clients hold: connections, timeouts.
+    pub server: ServerLimits,
     /// The ordering workflow's settings.
     pub workflow: WorkflowConfig,
     /// Kafka, when messages go through a broker instead of the in-process bus.
@@ -45,12 +48,14 @@ pub struct KafkaSettings {
 }
 
 impl AppConfig {
-    /// The embedded default: in memory, development secrets, 64 KiB bodies.
+    /// The embedded default: in memory, development secrets, 64 KiB bodies, the default
+    /// [`ServerLimits`].
     pub fn embedded() -> Self {
         Self {
             backend: Backend::Memory,
             identity: IdentityConfig::development(),
             body_limit: 64 * 1024,
+            server: ServerLimits::default(),
             workflow: WorkflowConfig::default(),
             kafka: None,
         }
@@ -87,6 +92,7 @@ pub struct App {
     backend: &'static str,
     keys: Arc<TokenKeys>,
     body_limit: usize,
+    server: ServerLimits,
     public: (Router, utoipa::openapi::OpenApi),
     internal: (Router, utoipa::openapi::OpenApi),
     books: Arc<dyn Books>,
@@ -114,6 +120,7 @@ pub(crate) struct Parts {
     pub(crate) backend: &'static str,
     pub(crate) keys: Arc<TokenKeys>,
     pub(crate) body_limit: usize,
+    pub(crate) server: ServerLimits,
     pub(crate) public: (Router, utoipa::openapi::OpenApi),
     pub(crate) internal: (Router, utoipa::openapi::OpenApi),
     pub(crate) books: Arc<dyn Books>,
@@ -128,6 +135,7 @@ impl App {
             backend: parts.backend,
             keys: parts.keys,
             body_limit: parts.body_limit,
+            server: parts.server,
             public: parts.public,
             internal: parts.internal,
             books: parts.books,
@@ -246,6 +254,7 @@ impl App {
             .method_not_allowed_fallback(method_not_allowed)
             .layer(DefaultBodyLimit::max(self.body_limit))
             .layer(axum::Extension(self.keys.clone()))
+            .layer(axum::middleware::from_fn(problems_only))
             .layer(axum::middleware::from_fn(trace_requests))
     }
 
@@ -267,33 +276,55 @@ impl App {
         };
         let public = bind(public_addr).await?;
         let internal = bind(internal_addr).await?;
-        tracing::info!(public = %public_addr, internal = %internal_addr, backend = self.backend, "serving");
+        self.serve_on(public, internal, shutdown).await;
+        Ok(())
+    }
+
+    /// [`serve`](Self::serve) on listeners already bound (to port 0, say), within the
+    /// configured [`ServerLimits`] on each.
+    pub async fn serve_on(
+        &self,
+        public: TcpListener,
+        internal: TcpListener,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) {
+        let address = |listener: &TcpListener| {
+            listener
+                .local_addr()
+                .map_or_else(|error| error.to_string(), |addr| addr.to_string())
+        };
+        tracing::info!(
+            public = address(&public),
+            internal = address(&internal),
+            backend = self.backend,
+            limits = ?self.server,
+            "serving"
+        );
         let (stop, stopped) = tokio::sync::watch::channel(false);
         let signal = |mut stopped: tokio::sync::watch::Receiver<bool>| async move {
             let _ = stopped.wait_for(|stop| *stop).await;
         };
-        let public_server = axum::serve(
-            public,
-            self.public_router()
-                .into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(signal(stopped.clone()));
-        let internal_server =
-            axum::serve(internal, self.internal_router()).with_graceful_shutdown(signal(stopped));
         tokio::spawn(async move {
             shutdown.await;
             tracing::info!("shutting down: draining in-flight requests");
             let _ = stop.send(true);
         });
-        let (public_result, internal_result) = tokio::join!(public_server, internal_server);
-        for result in [public_result, internal_result] {
-            if let Err(error) = result {
-                tracing::error!(%error, "listener failed");
-            }
-        }
+        tokio::join!(
+            server::serve(
+                public,
+                self.public_router(),
+                self.server,
+                signal(stopped.clone())
+            ),
+            server::serve(
+                internal,
+                self.internal_router(),
+                self.server,
+                signal(stopped)
+            ),
+        );
         self.runtime().shutdown().await;
         tracing::info!("stopped");
-        Ok(())
     }
 }
 

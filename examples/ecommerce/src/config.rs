@@ -89,6 +89,23 @@ pub struct ServeArgs {
     /// Largest accepted request body, in bytes.
     #[arg(long, env = "ECOMMERCE_BODY_LIMIT", default_value_t = 64 * 1024)]
     pub body_limit: usize,
+    /// Connections each listener holds open at once; more wait in the backlog.
+    #[arg(long, env = "ECOMMERCE_MAX_CONNECTIONS", default_value_t = 1024)]
+    pub max_connections: usize,
+    /// Milliseconds a client has to send a request's headers; also how long an idle
+    /// kept-alive connection stays open.
+    #[arg(
+        long,
+        env = "ECOMMERCE_HEADER_READ_TIMEOUT_MS",
+        default_value_t = 10_000
+    )]
+    pub header_read_timeout_ms: u64,
+    /// The longest pause, in milliseconds, while a request body is read (then 408).
+    #[arg(long, env = "ECOMMERCE_BODY_READ_TIMEOUT_MS", default_value_t = 10_000)]
+    pub body_read_timeout_ms: u64,
+    /// Milliseconds shutdown waits for in-flight requests and open streams.
+    #[arg(long, env = "ECOMMERCE_DRAIN_TIMEOUT_MS", default_value_t = 10_000)]
+    pub drain_timeout_ms: u64,
     /// Seconds a workflow step may go unanswered before the order is cancelled.
     #[arg(long, env = "ECOMMERCE_STEP_TIMEOUT_SECONDS", default_value_t = 60.0)]
     pub step_timeout_seconds: f64,
@@ -134,6 +151,16 @@ pub enum ConfigError {
 }
 
 impl ServeArgs {
+    /// What each listener lets its clients hold.
+    pub fn server(&self) -> crate::http::server::ServerLimits {
+        crate::http::server::ServerLimits {
+            max_connections: self.max_connections,
+            header_read_timeout: Duration::from_millis(self.header_read_timeout_ms),
+            body_read_timeout: Duration::from_millis(self.body_read_timeout_ms),
+            drain_timeout: Duration::from_millis(self.drain_timeout_ms),
+        }
+    }
+
     /// Kafka's settings, when bootstrap servers are given.
     pub fn kafka(&self) -> Option<crate::app::KafkaSettings> {
         let servers = self.kafka_bootstrap_servers.as_ref()?;

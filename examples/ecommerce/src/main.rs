@@ -33,7 +33,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Serves the public API on :5000 and the internal API on 127.0.0.1:5100 (the default).
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Drives the ordering workflow through the HTTP API: registers customers, places orders
     /// (some hitting each compensation path), prints each order's status history and checks
     /// every invariant. In process on the embedded default, or against `--url`.
@@ -103,7 +103,7 @@ async fn main() -> ExitCode {
     };
     let result = match cli.command {
         None => serve(cli.serve).await,
-        Some(Command::Serve(args)) => serve(args).await,
+        Some(Command::Serve(args)) => serve(*args).await,
         Some(Command::Demo(args)) => demo(args).await,
     };
     telemetry.shutdown();
@@ -143,6 +143,7 @@ async fn serve(args: ServeArgs) -> MainResult {
         backend,
         identity,
         body_limit: args.body_limit,
+        server: args.server(),
         workflow: args.workflow()?,
         kafka: args.kafka(),
     })

@@ -182,6 +182,7 @@ async fn wire<B: ShopBackend>(backend: B, config: AppConfig) -> Result<App, Star
         backend: B::NAME,
         keys,
         body_limit: config.body_limit,
+        server: config.server,
         public: public.split_for_parts(),
         internal: internal.split_for_parts(),
         books,

@@ -1,5 +1,7 @@
 //! Extractors whose rejections are problem documents: bad JSON is a 400, JSON of the wrong
-//! shape (a missing field, a wrong type) a 422, a wrong content type a 415, an oversized body a 413, a malformed id a 400 and the nil UUID a 422.
+//! shape (a missing field, a wrong type) a 422, a wrong content type a 415, an oversized body
+//! a 413, a body paused past the read timeout a 408, a malformed id a 400 and the nil UUID a
+//! 422.
 
 use axum::extract::rejection::{JsonRejection, PathRejection};
 use axum::extract::{FromRequest, FromRequestParts, Request};
@@ -75,9 +77,25 @@ fn json_rejection(rejection: JsonRejection) -> ApiError {
         JsonRejection::BytesRejection(bytes) if bytes.status() == StatusCode::PAYLOAD_TOO_LARGE => {
             ApiError::PayloadTooLarge("the request body is larger than the limit".to_owned())
         }
+        JsonRejection::BytesRejection(bytes) if timed_out(&bytes) => ApiError::RequestTimeout(
+            "the request body paused longer than the body read timeout".to_owned(),
+        ),
         JsonRejection::JsonDataError(error) => ApiError::field("body", error.body_text()),
         other => ApiError::BadRequest(format!("malformed JSON body: {}", other.body_text())),
     }
+}
+
+/// Whether reading the body failed because the client paused longer than the server's body
+/// read timeout (tower-http's `TimeoutError` somewhere in the causes).
+fn timed_out(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cause = Some(error);
+    while let Some(error) = cause {
+        if error.is::<tower_http::timeout::TimeoutError>() {
+            return true;
+        }
+        cause = error.source();
+    }
+    false
 }
 
 /// A non-nil UUID from the path (routes with one path parameter).

@@ -1,8 +1,9 @@
 //! HTTP plumbing shared by every context: problem documents, extractors, request tracing,
-//! health and readiness, and the OpenAPI documents.
+//! health and readiness, the OpenAPI documents and the server with its limits.
 
 pub mod extract;
 pub mod problem;
+pub mod server;
 
 use std::sync::OnceLock;
 use std::time::Instant;
@@ -137,7 +138,100 @@ fn request_duration() -> &'static Histogram<f64> {
     })
 }
 
+/// Turns an error answer without a body of ours (one a middleware or an extractor outside this
+/// crate produced: a timeout, a rejected header) into a problem document with its status, so
+/// that every error a client sees is `application/problem+json`.
+pub async fn problems_only(request: Request, next: Next) -> Response {
+    let response = next.run(request).await;
+    let status = response.status();
+    let is_problem = response
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .is_some_and(|kind| kind.as_bytes() == problem::PROBLEM_JSON.as_bytes());
+    if !(status.is_client_error() || status.is_server_error()) || is_problem {
+        return response;
+    }
+    let (mut parts, _) = response.into_parts();
+    let reason = status.canonical_reason().unwrap_or("error").to_lowercase();
+    let answer = problem::Problem::response(status, reason, Default::default(), None);
+    let (answer_parts, body) = answer.into_parts();
+    parts.headers.insert(
+        axum::http::header::CONTENT_TYPE,
+        answer_parts.headers[axum::http::header::CONTENT_TYPE].clone(),
+    );
+    parts.headers.remove(axum::http::header::CONTENT_LENGTH);
+    Response::from_parts(parts, body)
+}
+
 /// The answer for a route that does not exist.
 pub async fn not_found(uri: Uri) -> ApiError {
     ApiError::NotFound(format!("no route for {}", uri.path()))
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::Router;
+    use axum::body::Body;
+    use axum::http::{StatusCode, header};
+    use axum::routing::get;
+    use http_body_util::BodyExt;
+    use tower::ServiceExt;
+
+    use super::*;
+
+    async fn answer(
+        router: Router,
+        path: &str,
+    ) -> (StatusCode, axum::http::HeaderMap, serde_json::Value) {
+        let router = router.layer(axum::middleware::from_fn(problems_only));
+        let response = router
+            .oneshot(Request::get(path).body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        let status = response.status();
+        let headers = response.headers().clone();
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        (status, headers, serde_json::from_slice(&body).unwrap())
+    }
+
+    #[tokio::test]
+    async fn a_bare_error_becomes_a_problem_with_its_status_and_headers() {
+        let router = Router::new().route(
+            "/bare",
+            get(|| async {
+                (
+                    StatusCode::REQUEST_TIMEOUT,
+                    [("x-kept", "yes")],
+                    "timed out",
+                )
+            }),
+        );
+        let (status, headers, body) = answer(router, "/bare").await;
+        assert_eq!(status, StatusCode::REQUEST_TIMEOUT);
+        assert_eq!(headers[header::CONTENT_TYPE], problem::PROBLEM_JSON);
+        assert_eq!(headers["x-kept"], "yes");
+        assert_eq!(body["status"], 408);
+        assert_eq!(body["detail"], "request timeout");
+    }
+
+    #[tokio::test]
+    async fn problems_and_successes_pass_unchanged() {
+        let router = Router::new()
+            .route(
+                "/ok",
+                get(|| async { axum::Json(serde_json::json!({"ok": true})) }),
+            )
+            .route(
+                "/problem",
+                get(|| async { ApiError::Conflict("moved on".to_owned()) }),
+            );
+        let (status, _, body) = answer(router.clone(), "/ok").await;
+        assert_eq!(
+            (status, body),
+            (StatusCode::OK, serde_json::json!({"ok": true}))
+        );
+        let (status, _, body) = answer(router, "/problem").await;
+        assert_eq!(status, StatusCode::CONFLICT);
+        assert_eq!(body["detail"], "moved on");
+    }
 }

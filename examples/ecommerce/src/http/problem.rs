@@ -33,6 +33,9 @@ pub enum ApiError {
     /// 405: the route does not take this method.
     #[error("{0}")]
     MethodNotAllowed(String),
+    /// 408: the client paused too long while sending the request body.
+    #[error("{0}")]
+    RequestTimeout(String),
     /// 409: the resource changed concurrently and the change could not be retried.
     #[error("{0}")]
     Conflict(String),
@@ -93,6 +96,7 @@ impl ApiError {
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::RequestTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -125,6 +129,31 @@ pub struct Problem {
     /// For a 500: the id under which the error was logged.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub trace_id: Option<String>,
+}
+
+impl Problem {
+    /// An `application/problem+json` response.
+    pub fn response(
+        status: StatusCode,
+        detail: String,
+        errors: FieldErrors,
+        trace_id: Option<String>,
+    ) -> Response {
+        let problem = Problem {
+            kind: "about:blank".to_owned(),
+            title: status.canonical_reason().unwrap_or("Error").to_owned(),
+            status: status.as_u16(),
+            message: detail.clone(),
+            detail,
+            errors,
+            trace_id,
+        };
+        let mut response = (status, axum::Json(problem)).into_response();
+        response
+            .headers_mut()
+            .insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
+        response
+    }
 }
 
 impl From<crate::storage::StorageError> for ApiError {
@@ -165,19 +194,7 @@ impl IntoResponse for ApiError {
             }
             other => (other.to_string(), FieldErrors::new()),
         };
-        let problem = Problem {
-            kind: "about:blank".to_owned(),
-            title: status.canonical_reason().unwrap_or("Error").to_owned(),
-            status: status.as_u16(),
-            message: detail.clone(),
-            detail,
-            errors,
-            trace_id,
-        };
-        let mut response = (status, axum::Json(problem)).into_response();
-        response
-            .headers_mut()
-            .insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
+        let mut response = Problem::response(status, detail, errors, trace_id);
         if let Some(seconds) = retry_after {
             response
                 .headers_mut()

@@ -25,4 +25,5 @@ mod load;
 mod notifications;
 mod openapi;
 mod quotes;
+mod server;
 mod workflow;
