@@ -13,7 +13,7 @@ pub use customer::{
     Customer, CustomerCommand, CustomerError, CustomerEvent, Profile, check_fields,
 };
 
-use crate::history::{HistoryEntry, history};
+use crate::history::{HistoryEntry, Page, Paged, history};
 use crate::money::Money;
 use crate::storage::{StorageError, storage};
 use es_core::TransactionalStore;
@@ -200,16 +200,20 @@ impl<S: TransactionalStore> Customers<S> {
             .ok_or(CustomersError::NotFound)
     }
 
-    /// The customer's event history, oldest first.
+    /// A page of the customer's event history, oldest first.
     ///
     /// # Errors
     /// [`CustomersError::NotFound`] when the customer has no events, or a failure.
-    pub async fn history(&self, customer_id: Uuid) -> Result<Vec<HistoryEntry>, CustomersError> {
+    pub async fn history(
+        &self,
+        customer_id: Uuid,
+        page: Page,
+    ) -> Result<Paged<HistoryEntry>, CustomersError> {
         let stream = customer_stream(customer_id)?;
-        let entries = history(self.customers.store(), &stream, customer_id)
+        let entries = history(self.customers.store(), &stream, customer_id, page)
             .await
             .map_err(|e| CustomersError::Storage(StorageError::other(e)))?;
-        if entries.is_empty() {
+        if entries.entries.is_empty() && page.after.is_none() {
             return Err(CustomersError::NotFound);
         }
         Ok(entries)

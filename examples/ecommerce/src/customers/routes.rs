@@ -15,7 +15,7 @@ use uuid::Uuid;
 
 use super::{AccountsError, Customers, CustomersError, Profile, Registration};
 use crate::auth::{Caller, Policy, Scope};
-use crate::history::HistoryEntry;
+use crate::history::{HistoryEntry, Page, Paged};
 use crate::http::extract::{IdPath, Json};
 use crate::http::problem::{ApiError, FieldErrors, Problem, Validator};
 use crate::money::{Currency, Money};
@@ -238,6 +238,7 @@ async fn details<S: TransactionalStore>(
 
 /// The caller's own event history, oldest first.
 #[utoipa::path(get, path = "/api/v2/customers/history", tag = "customers",
+    params(Page),
     security(("bearer" = [])),
     responses(
         (status = 200, description = "History", body = Vec<HistoryEntry>),
@@ -246,9 +247,10 @@ async fn details<S: TransactionalStore>(
 async fn history<S: TransactionalStore>(
     State(customers): State<Arc<Customers<S>>>,
     caller: Caller,
-) -> Result<axum::Json<Vec<HistoryEntry>>, ApiError> {
+    page: Page,
+) -> Result<Paged<HistoryEntry>, ApiError> {
     let customer_id = caller.customer(Scope::Read)?;
-    Ok(axum::Json(customers.history(customer_id).await?))
+    Ok(customers.history(customer_id, page).await?)
 }
 
 /// Changes the caller's name and shipping address (never the credit limit).

@@ -14,18 +14,21 @@ mod stock;
 use std::sync::Arc;
 
 use es_core::{
-    Clock, CommandContext, HandlerError, InvalidStreamId, Metadata, OutboxMessage, Repository,
-    RepositoryError, Rerun, SnapshotPolicy, StoreError, StoreTransaction, StreamId,
-    TransactionalStore, UnitError, UnitOfWork,
+    Clock, CommandContext, HandlerError, InvalidStreamId, Metadata, OutboxMessage, RecordedEvent,
+    Repository, RepositoryError, Rerun, SnapshotPolicy, StoreError, StoreTransaction, StreamId,
+    TOMBSTONE_EVENT_TYPE, TransactionalStore, UnitError, UnitOfWork,
 };
+use futures::TryStreamExt;
 use uuid::Uuid;
 
 pub use reservation::{
     Never, Reservation, ReservationCommand, ReservationEvent, ReservationStatus, merge,
 };
-pub use stock::{StockCommand, StockError, StockEvent, StockLine, StockUnit};
+pub use stock::{
+    MovementKind, StockCommand, StockError, StockEvent, StockLine, StockMovement, StockUnit,
+};
 
-use crate::history::{HistoryEntry, history};
+use crate::history::{Page, Paged};
 use crate::messages::{self, Message};
 use crate::storage::{StorageError, refusal, storage};
 
@@ -340,14 +343,40 @@ impl<S: TransactionalStore> Inventory<S> {
         Ok(Some(ReservationStatus::Released))
     }
 
-    /// A product's history: every event of its stock unit.
+    /// A page of a product's stock movements, oldest first (read from its unit's stream; no
+    /// order is named).
     ///
     /// # Errors
     /// [`InventoryError::Storage`] when storage fails or an event does not decode.
-    pub async fn history(&self, product_id: Uuid) -> Result<Vec<HistoryEntry>, InventoryError> {
-        history(self.units.store(), &unit_stream(product_id)?, product_id)
-            .await
-            .map_err(|e| StorageError::other(e).into())
+    pub async fn movements(
+        &self,
+        product_id: Uuid,
+        page: Page,
+    ) -> Result<Paged<StockMovement>, InventoryError> {
+        let events: Vec<RecordedEvent> = self
+            .units
+            .store()
+            .read_stream(&unit_stream(product_id)?, page.read())
+            .try_collect()
+            .await?;
+        let last = events.last().map(|event| event.version.get());
+        let mut movements = Vec::with_capacity(events.len());
+        for event in &events {
+            if event.event_type == TOMBSTONE_EVENT_TYPE {
+                continue;
+            }
+            let (kind, quantity) = event
+                .decode::<StockEvent>(self.units.registry())
+                .map_err(StorageError::other)?
+                .movement();
+            movements.push(StockMovement {
+                version: event.version.get(),
+                kind,
+                quantity,
+                timestamp: event.metadata.timestamp,
+            });
+        }
+        Ok(Paged::new(movements, page, events.len(), last))
     }
 }
 

@@ -12,9 +12,9 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
-use super::{Inventory, InventoryError, ReservationStatus, StockError, StockLine};
+use super::{Inventory, InventoryError, ReservationStatus, StockError, StockLine, StockMovement};
 use crate::auth::{Caller, Policy, Scope};
-use crate::history::HistoryEntry;
+use crate::history::{Page, Paged};
 use crate::http::extract::{IdPath, Json, check_id};
 use crate::http::problem::{ApiError, Problem};
 
@@ -85,27 +85,28 @@ pub fn internal<S: TransactionalStore>() -> OpenApiRouter<Arc<Inventory<S>>> {
         .routes(routes!(release))
 }
 
-/// A product's stock history, oldest first.
+/// A page of a product's stock movements, oldest first (no order is named).
 #[utoipa::path(get, path = "/api/v2/inventory/{id}/history", tag = "inventory",
-    params(("id" = Uuid, Path, description = "Product id")),
+    params(("id" = Uuid, Path, description = "Product id"), Page),
     security(("bearer" = [])),
     responses(
-        (status = 200, description = "History", body = Vec<HistoryEntry>),
+        (status = 200, description = "Stock movements; a `Link` header names the next page", body = Vec<StockMovement>),
         (status = 404, description = "No stock unit for the product", body = Problem, content_type = "application/problem+json"),
     ))]
 async fn product_history<S: TransactionalStore>(
     State(inventory): State<Arc<Inventory<S>>>,
     caller: Caller,
     IdPath(product_id): IdPath,
-) -> Result<axum::Json<Vec<HistoryEntry>>, ApiError> {
+    page: Page,
+) -> Result<Paged<StockMovement>, ApiError> {
     caller.require(Policy::Customer(Scope::Read))?;
-    let entries = inventory.history(product_id).await?;
-    if entries.is_empty() {
+    let entries = inventory.movements(product_id, page).await?;
+    if entries.entries.is_empty() && page.after.is_none() {
         return Err(ApiError::NotFound(format!(
             "product {product_id} has no stock unit"
         )));
     }
-    Ok(axum::Json(entries))
+    Ok(entries)
 }
 
 /// A product's stock (machine clients).

@@ -82,6 +82,51 @@ pub enum StockEvent {
     Decreased(StockLine),
 }
 
+/// How a product's stock moved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum MovementKind {
+    /// The product got its stock unit with a quantity.
+    Entered,
+    /// A quantity was held for an order.
+    Reserved,
+    /// An order's held quantity came back.
+    Released,
+    /// Stock was added.
+    Increased,
+    /// Stock was removed.
+    Decreased,
+}
+
+/// One movement of a product's stock, as its history shows it: what moved and how much, not
+/// for which order (another customer's orders are not the reader's business).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct StockMovement {
+    /// The movement's position in the product's history (1 for the first): pass the last one
+    /// seen as `after` to read the next page.
+    pub version: u64,
+    /// What moved.
+    pub kind: MovementKind,
+    /// How many.
+    pub quantity: u32,
+    /// When.
+    pub timestamp: chrono::DateTime<chrono::Utc>,
+}
+
+impl StockEvent {
+    /// The movement this event records, and how many.
+    pub fn movement(&self) -> (MovementKind, u32) {
+        match self {
+            Self::Entered(line) => (MovementKind::Entered, line.quantity),
+            Self::Held { line, .. } => (MovementKind::Reserved, line.quantity),
+            Self::GivenBack { line, .. } => (MovementKind::Released, line.quantity),
+            Self::Increased(line) => (MovementKind::Increased, line.quantity),
+            Self::Decreased(line) => (MovementKind::Decreased, line.quantity),
+        }
+    }
+}
+
 /// Why a stock unit refused a command.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]

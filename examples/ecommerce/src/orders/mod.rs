@@ -23,7 +23,7 @@ pub use pg_view::{OrdersTables, PgOrdersView};
 pub use read_model::{MemoryOrdersView, OrdersReadModel, Stopped, ViewStatus};
 pub use view::{Notification, OrderSummary, OrdersProjection, OrdersView};
 
-use crate::history::{HistoryEntry, history};
+use crate::history::{HistoryEntry, Page, Paged, history};
 use crate::messages::{self, Line, Message};
 use crate::money::Currency;
 use crate::storage::{StorageError, storage};
@@ -302,7 +302,7 @@ impl<S: TransactionalStore> Orders<S> {
             .map_err(OrdersError::Storage)
     }
 
-    /// An order's history.
+    /// A page of an order's history.
     ///
     /// # Errors
     /// [`OrderError::NotFound`] when it is not the customer's.
@@ -310,9 +310,10 @@ impl<S: TransactionalStore> Orders<S> {
         &self,
         customer_id: Uuid,
         order_id: Uuid,
-    ) -> Result<Vec<HistoryEntry>, OrdersError> {
+        page: Page,
+    ) -> Result<Paged<HistoryEntry>, OrdersError> {
         self.order(customer_id, order_id).await?;
-        history(self.orders.store(), &stream(order_id)?, order_id)
+        history(self.orders.store(), &stream(order_id)?, order_id, page)
             .await
             .map_err(|e| OrdersError::Storage(StorageError::other(e)))
     }

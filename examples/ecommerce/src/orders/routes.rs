@@ -25,7 +25,7 @@ use super::{
     QuoteRefused,
 };
 use crate::auth::{Caller, Scope};
-use crate::history::HistoryEntry;
+use crate::history::{HistoryEntry, Page, Paged};
 use crate::http::extract::IdPath;
 use crate::http::problem::{ApiError, Problem};
 
@@ -171,9 +171,9 @@ async fn place<S: TransactionalStore>(
     Ok((StatusCode::ACCEPTED, axum::Json(OrderAccepted { order_id })))
 }
 
-/// An order's history.
+/// A page of an order's history, oldest first.
 #[utoipa::path(get, path = "/api/v2/orders/{id}/history", tag = "orders",
-    params(("id" = Uuid, Path, description = "Order id")),
+    params(("id" = Uuid, Path, description = "Order id"), Page),
     security(("bearer" = [])),
     responses(
         (status = 200, description = "History", body = Vec<HistoryEntry>),
@@ -183,9 +183,10 @@ async fn history<S: TransactionalStore>(
     State(orders): State<Arc<Orders<S>>>,
     caller: Caller,
     IdPath(order_id): IdPath,
-) -> Result<axum::Json<Vec<HistoryEntry>>, ApiError> {
+    page: Page,
+) -> Result<Paged<HistoryEntry>, ApiError> {
     let customer_id = caller.customer(Scope::Read)?;
-    Ok(axum::Json(orders.history(customer_id, order_id).await?))
+    Ok(orders.history(customer_id, order_id, page).await?)
 }
 
 /// Asks to cancel the order (until it has shipped); the workflow decides and compensates.

@@ -8,13 +8,19 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use es_core::{Clock, CommandContext, Repository, RepositoryError, StreamId};
+use es_core::{
+    Clock, CommandContext, Repository, RepositoryError, Rerun, SnapshotPolicy, StreamId, UnitError,
+    UnitOfWork,
+};
 use rust_decimal::Decimal;
 use uuid::Uuid;
 
-pub use quote::{Quote, QuoteBook, QuoteCommand, QuoteError, QuoteEvent, QuoteStatus};
+pub use quote::{
+    OpenQuote, OpenQuoteCommand, OpenQuoteEvent, Quote, QuoteCommand, QuoteError, QuoteEvent,
+    QuoteRecord, QuoteStatus,
+};
 
-use crate::history::{HistoryEntry, history};
+use crate::history::{HistoryEntry, Page, Paged, history};
 use crate::messages::{Line, total};
 use crate::money::Currency;
 use crate::storage::{StorageError, storage};
@@ -70,6 +76,21 @@ impl From<RepositoryError<QuoteError>> for QuotesError {
     }
 }
 
+impl UnitError for QuotesError {
+    fn rerun(&self) -> Option<Rerun<'_>> {
+        match self {
+            Self::Storage(error) => error.rerun(),
+            _ => None,
+        }
+    }
+}
+
+impl From<es_core::StoreError> for QuotesError {
+    fn from(error: es_core::StoreError) -> Self {
+        Self::Storage(error.into())
+    }
+}
+
 impl From<PricesError> for QuotesError {
     fn from(error: PricesError) -> Self {
         match error {
@@ -92,7 +113,8 @@ pub struct PricedQuote {
 
 /// The quotes context.
 pub struct Quotes<S> {
-    books: Repository<QuoteBook, S>,
+    quotes: Repository<QuoteRecord, S>,
+    open: Repository<OpenQuote, S>,
     prices: Arc<dyn PriceClient>,
     clock: Arc<dyn Clock>,
 }
@@ -106,13 +128,18 @@ impl<S: TransactionalStore> std::fmt::Debug for Quotes<S> {
 impl<S: TransactionalStore> Quotes<S> {
     /// The quotes context over `store`, pricing from `prices`.
     pub fn new(store: S, prices: Arc<dyn PriceClient>, clock: Arc<dyn Clock>) -> Self {
-        let books = Repository::new(store)
+        let quotes = Repository::new(store.clone())
             .with_clock(clock.clone())
             // Every quote decision is safe to recompute on newer state (a confirmation finds
             // an item it has no price for and is priced again).
-            .with_conflict_retries(8);
+            .with_conflict_retries(CONFLICT_RETRIES);
+        // Two events per quote a customer ever had: a snapshot keeps loading it short.
+        let open = Repository::new(store)
+            .with_clock(clock.clone())
+            .with_snapshots(SnapshotPolicy::EveryNEvents(20));
         Self {
-            books,
+            quotes,
+            open,
             prices,
             clock,
         }
@@ -130,7 +157,13 @@ impl<S: TransactionalStore> Quotes<S> {
             currency,
             now: self.clock.now(),
         };
-        self.execute(customer_id, &command).await?;
+        self.with_slot(
+            customer_id,
+            quote_id,
+            OpenQuoteCommand::Take(quote_id),
+            &command,
+        )
+        .await?;
         Ok(quote_id)
     }
 
@@ -139,11 +172,11 @@ impl<S: TransactionalStore> Quotes<S> {
     /// # Errors
     /// [`QuoteError::NotFound`] when there is none.
     pub async fn current(&self, customer_id: Uuid) -> Result<PricedQuote, QuotesError> {
-        let book = self.book(customer_id).await?;
-        let quote = book
-            .open()
-            .cloned()
+        let open = self.open.load(&open_stream(customer_id)?).await?.state;
+        let quote_id = open
+            .quote_id()
             .ok_or(QuotesError::Rejected(QuoteError::NotFound))?;
+        let quote = self.quote(customer_id, quote_id).await?;
         self.priced(customer_id, quote).await
     }
 
@@ -159,10 +192,7 @@ impl<S: TransactionalStore> Quotes<S> {
         product_id: Uuid,
         quantity: u32,
     ) -> Result<PricedQuote, QuotesError> {
-        let book = self.book(customer_id).await?;
-        let quote = book
-            .quote(&quote_id)
-            .ok_or(QuotesError::Rejected(QuoteError::NotFound))?;
+        let quote = self.quote(customer_id, quote_id).await?;
         let prices = self.prices.prices(&[product_id], quote.currency).await?;
         let (product_name, unit_price) = prices.get(&product_id).cloned().ok_or_else(|| {
             QuotesError::UnknownProduct(format!("no product with id {product_id}"))
@@ -173,10 +203,14 @@ impl<S: TransactionalStore> Quotes<S> {
             unit_price,
             quantity,
         };
-        let book = self
-            .execute(customer_id, &QuoteCommand::SetItem { quote_id, line })
+        let quote = self
+            .execute(
+                customer_id,
+                quote_id,
+                &QuoteCommand::SetItem { quote_id, line },
+            )
             .await?;
-        self.priced_from(customer_id, &book, quote_id).await
+        self.priced(customer_id, quote).await
     }
 
     /// Removes a product from the quote.
@@ -189,12 +223,13 @@ impl<S: TransactionalStore> Quotes<S> {
         quote_id: Uuid,
         product_id: Uuid,
     ) -> Result<PricedQuote, QuotesError> {
+        self.quote(customer_id, quote_id).await?;
         let command = QuoteCommand::RemoveItem {
             quote_id,
             product_id,
         };
-        let book = self.execute(customer_id, &command).await?;
-        self.priced_from(customer_id, &book, quote_id).await
+        let quote = self.execute(customer_id, quote_id, &command).await?;
+        self.priced(customer_id, quote).await
     }
 
     /// Abandons the quote.
@@ -202,12 +237,19 @@ impl<S: TransactionalStore> Quotes<S> {
     /// # Errors
     /// [`QuoteError::NotFound`], [`QuoteError::NotOpen`].
     pub async fn cancel(&self, customer_id: Uuid, quote_id: Uuid) -> Result<(), QuotesError> {
-        self.execute(customer_id, &QuoteCommand::Cancel { quote_id })
-            .await?;
+        self.quote(customer_id, quote_id).await?;
+        let command = QuoteCommand::Cancel { quote_id };
+        self.with_slot(
+            customer_id,
+            quote_id,
+            OpenQuoteCommand::Free(quote_id),
+            &command,
+        )
+        .await?;
         Ok(())
     }
 
-    /// A quote's history.
+    /// A page of a quote's history (its own stream).
     ///
     /// # Errors
     /// [`QuoteError::NotFound`] for another customer's quote.
@@ -215,49 +257,80 @@ impl<S: TransactionalStore> Quotes<S> {
         &self,
         customer_id: Uuid,
         quote_id: Uuid,
-    ) -> Result<Vec<HistoryEntry>, QuotesError> {
-        let key = quote_id.to_string();
-        let entries = history(self.books.store(), &stream(customer_id)?, quote_id)
-            .await
-            .map_err(|e| QuotesError::Storage(StorageError::other(e)))?;
-        let entries: Vec<HistoryEntry> = entries
-            .into_iter()
-            .filter(|e| e.data["quoteId"].as_str() == Some(key.as_str()))
-            .collect();
-        if entries.is_empty() {
-            return Err(QuotesError::Rejected(QuoteError::NotFound));
-        }
-        Ok(entries)
+        page: Page,
+    ) -> Result<Paged<HistoryEntry>, QuotesError> {
+        self.quote(customer_id, quote_id).await?;
+        history(
+            self.quotes.store(),
+            &quote_stream(quote_id)?,
+            quote_id,
+            page,
+        )
+        .await
+        .map_err(|e| QuotesError::Storage(StorageError::other(e)))
     }
 
-    async fn book(&self, customer_id: Uuid) -> Result<QuoteBook, QuotesError> {
-        Ok(self.books.load(&stream(customer_id)?).await?.state)
+    /// The customer's quote (another customer's is [`QuoteError::NotFound`]).
+    async fn quote(&self, customer_id: Uuid, quote_id: Uuid) -> Result<Quote, QuotesError> {
+        let record = self.quotes.load(&quote_stream(quote_id)?).await?.state;
+        record
+            .quote()
+            .filter(|quote| quote.customer_id == customer_id)
+            .cloned()
+            .ok_or(QuotesError::Rejected(QuoteError::NotFound))
     }
 
+    /// Executes `command` on the quote (already known to be the customer's).
     async fn execute(
         &self,
         customer_id: Uuid,
+        quote_id: Uuid,
         command: &QuoteCommand,
-    ) -> Result<QuoteBook, QuotesError> {
+    ) -> Result<Quote, QuotesError> {
         let context = CommandContext::new().with_actor(customer_id.to_string());
-        Ok(self
-            .books
-            .execute(&stream(customer_id)?, command, &context)
+        self.quotes
+            .execute(&quote_stream(quote_id)?, command, &context)
             .await?
-            .state)
+            .state
+            .quote()
+            .cloned()
+            .ok_or(QuotesError::Rejected(QuoteError::NotFound))
     }
 
-    async fn priced_from(
+    /// Executes `command` on the quote and `slot` on the customer's open-quote slot in one
+    /// unit of work: a quote opens, or closes, with the slot.
+    async fn with_slot(
         &self,
         customer_id: Uuid,
-        book: &QuoteBook,
         quote_id: Uuid,
-    ) -> Result<PricedQuote, QuotesError> {
-        let quote = book
-            .quote(&quote_id)
-            .cloned()
-            .ok_or(QuotesError::Rejected(QuoteError::NotFound))?;
-        self.priced(customer_id, quote).await
+        slot: OpenQuoteCommand,
+        command: &QuoteCommand,
+    ) -> Result<Quote, QuotesError> {
+        let context = CommandContext::new().with_actor(customer_id.to_string());
+        let streams = [open_stream(customer_id)?, quote_stream(quote_id)?];
+        let done = UnitOfWork::new(self.quotes.store())
+            .lock(&streams)
+            .conflict_retries(CONFLICT_RETRIES)
+            .run(|mut tx| {
+                let (streams, context) = (&streams, &context);
+                async move {
+                    let quote = self
+                        .quotes
+                        .execute_in(&mut tx, &streams[1], command, context)
+                        .await?
+                        .state;
+                    self.open
+                        .execute_in(&mut tx, &streams[0], &slot, context)
+                        .await?;
+                    let quote = quote
+                        .quote()
+                        .cloned()
+                        .ok_or(QuotesError::Rejected(QuoteError::NotFound))?;
+                    Ok::<_, QuotesError>((tx, quote))
+                }
+            })
+            .await?;
+        Ok(done.value)
     }
 
     /// The quote's items at current prices (a confirmed quote keeps its confirmed prices).
@@ -287,18 +360,14 @@ impl<S: TransactionalStore> Quotes<S> {
 
 impl<S: TransactionalStore> Quotes<S> {
     /// Confirms the quote (again, idempotently, if it already is) and returns it with the
-    /// confirmed lines.
+    /// confirmed lines; the customer's open-quote slot is freed with it.
     ///
     /// # Errors
     /// [`QuoteError::NotFound`] when it is not the customer's; the quote's rules.
     pub async fn confirm(&self, customer_id: Uuid, quote_id: Uuid) -> Result<Quote, QuotesError> {
         let mut attempts = 0;
         loop {
-            let book = self.book(customer_id).await?;
-            let quote = book
-                .quote(&quote_id)
-                .cloned()
-                .ok_or(QuotesError::Rejected(QuoteError::NotFound))?;
+            let quote = self.quote(customer_id, quote_id).await?;
             if quote.status == QuoteStatus::Confirmed {
                 return Ok(quote);
             }
@@ -312,13 +381,9 @@ impl<S: TransactionalStore> Quotes<S> {
                 quote_id,
                 prices: prices.into_iter().collect(),
             };
-            match self.execute(customer_id, &command).await {
-                Ok(book) => {
-                    return book
-                        .quote(&quote_id)
-                        .cloned()
-                        .ok_or(QuotesError::Rejected(QuoteError::NotFound));
-                }
+            let free = OpenQuoteCommand::Free(quote_id);
+            match self.with_slot(customer_id, quote_id, free, &command).await {
+                Ok(quote) => return Ok(quote),
                 // An item came in after the prices were read: price the quote again.
                 Err(QuotesError::Rejected(QuoteError::Unpriced(_)))
                     if attempts < CONFIRM_ATTEMPTS =>
@@ -334,7 +399,16 @@ impl<S: TransactionalStore> Quotes<S> {
 /// How often a confirmation prices the quote again when items keep coming in meanwhile.
 const CONFIRM_ATTEMPTS: u32 = 8;
 
-fn stream(customer_id: Uuid) -> Result<StreamId, QuotesError> {
-    StreamId::for_aggregate(<QuoteBook as es_core::Aggregate>::TYPE, customer_id)
+/// How often a quote's decision is made again when its stream moved meanwhile (concurrent
+/// edits of one quote).
+const CONFLICT_RETRIES: u32 = 8;
+
+fn quote_stream(quote_id: Uuid) -> Result<StreamId, QuotesError> {
+    StreamId::for_aggregate(<QuoteRecord as es_core::Aggregate>::TYPE, quote_id)
+        .map_err(|e| QuotesError::Storage(e.into()))
+}
+
+fn open_stream(customer_id: Uuid) -> Result<StreamId, QuotesError> {
+    StreamId::for_aggregate(<OpenQuote as es_core::Aggregate>::TYPE, customer_id)
         .map_err(|e| QuotesError::Storage(e.into()))
 }

@@ -1,4 +1,5 @@
-//! The quote book of one customer: every quote (cart) they opened, at most one open at a time.
+//! A quote (cart), a stream of its own, and each customer's open-quote slot, which keeps a
+//! customer to one open quote at a time.
 
 use std::collections::BTreeMap;
 
@@ -29,6 +30,8 @@ pub enum QuoteStatus {
 pub struct Quote {
     /// The quote id.
     pub quote_id: Uuid,
+    /// The customer whose quote it is.
+    pub customer_id: Uuid,
     /// Its currency.
     pub currency: Currency,
     /// Where it stands.
@@ -39,26 +42,21 @@ pub struct Quote {
     pub items: Vec<Line>,
 }
 
-/// The state of a customer's quotes.
+/// The state of one quote, a stream of its own: nothing until it is created. Its state is the
+/// quote alone, however many quotes its customer had before.
 #[derive(Debug, Default, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct QuoteBook {
-    quotes: BTreeMap<Uuid, Quote>,
-    open: Option<Uuid>,
+pub struct QuoteRecord {
+    quote: Option<Quote>,
 }
 
-impl QuoteBook {
-    /// A quote of this customer.
-    pub fn quote(&self, quote_id: &Uuid) -> Option<&Quote> {
-        self.quotes.get(quote_id)
+impl QuoteRecord {
+    /// The quote, once created.
+    pub fn quote(&self) -> Option<&Quote> {
+        self.quote.as_ref()
     }
 
-    /// The open quote, if any.
-    pub fn open(&self) -> Option<&Quote> {
-        self.open.and_then(|id| self.quotes.get(&id))
-    }
-
-    fn open_quote(&self, quote_id: &Uuid) -> Result<&Quote, QuoteError> {
-        let quote = self.quotes.get(quote_id).ok_or(QuoteError::NotFound)?;
+    fn open_quote(&self) -> Result<&Quote, QuoteError> {
+        let quote = self.quote.as_ref().ok_or(QuoteError::NotFound)?;
         if quote.status != QuoteStatus::Open {
             return Err(QuoteError::NotOpen(quote.status));
         }
@@ -207,8 +205,8 @@ pub enum QuoteError {
     Unpriced(Uuid),
 }
 
-impl Aggregate for QuoteBook {
-    const TYPE: &'static str = "quotes";
+impl Aggregate for QuoteRecord {
+    const TYPE: &'static str = "quote";
     type Command = QuoteCommand;
     type Event = QuoteEvent;
     type Error = QuoteError;
@@ -221,8 +219,8 @@ impl Aggregate for QuoteBook {
                 currency,
                 now,
             } => {
-                if let Some(open) = self.open {
-                    return Err(QuoteError::AlreadyOpen(open));
+                if self.quote.is_some() {
+                    return Ok(Vec::new());
                 }
                 Ok(vec![QuoteEvent::Created {
                     quote_id: *quote_id,
@@ -232,7 +230,7 @@ impl Aggregate for QuoteBook {
                 }])
             }
             QuoteCommand::SetItem { quote_id, line } => {
-                let quote = self.open_quote(quote_id)?;
+                let quote = self.open_quote()?;
                 if line.quantity == 0 {
                     return Err(QuoteError::InvalidQuantity);
                 }
@@ -253,7 +251,7 @@ impl Aggregate for QuoteBook {
                 quote_id,
                 product_id,
             } => {
-                let quote = self.open_quote(quote_id)?;
+                let quote = self.open_quote()?;
                 if !quote.items.iter().any(|i| i.product_id == *product_id) {
                     return Err(QuoteError::ItemNotFound);
                 }
@@ -263,13 +261,13 @@ impl Aggregate for QuoteBook {
                 }])
             }
             QuoteCommand::Cancel { quote_id } => {
-                self.open_quote(quote_id)?;
+                self.open_quote()?;
                 Ok(vec![QuoteEvent::Cancelled {
                     quote_id: *quote_id,
                 }])
             }
             QuoteCommand::Confirm { quote_id, prices } => {
-                let quote = self.quotes.get(quote_id).ok_or(QuoteError::NotFound)?;
+                let quote = self.quote.as_ref().ok_or(QuoteError::NotFound)?;
                 match quote.status {
                     QuoteStatus::Confirmed => return Ok(Vec::new()),
                     QuoteStatus::Cancelled => return Err(QuoteError::NotOpen(quote.status)),
@@ -303,69 +301,115 @@ impl Aggregate for QuoteBook {
     }
 
     fn evolve(&mut self, event: &QuoteEvent) {
+        if let QuoteEvent::Created {
+            quote_id,
+            customer_id,
+            currency,
+            created_at,
+        } = event
+        {
+            self.quote = Some(Quote {
+                quote_id: *quote_id,
+                customer_id: *customer_id,
+                currency: *currency,
+                status: QuoteStatus::Open,
+                created_at: *created_at,
+                items: Vec::new(),
+            });
+            return;
+        }
+        let Some(quote) = self.quote.as_mut() else {
+            return;
+        };
         match event {
-            QuoteEvent::Created {
-                quote_id,
-                currency,
-                created_at,
-                ..
-            } => {
-                self.quotes.insert(
-                    *quote_id,
-                    Quote {
-                        quote_id: *quote_id,
-                        currency: *currency,
-                        status: QuoteStatus::Open,
-                        created_at: *created_at,
-                        items: Vec::new(),
-                    },
-                );
-                self.open = Some(*quote_id);
-            }
-            QuoteEvent::ItemAdded { quote_id, line } => {
-                if let Some(quote) = self.quotes.get_mut(quote_id) {
-                    quote.items.push(line.clone());
-                }
-            }
+            QuoteEvent::Created { .. } => {}
+            QuoteEvent::ItemAdded { line, .. } => quote.items.push(line.clone()),
             QuoteEvent::ItemQuantityChanged {
-                quote_id,
                 product_id,
                 quantity,
+                ..
             } => {
-                if let Some(item) = self
-                    .quotes
-                    .get_mut(quote_id)
-                    .and_then(|q| q.items.iter_mut().find(|i| i.product_id == *product_id))
-                {
+                if let Some(item) = quote.items.iter_mut().find(|i| i.product_id == *product_id) {
                     item.quantity = *quantity;
                 }
             }
-            QuoteEvent::ItemRemoved {
-                quote_id,
-                product_id,
-            } => {
-                if let Some(quote) = self.quotes.get_mut(quote_id) {
-                    quote.items.retain(|i| i.product_id != *product_id);
-                }
+            QuoteEvent::ItemRemoved { product_id, .. } => {
+                quote.items.retain(|i| i.product_id != *product_id);
             }
-            QuoteEvent::Cancelled { quote_id } => self.close(quote_id, QuoteStatus::Cancelled),
-            QuoteEvent::Confirmed { quote_id, lines } => {
-                if let Some(quote) = self.quotes.get_mut(quote_id) {
-                    quote.items = lines.clone();
-                }
-                self.close(quote_id, QuoteStatus::Confirmed);
+            QuoteEvent::Cancelled { .. } => quote.status = QuoteStatus::Cancelled,
+            QuoteEvent::Confirmed { lines, .. } => {
+                quote.items = lines.clone();
+                quote.status = QuoteStatus::Confirmed;
             }
         }
     }
 }
 
-impl QuoteBook {
-    fn close(&mut self, quote_id: &Uuid, status: QuoteStatus) {
-        if let Some(quote) = self.quotes.get_mut(quote_id) {
-            quote.status = status;
+/// Which quote of a customer is open, if any: a stream per customer, taken when a quote is
+/// created and freed when it is confirmed or cancelled, in the same unit of work, so a
+/// customer has at most one open quote.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OpenQuote {
+    quote_id: Option<Uuid>,
+}
+
+impl OpenQuote {
+    /// The open quote's id.
+    pub fn quote_id(&self) -> Option<Uuid> {
+        self.quote_id
+    }
+}
+
+/// What a customer's open-quote slot can be asked to do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OpenQuoteCommand {
+    /// A quote is opened (refused while another is open).
+    Take(Uuid),
+    /// The quote is closed (nothing when it is not the open one).
+    Free(Uuid),
+}
+
+/// What happened to a customer's open-quote slot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, DomainEvent)]
+pub enum OpenQuoteEvent {
+    /// A quote became the customer's open quote.
+    #[serde(rename = "OpenQuoteTaken", rename_all = "camelCase")]
+    Taken {
+        /// The quote.
+        quote_id: Uuid,
+    },
+    /// The open quote was confirmed or cancelled.
+    #[serde(rename = "OpenQuoteFreed", rename_all = "camelCase")]
+    Freed {
+        /// The quote.
+        quote_id: Uuid,
+    },
+}
+
+impl Aggregate for OpenQuote {
+    const TYPE: &'static str = "open-quote";
+    type Command = OpenQuoteCommand;
+    type Event = OpenQuoteEvent;
+    type Error = QuoteError;
+
+    fn decide(&self, command: &OpenQuoteCommand) -> Result<Vec<OpenQuoteEvent>, QuoteError> {
+        match (*command, self.quote_id) {
+            (OpenQuoteCommand::Take(quote_id), Some(open)) if open == quote_id => Ok(Vec::new()),
+            (OpenQuoteCommand::Take(_), Some(open)) => Err(QuoteError::AlreadyOpen(open)),
+            (OpenQuoteCommand::Take(quote_id), None) => {
+                Ok(vec![OpenQuoteEvent::Taken { quote_id }])
+            }
+            (OpenQuoteCommand::Free(quote_id), Some(open)) if open == quote_id => {
+                Ok(vec![OpenQuoteEvent::Freed { quote_id }])
+            }
+            (OpenQuoteCommand::Free(_), _) => Ok(Vec::new()),
         }
-        if self.open == Some(*quote_id) {
-            self.open = None;
+    }
+
+    fn evolve(&mut self, event: &OpenQuoteEvent) {
+        match event {
+            OpenQuoteEvent::Taken { quote_id } => self.quote_id = Some(*quote_id),
+            OpenQuoteEvent::Freed { .. } => self.quote_id = None,
         }
     }
 }
@@ -407,39 +451,45 @@ mod tests {
 
     #[test]
     fn one_open_quote_per_customer() {
-        given::<QuoteBook>([created()])
-            .when(QuoteCommand::Create {
-                quote_id: Uuid::from_u128(0x10),
-                customer_id: Uuid::nil(),
-                currency: Currency::Usd,
-                now: DateTime::<Utc>::MIN_UTC,
-            })
+        let other = Uuid::from_u128(0x10);
+        let taken = OpenQuoteEvent::Taken { quote_id: QUOTE };
+        given::<OpenQuote>([taken])
+            .when(OpenQuoteCommand::Take(other))
             .then_error(QuoteError::AlreadyOpen(QUOTE));
-        let cancelled = QuoteEvent::Cancelled { quote_id: QUOTE };
-        given::<QuoteBook>([created(), cancelled])
-            .when(QuoteCommand::Create {
-                quote_id: Uuid::from_u128(0x10),
-                customer_id: Uuid::nil(),
-                currency: Currency::Usd,
-                now: DateTime::<Utc>::MIN_UTC,
-            })
-            .then([QuoteEvent::Created {
-                quote_id: Uuid::from_u128(0x10),
-                customer_id: Uuid::nil(),
-                currency: Currency::Usd,
-                created_at: DateTime::<Utc>::MIN_UTC,
-            }]);
+        given::<OpenQuote>([taken])
+            .when(OpenQuoteCommand::Take(QUOTE))
+            .then([]);
+        given::<OpenQuote>([taken])
+            .when(OpenQuoteCommand::Free(other))
+            .then([]);
+        given::<OpenQuote>([taken, OpenQuoteEvent::Freed { quote_id: QUOTE }])
+            .when(OpenQuoteCommand::Take(other))
+            .then([OpenQuoteEvent::Taken { quote_id: other }]);
+    }
+
+    #[test]
+    fn creating_twice_creates_once() {
+        let create = QuoteCommand::Create {
+            quote_id: QUOTE,
+            customer_id: Uuid::nil(),
+            currency: Currency::Eur,
+            now: DateTime::<Utc>::MIN_UTC,
+        };
+        given::<QuoteRecord>([])
+            .when(create.clone())
+            .then([created()]);
+        given::<QuoteRecord>([created()]).when(create).then([]);
     }
 
     #[test]
     fn adding_a_product_twice_sets_its_quantity() {
-        given::<QuoteBook>([created()])
+        given::<QuoteRecord>([created()])
             .when(QuoteCommand::SetItem {
                 quote_id: QUOTE,
                 line: keyboard(2),
             })
             .then([added()]);
-        let state = given::<QuoteBook>([created(), added()])
+        let state = given::<QuoteRecord>([created(), added()])
             .when(QuoteCommand::SetItem {
                 quote_id: QUOTE,
                 line: keyboard(5),
@@ -449,8 +499,8 @@ mod tests {
                 product_id: KEYBOARD,
                 quantity: 5,
             }]);
-        assert_eq!(state.open().map(|q| q.items[0].quantity), Some(5));
-        given::<QuoteBook>([created(), added()])
+        assert_eq!(state.quote().map(|q| q.items[0].quantity), Some(5));
+        given::<QuoteRecord>([created(), added()])
             .when(QuoteCommand::SetItem {
                 quote_id: QUOTE,
                 line: keyboard(2),
@@ -460,7 +510,7 @@ mod tests {
 
     #[test]
     fn quantities_must_be_positive() {
-        given::<QuoteBook>([created()])
+        given::<QuoteRecord>([created()])
             .when(QuoteCommand::SetItem {
                 quote_id: QUOTE,
                 line: keyboard(0),
@@ -477,19 +527,19 @@ mod tests {
         let cancelled = QuoteEvent::Cancelled { quote_id: QUOTE };
         for closed in [confirmed, cancelled] {
             let history = [created(), added(), closed];
-            given::<QuoteBook>(history.clone())
+            given::<QuoteRecord>(history.clone())
                 .when(QuoteCommand::SetItem {
                     quote_id: QUOTE,
                     line: keyboard(3),
                 })
                 .then_rejected(|e| matches!(e, QuoteError::NotOpen(_)));
-            given::<QuoteBook>(history.clone())
+            given::<QuoteRecord>(history.clone())
                 .when(QuoteCommand::RemoveItem {
                     quote_id: QUOTE,
                     product_id: KEYBOARD,
                 })
                 .then_rejected(|e| matches!(e, QuoteError::NotOpen(_)));
-            given::<QuoteBook>(history)
+            given::<QuoteRecord>(history)
                 .when(QuoteCommand::Cancel { quote_id: QUOTE })
                 .then_rejected(|e| matches!(e, QuoteError::NotOpen(_)));
         }
@@ -502,7 +552,7 @@ mod tests {
 
     #[test]
     fn confirming_needs_an_item_and_happens_once() {
-        given::<QuoteBook>([created()])
+        given::<QuoteRecord>([created()])
             .when(QuoteCommand::Confirm {
                 quote_id: QUOTE,
                 prices: BTreeMap::new(),
@@ -512,13 +562,13 @@ mod tests {
             quote_id: QUOTE,
             lines: vec![keyboard(2)],
         };
-        given::<QuoteBook>([created(), added()])
+        given::<QuoteRecord>([created(), added()])
             .when(QuoteCommand::Confirm {
                 quote_id: QUOTE,
                 prices: prices(),
             })
             .then([confirmed.clone()]);
-        given::<QuoteBook>([created(), added(), confirmed])
+        given::<QuoteRecord>([created(), added(), confirmed])
             .when(QuoteCommand::Confirm {
                 quote_id: QUOTE,
                 prices: prices(),
@@ -538,7 +588,7 @@ mod tests {
                 ..keyboard(1)
             },
         };
-        given::<QuoteBook>([created(), added(), added_later])
+        given::<QuoteRecord>([created(), added(), added_later])
             .when(QuoteCommand::Confirm {
                 quote_id: QUOTE,
                 prices: prices(),
@@ -548,13 +598,13 @@ mod tests {
 
     #[test]
     fn removing_needs_the_item() {
-        given::<QuoteBook>([created()])
+        given::<QuoteRecord>([created()])
             .when(QuoteCommand::RemoveItem {
                 quote_id: QUOTE,
                 product_id: KEYBOARD,
             })
             .then_error(QuoteError::ItemNotFound);
-        given::<QuoteBook>([created(), added()])
+        given::<QuoteRecord>([created(), added()])
             .when(QuoteCommand::RemoveItem {
                 quote_id: QUOTE,
                 product_id: KEYBOARD,
@@ -563,7 +613,7 @@ mod tests {
                 quote_id: QUOTE,
                 product_id: KEYBOARD,
             }]);
-        given::<QuoteBook>([])
+        given::<QuoteRecord>([])
             .when(QuoteCommand::Cancel { quote_id: QUOTE })
             .then_error(QuoteError::NotFound);
     }

@@ -15,7 +15,7 @@ use uuid::Uuid;
 
 use super::{PricedQuote, QuoteError, QuoteStatus, Quotes, QuotesError};
 use crate::auth::{Caller, Scope};
-use crate::history::HistoryEntry;
+use crate::history::{HistoryEntry, Page, Paged};
 use crate::http::extract::{IdPairPath, IdPath, Json, check_id};
 use crate::http::problem::{ApiError, Problem};
 use crate::money::Currency;
@@ -262,9 +262,9 @@ async fn cancel<S: TransactionalStore>(
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// A quote's history.
+/// A page of a quote's history, oldest first.
 #[utoipa::path(get, path = "/api/v2/quotes/{id}/history", tag = "quotes",
-    params(("id" = Uuid, Path, description = "Quote id")),
+    params(("id" = Uuid, Path, description = "Quote id"), Page),
     security(("bearer" = [])),
     responses(
         (status = 200, description = "History", body = Vec<HistoryEntry>),
@@ -274,7 +274,8 @@ async fn history<S: TransactionalStore>(
     State(quotes): State<Arc<Quotes<S>>>,
     caller: Caller,
     IdPath(quote_id): IdPath,
-) -> Result<axum::Json<Vec<HistoryEntry>>, ApiError> {
+    page: Page,
+) -> Result<Paged<HistoryEntry>, ApiError> {
     let customer_id = caller.customer(Scope::Read)?;
-    Ok(axum::Json(quotes.history(customer_id, quote_id).await?))
+    Ok(quotes.history(customer_id, quote_id, page).await?)
 }

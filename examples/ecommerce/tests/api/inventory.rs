@@ -108,26 +108,51 @@ async fn stock_is_reserved_all_or_nothing_and_released(app: TestApp) {
         )
         .await;
     assert_eq!(history.status, StatusCode::OK);
-    let types: Vec<_> = history
-        .body
-        .as_array()
-        .unwrap()
+    let movements = history.body.as_array().unwrap();
+    let kinds: Vec<_> = movements
         .iter()
-        .map(|e| e["eventType"].as_str().unwrap().to_owned())
+        .map(|e| (e["kind"].as_str().unwrap(), e["version"].as_u64().unwrap()))
         .collect();
     assert_eq!(
-        types,
-        ["UnitEnteredInStock", "StockReserved", "StockReleased"],
+        kinds,
+        [("entered", 1), ("reserved", 2), ("released", 3)],
         "a refusal names only the products short of stock"
     );
+    assert_eq!(movements[1]["quantity"], 2);
+    // Stock movements only: the order that held the stock is not shown to other customers.
+    let text = history.body.to_string();
     assert!(
-        history
-            .body
-            .as_array()
-            .unwrap()
-            .iter()
-            .all(|e| e["aggregateId"] == json!(mat))
+        !text.contains(&order.to_string()) && !text.contains("orderId"),
+        "{text}"
     );
+
+    // Paginated: a full page links to the next one.
+    let first = app
+        .get(
+            &format!("/api/v2/inventory/{mat}/history?limit=2"),
+            Some(&ada.access_token),
+        )
+        .await;
+    assert_eq!(first.body.as_array().unwrap().len(), 2);
+    assert_eq!(first.headers["link"], "<?after=2&limit=2>; rel=\"next\"");
+    let rest = app
+        .get(
+            &format!("/api/v2/inventory/{mat}/history?after=2&limit=2"),
+            Some(&ada.access_token),
+        )
+        .await;
+    assert_eq!(rest.body[0]["kind"], "released");
+    assert_eq!(rest.body.as_array().unwrap().len(), 1);
+    assert!(rest.headers.get("link").is_none());
+    for bad in ["limit=0", "limit=1001", "limit=ten", "after=-1"] {
+        let refused = app
+            .get(
+                &format!("/api/v2/inventory/{mat}/history?{bad}"),
+                Some(&ada.access_token),
+            )
+            .await;
+        assert_problem(&refused, StatusCode::UNPROCESSABLE_ENTITY);
+    }
     assert_problem(
         &app.get(
             &format!("/api/v2/inventory/{}/history", Uuid::new_v4()),

@@ -13,7 +13,9 @@ on_both_backends!(
     quote_rules_are_enforced,
     quotes_belong_to_their_customer,
     an_acknowledged_item_edit_is_in_the_order_or_refused,
-    concurrent_edits_and_placements_never_fail_the_server
+    concurrent_edits_and_placements_never_fail_the_server,
+    a_quote_is_a_stream_of_its_own_however_many_came_before,
+    two_quotes_opened_at_once_leave_one_open
 );
 
 async fn a_quote_fills_and_prices(app: TestApp) {
@@ -373,4 +375,102 @@ async fn concurrent_edits_and_placements_never_fail_the_server(app: TestApp) {
     }
     orders.dedup();
     assert_eq!(orders.len(), 1, "one order for one quote: {orders:?}");
+}
+
+async fn a_quote_is_a_stream_of_its_own_however_many_came_before(app: TestApp) {
+    let ada = app.customer("Ada Lovelace").await;
+    let token = Some(ada.access_token.as_str());
+    let mat = product_id("Yoga Mat");
+    let mut quotes = Vec::new();
+    for _ in 0..30 {
+        let created = app
+            .post("/api/v2/quotes", token, json!({ "currencyCode": "USD" }))
+            .await;
+        assert_eq!(created.status, StatusCode::CREATED, "{:?}", created.body);
+        let quote_id = created.body["quoteId"].as_str().unwrap().to_owned();
+        let set = app
+            .put(
+                &format!("/api/v2/quotes/{quote_id}/items"),
+                token,
+                json!({ "productId": mat, "quantity": 1 }),
+            )
+            .await;
+        assert_eq!(set.status, StatusCode::OK);
+        let cancelled = app
+            .call(
+                Listener::Public,
+                Method::DELETE,
+                &format!("/api/v2/quotes/{quote_id}"),
+                token,
+                None,
+            )
+            .await;
+        assert_eq!(cancelled.status, StatusCode::NO_CONTENT);
+        quotes.push(quote_id);
+    }
+    // The 31st quote's history is its own three events, numbered from one: nothing of the 30
+    // before it is read to decide on it or to show it.
+    let created = app
+        .post("/api/v2/quotes", token, json!({ "currencyCode": "USD" }))
+        .await;
+    let quote_id = created.body["quoteId"].as_str().unwrap().to_owned();
+    let history = app
+        .get(&format!("/api/v2/quotes/{quote_id}/history"), token)
+        .await;
+    let versions: Vec<_> = history
+        .body
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e["version"].as_u64().unwrap(),
+                e["eventType"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(versions, [(1, "QuoteCreated".to_owned())]);
+    // An old quote keeps its history and still refuses changes as closed.
+    let old = &quotes[0];
+    let history = app
+        .get(&format!("/api/v2/quotes/{old}/history"), token)
+        .await;
+    assert_eq!(history.body.as_array().unwrap().len(), 3);
+    let late = app
+        .put(
+            &format!("/api/v2/quotes/{old}/items"),
+            token,
+            json!({ "productId": mat, "quantity": 2 }),
+        )
+        .await;
+    assert_problem(&late, StatusCode::UNPROCESSABLE_ENTITY);
+    let current = app.get("/api/v2/quotes", token).await;
+    assert_eq!(current.body["quoteId"], json!(quote_id));
+}
+
+async fn two_quotes_opened_at_once_leave_one_open(app: TestApp) {
+    let ada = app.customer("Ada Lovelace").await;
+    let token = ada.access_token.clone();
+    let opened = futures::future::join_all((0..6).map(|_| {
+        let (app, token) = (&app, token.clone());
+        async move {
+            app.post(
+                "/api/v2/quotes",
+                Some(&token),
+                json!({ "currencyCode": "USD" }),
+            )
+            .await
+        }
+    }))
+    .await;
+    let created: Vec<_> = opened
+        .iter()
+        .filter(|reply| reply.status == StatusCode::CREATED)
+        .collect();
+    assert_eq!(created.len(), 1, "{opened:?}");
+    for reply in opened.iter().filter(|r| r.status != StatusCode::CREATED) {
+        assert_problem(reply, StatusCode::UNPROCESSABLE_ENTITY);
+    }
+    let current = app.get("/api/v2/quotes", Some(&token)).await;
+    assert_eq!(current.body["quoteId"], created[0].body["quoteId"]);
 }
