@@ -72,7 +72,7 @@ pub struct Line {
     /// Its name when ordered.
     pub product_name: String,
     /// Unit price in the order's currency.
-    #[serde(with = "rust_decimal::serde::float")]
+    #[serde(with = "crate::money::amount")]
     pub unit_price: Decimal,
     /// Quantity (> 0).
     pub quantity: u32,
@@ -120,7 +120,7 @@ messages! {
         /// The lines.
         lines: Vec<Line>,
         /// The total.
-        #[serde(with = "rust_decimal::serde::float")]
+        #[serde(with = "crate::money::amount")]
         total: Decimal,
         /// The currency code.
         currency_code: String,
@@ -212,7 +212,7 @@ messages! {
         /// The customer.
         customer_id: Uuid,
         /// The amount.
-        #[serde(with = "rust_decimal::serde::float")]
+        #[serde(with = "crate::money::amount")]
         amount: Decimal,
         /// Its currency code.
         currency_code: String,
@@ -227,7 +227,7 @@ messages! {
         /// The customer.
         customer_id: Uuid,
         /// The order's total (the demo failure rule looks at its cents).
-        #[serde(with = "rust_decimal::serde::float")]
+        #[serde(with = "crate::money::amount")]
         total: Decimal,
     }
     /// Cancel the order's shipment if it has not left.

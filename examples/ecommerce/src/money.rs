@@ -71,9 +71,12 @@ pub enum MoneyError {
     /// Amounts in two different currencies cannot be combined without a conversion.
     #[error("cannot combine {0} with {1}")]
     CurrencyMismatch(Currency, Currency),
-    /// The amount has more than two decimals or is too large.
+    /// The amount has more than two decimals.
     #[error("amount {0} has more than 2 decimals")]
     TooPrecise(Decimal),
+    /// The amount is above [`Money::MAX`].
+    #[error("amount {0} is above the largest accepted, 1000000000000")]
+    TooLarge(Decimal),
     /// The result does not fit.
     #[error("amount overflow")]
     Overflow,
@@ -103,6 +106,81 @@ impl<'de> Deserialize<'de> for Currency {
     }
 }
 
+/// Serde for an exact amount (`#[serde(with = "ecommerce::money::amount")]`): written as a
+/// JSON number, read from a JSON number or a decimal string, exactly. A number is taken as its
+/// shortest decimal form (`19.99` is 19.99, not 19.989999999999998436805981327779591083526611328125),
+/// which is what the client wrote for every amount of up to 15 significant digits; larger ones
+/// are refused rather than rounded.
+pub mod amount {
+    use std::fmt;
+    use std::str::FromStr;
+
+    use rust_decimal::Decimal;
+    use serde::de::{self, Visitor};
+    use serde::{Deserializer, Serializer};
+
+    /// The most significant digits a JSON number carries exactly through an `f64`.
+    const EXACT_DIGITS: usize = 15;
+
+    /// Writes `amount` as a JSON number.
+    ///
+    /// # Errors
+    /// The serializer's.
+    pub fn serialize<S: Serializer>(amount: &Decimal, serializer: S) -> Result<S::Ok, S::Error> {
+        rust_decimal::serde::float::serialize(amount, serializer)
+    }
+
+    /// Reads an amount from a JSON number or a decimal string.
+    ///
+    /// # Errors
+    /// Not a number, or a number with more significant digits than travel exactly.
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Decimal, D::Error> {
+        deserializer.deserialize_any(AmountVisitor)
+    }
+
+    struct AmountVisitor;
+
+    impl Visitor<'_> for AmountVisitor {
+        type Value = Decimal;
+
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("an amount: a number, or a decimal string such as \"19.99\"")
+        }
+
+        fn visit_u64<E: de::Error>(self, value: u64) -> Result<Decimal, E> {
+            Ok(Decimal::from(value))
+        }
+
+        fn visit_i64<E: de::Error>(self, value: i64) -> Result<Decimal, E> {
+            Ok(Decimal::from(value))
+        }
+
+        fn visit_f64<E: de::Error>(self, value: f64) -> Result<Decimal, E> {
+            let written = value.to_string();
+            let digits = written.chars().filter(char::is_ascii_digit).count()
+                - written
+                    .trim_start_matches('-')
+                    .chars()
+                    .take_while(|c| *c == '0' || *c == '.')
+                    .filter(|c| *c == '0')
+                    .count();
+            if !value.is_finite() || digits > EXACT_DIGITS {
+                return Err(E::custom(format!(
+                    "the amount {value} has more significant digits than a number carries \
+                     exactly; send it as a decimal string"
+                )));
+            }
+            Decimal::from_str(&written)
+                .map_err(|_| E::custom(format!("the amount {value} is out of range")))
+        }
+
+        fn visit_str<E: de::Error>(self, value: &str) -> Result<Decimal, E> {
+            Decimal::from_str_exact(value.trim())
+                .map_err(|_| E::custom(format!("{value:?} is not a decimal amount")))
+        }
+    }
+}
+
 /// An amount ≥ 0 with at most two decimals, in one currency.
 ///
 /// ```
@@ -117,7 +195,7 @@ impl<'de> Deserialize<'de> for Currency {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", try_from = "RawMoney")]
 pub struct Money {
-    #[serde(with = "rust_decimal::serde::float")]
+    #[serde(with = "crate::money::amount")]
     amount: Decimal,
     currency: Currency,
 }
@@ -125,7 +203,7 @@ pub struct Money {
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct RawMoney {
-    #[serde(with = "rust_decimal::serde::float")]
+    #[serde(with = "crate::money::amount")]
     amount: Decimal,
     currency: Currency,
 }
@@ -139,6 +217,22 @@ impl TryFrom<RawMoney> for Money {
 }
 
 impl Money {
+    /// The largest amount accepted: a trillion, so that every amount with two decimals has at
+    /// most 15 significant digits and travels through a JSON number exactly.
+    pub const MAX: Decimal = Decimal::from_parts(3_567_587_328, 232, 0, false, 0);
+
+    /// An amount a client sent: as [`new`](Self::new), and at most [`Money::MAX`]. (Amounts
+    /// the app computes, such as totals, are not bounded: what was stored always reads back.)
+    ///
+    /// # Errors
+    /// As [`new`](Self::new); [`MoneyError::TooLarge`] above [`Money::MAX`].
+    pub fn accepted(amount: Decimal, currency: Currency) -> Result<Self, MoneyError> {
+        if amount > Self::MAX {
+            return Err(MoneyError::TooLarge(amount));
+        }
+        Self::new(amount, currency)
+    }
+
     /// An amount in a currency.
     ///
     /// # Errors
@@ -279,6 +373,43 @@ mod tests {
         assert_eq!(price.convert_to(Currency::Usd).unwrap(), price);
         let cad = Money::new(dec("13.20"), Currency::Cad).unwrap();
         assert_eq!(cad.convert_to(Currency::Usd).unwrap().amount(), dec("10"));
+    }
+
+    #[derive(Debug, serde::Deserialize)]
+    struct Sent {
+        #[serde(with = "crate::money::amount")]
+        amount: Decimal,
+    }
+
+    fn sent(json: &str) -> Result<Decimal, String> {
+        serde_json::from_str::<Sent>(json)
+            .map(|sent| sent.amount)
+            .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn amounts_are_read_as_written() {
+        assert_eq!(sent(r#"{"amount": 19.99}"#), Ok(dec("19.99")));
+        assert_eq!(
+            sent(r#"{"amount": 999999999999.99}"#),
+            Ok(dec("999999999999.99"))
+        );
+        assert_eq!(sent(r#"{"amount": 0.1}"#), Ok(dec("0.1")));
+        assert_eq!(sent(r#"{"amount": 12}"#), Ok(dec("12")));
+        assert_eq!(
+            sent(r#"{"amount": "1000000000000000.5"}"#),
+            Ok(dec("1000000000000000.5"))
+        );
+        let rounded = sent(r#"{"amount": 1000000000000000.5}"#).unwrap_err();
+        assert!(rounded.contains("decimal string"), "{rounded}");
+        assert!(sent(r#"{"amount": "12,5"}"#).is_err());
+        assert!(sent(r#"{"amount": true}"#).is_err());
+        assert_eq!(
+            Money::accepted(dec("1000000000000000.5"), Currency::Usd),
+            Err(MoneyError::TooLarge(dec("1000000000000000.5")))
+        );
+        assert!(Money::accepted(Money::MAX, Currency::Usd).is_ok());
+        assert_eq!(Money::MAX, dec("1000000000000"));
     }
 
     #[test]

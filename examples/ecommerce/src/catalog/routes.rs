@@ -43,7 +43,7 @@ pub struct ProductView {
     pub image_url: String,
     /// Unit price in the requested currency.
     #[schema(value_type = f64)]
-    #[serde(with = "rust_decimal::serde::float")]
+    #[serde(with = "crate::money::amount")]
     pub price: Decimal,
     /// The currency's code.
     pub currency_code: String,

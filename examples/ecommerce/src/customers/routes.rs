@@ -36,7 +36,7 @@ pub struct RegisterCustomerRequest {
     pub shipping_address: String,
     /// Above zero, at most 2 decimals.
     #[schema(value_type = f64)]
-    #[serde(with = "rust_decimal::serde::float")]
+    #[serde(with = "crate::money::amount")]
     pub credit_limit: Decimal,
     /// The credit limit's currency (`USD` when absent).
     #[serde(default)]
@@ -65,7 +65,7 @@ pub struct CustomerDetails {
     pub shipping_address: String,
     /// Credit limit.
     #[schema(value_type = f64)]
-    #[serde(with = "rust_decimal::serde::float")]
+    #[serde(with = "crate::money::amount")]
     pub credit_limit: Decimal,
     /// The credit limit's currency code.
     pub currency_code: String,
@@ -104,7 +104,7 @@ pub struct UpdateCustomerRequest {
 pub struct CreditLimitRequest {
     /// Above zero, at most 2 decimals.
     #[schema(value_type = f64)]
-    #[serde(with = "rust_decimal::serde::float")]
+    #[serde(with = "crate::money::amount")]
     pub credit_limit: Decimal,
     /// Its currency (`USD` when absent).
     #[serde(default)]
@@ -158,7 +158,7 @@ fn money(validator: &mut Validator, amount: Decimal, code: Option<&str>) -> Opti
             return None;
         }
     };
-    match Money::new(amount, currency) {
+    match Money::accepted(amount, currency) {
         Ok(money) => Some(money),
         Err(error) => {
             validator.add("creditLimit", error.to_string());

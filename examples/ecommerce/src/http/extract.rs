@@ -33,9 +33,14 @@ where
                 "must not contain control characters",
             ));
         }
-        serde_json::from_value(value)
+        // The field a wrong value is in (`items[2].quantity`), else the body.
+        serde_path_to_error::deserialize(value)
             .map(Json)
-            .map_err(|error| ApiError::field("body", error.to_string()))
+            .map_err(|error| {
+                let path = error.path().to_string();
+                let field = if path == "." { "body" } else { path.as_str() };
+                ApiError::field(field, error.inner().to_string())
+            })
     }
 }
 

@@ -129,7 +129,7 @@ pub enum OrderEvent {
         /// The order.
         order_id: Uuid,
         /// The total.
-        #[serde(with = "rust_decimal::serde::float")]
+        #[serde(with = "crate::money::amount")]
         total: Decimal,
     },
     /// Paid.

@@ -47,7 +47,7 @@ pub struct OrderLineView {
     pub product_name: String,
     /// Unit price.
     #[schema(value_type = f64)]
-    #[serde(with = "rust_decimal::serde::float")]
+    #[serde(with = "crate::money::amount")]
     pub unit_price: Decimal,
     /// Quantity.
     pub quantity: u32,
@@ -80,7 +80,7 @@ pub struct OrderView {
     pub currency_symbol: String,
     /// Total.
     #[schema(value_type = f64)]
-    #[serde(with = "rust_decimal::serde::float")]
+    #[serde(with = "crate::money::amount")]
     pub total_price: Decimal,
 }
 

@@ -56,7 +56,7 @@ pub struct QuoteItemView {
     pub product_name: String,
     /// Unit price in the quote's currency.
     #[schema(value_type = f64)]
-    #[serde(with = "rust_decimal::serde::float")]
+    #[serde(with = "crate::money::amount")]
     pub unit_price: Decimal,
     /// Quantity.
     pub quantity: u32,
@@ -82,7 +82,7 @@ pub struct QuoteView {
     pub items: Vec<QuoteItemView>,
     /// Total.
     #[schema(value_type = f64)]
-    #[serde(with = "rust_decimal::serde::float")]
+    #[serde(with = "crate::money::amount")]
     pub total_price: Decimal,
 }
 

@@ -51,7 +51,7 @@ pub struct OrderSagaState {
     /// The order's lines, once processed.
     pub lines: Vec<Line>,
     /// The total, once processed.
-    #[serde(with = "rust_decimal::serde::float")]
+    #[serde(with = "crate::money::amount")]
     pub total: Decimal,
     /// Its currency code.
     pub currency_code: String,

@@ -93,6 +93,41 @@ async fn registration_validates_every_field(app: TestApp) {
     // A failed registration created no account either.
     let login = app.login("ada.cents@example.com", "secret-password").await;
     assert_problem(&login, StatusCode::UNAUTHORIZED);
+
+    // Amounts are exact: too large, or more digits than a JSON number carries, is a 422
+    // naming the field, never a rounded amount.
+    for (email, limit) in [
+        ("ada.huge@example.com", json!(1_000_000_000_000_000.5_f64)),
+        ("ada.huge.text@example.com", json!("1000000000000000.5")),
+        ("ada.words@example.com", json!("a lot")),
+    ] {
+        let mut body = registration("Ada Lovelace", email);
+        body["creditLimit"] = limit;
+        let refused = app.post("/api/v2/customers", None, body).await;
+        assert_problem(&refused, StatusCode::UNPROCESSABLE_ENTITY);
+        assert!(
+            refused.body["errors"]["creditLimit"].is_array(),
+            "{:?}",
+            refused.body
+        );
+    }
+    for (email, limit, stored) in [
+        (
+            "ada.max@example.com",
+            json!(999_999_999_999.99_f64),
+            999_999_999_999.99_f64,
+        ),
+        ("ada.text@example.com", json!("250.75"), 250.75),
+    ] {
+        let mut body = registration("Ada Lovelace", email);
+        body["creditLimit"] = limit;
+        let created = app.post("/api/v2/customers", None, body).await;
+        assert_eq!(created.status, StatusCode::CREATED, "{:?}", created.body);
+        let login = app.login(email, "secret-password").await;
+        let token = login.body["accessToken"].as_str().unwrap();
+        let details = app.get("/api/v2/customers/details", Some(token)).await;
+        assert_eq!(details.body["creditLimit"], json!(stored));
+    }
 }
 
 async fn an_email_registers_once(app: TestApp) {
