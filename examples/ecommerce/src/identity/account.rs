@@ -40,7 +40,18 @@ pub struct Account {
     #[serde(default)]
     spent_at: HashMap<Uuid, DateTime<Utc>>,
     revoked_families: HashSet<Uuid>,
+    /// When each token expires (tokens issued before this was recorded have none and are
+    /// kept).
+    #[serde(default)]
+    expires: HashMap<Uuid, DateTime<Utc>>,
+    /// When the last token of each family expires.
+    #[serde(default)]
+    family_expires: HashMap<Uuid, DateTime<Utc>>,
 }
+
+/// How long past its expiry a token's record is kept: longer than the leeway with which an
+/// expired token is still accepted, so a token that can be presented always has its record.
+const KEPT_PAST_EXPIRY: TimeDelta = TimeDelta::minutes(1);
 
 /// What registration recorded.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -61,6 +72,48 @@ impl Account {
     pub fn active_registration(&self) -> Option<&Registration> {
         self.registered.as_ref().filter(|_| !self.closed)
     }
+
+    /// How many refresh-token records the account keeps (unspent and spent tokens, revoked
+    /// families): those of expired tokens are pruned as new tokens are issued or rotated.
+    pub fn token_records(&self) -> usize {
+        self.active.len() + self.spent.len() + self.revoked_families.len()
+    }
+
+    /// Forgets every token, and every revoked family, that expired before `now` (less
+    /// [`KEPT_PAST_EXPIRY`]): an expired token is refused before its record is looked up.
+    fn prune(&mut self, now: DateTime<Utc>) {
+        let expired = |expiry: &DateTime<Utc>| *expiry + KEPT_PAST_EXPIRY < now;
+        let gone: Vec<Uuid> = self
+            .expires
+            .iter()
+            .filter(|(_, expiry)| expired(expiry))
+            .map(|(token, _)| *token)
+            .collect();
+        for token in gone {
+            self.active.remove(&token);
+            self.spent.remove(&token);
+            self.spent_at.remove(&token);
+            self.expires.remove(&token);
+        }
+        let families: Vec<Uuid> = self
+            .family_expires
+            .iter()
+            .filter(|(_, expiry)| expired(expiry))
+            .map(|(family, _)| *family)
+            .collect();
+        for family in families {
+            self.revoked_families.remove(&family);
+            self.family_expires.remove(&family);
+        }
+    }
+
+    fn expiring(&mut self, token: Uuid, family: Uuid, expires_at: Option<DateTime<Utc>>) {
+        if let Some(expiry) = expires_at {
+            self.expires.insert(token, expiry);
+            let last = self.family_expires.entry(family).or_insert(expiry);
+            *last = (*last).max(expiry);
+        }
+    }
 }
 
 /// What an account can be asked to do.
@@ -76,6 +129,10 @@ pub enum AccountCommand {
         token_id: Uuid,
         /// Its new family.
         family_id: Uuid,
+        /// Now.
+        now: DateTime<Utc>,
+        /// When the token expires.
+        expires_at: DateTime<Utc>,
     },
     /// Spends `presented` and records `next` in its family.
     RotateRefreshToken {
@@ -85,6 +142,8 @@ pub enum AccountCommand {
         next: Uuid,
         /// When it is presented.
         now: DateTime<Utc>,
+        /// When `next` expires.
+        expires_at: DateTime<Utc>,
         /// How long after a token was spent presenting it again is taken for a concurrent
         /// refresh (refused, the family kept) rather than a stolen copy (the family revoked).
         reuse_grace: TimeDelta,
@@ -113,6 +172,12 @@ pub enum AccountEvent {
         /// Its family.
         #[serde(rename = "familyId")]
         family_id: Uuid,
+        /// When (absent from events recorded before it was kept).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        at: Option<DateTime<Utc>>,
+        /// When the token expires (absent from events recorded before it was kept).
+        #[serde(default, rename = "expiresAt", skip_serializing_if = "Option::is_none")]
+        expires_at: Option<DateTime<Utc>>,
     },
     /// A refresh token was spent and replaced.
     #[serde(rename = "RefreshTokenRotated")]
@@ -129,6 +194,9 @@ pub enum AccountEvent {
         /// When the token was spent (absent from events recorded before it was kept).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         at: Option<DateTime<Utc>>,
+        /// When the replacement expires (absent from events recorded before it was kept).
+        #[serde(default, rename = "expiresAt", skip_serializing_if = "Option::is_none")]
+        expires_at: Option<DateTime<Utc>>,
     },
     /// A spent refresh token was presented again: its whole family is revoked.
     #[serde(rename = "RefreshTokenReuseDetected")]
@@ -184,17 +252,22 @@ impl Aggregate for Account {
             AccountCommand::IssueRefreshToken {
                 token_id,
                 family_id,
+                now,
+                expires_at,
             } => {
                 self.active_registration().ok_or(AccountError::NotFound)?;
                 Ok(vec![AccountEvent::RefreshTokenIssued {
                     token_id: *token_id,
                     family_id: *family_id,
+                    at: Some(*now),
+                    expires_at: Some(*expires_at),
                 }])
             }
             AccountCommand::RotateRefreshToken {
                 presented,
                 next,
                 now,
+                expires_at,
                 reuse_grace,
             } => {
                 self.active_registration().ok_or(AccountError::NotFound)?;
@@ -204,6 +277,7 @@ impl Aggregate for Account {
                         token_id: *next,
                         family_id,
                         at: Some(*now),
+                        expires_at: Some(*expires_at),
                     }]);
                 }
                 let spent_moments_ago = self
@@ -243,14 +317,21 @@ impl Aggregate for Account {
             AccountEvent::RefreshTokenIssued {
                 token_id,
                 family_id,
+                at,
+                expires_at,
             } => {
                 self.active.insert(*token_id, *family_id);
+                self.expiring(*token_id, *family_id, *expires_at);
+                if let Some(at) = at {
+                    self.prune(*at);
+                }
             }
             AccountEvent::RefreshTokenRotated {
                 spent_token_id,
                 token_id,
                 family_id,
                 at,
+                expires_at,
             } => {
                 self.active.remove(spent_token_id);
                 self.spent.insert(*spent_token_id, *family_id);
@@ -258,6 +339,10 @@ impl Aggregate for Account {
                     self.spent_at.insert(*spent_token_id, *at);
                 }
                 self.active.insert(*token_id, *family_id);
+                self.expiring(*token_id, *family_id, *expires_at);
+                if let Some(at) = at {
+                    self.prune(*at);
+                }
             }
             AccountEvent::RefreshTokenReuseDetected { family_id, .. } => {
                 self.revoked_families.insert(*family_id);
@@ -284,6 +369,7 @@ mod tests {
             presented: Uuid::from_u128(presented),
             next: Uuid::from_u128(next),
             now: at(seconds),
+            expires_at: at(seconds + LIFETIME),
             reuse_grace: TimeDelta::seconds(10),
         }
     }
@@ -297,10 +383,20 @@ mod tests {
         }
     }
 
+    /// Seconds a refresh token lives in these tests.
+    const LIFETIME: i64 = 3600;
+
+    /// Token `token` of a new family `family`, issued at `at(0)`.
     fn issued(token: u128, family: u128) -> AccountEvent {
+        issued_at(token, family, 0)
+    }
+
+    fn issued_at(token: u128, family: u128, seconds: i64) -> AccountEvent {
         AccountEvent::RefreshTokenIssued {
             token_id: Uuid::from_u128(token),
             family_id: Uuid::from_u128(family),
+            at: Some(at(seconds)),
+            expires_at: Some(at(seconds + LIFETIME)),
         }
     }
 
@@ -347,6 +443,7 @@ mod tests {
                 token_id: Uuid::from_u128(2),
                 family_id: Uuid::from_u128(9),
                 at: Some(at(0)),
+                expires_at: Some(at(LIFETIME)),
             }]);
     }
 
@@ -357,6 +454,7 @@ mod tests {
             token_id: Uuid::from_u128(2),
             family_id: Uuid::from_u128(9),
             at: Some(at(0)),
+            expires_at: Some(at(LIFETIME)),
         };
         let history = [
             AccountEvent::Registered(registration()),
@@ -404,5 +502,55 @@ mod tests {
         given::<Account>([])
             .when(AccountCommand::Close)
             .then_error(AccountError::NotFound);
+    }
+
+    #[test]
+    fn records_of_expired_tokens_are_pruned() {
+        let revoked = AccountEvent::RefreshTokenReuseDetected {
+            token_id: Uuid::from_u128(1),
+            family_id: Uuid::from_u128(9),
+        };
+        let rotated = AccountEvent::RefreshTokenRotated {
+            spent_token_id: Uuid::from_u128(1),
+            token_id: Uuid::from_u128(2),
+            family_id: Uuid::from_u128(9),
+            at: Some(at(0)),
+            expires_at: Some(at(LIFETIME)),
+        };
+        let mut history = vec![
+            AccountEvent::Registered(registration()),
+            issued(1, 9),
+            rotated,
+            revoked,
+        ];
+        // A hundred sign-ins over the lifetime of a token: all their records are kept.
+        history.extend((0..100).map(|i| issued_at(100 + i, 200 + i, i64::try_from(i).unwrap())));
+        let mut kept = Account::default();
+        for event in &history {
+            kept.evolve(event);
+        }
+        // The hundred unspent tokens, the spent one and its revoked family.
+        assert_eq!(kept.token_records(), 100 + 1 + 1);
+        // A sign-in after every earlier token expired: only its own record is left.
+        let later = LIFETIME + 200;
+        let state = given::<Account>(history)
+            .when(AccountCommand::IssueRefreshToken {
+                token_id: Uuid::from_u128(7),
+                family_id: Uuid::from_u128(8),
+                now: at(later),
+                expires_at: at(later + LIFETIME),
+            })
+            .then([issued_at(7, 8, later)]);
+        assert_eq!(state.token_records(), 1);
+        // Nothing is pruned before its token expired (with a minute's margin).
+        let mut young = Account::default();
+        for event in [
+            AccountEvent::Registered(registration()),
+            issued(1, 9),
+            issued_at(2, 10, LIFETIME + 30),
+        ] {
+            young.evolve(&event);
+        }
+        assert_eq!(young.token_records(), 2);
     }
 }

@@ -179,12 +179,15 @@ impl<S: TransactionalStore> Identity<S> {
         };
         let token_id = Uuid::new_v4();
         let family_id = Uuid::new_v4();
+        let now = self.clock.now();
         let command = AccountCommand::IssueRefreshToken {
             token_id,
             family_id,
+            now,
+            expires_at: self.refresh_expiry(now),
         };
         self.execute(&stream, &command).await?;
-        self.token_pair(&registration, token_id, family_id)
+        self.token_pair(&registration, token_id, family_id, now)
     }
 
     /// Spends a refresh token for a new pair. A spent token presented again revokes every
@@ -203,10 +206,12 @@ impl<S: TransactionalStore> Identity<S> {
             .map_err(|_| IdentityError::InvalidRefreshToken("malformed subject".to_owned()))?;
         let stream = account_stream(account_id)?;
         let next = Uuid::new_v4();
+        let now = self.clock.now();
         let command = AccountCommand::RotateRefreshToken {
             presented: claims.jti,
             next,
-            now: self.clock.now(),
+            now,
+            expires_at: self.refresh_expiry(now),
             reuse_grace: chrono::TimeDelta::from_std(self.config.refresh_reuse_grace)
                 .unwrap_or(chrono::TimeDelta::zero()),
         };
@@ -232,7 +237,7 @@ impl<S: TransactionalStore> Identity<S> {
             .active_registration()
             .cloned()
             .ok_or(IdentityError::NotFound)?;
-        self.token_pair(&registration, next, claims.fam)
+        self.token_pair(&registration, next, claims.fam, now)
     }
 
     /// The client-credentials grant: an M2M token with the requested scopes (all the client's
@@ -296,8 +301,9 @@ impl<S: TransactionalStore> Identity<S> {
         registration: &Registration,
         token_id: Uuid,
         family_id: Uuid,
+        now: chrono::DateTime<chrono::Utc>,
     ) -> Result<TokenPair, IdentityError> {
-        let now = self.clock.now().timestamp();
+        let now = now.timestamp();
         let access = AccessClaims {
             sub: registration.account_id.to_string(),
             iss: ISSUER.to_owned(),
@@ -388,6 +394,15 @@ fn context() -> CommandContext {
 
 fn internal(error: impl Into<es_core::BoxError>) -> IdentityError {
     IdentityError::Storage(StorageError::other(error))
+}
+
+impl<S> Identity<S> {
+    /// When a refresh token issued `now` expires (its record is kept until then: the token's
+    /// `exp`, in whole seconds, is never later).
+    fn refresh_expiry(&self, now: chrono::DateTime<chrono::Utc>) -> chrono::DateTime<chrono::Utc> {
+        now + chrono::TimeDelta::from_std(self.config.refresh_token_ttl)
+            .unwrap_or(chrono::TimeDelta::MAX)
+    }
 }
 
 fn seconds(duration: Duration) -> i64 {

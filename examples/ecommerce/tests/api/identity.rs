@@ -251,3 +251,65 @@ async fn a_burst_of_anonymous_sign_ins_keeps_memory_bounded() {
         "peak memory grew {growth_mib} MiB with {slots} hashing slots"
     );
 }
+
+/// Past the address's attempts a sign-in from it answers 429 with `Retry-After`, whichever
+/// accounts it tries; another address is not affected.
+#[tokio::test]
+async fn sign_ins_are_rate_limited_per_client_address() {
+    use axum::body::Body;
+    use axum::extract::ConnectInfo;
+    use axum::http::{Request, header};
+    use ecommerce::app::AppConfig;
+    use ecommerce::identity::IdentityConfig;
+
+    let per_address = 3;
+    let app = TestApp::with(AppConfig {
+        identity: IdentityConfig {
+            sign_in: SignInLimits {
+                per_address_per_minute: per_address,
+                ..SignInLimits::default()
+            },
+            ..IdentityConfig::development()
+        },
+        ..AppConfig::embedded()
+    })
+    .await;
+    let sign_in = |from: [u8; 4], email: String| {
+        let mut request = Request::post("/api/v2/accounts/login")
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(Body::from(
+                json!({ "email": email, "password": "not-the-password" }).to_string(),
+            ))
+            .unwrap();
+        request
+            .extensions_mut()
+            .insert(ConnectInfo(std::net::SocketAddr::from((from, 40_000))));
+        request
+    };
+    let attacker = [203, 0, 113, 7];
+    // Every attempt names another account: only the address limit applies.
+    for i in 0..per_address {
+        let reply = app
+            .send(
+                crate::support::Listener::Public,
+                sign_in(attacker, format!("victim{i}@example.com")),
+            )
+            .await;
+        assert_problem(&reply, StatusCode::UNAUTHORIZED);
+    }
+    let limited = app
+        .send(
+            crate::support::Listener::Public,
+            sign_in(attacker, "victim-next@example.com".to_owned()),
+        )
+        .await;
+    assert_problem(&limited, StatusCode::TOO_MANY_REQUESTS);
+    assert!(limited.headers.contains_key("retry-after"));
+    let neighbour = app
+        .send(
+            crate::support::Listener::Public,
+            sign_in([198, 51, 100, 1], "victim-next@example.com".to_owned()),
+        )
+        .await;
+    assert_problem(&neighbour, StatusCode::UNAUTHORIZED);
+}
