@@ -79,6 +79,7 @@ impl Projection<Vec<HistoryEntry>> for HistoryProjection {
 pub struct Page {
     /// Entries after this version (the `version` of the last entry already read); from the
     /// start when absent.
+    #[param(minimum = 0, maximum = 9_223_372_036_854_775_807_i64)]
     pub after: Option<u64>,
     /// At most this many entries: 1 to 1000, 100 when absent.
     #[param(minimum = 1, maximum = 1000)]
@@ -127,6 +128,12 @@ impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Page {
                         ),
                     )
                 })?;
+        if page
+            .after
+            .is_some_and(|after| i64::try_from(after).is_err())
+        {
+            return Err(ApiError::field("after", "must be a version of the stream"));
+        }
         if let Some(limit) = page.limit
             && !(1..=Self::MAX_LIMIT).contains(&limit)
         {

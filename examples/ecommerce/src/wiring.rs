@@ -183,13 +183,20 @@ async fn wire<B: ShopBackend>(backend: B, config: AppConfig) -> Result<App, Star
         keys,
         body_limit: config.body_limit,
         server: config.server,
-        public: public.split_for_parts(),
-        internal: internal.split_for_parts(),
+        public: documented(public),
+        internal: documented(internal),
         books,
         bus,
         runtime,
         workflow: wiring,
     }))
+}
+
+/// The router and its OpenAPI document, every error answer listed.
+fn documented(router: OpenApiRouter) -> (axum::Router, utoipa::openapi::OpenApi) {
+    let (router, mut openapi) = router.split_for_parts();
+    crate::http::document_errors(&mut openapi);
+    (router, openapi)
 }
 
 /// A start-up failure of `context`.

@@ -21,6 +21,7 @@ use crate::money::Currency;
 #[serde(rename_all = "camelCase")]
 pub struct ProductsRequest {
     /// `USD`, `CAD` or `EUR`.
+    #[schema(pattern = "^(USD|CAD|EUR)$")]
     pub currency_code: String,
     /// The products wanted; empty for all.
     #[serde(default)]

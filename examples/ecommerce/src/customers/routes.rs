@@ -24,22 +24,30 @@ use crate::money::{Currency, Money};
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct RegisterCustomerRequest {
-    /// 2 to 100 characters.
+    /// 2 to 100 characters (once trimmed).
+    #[schema(min_length = 2, max_length = 100)]
     pub name: String,
-    /// A valid email, not used by another account.
+    /// A valid email (at most 254 characters, no spaces or invisible characters), not used by
+    /// another account.
+    #[schema(format = Email, max_length = 254)]
     pub email: String,
     /// 5 to 100 characters.
+    #[schema(min_length = 5, max_length = 100)]
     pub password: String,
     /// Must equal `password`.
+    #[schema(min_length = 5, max_length = 100)]
     pub password_confirm: String,
-    /// 5 to 100 characters.
+    /// 5 to 100 characters (once trimmed).
+    #[schema(min_length = 5, max_length = 100)]
     pub shipping_address: String,
-    /// Above zero, at most 2 decimals.
-    #[schema(value_type = f64)]
+    /// Above zero, at most a trillion, at most 2 decimals: a number, or a decimal string for
+    /// more than 15 significant digits.
+    #[schema(value_type = f64, exclusive_minimum = 0, maximum = 1_000_000_000_000_f64)]
     #[serde(with = "crate::money::amount")]
     pub credit_limit: Decimal,
     /// The credit limit's currency (`USD` when absent).
     #[serde(default)]
+    #[schema(pattern = "^(USD|CAD|EUR)$")]
     pub currency_code: Option<String>,
 }
 
@@ -88,9 +96,11 @@ impl From<Profile> for CustomerDetails {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct UpdateCustomerRequest {
-    /// 2 to 100 characters.
+    /// 2 to 100 characters (once trimmed).
+    #[schema(min_length = 2, max_length = 100)]
     pub name: String,
-    /// 5 to 100 characters.
+    /// 5 to 100 characters (once trimmed).
+    #[schema(min_length = 5, max_length = 100)]
     pub shipping_address: String,
     /// Refused: customers cannot change their own credit limit.
     #[serde(default)]
@@ -102,12 +112,14 @@ pub struct UpdateCustomerRequest {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct CreditLimitRequest {
-    /// Above zero, at most 2 decimals.
-    #[schema(value_type = f64)]
+    /// Above zero, at most a trillion, at most 2 decimals: a number, or a decimal string for
+    /// more than 15 significant digits.
+    #[schema(value_type = f64, exclusive_minimum = 0, maximum = 1_000_000_000_000_f64)]
     #[serde(with = "crate::money::amount")]
     pub credit_limit: Decimal,
     /// Its currency (`USD` when absent).
     #[serde(default)]
+    #[schema(pattern = "^(USD|CAD|EUR)$")]
     pub currency_code: Option<String>,
 }
 
@@ -174,6 +186,7 @@ fn money(validator: &mut Validator, amount: Decimal, code: Option<&str>) -> Opti
         (status = 201, description = "Registered", body = CustomerCreated),
         (status = 400, description = "Malformed JSON", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Invalid fields or email taken", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Every password-hashing slot is busy (`Retry-After`)", body = Problem, content_type = "application/problem+json"),
     ))]
 async fn register<S: TransactionalStore>(
     State(customers): State<Arc<Customers<S>>>,

@@ -25,7 +25,11 @@ use problem::ApiError;
 /// The public API's OpenAPI root (paths are added by each context's router).
 #[derive(Debug, OpenApi)]
 #[openapi(
-    info(title = "ecommerce", description = "The reference ecommerce backend's public API."),
+    info(
+        title = "ecommerce",
+        description = "The reference ecommerce backend's public API. No string field takes a \
+            control character (422 naming the field); every error is `application/problem+json`."
+    ),
     modifiers(&BearerAuth),
     components(schemas(problem::Problem, Health))
 )]
@@ -56,6 +60,112 @@ impl Modify for BearerAuth {
                     .build(),
             ),
         );
+    }
+}
+
+/// Adds to every operation of `openapi` the error answers the server's extractors and
+/// middleware give it, each a [`problem::Problem`], where the route did not describe them
+/// itself: a route with a body can answer 400 (not JSON), 408 (the body paused too long),
+/// 413 (too large), 415 (not declared as JSON) and 422 (a field breaks a rule); one with path
+/// ids 400 (not a UUID), 404 and 422 (the nil UUID); one with query parameters 422; one with
+/// a header parameter 400; one behind a token 401 and 403; one that writes 409 (a conflict
+/// that outlasted the retries).
+pub fn document_errors(openapi: &mut utoipa::openapi::OpenApi) {
+    use utoipa::openapi::path::ParameterIn;
+    use utoipa::openapi::{ContentBuilder, Ref, RefOr, ResponseBuilder};
+
+    let problem = |description: &str| {
+        RefOr::T(
+            ResponseBuilder::new()
+                .description(description)
+                .content(
+                    problem::PROBLEM_JSON,
+                    ContentBuilder::new()
+                        .schema(Some(Ref::from_schema_name("Problem")))
+                        .build(),
+                )
+                .build(),
+        )
+    };
+    for item in openapi.paths.paths.values_mut() {
+        let shared: Vec<ParameterIn> = item
+            .parameters
+            .iter()
+            .flatten()
+            .filter_map(|parameter| match parameter {
+                RefOr::T(parameter) => Some(parameter.parameter_in.clone()),
+                RefOr::Ref(_) => None,
+            })
+            .collect();
+        let operations = [
+            (false, &mut item.get),
+            (true, &mut item.put),
+            (true, &mut item.post),
+            (true, &mut item.delete),
+            (true, &mut item.patch),
+        ];
+        for (writes, operation) in operations {
+            let Some(operation) = operation else {
+                continue;
+            };
+            let mut places = shared.clone();
+            places.extend(
+                operation
+                    .parameters
+                    .iter()
+                    .flatten()
+                    .filter_map(|parameter| match parameter {
+                        RefOr::T(parameter) => Some(parameter.parameter_in.clone()),
+                        RefOr::Ref(_) => None,
+                    }),
+            );
+            let mut errors: Vec<(&str, &str)> = Vec::new();
+            if operation.request_body.is_some() {
+                errors.extend([
+                    ("400", "The body is not JSON"),
+                    ("408", "The body paused longer than the body read timeout"),
+                    ("413", "The body is larger than the limit"),
+                    ("415", "The body is not declared as `application/json`"),
+                    ("422", "A field breaks a rule (each named in `errors`)"),
+                ]);
+            }
+            if places.contains(&ParameterIn::Path) {
+                errors.extend([
+                    ("400", "An id in the path is not a UUID"),
+                    ("404", "No such resource of the caller's"),
+                    ("422", "An id in the path is the nil UUID"),
+                ]);
+            }
+            if writes {
+                errors.push((
+                    "409",
+                    "The resource changed concurrently more often than the change is retried",
+                ));
+            }
+            if places.contains(&ParameterIn::Query) {
+                errors.push(("422", "A query parameter is out of range or malformed"));
+            }
+            if places.contains(&ParameterIn::Header) {
+                errors.push(("400", "A header parameter is malformed"));
+            }
+            if operation
+                .security
+                .as_ref()
+                .is_some_and(|requirements| !requirements.is_empty())
+            {
+                errors.extend([
+                    ("401", "No token, or an invalid or expired one"),
+                    ("403", "The token lacks the role or scope the route needs"),
+                ]);
+            }
+            for (status, description) in errors {
+                operation
+                    .responses
+                    .responses
+                    .entry(status.to_owned())
+                    .or_insert_with(|| problem(description));
+            }
+        }
     }
 }
 

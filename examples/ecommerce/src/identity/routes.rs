@@ -24,8 +24,10 @@ use crate::http::problem::{ApiError, Problem, Validator, is_valid_email};
 #[serde(rename_all = "camelCase")]
 pub struct LoginRequest {
     /// The account's email.
+    #[schema(max_length = 254)]
     pub email: String,
     /// The password.
+    #[schema(max_length = 100)]
     pub password: String,
 }
 
@@ -67,6 +69,7 @@ impl From<TokenPair> for TokenResponse {
 #[serde(rename_all = "camelCase")]
 pub struct ClientTokenRequest {
     /// Must be `client_credentials`.
+    #[schema(pattern = "^client_credentials$")]
     pub grant_type: String,
     /// The client id.
     pub client_id: String,
@@ -96,8 +99,10 @@ pub struct ClientTokenResponse {
 #[serde(rename_all = "camelCase")]
 pub struct CreateAccountRequest {
     /// The sign-in email.
+    #[schema(format = Email, max_length = 254)]
     pub email: String,
     /// The password (5 to 100 characters).
+    #[schema(min_length = 5, max_length = 100)]
     pub password: String,
     /// The customer the account signs in as.
     pub customer_id: Uuid,
@@ -240,6 +245,7 @@ async fn client_token<S: TransactionalStore>(
     responses(
         (status = 201, description = "Created", body = AccountCreated),
         (status = 422, description = "Invalid fields or email taken", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Every password-hashing slot is busy (`Retry-After`)", body = Problem, content_type = "application/problem+json"),
     ))]
 async fn create_account<S: TransactionalStore>(
     State(identity): State<Arc<Identity<S>>>,

@@ -16,7 +16,7 @@ use super::{Inventory, InventoryError, ReservationStatus, StockError, StockLine,
 use crate::auth::{Caller, Policy, Scope};
 use crate::history::{Page, Paged};
 use crate::http::extract::{IdPath, Json, check_id};
-use crate::http::problem::{ApiError, Problem};
+use crate::http::problem::{ApiError, Problem, Validator};
 
 /// A product's stock.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
@@ -30,13 +30,17 @@ pub struct StockView {
     pub reserved: u32,
 }
 
+/// The largest quantity of one product an order reserves.
+pub const MAX_LINE_QUANTITY: u32 = 1_000_000;
+
 /// A line to reserve.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ReservationLine {
     /// The product.
     pub product_id: Uuid,
-    /// How many (> 0).
+    /// How many (1 to 1,000,000).
+    #[schema(minimum = 1, maximum = 1_000_000)]
     pub quantity: u32,
 }
 
@@ -151,6 +155,15 @@ async fn reserve<S: TransactionalStore>(
 ) -> Result<axum::Json<ReservationView>, ApiError> {
     caller.require(Policy::Machine(Scope::Write))?;
     let order_id = check_id("orderId", request.order_id)?;
+    let mut validator = Validator::new();
+    for (i, line) in request.lines.iter().enumerate() {
+        validator.check(
+            (1..=MAX_LINE_QUANTITY).contains(&line.quantity),
+            &format!("lines[{i}].quantity"),
+            format!("must be between 1 and {MAX_LINE_QUANTITY}"),
+        );
+    }
+    validator.finish()?;
     let lines: Vec<StockLine> = request
         .lines
         .iter()

@@ -231,7 +231,7 @@ async fn confirm_delivery<S: TransactionalStore>(
 /// data, the id resumable with `Last-Event-ID`): past ones first, then live.
 #[utoipa::path(get, path = "/api/v2/notifications", tag = "orders",
     security(("bearer" = [])),
-    params(("Last-Event-ID" = Option<u64>, Header, description = "Resume after this notification id")),
+    params(("Last-Event-ID" = Option<i64>, Header, minimum = 0, description = "Resume after this notification id")),
     responses(
         (status = 200, description = "An event stream of the caller's order status changes", content_type = "text/event-stream"),
         (status = 401, description = "No or invalid token", body = Problem, content_type = "application/problem+json"),
@@ -256,11 +256,17 @@ async fn notifications<S: TransactionalStore>(
     let expires_in =
         u64::try_from(caller.claims().exp - chrono::Utc::now().timestamp()).unwrap_or(0);
     let expired = tokio::time::sleep(Duration::from_secs(expires_in));
-    let after = headers
-        .get("last-event-id")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok())
-        .unwrap_or(0);
+    let after = match headers.get("last-event-id") {
+        None => 0,
+        Some(value) => value
+            .to_str()
+            .ok()
+            .and_then(|v| v.trim().parse::<i64>().ok())
+            .and_then(|id| u64::try_from(id).ok())
+            .ok_or_else(|| {
+                ApiError::BadRequest("`Last-Event-ID` must be a notification id".to_owned())
+            })?,
+    };
     // Subscribe before reading the feed, then skip what the feed already gave: nothing is
     // missed between the two and nothing is sent twice.
     let live = orders.subscribe();

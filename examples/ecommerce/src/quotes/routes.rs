@@ -25,6 +25,7 @@ use crate::money::Currency;
 #[serde(rename_all = "camelCase")]
 pub struct CreateQuoteRequest {
     /// `USD`, `CAD` or `EUR`.
+    #[schema(pattern = "^(USD|CAD|EUR)$")]
     pub currency_code: String,
 }
 
@@ -43,6 +44,7 @@ pub struct SetItemRequest {
     /// The product.
     pub product_id: Uuid,
     /// The quantity (1 to 1,000,000); sets it when the product is already in the quote.
+    #[schema(minimum = 1, maximum = 1_000_000)]
     pub quantity: i64,
 }
 

@@ -44,6 +44,7 @@ const SCHEMAS: &[&str] = &[
     "ProductsRequest",
     "ProductView",
     "HistoryEntry",
+    "StockMovement",
     "Problem",
     "CreateQuoteRequest",
     "QuoteCreated",
@@ -158,4 +159,75 @@ async fn the_internal_document_lists_every_internal_route() {
             "{method} {path} is on the public listener"
         );
     }
+}
+
+/// The statuses `operation` documents.
+fn statuses(doc: &Value, method: &str, path: &str) -> Vec<String> {
+    doc["paths"][path][method]["responses"]
+        .as_object()
+        .unwrap_or_else(|| panic!("{method} {path} is not documented"))
+        .keys()
+        .cloned()
+        .collect()
+}
+
+#[tokio::test]
+async fn every_route_documents_the_errors_the_server_gives_it_and_its_field_rules() {
+    let app = TestApp::memory().await;
+    let doc = app.get("/api/v2/openapi.json", None).await.body;
+    for (method, path) in routes_of(&doc) {
+        let operation = &doc["paths"][&path][&method];
+        let documented = statuses(&doc, &method, &path);
+        let mut expected: Vec<&str> = Vec::new();
+        if operation["requestBody"].is_object() {
+            expected.extend(["400", "408", "413", "415", "422"]);
+        }
+        if path.contains('{') {
+            expected.extend(["400", "404", "422"]);
+        }
+        if operation["security"]
+            .as_array()
+            .is_some_and(|requirements| !requirements.is_empty())
+        {
+            expected.extend(["401", "403"]);
+        }
+        if method != "get" {
+            expected.push("409");
+        }
+        for status in expected {
+            assert!(
+                documented.iter().any(|s| s == status),
+                "{method} {path} does not document {status}: {documented:?}"
+            );
+            let content = &operation["responses"][status]["content"];
+            assert!(
+                content["application/problem+json"].is_object(),
+                "{method} {path} {status} is not a problem: {content}"
+            );
+        }
+    }
+    assert!(statuses(&doc, "post", "/api/v2/accounts/login").contains(&"429".to_owned()));
+    assert!(statuses(&doc, "post", "/api/v2/customers").contains(&"503".to_owned()));
+    // A history takes its page in the query and refuses what is out of range.
+    let history = &doc["paths"]["/api/v2/customers/history"]["get"];
+    let limit = history["parameters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "limit")
+        .unwrap();
+    assert_eq!(limit["schema"]["maximum"], 1000);
+    // The field rules of a registration are in its schema.
+    let register = &doc["components"]["schemas"]["RegisterCustomerRequest"]["properties"];
+    assert_eq!(register["name"]["minLength"], 2);
+    assert_eq!(register["name"]["maxLength"], 100);
+    assert_eq!(register["password"]["minLength"], 5);
+    assert_eq!(register["email"]["format"], "email");
+    assert_eq!(register["creditLimit"]["maximum"], 1_000_000_000_000_f64);
+    assert!(register["currencyCode"]["pattern"].is_string());
+    let item = &doc["components"]["schemas"]["SetItemRequest"]["properties"]["quantity"];
+    assert_eq!(
+        (&item["minimum"], &item["maximum"]),
+        (&serde_json::json!(1), &serde_json::json!(1_000_000))
+    );
 }
