@@ -20,6 +20,7 @@ mod messaging;
 mod metadata;
 mod outbox;
 mod paused;
+pub mod privacy;
 mod projection;
 mod registry;
 pub mod relay;

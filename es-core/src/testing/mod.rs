@@ -11,6 +11,7 @@ pub mod bus_contract;
 pub mod checkpoint_contract;
 pub mod deadline_contract;
 pub mod inbox_contract;
+pub mod key_store_contract;
 pub mod paused_contract;
 pub mod saga_contract;
 pub mod store_contract;
