@@ -16,6 +16,7 @@ use crate::event::{CodecError, DecodeError, NewEvent};
 use crate::ids::{ExpectedVersion, Position, StreamId, Version};
 use crate::metadata::{CommandContext, Metadata};
 use crate::outbox::OutboxMessage;
+use crate::privacy::{Privacy, PrivacyError};
 use crate::registry::EventRegistry;
 use crate::snapshot::{Snapshot, SnapshotPolicy, SnapshotStore};
 use crate::store::{AppendRequest, AppendStatus, EventStore, StreamRead, TOMBSTONE_EVENT_TYPE};
@@ -42,6 +43,9 @@ pub enum RepositoryError<E: std::error::Error + 'static> {
     /// The store failed.
     #[error(transparent)]
     Store(StoreError),
+    /// Personal data could not be encrypted or decrypted (see [`Repository::with_privacy`]).
+    #[error(transparent)]
+    Privacy(#[from] PrivacyError),
 }
 
 impl<E: std::error::Error + 'static> From<StoreError> for RepositoryError<E> {
@@ -171,6 +175,7 @@ pub struct Repository<A: Aggregate, S> {
     conflict_retries: u32,
     snapshots: Option<Snapshots<A>>,
     outbox: Option<Arc<OutboxFn<A>>>,
+    privacy: Option<Privacy>,
 }
 
 impl<A: Aggregate> Clone for Snapshots<A> {
@@ -192,6 +197,7 @@ impl<A: Aggregate, S: Clone> Clone for Repository<A, S> {
             conflict_retries: self.conflict_retries,
             snapshots: self.snapshots.clone(),
             outbox: self.outbox.clone(),
+            privacy: self.privacy.clone(),
         }
     }
 }
@@ -204,6 +210,7 @@ impl<A: Aggregate, S: fmt::Debug> fmt::Debug for Repository<A, S> {
             .field("conflict_retries", &self.conflict_retries)
             .field("snapshots", &self.snapshots.as_ref().map(|s| s.policy))
             .field("outbox", &self.outbox.is_some())
+            .field("privacy", &self.privacy.is_some())
             .finish()
     }
 }
@@ -222,7 +229,17 @@ where
             conflict_retries: 0,
             snapshots: None,
             outbox: None,
+            privacy: None,
         }
+    }
+
+    /// Encrypts the [`Personal`](crate::privacy::Personal) values of new events, outbox
+    /// messages and snapshots with their subjects' keys before they are written, and decrypts
+    /// them when they are read; a forgotten subject's values load as forgotten.
+    #[must_use]
+    pub fn with_privacy(mut self, privacy: Privacy) -> Self {
+        self.privacy = Some(privacy);
+        self
     }
 
     /// Uses `registry`'s upcasters when decoding stored events.
@@ -289,13 +306,19 @@ where
     /// [`StoreError::StreamDeleted`] for a soft-deleted stream, or a store failure.
     pub async fn load(&self, stream_id: &StreamId) -> Result<Loaded<A>, RepositoryError<A::Error>> {
         let snapshot = match self.snapshots {
-            Some(_) => self.store.load_snapshot(stream_id).await,
+            Some(_) => {
+                let snapshot = self.store.load_snapshot(stream_id).await;
+                self.revealed(stream_id, snapshot).await
+            }
             None => Ok(None),
         };
         let mut loaded = self.start_from(stream_id, snapshot);
         let read = StreamRead::forward().from(loaded.version.next());
         let mut events = self.store.read_stream(stream_id, read);
-        while let Some(recorded) = events.try_next().await? {
+        while let Some(mut recorded) = events.try_next().await? {
+            if let Some(privacy) = &self.privacy {
+                privacy.reveal(&mut recorded.data).await?;
+            }
             self.fold(stream_id, &mut loaded, &recorded)?;
         }
         Ok(loaded)
@@ -312,15 +335,72 @@ where
         stream_id: &StreamId,
     ) -> Result<Loaded<A>, RepositoryError<A::Error>> {
         let snapshot = match self.snapshots {
-            Some(_) => tx.load_snapshot(stream_id).await,
+            Some(_) => {
+                let snapshot = tx.load_snapshot(stream_id).await;
+                self.revealed(stream_id, snapshot).await
+            }
             None => Ok(None),
         };
         let mut loaded = self.start_from(stream_id, snapshot);
         let read = StreamRead::forward().from(loaded.version.next());
-        for recorded in tx.read_stream(stream_id, read).await? {
+        for mut recorded in tx.read_stream(stream_id, read).await? {
+            if let Some(privacy) = &self.privacy {
+                privacy.reveal(&mut recorded.data).await?;
+            }
             self.fold(stream_id, &mut loaded, &recorded)?;
         }
         Ok(loaded)
+    }
+
+    /// `snapshot` with its personal values decrypted; one that does not decrypt is not used
+    /// (the events are replayed instead).
+    async fn revealed(
+        &self,
+        stream_id: &StreamId,
+        snapshot: Result<Option<Snapshot>, StoreError>,
+    ) -> Result<Option<Snapshot>, StoreError> {
+        let Some(privacy) = &self.privacy else {
+            return snapshot;
+        };
+        match snapshot {
+            Ok(Some(mut snapshot)) => match privacy.reveal(&mut snapshot.state).await {
+                Ok(_) => Ok(Some(snapshot)),
+                Err(error) => {
+                    tracing::warn!(stream = %stream_id, %error, "snapshot not decrypted; replaying all events");
+                    Ok(None)
+                }
+            },
+            other => other,
+        }
+    }
+
+    /// Encrypts the personal values of the events and outbox messages of `request`.
+    async fn protect(&self, request: &mut AppendRequest) -> Result<(), PrivacyError> {
+        let Some(privacy) = &self.privacy else {
+            return Ok(());
+        };
+        for event in &mut request.events {
+            privacy.protect(&mut event.data).await?;
+        }
+        for message in &mut request.outbox {
+            privacy.protect(&mut message.payload).await?;
+        }
+        Ok(())
+    }
+
+    /// `snapshot` with its personal values encrypted, or `None` (with a warning) when they
+    /// cannot be: a snapshot is an optimisation, never a reason to fail a command.
+    async fn protected(&self, stream_id: &StreamId, mut snapshot: Snapshot) -> Option<Snapshot> {
+        let Some(privacy) = &self.privacy else {
+            return Some(snapshot);
+        };
+        match privacy.protect(&mut snapshot.state).await {
+            Ok(_) => Some(snapshot),
+            Err(error) => {
+                tracing::warn!(stream = %stream_id, %error, "snapshot not encrypted; not saved");
+                None
+            }
+        }
     }
 
     /// Folds one stored event into `loaded`.
@@ -397,12 +477,15 @@ where
         context: &CommandContext,
     ) -> Result<Executed<A>, RepositoryError<A::Error>> {
         let before = loaded.version;
-        let decided = match self.decide(stream_id, loaded, command, context)? {
+        let mut decided = match self.decide(stream_id, loaded, command, context)? {
             Decision::Nothing(state) => return Ok(Executed::unchanged(state, before)),
             Decision::Append(decided) => decided,
         };
+        self.protect(&mut decided.request).await?;
         let version = tx.append(decided.request).await?;
-        if let Some(snapshot) = self.snapshot_if_due(stream_id, &decided.state, before, version) {
+        if let Some(snapshot) = self.snapshot_if_due(stream_id, &decided.state, before, version)
+            && let Some(snapshot) = self.protected(stream_id, snapshot).await
+        {
             tx.save_snapshot(snapshot).await?;
         }
         Ok(Executed {
@@ -521,16 +604,18 @@ where
         context: &CommandContext,
     ) -> Result<Executed<A>, RepositoryError<A::Error>> {
         let before = loaded.version;
-        let decided = match self.decide(stream_id, loaded, command, context)? {
+        let mut decided = match self.decide(stream_id, loaded, command, context)? {
             Decision::Nothing(state) => return Ok(Executed::unchanged(state, before)),
             Decision::Append(decided) => decided,
         };
+        self.protect(&mut decided.request).await?;
         let outcome = self.store.append(decided.request).await?;
         if outcome.status == AppendStatus::AlreadyAppended {
             tracing::warn!(stream = %stream_id, "fresh event ids reported as already appended");
         }
         if let Some(snapshot) =
             self.snapshot_if_due(stream_id, &decided.state, before, outcome.last_version)
+            && let Some(snapshot) = self.protected(stream_id, snapshot).await
         {
             // A snapshot is an optimisation: failing to take one must not fail the command.
             if let Err(error) = self.store.save_snapshot(snapshot).await {

@@ -1,0 +1,167 @@
+//! A repository with privacy: personal values are stored encrypted in events, snapshots and
+//! outbox messages, read back as written, and as forgotten once their subject is forgotten,
+//! while the aggregate goes on working.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::sync::Arc;
+
+use es_core::memory::MemoryEventStore;
+use es_core::privacy::{MemoryKeyStore, Personal, Privacy, SubjectId};
+use es_core::{
+    Aggregate, CommandContext, DomainEvent, EventStore, OutboxMessage, Repository, SnapshotPolicy,
+    SnapshotStore, StreamId, StreamRead,
+};
+use futures::TryStreamExt;
+use serde::{Deserialize, Serialize};
+
+const MARKER: &str = "Zanzibar-8472";
+
+#[derive(Debug, Default, Clone, Serialize, Deserialize)]
+struct Member {
+    name: Option<Personal<String>>,
+    visits: u32,
+}
+
+#[derive(Debug)]
+enum MemberCommand {
+    Join(Personal<String>),
+    Visit,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, DomainEvent)]
+enum MemberEvent {
+    #[serde(rename = "MemberJoined")]
+    Joined { name: Personal<String> },
+    #[serde(rename = "MemberVisited")]
+    Visited,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("never")]
+struct Never;
+
+impl Aggregate for Member {
+    const TYPE: &'static str = "member";
+    type Command = MemberCommand;
+    type Event = MemberEvent;
+    type Error = Never;
+
+    fn decide(&self, command: &MemberCommand) -> Result<Vec<MemberEvent>, Never> {
+        Ok(vec![match command {
+            MemberCommand::Join(name) => MemberEvent::Joined { name: name.clone() },
+            MemberCommand::Visit => MemberEvent::Visited,
+        }])
+    }
+
+    fn evolve(&mut self, event: &MemberEvent) {
+        match event {
+            MemberEvent::Joined { name } => self.name = Some(name.clone()),
+            MemberEvent::Visited => self.visits += 1,
+        }
+    }
+}
+
+fn members(store: &MemoryEventStore, privacy: &Privacy) -> Repository<Member, MemoryEventStore> {
+    Repository::new(store.clone())
+        .with_privacy(privacy.clone())
+        .with_snapshots(SnapshotPolicy::EveryNEvents(2))
+        .with_outbox(|stream, state: &Member, _| {
+            vec![OutboxMessage::new(
+                "MemberChanged",
+                stream.as_str(),
+                serde_json::json!({ "name": state.name, "visits": state.visits }),
+            )]
+        })
+}
+
+/// Everything the store holds, as text.
+async fn everything(store: &MemoryEventStore, stream: &StreamId) -> String {
+    let events: Vec<_> = store
+        .read_stream(stream, StreamRead::forward())
+        .try_collect()
+        .await
+        .unwrap();
+    let snapshot = store.load_snapshot(stream).await.unwrap();
+    let outbox = store.outbox().messages();
+    format!(
+        "{:?} {:?} {:?}",
+        events.iter().map(|e| &e.data).collect::<Vec<_>>(),
+        snapshot.map(|s| s.state),
+        outbox
+            .iter()
+            .map(|m| &m.message.payload)
+            .collect::<Vec<_>>()
+    )
+}
+
+#[tokio::test]
+async fn personal_values_are_stored_encrypted_and_forgotten_for_good() {
+    let store = MemoryEventStore::new();
+    let privacy = Privacy::new(Arc::new(MemoryKeyStore::new()));
+    let repository = members(&store, &privacy);
+    let ada = SubjectId::new("member-1").unwrap();
+    let stream = StreamId::for_aggregate(Member::TYPE, 1).unwrap();
+    let context = CommandContext::new();
+    let name = Personal::new(ada.clone(), format!("Ada {MARKER}"));
+    repository
+        .execute(&stream, &MemberCommand::Join(name.clone()), &context)
+        .await
+        .unwrap();
+    repository
+        .execute(&stream, &MemberCommand::Visit, &context)
+        .await
+        .unwrap();
+
+    // Events, the snapshot and the outbox hold it only encrypted.
+    let stored = everything(&store, &stream).await;
+    assert!(stored.contains("cipher"), "{stored}");
+    assert!(store.load_snapshot(&stream).await.unwrap().is_some());
+    assert!(!stored.contains(MARKER), "{stored}");
+
+    // Read back as written (from the snapshot, and from the events alone).
+    let loaded = repository.load(&stream).await.unwrap();
+    assert_eq!(loaded.state.name, Some(name.clone()));
+    let without_snapshots =
+        Repository::<Member, _>::new(store.clone()).with_privacy(privacy.clone());
+    assert_eq!(
+        without_snapshots.load(&stream).await.unwrap().state.name,
+        Some(name)
+    );
+
+    // Forgotten: every copy reads as forgotten; the aggregate goes on.
+    privacy.keys().forget(&ada, "test").await.unwrap();
+    let loaded = repository.load(&stream).await.unwrap();
+    let forgotten = loaded.state.name.unwrap();
+    assert!(forgotten.is_forgotten());
+    assert_eq!(forgotten.subject(), &ada);
+    assert_eq!(loaded.state.visits, 1);
+    let loaded = without_snapshots.load(&stream).await.unwrap();
+    assert!(loaded.state.name.unwrap().is_forgotten());
+    repository
+        .execute(&stream, &MemberCommand::Visit, &context)
+        .await
+        .unwrap();
+    assert_eq!(repository.load(&stream).await.unwrap().state.visits, 2);
+    assert!(!everything(&store, &stream).await.contains(MARKER));
+}
+
+#[tokio::test]
+async fn without_privacy_an_encrypted_event_is_a_decode_error_not_plaintext() {
+    let store = MemoryEventStore::new();
+    let privacy = Privacy::new(Arc::new(MemoryKeyStore::new()));
+    let stream = StreamId::for_aggregate(Member::TYPE, 2).unwrap();
+    let ada = SubjectId::new("member-2").unwrap();
+    members(&store, &privacy)
+        .execute(
+            &stream,
+            &MemberCommand::Join(Personal::new(ada, MARKER.to_owned())),
+            &CommandContext::new(),
+        )
+        .await
+        .unwrap();
+    let blind = Repository::<Member, _>::new(store.clone());
+    let error = blind.load(&stream).await.unwrap_err();
+    let text = format!("{error}: {:?}", std::error::Error::source(&error));
+    assert!(text.contains("still encrypted"), "{text}");
+}
