@@ -9,6 +9,7 @@ mod daemon;
 mod error;
 mod inbox;
 mod jsonb;
+mod keys;
 mod leader;
 mod lease;
 mod migrate;
@@ -29,6 +30,7 @@ pub use daemon::{
 };
 pub use error::PgError;
 pub use inbox::PgInbox;
+pub use keys::PgKeyStore;
 pub use leader::Leader;
 pub use lease::{DEFAULT_LEASE_POLL, PgLeases};
 pub use migrate::LATEST_MIGRATION;

@@ -42,6 +42,11 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
         "0007_projection_code.sql",
         include_str!("../migrations/0007_projection_code.sql"),
     ),
+    (
+        8,
+        "0008_subject_keys.sql",
+        include_str!("../migrations/0008_subject_keys.sql"),
+    ),
 ];
 
 /// The newest migration number this version knows.

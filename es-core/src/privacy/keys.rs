@@ -215,3 +215,173 @@ impl KeyStore for MemoryKeyStore {
         Ok(self.lock().forgotten.contains_key(subject))
     }
 }
+
+/// A key that encrypts subject keys at rest (in a backend's key store), with its version, so
+/// that a store can hold keys wrapped by an older master key while it is being rotated. Its
+/// `Debug` form never shows the key.
+#[derive(Clone)]
+pub struct MasterKey {
+    version: u32,
+    bytes: Zeroizing<[u8; KEY_LEN]>,
+}
+
+/// Why a master key was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum InvalidMasterKey {
+    /// Not base64 of exactly [`KEY_LEN`] bytes.
+    #[error("a master key is {KEY_LEN} bytes in base64")]
+    Length,
+    /// Two master keys of one set share a version.
+    #[error("two master keys have version {0}")]
+    DuplicateVersion(u32),
+}
+
+/// A subject key as a backend stores it: sealed with a master key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WrappedKey {
+    /// The master key's version.
+    pub master_version: u32,
+    /// The 24-byte nonce.
+    pub nonce: Vec<u8>,
+    /// The sealed key.
+    pub sealed: Vec<u8>,
+}
+
+impl MasterKey {
+    /// Version `version` of a master key with these bytes.
+    pub fn new(version: u32, bytes: [u8; KEY_LEN]) -> Self {
+        Self {
+            version,
+            bytes: Zeroizing::new(bytes),
+        }
+    }
+
+    /// A master key from its base64 form (as configuration holds it).
+    ///
+    /// # Errors
+    /// [`InvalidMasterKey::Length`] unless it is base64 of [`KEY_LEN`] bytes.
+    pub fn from_base64(version: u32, text: &str) -> Result<Self, InvalidMasterKey> {
+        use base64::Engine as _;
+        let decoded = Zeroizing::new(
+            base64::engine::general_purpose::STANDARD
+                .decode(text.trim())
+                .map_err(|_| InvalidMasterKey::Length)?,
+        );
+        let bytes: [u8; KEY_LEN] = decoded
+            .as_slice()
+            .try_into()
+            .map_err(|_| InvalidMasterKey::Length)?;
+        Ok(Self::new(version, bytes))
+    }
+
+    /// Its version.
+    pub fn version(&self) -> u32 {
+        self.version
+    }
+
+    /// `key` of `subject`, sealed with this master key (the subject and key version bound as
+    /// associated data).
+    pub fn wrap(&self, subject: &SubjectId, key: &SubjectKey) -> WrappedKey {
+        use chacha20poly1305::aead::{Aead, AeadCore, OsRng, Payload};
+        use chacha20poly1305::{KeyInit, XChaCha20Poly1305};
+        let cipher = XChaCha20Poly1305::new(self.bytes.as_ref().into());
+        let nonce = XChaCha20Poly1305::generate_nonce(&mut OsRng);
+        let aad = wrap_aad(subject, key.version());
+        let sealed = cipher
+            .encrypt(
+                &nonce,
+                Payload {
+                    msg: key.bytes(),
+                    aad: &aad,
+                },
+            )
+            .unwrap_or_default();
+        WrappedKey {
+            master_version: self.version,
+            nonce: nonce.to_vec(),
+            sealed,
+        }
+    }
+
+    /// Version `version` of `subject`'s key from `wrapped`; `None` when it does not open with
+    /// this master key (another master key, or altered).
+    pub fn unwrap(
+        &self,
+        subject: &SubjectId,
+        version: u32,
+        wrapped: &WrappedKey,
+    ) -> Option<SubjectKey> {
+        use chacha20poly1305::aead::{Aead, Payload};
+        use chacha20poly1305::{KeyInit, XChaCha20Poly1305, XNonce};
+        if wrapped.nonce.len() != 24 {
+            return None;
+        }
+        let cipher = XChaCha20Poly1305::new(self.bytes.as_ref().into());
+        let aad = wrap_aad(subject, version);
+        let opened = Zeroizing::new(
+            cipher
+                .decrypt(
+                    XNonce::from_slice(&wrapped.nonce),
+                    Payload {
+                        msg: &wrapped.sealed,
+                        aad: &aad,
+                    },
+                )
+                .ok()?,
+        );
+        let bytes: [u8; KEY_LEN] = opened.as_slice().try_into().ok()?;
+        Some(SubjectKey::new(version, bytes))
+    }
+}
+
+impl fmt::Debug for MasterKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "MasterKey(v{}, <redacted>)", self.version)
+    }
+}
+
+fn wrap_aad(subject: &SubjectId, version: u32) -> Vec<u8> {
+    let mut aad = b"es-subject-key/v1\0".to_vec();
+    aad.extend_from_slice(subject.as_str().as_bytes());
+    aad.push(0);
+    aad.extend_from_slice(&version.to_be_bytes());
+    aad
+}
+
+/// The master keys a key store knows: the current one wraps new keys; older ones still unwrap
+/// what they wrapped until the store is rewrapped.
+#[derive(Debug, Clone)]
+pub struct MasterKeys {
+    current: MasterKey,
+    older: Vec<MasterKey>,
+}
+
+impl MasterKeys {
+    /// `current`, and the `older` keys still in use.
+    ///
+    /// # Errors
+    /// [`InvalidMasterKey::DuplicateVersion`] when two keys share a version.
+    pub fn new(current: MasterKey, older: Vec<MasterKey>) -> Result<Self, InvalidMasterKey> {
+        let mut versions = vec![current.version()];
+        for key in &older {
+            if versions.contains(&key.version()) {
+                return Err(InvalidMasterKey::DuplicateVersion(key.version()));
+            }
+            versions.push(key.version());
+        }
+        Ok(Self { current, older })
+    }
+
+    /// The key new subject keys are wrapped with.
+    pub fn current(&self) -> &MasterKey {
+        &self.current
+    }
+
+    /// The master key of `version`, if known.
+    pub fn get(&self, version: u32) -> Option<&MasterKey> {
+        std::iter::once(&self.current)
+            .chain(&self.older)
+            .find(|key| key.version() == version)
+    }
+}

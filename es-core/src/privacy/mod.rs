@@ -50,7 +50,10 @@ use chacha20poly1305::aead::{Aead, AeadCore, OsRng, Payload};
 use chacha20poly1305::{KeyInit, XChaCha20Poly1305, XNonce};
 use serde_json::{Map, Value};
 
-pub use keys::{Forgetting, KEY_LEN, KeyStore, KeyStoreError, MemoryKeyStore, SubjectKey};
+pub use keys::{
+    Forgetting, InvalidMasterKey, KEY_LEN, KeyStore, KeyStoreError, MasterKey, MasterKeys,
+    MemoryKeyStore, SubjectKey, WrappedKey,
+};
 pub use personal::{InvalidSubjectId, MAX_SUBJECT_LEN, PERSONAL_MARKER, Personal, SubjectId};
 
 /// Why personal data could not be protected or revealed.

@@ -200,3 +200,33 @@ impl KeyStore for FixedKeys {
         Ok(false)
     }
 }
+
+#[test]
+fn master_keys_wrap_subject_keys_for_their_subject_only() {
+    let master = MasterKey::new(1, [7; KEY_LEN]);
+    let other = MasterKey::new(2, [8; KEY_LEN]);
+    let (ada, bob) = (subject("c-1"), subject("c-2"));
+    let key = SubjectKey::generate(3);
+    let wrapped = master.wrap(&ada, &key);
+    assert_eq!(wrapped.master_version, 1);
+    assert!(!wrapped.sealed.windows(KEY_LEN).any(|w| w == key.bytes()));
+    assert_eq!(master.unwrap(&ada, 3, &wrapped), Some(key));
+    assert_eq!(master.unwrap(&bob, 3, &wrapped), None);
+    assert_eq!(master.unwrap(&ada, 4, &wrapped), None);
+    assert_eq!(other.unwrap(&ada, 3, &wrapped), None);
+    assert!(!format!("{master:?}").contains('7'));
+
+    let text = BASE64.encode([9_u8; KEY_LEN]);
+    assert!(MasterKey::from_base64(1, &text).is_ok());
+    assert_eq!(
+        MasterKey::from_base64(1, "c2hvcnQ=").unwrap_err(),
+        InvalidMasterKey::Length
+    );
+    let keys = MasterKeys::new(master.clone(), vec![other.clone()]).unwrap();
+    assert_eq!(keys.get(2).map(MasterKey::version), Some(2));
+    assert!(keys.get(3).is_none());
+    assert_eq!(
+        MasterKeys::new(master, vec![MasterKey::new(1, [0; KEY_LEN])]).unwrap_err(),
+        InvalidMasterKey::DuplicateVersion(1)
+    );
+}
