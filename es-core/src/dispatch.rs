@@ -8,6 +8,7 @@ use serde::de::DeserializeOwned;
 
 use crate::message_type::MessageType;
 use crate::messaging::{Delivery, HandlerError, MessageHandler};
+use crate::privacy::{Privacy, PrivacyError};
 use crate::registry::EventRegistry;
 
 /// A handler of one message type, given the payload deserialized as `Self::Message`.
@@ -108,6 +109,7 @@ pub struct HandlerRegistry {
     routes: HashMap<String, Route>,
     ignored: BTreeSet<String>,
     upcasters: EventRegistry,
+    privacy: Option<Privacy>,
 }
 
 impl fmt::Debug for HandlerRegistry {
@@ -118,6 +120,7 @@ impl fmt::Debug for HandlerRegistry {
             .field("types", &types)
             .field("ignored", &self.ignored)
             .field("upcasters", &self.upcasters)
+            .field("privacy", &self.privacy.is_some())
             .finish()
     }
 }
@@ -132,6 +135,16 @@ impl HandlerRegistry {
     #[must_use]
     pub fn with_upcasters(mut self, upcasters: EventRegistry) -> Self {
         self.upcasters = upcasters;
+        self
+    }
+
+    /// Decrypts the [`Personal`](crate::privacy::Personal) values of each payload with
+    /// `privacy`'s key store before handing it on (a forgotten subject's values arrive as
+    /// forgotten). A key store that fails is a transient failure (retried); a value that does
+    /// not open with its key, a permanent one.
+    #[must_use]
+    pub fn with_privacy(mut self, privacy: Privacy) -> Self {
+        self.privacy = Some(privacy);
         self
     }
 
@@ -196,6 +209,22 @@ impl MessageHandler for HandlerRegistry {
                 "unknown message type {:?}",
                 message.message_type
             )));
+        };
+        let revealed;
+        let (delivery, message) = match &self.privacy {
+            Some(privacy) => {
+                let mut copy = delivery.clone();
+                privacy
+                    .reveal(&mut copy.message.payload)
+                    .await
+                    .map_err(|error| match error {
+                        PrivacyError::Keys(keys) => HandlerError::transient(keys),
+                        other => HandlerError::permanent(other),
+                    })?;
+                revealed = copy;
+                (&revealed, &revealed.message)
+            }
+            None => (delivery, message),
         };
         if message.schema_version == route.schema_version {
             return route.handler.handle(delivery).await;

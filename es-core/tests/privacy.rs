@@ -165,3 +165,75 @@ async fn without_privacy_an_encrypted_event_is_a_decode_error_not_plaintext() {
     let text = format!("{error}: {:?}", std::error::Error::source(&error));
     assert!(text.contains("still encrypted"), "{text}");
 }
+
+#[derive(Debug, Deserialize)]
+struct MemberChanged {
+    name: Option<Personal<String>>,
+}
+
+impl es_core::MessageType for MemberChanged {
+    const MESSAGE_TYPE: &'static str = "MemberChanged";
+}
+
+#[derive(Clone, Default)]
+struct Seen(Arc<std::sync::Mutex<Vec<Option<Personal<String>>>>>);
+
+#[async_trait::async_trait]
+impl es_core::TypedHandler for Seen {
+    type Message = MemberChanged;
+    async fn handle(
+        &self,
+        message: MemberChanged,
+        _: &es_core::Delivery,
+    ) -> Result<(), es_core::HandlerError> {
+        self.0.lock().unwrap().push(message.name);
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn a_consumer_reads_personal_values_of_messages_through_the_key_store() {
+    use es_core::{Delivery, HandlerRegistry, MessageHandler, Typed};
+
+    let store = MemoryEventStore::new();
+    let privacy = Privacy::new(Arc::new(MemoryKeyStore::new()));
+    let stream = StreamId::for_aggregate(Member::TYPE, 3).unwrap();
+    let ada = SubjectId::new("member-3").unwrap();
+    members(&store, &privacy)
+        .execute(
+            &stream,
+            &MemberCommand::Join(Personal::new(ada.clone(), MARKER.to_owned())),
+            &CommandContext::new(),
+        )
+        .await
+        .unwrap();
+    let message = store.outbox().messages().remove(0).message;
+    // What the broker would carry: no plaintext.
+    assert!(!message.payload.to_string().contains(MARKER));
+    let delivery = Delivery {
+        message,
+        topic: "members".to_owned(),
+        partition: 0,
+        offset: 0,
+        attempt: 1,
+    };
+    let seen = Seen::default();
+    let handlers = HandlerRegistry::new()
+        .with_privacy(privacy.clone())
+        .on::<MemberChanged>(Typed(seen.clone()));
+    handlers.handle(&delivery).await.unwrap();
+    privacy.keys().forget(&ada, "test").await.unwrap();
+    handlers.handle(&delivery).await.unwrap();
+    let seen = seen.0.lock().unwrap().clone();
+    assert_eq!(
+        seen[0].as_ref().and_then(|n| n.value()).map(String::as_str),
+        Some(MARKER)
+    );
+    assert!(seen[1].as_ref().unwrap().is_forgotten());
+
+    // A consumer without the key store cannot read the message: a permanent failure, not
+    // plaintext.
+    let blind = HandlerRegistry::new().on::<MemberChanged>(Typed(Seen::default()));
+    let error = blind.handle(&delivery).await.unwrap_err();
+    assert!(error.to_string().contains("still encrypted"), "{error}");
+}
