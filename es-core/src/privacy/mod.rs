@@ -174,6 +174,30 @@ impl Privacy {
     }
 }
 
+/// What a forgotten personal value shows as when a record is [presented](present).
+pub const FORGOTTEN: &str = "[forgotten]";
+
+/// Replaces every revealed personal value inside `value` by the value itself, and every
+/// forgotten one by [`FORGOTTEN`]: a record as a person reads it (an event history shown to a
+/// client). Sealed values (not revealed) are replaced by [`FORGOTTEN`] too: nothing encrypted
+/// is ever shown.
+pub fn present(value: &mut Value) {
+    match value {
+        Value::Object(map) => {
+            if let Some(marker) = personal(map) {
+                *value = marker
+                    .get("value")
+                    .cloned()
+                    .unwrap_or_else(|| Value::String(FORGOTTEN.to_owned()));
+                return;
+            }
+            map.values_mut().for_each(present);
+        }
+        Value::Array(items) => items.iter_mut().for_each(present),
+        _ => {}
+    }
+}
+
 /// Calls `each` with the inside of every `$personal` marker in `value`.
 fn visit(
     value: &Value,

@@ -230,3 +230,21 @@ fn master_keys_wrap_subject_keys_for_their_subject_only() {
         InvalidMasterKey::DuplicateVersion(1)
     );
 }
+
+#[tokio::test]
+async fn presented_records_show_values_and_the_placeholder() {
+    let privacy = privacy();
+    let (ada, bob) = (subject("c-1"), subject("c-2"));
+    let mut stored = json!([record(&ada, "Ada"), record(&bob, "Bob")]);
+    privacy.protect(&mut stored).await.unwrap();
+    privacy.keys().forget(&bob, "test").await.unwrap();
+    let mut sealed = stored.clone();
+    present(&mut sealed);
+    assert_eq!(sealed[0]["name"], FORGOTTEN);
+    privacy.reveal(&mut stored).await.unwrap();
+    present(&mut stored);
+    assert_eq!(stored[0]["name"], "Ada");
+    assert_eq!(stored[0]["lines"][0]["address"], json!({"street": "1 Way"}));
+    assert_eq!(stored[1]["name"], FORGOTTEN);
+    assert_eq!(stored[1]["total"], 12.5);
+}

@@ -92,6 +92,12 @@ impl<S: TransactionalStore> AccountsClient for Identity<S> {
             .await
             .map_err(accounts_error)
     }
+
+    async fn close_account_of(&self, email: &str) -> Result<(), AccountsError> {
+        Identity::close_account_of(self, email)
+            .await
+            .map_err(accounts_error)
+    }
 }
 
 fn accounts_error(error: IdentityError) -> AccountsError {

@@ -9,6 +9,8 @@ use axum::extract::{DefaultBodyLimit, State};
 use axum::routing::get;
 use tokio::net::TcpListener;
 
+use es_core::privacy::{MasterKey, MasterKeys};
+
 use crate::auth::TokenKeys;
 use crate::backend::Backend;
 use crate::http::problem::ApiError;
@@ -32,6 +34,8 @@ pub struct AppConfig {
     pub body_limit: usize,
     /// What each listener lets its clients hold: connections, timeouts.
     pub server: ServerLimits,
+    /// The master keys that wrap the customers' personal-data keys at rest.
+    pub master_keys: MasterKeys,
     /// The ordering workflow's settings.
     pub workflow: WorkflowConfig,
     /// Kafka, when messages go through a broker instead of the in-process bus.
@@ -56,10 +60,20 @@ impl AppConfig {
             identity: IdentityConfig::development(),
             body_limit: 64 * 1024,
             server: ServerLimits::default(),
+            master_keys: development_master_keys(),
             workflow: WorkflowConfig::default(),
             kafka: None,
         }
     }
+}
+
+/// The built-in master key, for development only (production mode refuses it).
+pub const DEVELOPMENT_MASTER_KEY: [u8; 32] = *b"ecommerce-development-master-key";
+
+/// The master keys of development: the built-in key, version 1.
+pub fn development_master_keys() -> MasterKeys {
+    MasterKeys::new(MasterKey::new(1, DEVELOPMENT_MASTER_KEY), Vec::new())
+        .unwrap_or_else(|_| unreachable!("one key has no duplicate version"))
 }
 
 /// Why the application did not start.

@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use es_core::memory::{MemoryBackend, MemoryEventStore};
+use es_core::privacy::{KeyStore, MasterKeys, MemoryKeyStore};
 use es_core::{AppendSignal, Backend as Ports, BoxError};
 use es_postgres::{PgBackend, PgConfig, PgError, PgEventStore};
 
@@ -80,6 +81,12 @@ pub trait ShopBackend: Ports<Store: Sync> + std::fmt::Debug {
 
     /// The in-process signal fired after each committed append of `store` (wakes its relay).
     fn append_signal(store: &Self::Store) -> AppendSignal;
+
+    /// The key store of the customers' personal data, its keys wrapped by `masters` at rest.
+    ///
+    /// # Errors
+    /// When its storage cannot be prepared.
+    async fn key_store(&self, masters: MasterKeys) -> Result<Arc<dyn KeyStore>, BoxError>;
 }
 
 #[async_trait]
@@ -104,6 +111,10 @@ impl ShopBackend for MemoryBackend {
 
     fn append_signal(store: &MemoryEventStore) -> AppendSignal {
         store.append_signal().clone()
+    }
+
+    async fn key_store(&self, _masters: MasterKeys) -> Result<Arc<dyn KeyStore>, BoxError> {
+        Ok(Arc::new(MemoryKeyStore::new()))
     }
 }
 
@@ -136,5 +147,9 @@ impl ShopBackend for PgBackend {
 
     fn append_signal(store: &PgEventStore) -> AppendSignal {
         store.append_signal().clone()
+    }
+
+    async fn key_store(&self, masters: MasterKeys) -> Result<Arc<dyn KeyStore>, BoxError> {
+        Ok(Arc::new(self.store("privacy").await?.keys(masters)))
     }
 }

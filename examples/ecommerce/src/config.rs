@@ -4,6 +4,8 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use es_core::privacy::{InvalidMasterKey, MasterKey, MasterKeys};
+
 use crate::auth::Scope;
 pub use crate::identity::{
     ClientCredentials, DEVELOPMENT_CLIENT_ID, DEVELOPMENT_CLIENT_SECRET, DEVELOPMENT_SECRET,
@@ -106,6 +108,16 @@ pub struct ServeArgs {
     /// Milliseconds shutdown waits for in-flight requests and open streams.
     #[arg(long, env = "ECOMMERCE_DRAIN_TIMEOUT_MS", default_value_t = 10_000)]
     pub drain_timeout_ms: u64,
+    /// The master key that wraps the customers' personal-data keys at rest: 32 bytes in
+    /// base64 (`openssl rand -base64 32`). Required in production.
+    #[arg(long, env = "ECOMMERCE_MASTER_KEY", hide_env_values = true)]
+    pub master_key: Option<String>,
+    /// The master key's version (stored with each key it wraps).
+    #[arg(long, env = "ECOMMERCE_MASTER_KEY_VERSION", default_value_t = 1)]
+    pub master_key_version: u32,
+    /// Older master keys still unwrapping keys during a rotation: `version:base64,...`.
+    #[arg(long, env = "ECOMMERCE_OLDER_MASTER_KEYS", hide_env_values = true)]
+    pub older_master_keys: Option<String>,
     /// Seconds a workflow step may go unanswered before the order is cancelled.
     #[arg(long, env = "ECOMMERCE_STEP_TIMEOUT_SECONDS", default_value_t = 60.0)]
     pub step_timeout_seconds: f64,
@@ -159,6 +171,50 @@ impl ServeArgs {
             body_read_timeout: Duration::from_millis(self.body_read_timeout_ms),
             drain_timeout: Duration::from_millis(self.drain_timeout_ms),
         }
+    }
+
+    /// The master keys; the built-in development key when none is given (refused in
+    /// production).
+    ///
+    /// # Errors
+    /// [`ConfigError::DevelopmentSecret`] in production without a master key;
+    /// [`ConfigError::Invalid`] for a key that is not 32 bytes of base64, or two keys of one
+    /// version.
+    pub fn master_keys(&self) -> Result<MasterKeys, ConfigError> {
+        let invalid = |name: &'static str| {
+            move |error: InvalidMasterKey| ConfigError::Invalid {
+                name,
+                reason: error.to_string(),
+            }
+        };
+        let Some(master) = &self.master_key else {
+            if self.production {
+                return Err(ConfigError::DevelopmentSecret("the built-in master key"));
+            }
+            return Ok(crate::app::development_master_keys());
+        };
+        let current = MasterKey::from_base64(self.master_key_version, master)
+            .map_err(invalid("ECOMMERCE_MASTER_KEY"))?;
+        let mut older = Vec::new();
+        for entry in self
+            .older_master_keys
+            .iter()
+            .flat_map(|spec| spec.split(','))
+        {
+            let (version, key) = entry.trim().split_once(':').ok_or(ConfigError::Invalid {
+                name: "ECOMMERCE_OLDER_MASTER_KEYS",
+                reason: "each entry is `version:base64`".to_owned(),
+            })?;
+            let version = version.parse().map_err(|_| ConfigError::Invalid {
+                name: "ECOMMERCE_OLDER_MASTER_KEYS",
+                reason: format!("{version:?} is not a version number"),
+            })?;
+            older.push(
+                MasterKey::from_base64(version, key)
+                    .map_err(invalid("ECOMMERCE_OLDER_MASTER_KEYS"))?,
+            );
+        }
+        MasterKeys::new(current, older).map_err(invalid("ECOMMERCE_OLDER_MASTER_KEYS"))
     }
 
     /// Kafka's settings, when bootstrap servers are given.

@@ -4,6 +4,7 @@
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use es_core::privacy::Privacy;
 use es_core::{
     EventStore, LogFilter, Projection, ProjectionError, RecordedEvent, StoreError, StreamId,
     StreamRead, TOMBSTONE_EVENT_TYPE, Version, fold,
@@ -185,22 +186,33 @@ impl<T: Serialize> axum::response::IntoResponse for Paged<T> {
     }
 }
 
-/// One page of the history of `stream`, oldest first.
+/// One page of the history of `stream`, oldest first. Personal values show as their value
+/// when `privacy` can reveal them, else as [`FORGOTTEN`](es_core::privacy::FORGOTTEN).
 ///
 /// # Errors
-/// [`ProjectionError`] when the store fails.
+/// [`ProjectionError`] when the store fails, or a personal value was tampered with.
 pub async fn history(
     store: &impl EventStore,
     stream: &StreamId,
     aggregate_id: Uuid,
     page: Page,
+    privacy: Option<&Privacy>,
 ) -> Result<Paged<HistoryEntry>, ProjectionError> {
     let mut entries = Vec::new();
-    let events: Vec<RecordedEvent> = store
+    let mut events: Vec<RecordedEvent> = store
         .read_stream(stream, page.read())
         .try_collect()
         .await
         .map_err(ProjectionError::from)?;
+    for event in &mut events {
+        if let Some(privacy) = privacy {
+            privacy
+                .reveal(&mut event.data)
+                .await
+                .map_err(|e| ProjectionError::Apply(e.into()))?;
+        }
+        es_core::privacy::present(&mut event.data);
+    }
     let last = events.last().map(|event| event.version.get());
     let read = events.len();
     fold(

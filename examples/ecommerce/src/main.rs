@@ -144,6 +144,7 @@ async fn serve(args: ServeArgs) -> MainResult {
         identity,
         body_limit: args.body_limit,
         server: args.server(),
+        master_keys: args.master_keys()?,
         workflow: args.workflow()?,
         kafka: args.kafka(),
     })

@@ -6,6 +6,7 @@ use std::sync::{Arc, Mutex};
 
 use chrono::TimeDelta;
 use es_core::memory::MemoryBackend;
+use es_core::privacy::Privacy;
 use es_core::{Clock, SystemClock};
 use es_saga::SagaRunner;
 use utoipa::OpenApi;
@@ -55,12 +56,19 @@ async fn wire<B: ShopBackend>(backend: B, config: AppConfig) -> Result<App, Star
         let backend = backend.clone();
         async move { backend.store(context).await.map_err(fail(context)) }
     };
+    let privacy = Privacy::new(
+        backend
+            .key_store(config.master_keys.clone())
+            .await
+            .map_err(fail("privacy"))?,
+    );
     let identity = Arc::new(
         Identity::new(
             store("identity").await?,
             keys.clone(),
             config.identity,
             clock.clone(),
+            privacy.clone(),
         )
         .await
         .map_err(fail("identity"))?,
@@ -69,6 +77,7 @@ async fn wire<B: ShopBackend>(backend: B, config: AppConfig) -> Result<App, Star
         store("customers").await?,
         identity.clone(),
         clock.clone(),
+        privacy,
     ));
     let inventory = Arc::new(
         Inventory::open(

@@ -1,5 +1,6 @@
 //! The customer aggregate: profile and credit limit.
 
+use es_core::privacy::{FORGOTTEN, Personal, SubjectId};
 use es_core::{Aggregate, DomainEvent};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -7,20 +8,67 @@ use uuid::Uuid;
 use crate::http::problem::is_valid_email;
 use crate::money::Money;
 
-/// A customer's profile as registered.
+/// A customer's profile as registered. Name, email and address are personal data of the
+/// customer (the data subject is the customer id): stored encrypted, and [`FORGOTTEN`] once
+/// the customer is forgotten.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Profile {
     /// The customer id.
     pub customer_id: Uuid,
     /// Name, 2 to 100 characters.
-    pub name: String,
+    pub name: Personal<String>,
     /// Email, unique among accounts.
-    pub email: String,
+    pub email: Personal<String>,
     /// Shipping address, 5 to 100 characters.
-    pub shipping_address: String,
+    pub shipping_address: Personal<String>,
     /// Credit limit, above zero.
     pub credit_limit: Money,
+}
+
+impl Profile {
+    /// A profile of `customer_id` with these values (each personal data of the customer).
+    pub fn new(
+        customer_id: Uuid,
+        name: &str,
+        email: &str,
+        shipping_address: &str,
+        credit_limit: Money,
+    ) -> Self {
+        let personal = |value: &str| Personal::new(subject(customer_id), value.to_owned());
+        Self {
+            customer_id,
+            name: personal(name),
+            email: personal(email),
+            shipping_address: personal(shipping_address),
+            credit_limit,
+        }
+    }
+
+    /// The name ([`FORGOTTEN`] once forgotten).
+    pub fn name(&self) -> &str {
+        self.name.value_or(FORGOTTEN)
+    }
+
+    /// The email ([`FORGOTTEN`] once forgotten).
+    pub fn email(&self) -> &str {
+        self.email.value_or(FORGOTTEN)
+    }
+
+    /// The shipping address ([`FORGOTTEN`] once forgotten).
+    pub fn shipping_address(&self) -> &str {
+        self.shipping_address.value_or(FORGOTTEN)
+    }
+
+    /// Whether the customer was forgotten.
+    pub fn is_forgotten(&self) -> bool {
+        self.name.is_forgotten()
+    }
+}
+
+/// The data subject of a customer's personal data: the customer id.
+pub fn subject(customer_id: Uuid) -> SubjectId {
+    SubjectId::from_uuid(customer_id)
 }
 
 /// The state of a customer.
@@ -57,16 +105,18 @@ pub enum CustomerCommand {
 pub enum CustomerEvent {
     /// The customer registered.
     #[serde(rename = "CustomerRegistered")]
+    #[event(version = 2)]
     Registered(Profile),
     /// Name or address changed.
     #[serde(rename = "CustomerUpdated", rename_all = "camelCase")]
+    #[event(version = 2)]
     Updated {
         /// The customer id.
         customer_id: Uuid,
         /// The new name.
-        name: String,
+        name: Personal<String>,
         /// The new shipping address.
-        shipping_address: String,
+        shipping_address: Personal<String>,
     },
     /// The credit limit changed.
     #[serde(rename = "CreditLimitChanged", rename_all = "camelCase")]
@@ -149,17 +199,18 @@ impl Aggregate for Customer {
                     return Err(CustomerError::AlreadyRegistered);
                 }
                 first_broken(check_fields(
-                    &profile.name,
-                    Some(&profile.email),
-                    &profile.shipping_address,
+                    profile.name(),
+                    Some(profile.email()),
+                    profile.shipping_address(),
                     Some(&profile.credit_limit),
                 ))?;
-                let profile = Profile {
-                    name: profile.name.trim().to_owned(),
-                    email: profile.email.trim().to_owned(),
-                    shipping_address: profile.shipping_address.trim().to_owned(),
-                    ..profile.clone()
-                };
+                let profile = Profile::new(
+                    profile.customer_id,
+                    profile.name().trim(),
+                    profile.email().trim(),
+                    profile.shipping_address().trim(),
+                    profile.credit_limit,
+                );
                 Ok(vec![CustomerEvent::Registered(profile)])
             }
             CustomerCommand::Update {
@@ -169,23 +220,25 @@ impl Aggregate for Customer {
                 let profile = self.profile.as_ref().ok_or(CustomerError::NotFound)?;
                 first_broken(check_fields(name, None, shipping_address, None))?;
                 let (name, shipping_address) = (name.trim(), shipping_address.trim());
-                if profile.name == name && profile.shipping_address == shipping_address {
+                if profile.name() == name && profile.shipping_address() == shipping_address {
                     return Ok(Vec::new());
                 }
+                let personal =
+                    |value: &str| Personal::new(subject(profile.customer_id), value.to_owned());
                 Ok(vec![CustomerEvent::Updated {
                     customer_id: profile.customer_id,
-                    name: name.to_owned(),
-                    shipping_address: shipping_address.to_owned(),
+                    name: personal(name),
+                    shipping_address: personal(shipping_address),
                 }])
             }
             CustomerCommand::ChangeCreditLimit(limit) => {
                 let profile = self.profile.as_ref().ok_or(CustomerError::NotFound)?;
-                first_broken(check_fields(
-                    &profile.name,
-                    None,
-                    &profile.shipping_address,
-                    Some(limit),
-                ))?;
+                if limit.amount().is_zero() {
+                    return Err(CustomerError::InvalidField {
+                        field: "creditLimit",
+                        reason: "must be greater than zero".to_owned(),
+                    });
+                }
                 if profile.credit_limit == *limit {
                     return Ok(Vec::new());
                 }
@@ -232,14 +285,20 @@ mod tests {
             .unwrap_or_else(|_| Money::zero(Currency::Usd))
     }
 
+    const ADA: Uuid = Uuid::from_u128(1);
+
     fn profile() -> Profile {
-        Profile {
-            customer_id: Uuid::from_u128(1),
-            name: "Ada Lovelace".to_owned(),
-            email: "ada@example.com".to_owned(),
-            shipping_address: "12 Analytical Row".to_owned(),
-            credit_limit: usd(5000),
-        }
+        Profile::new(
+            ADA,
+            "Ada Lovelace",
+            "ada@example.com",
+            "12 Analytical Row",
+            usd(5000),
+        )
+    }
+
+    fn personal(value: &str) -> Personal<String> {
+        Personal::new(subject(ADA), value.to_owned())
     }
 
     fn invalid(field: &'static str) -> impl FnOnce(&CustomerError) -> bool {
@@ -249,7 +308,7 @@ mod tests {
     #[test]
     fn registers_with_trimmed_fields() {
         let padded = Profile {
-            name: "  Ada Lovelace ".to_owned(),
+            name: personal("  Ada Lovelace "),
             ..profile()
         };
         given::<Customer>([])
@@ -269,35 +328,35 @@ mod tests {
         let cases = [
             (
                 Profile {
-                    name: "A".to_owned(),
+                    name: personal("A"),
                     ..profile()
                 },
                 "name",
             ),
             (
                 Profile {
-                    name: "x".repeat(101),
+                    name: personal(&"x".repeat(101)),
                     ..profile()
                 },
                 "name",
             ),
             (
                 Profile {
-                    email: "not-an-email".to_owned(),
+                    email: personal("not-an-email"),
                     ..profile()
                 },
                 "email",
             ),
             (
                 Profile {
-                    shipping_address: "1 St".to_owned(),
+                    shipping_address: personal("1 St"),
                     ..profile()
                 },
                 "shippingAddress",
             ),
             (
                 Profile {
-                    shipping_address: "y".repeat(101),
+                    shipping_address: personal(&"y".repeat(101)),
                     ..profile()
                 },
                 "shippingAddress",
@@ -326,13 +385,13 @@ mod tests {
             })
             .then([CustomerEvent::Updated {
                 customer_id: profile().customer_id,
-                name: "Ada King".to_owned(),
-                shipping_address: "1 Difference Engine Way".to_owned(),
+                name: personal("Ada King"),
+                shipping_address: personal("1 Difference Engine Way"),
             }]);
         given::<Customer>([CustomerEvent::Registered(profile())])
             .when(CustomerCommand::Update {
-                name: profile().name,
-                shipping_address: profile().shipping_address,
+                name: profile().name().to_owned(),
+                shipping_address: profile().shipping_address().to_owned(),
             })
             .then([]);
         given::<Customer>([CustomerEvent::Registered(profile())])

@@ -6,11 +6,12 @@ pub mod routes;
 
 use std::sync::Arc;
 
-use es_core::{Clock, CommandContext, Repository, RepositoryError, StreamId};
+use es_core::privacy::{PERSONAL_MARKER, Privacy};
+use es_core::{Clock, CommandContext, EventRegistry, Repository, RepositoryError, StreamId};
 use uuid::Uuid;
 
 pub use customer::{
-    Customer, CustomerCommand, CustomerError, CustomerEvent, Profile, check_fields,
+    Customer, CustomerCommand, CustomerError, CustomerEvent, Profile, check_fields, subject,
 };
 
 use crate::history::{HistoryEntry, Page, Paged, history};
@@ -106,6 +107,8 @@ pub trait AccountsClient: Send + Sync {
     async fn create_account(&self, account: AccountRequest) -> Result<Uuid, AccountsError>;
     /// Closes an account (registration's compensation).
     async fn close_account(&self, account_id: Uuid) -> Result<(), AccountsError>;
+    /// Closes the account that signs in with `email`, if any (forgetting its customer).
+    async fn close_account_of(&self, email: &str) -> Result<(), AccountsError>;
 }
 
 /// The customers context.
@@ -113,6 +116,7 @@ pub trait AccountsClient: Send + Sync {
 pub struct Customers<S> {
     customers: Repository<Customer, S>,
     accounts: Arc<dyn AccountsClient>,
+    privacy: Privacy,
 }
 
 impl std::fmt::Debug for dyn AccountsClient {
@@ -122,13 +126,48 @@ impl std::fmt::Debug for dyn AccountsClient {
 }
 
 impl<S: TransactionalStore> Customers<S> {
-    /// The customers context over `store`, creating accounts through `accounts`.
-    pub fn new(store: S, accounts: Arc<dyn AccountsClient>, clock: Arc<dyn Clock>) -> Self {
-        let customers = Repository::new(store).with_clock(clock);
+    /// The customers context over `store`, creating accounts through `accounts`, the
+    /// customers' personal data kept with `privacy`'s keys.
+    pub fn new(
+        store: S,
+        accounts: Arc<dyn AccountsClient>,
+        clock: Arc<dyn Clock>,
+        privacy: Privacy,
+    ) -> Self {
+        let customers = Repository::new(store)
+            .with_clock(clock)
+            .with_registry(Arc::new(upcasters()))
+            .with_privacy(privacy.clone());
         Self {
             customers,
             accounts,
+            privacy,
         }
+    }
+
+    /// Forgets the customer (crypto-shredding): their account is closed, then their keys are
+    /// destroyed, so their name, email and address read as forgotten in every event,
+    /// snapshot and message that held them, while their orders and payments keep their
+    /// amounts and statuses. Idempotent; `by` (who asked) is recorded.
+    ///
+    /// # Errors
+    /// [`CustomersError::NotFound`] for a customer never registered; failures (retry: the
+    /// steps are idempotent).
+    pub async fn forget(&self, customer_id: Uuid, by: &str) -> Result<(), CustomersError> {
+        let profile = self.profile(customer_id).await?;
+        if !profile.is_forgotten() {
+            self.accounts
+                .close_account_of(profile.email())
+                .await
+                .map_err(CustomersError::Accounts)?;
+        }
+        self.privacy
+            .keys()
+            .forget(&customer::subject(customer_id), by)
+            .await
+            .map_err(|e| CustomersError::Storage(StorageError::other(e)))?;
+        tracing::info!(%customer_id, "customer forgotten");
+        Ok(())
     }
 
     /// Registers a customer and its account together: if the account cannot be created no
@@ -138,24 +177,24 @@ impl<S: TransactionalStore> Customers<S> {
     /// [`CustomersError::Invalid`], [`CustomersError::EmailTaken`], or a failure.
     pub async fn register(&self, registration: Registration) -> Result<Uuid, CustomersError> {
         let customer_id = Uuid::new_v4();
-        let profile = Profile {
+        let profile = Profile::new(
             customer_id,
-            name: registration.name,
-            email: registration.email.trim().to_owned(),
-            shipping_address: registration.shipping_address,
-            credit_limit: registration.credit_limit,
-        };
+            &registration.name,
+            registration.email.trim(),
+            &registration.shipping_address,
+            registration.credit_limit,
+        );
         let broken = check_fields(
-            &profile.name,
-            Some(&profile.email),
-            &profile.shipping_address,
+            profile.name(),
+            Some(profile.email()),
+            profile.shipping_address(),
             Some(&profile.credit_limit),
         );
         if !broken.is_empty() {
             return Err(CustomersError::Invalid(broken));
         }
         let account = AccountRequest {
-            email: profile.email.clone(),
+            email: profile.email().to_owned(),
             password: registration.password,
             customer_id,
         };
@@ -210,9 +249,15 @@ impl<S: TransactionalStore> Customers<S> {
         page: Page,
     ) -> Result<Paged<HistoryEntry>, CustomersError> {
         let stream = customer_stream(customer_id)?;
-        let entries = history(self.customers.store(), &stream, customer_id, page)
-            .await
-            .map_err(|e| CustomersError::Storage(StorageError::other(e)))?;
+        let entries = history(
+            self.customers.store(),
+            &stream,
+            customer_id,
+            page,
+            Some(&self.privacy),
+        )
+        .await
+        .map_err(|e| CustomersError::Storage(StorageError::other(e)))?;
         if entries.entries.is_empty() && page.after.is_none() {
             return Err(CustomersError::NotFound);
         }
@@ -270,6 +315,38 @@ impl<S: TransactionalStore> Customers<S> {
             .cloned()
             .ok_or(CustomersError::NotFound)
     }
+}
+
+/// The upcasters of customer events: version 1 held name, email and address in clear; version
+/// 2 holds them as personal values of the customer.
+fn upcasters() -> EventRegistry {
+    fn personal(data: &mut serde_json::Value, fields: &[&str]) -> Result<(), String> {
+        let subject = data["customerId"]
+            .as_str()
+            .ok_or("no customerId")?
+            .to_owned();
+        for field in fields {
+            let value = data[*field].take();
+            data[*field] =
+                serde_json::json!({ (PERSONAL_MARKER): { "subject": subject, "value": value } });
+        }
+        Ok(())
+    }
+    let mut registry = EventRegistry::new();
+    let registered = registry.upcaster("CustomerRegistered", 1, |mut data| {
+        personal(&mut data, &["name", "email", "shippingAddress"])?;
+        Ok(data)
+    });
+    let updated = registered.and_then(|registry| {
+        registry.upcaster("CustomerUpdated", 1, |mut data| {
+            personal(&mut data, &["name", "shippingAddress"])?;
+            Ok(data)
+        })
+    });
+    if let Err(error) = updated {
+        tracing::error!(%error, "customer upcasters not registered");
+    }
+    registry
 }
 
 fn customer_stream(customer_id: Uuid) -> Result<StreamId, CustomersError> {

@@ -83,9 +83,9 @@ impl From<Profile> for CustomerDetails {
     fn from(profile: Profile) -> Self {
         Self {
             customer_id: profile.customer_id,
-            name: profile.name,
-            email: profile.email,
-            shipping_address: profile.shipping_address,
+            name: profile.name().to_owned(),
+            email: profile.email().to_owned(),
+            shipping_address: profile.shipping_address().to_owned(),
             credit_limit: profile.credit_limit.amount(),
             currency_code: profile.credit_limit.currency().code().to_owned(),
         }
@@ -153,6 +153,7 @@ pub fn public<S: TransactionalStore>() -> OpenApiRouter<Arc<Customers<S>>> {
         .routes(routes!(details))
         .routes(routes!(history))
         .routes(routes!(update))
+        .routes(routes!(forget_me))
 }
 
 /// Customers' internal routes.
@@ -160,6 +161,7 @@ pub fn internal<S: TransactionalStore>() -> OpenApiRouter<Arc<Customers<S>>> {
     OpenApiRouter::new()
         .routes(routes!(customer_by_id))
         .routes(routes!(change_credit_limit))
+        .routes(routes!(forget_customer))
 }
 
 fn money(validator: &mut Validator, amount: Decimal, code: Option<&str>) -> Option<Money> {
@@ -339,4 +341,44 @@ async fn change_credit_limit<S: TransactionalStore>(
     Ok(axum::Json(
         customers.change_credit_limit(id, limit).await?.into(),
     ))
+}
+
+/// Forgets the caller (their right to erasure): their account is closed and their name, email
+/// and address become `[forgotten]` everywhere they were stored, while their orders and
+/// payments keep their amounts and statuses. The access token keeps working until it expires
+/// (it signs in as nobody who can be named); the email can register again, as a new customer.
+#[utoipa::path(delete, path = "/api/v2/customers/me", tag = "customers",
+    security(("bearer" = [])),
+    responses(
+        (status = 204, description = "Forgotten"),
+        (status = 403, description = "Not a customer token with `delete`", body = Problem, content_type = "application/problem+json"),
+    ))]
+async fn forget_me<S: TransactionalStore>(
+    State(customers): State<Arc<Customers<S>>>,
+    caller: Caller,
+) -> Result<StatusCode, ApiError> {
+    let customer_id = caller.customer(Scope::Delete)?;
+    customers
+        .forget(customer_id, &format!("customer {customer_id}"))
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Forgets a customer by id, at their request made elsewhere (machine clients with `delete`;
+/// idempotent). The operator's client id is recorded.
+#[utoipa::path(delete, path = "/api/v2/internal/customers/{id}/personal-data", tag = "internal",
+    params(("id" = Uuid, Path, description = "Customer id")),
+    security(("bearer" = [])),
+    responses(
+        (status = 204, description = "Forgotten"),
+        (status = 404, description = "No such customer", body = Problem, content_type = "application/problem+json"),
+    ))]
+async fn forget_customer<S: TransactionalStore>(
+    State(customers): State<Arc<Customers<S>>>,
+    caller: Caller,
+    IdPath(id): IdPath,
+) -> Result<StatusCode, ApiError> {
+    caller.require(Policy::Machine(Scope::Delete))?;
+    customers.forget(id, &caller.claims().sub).await?;
+    Ok(StatusCode::NO_CONTENT)
 }

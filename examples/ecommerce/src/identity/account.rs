@@ -7,6 +7,7 @@
 use std::collections::{HashMap, HashSet};
 
 use chrono::{DateTime, TimeDelta, Utc};
+use es_core::privacy::Personal;
 use es_core::{Aggregate, DomainEvent};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -59,18 +60,21 @@ const KEPT_PAST_EXPIRY: TimeDelta = TimeDelta::minutes(1);
 pub struct Registration {
     /// The account id.
     pub account_id: Uuid,
-    /// The email as given.
-    pub email: String,
-    /// The Argon2id PHC string.
-    pub password_hash: String,
+    /// The email as given (personal data of the customer).
+    pub email: Personal<String>,
+    /// The Argon2id PHC string (personal data of the customer).
+    pub password_hash: Personal<String>,
     /// The customer the account signs in as.
     pub customer_id: Uuid,
 }
 
 impl Account {
-    /// The registration, unless the account does not exist or is closed.
+    /// The registration, unless the account does not exist, is closed, or its customer was
+    /// forgotten.
     pub fn active_registration(&self) -> Option<&Registration> {
-        self.registered.as_ref().filter(|_| !self.closed)
+        self.registered
+            .as_ref()
+            .filter(|registration| !self.closed && !registration.password_hash.is_forgotten())
     }
 
     /// How many refresh-token records the account keeps (unspent and spent tokens, revoked
@@ -155,6 +159,7 @@ pub enum AccountCommand {
 pub enum AccountEvent {
     /// The account was opened.
     #[serde(rename = "AccountRegistered")]
+    #[event(version = 2)]
     Registered(Registration),
     /// The account was closed.
     #[serde(rename = "AccountClosed")]
@@ -375,11 +380,18 @@ mod tests {
     }
 
     fn registration() -> Registration {
+        let customer = Uuid::from_u128(7);
+        let personal = |value: &str| {
+            Personal::new(
+                es_core::privacy::SubjectId::from_uuid(customer),
+                value.to_owned(),
+            )
+        };
         Registration {
             account_id: account_id("ada@example.com"),
-            email: "ada@example.com".to_owned(),
-            password_hash: "$argon2id$...".to_owned(),
-            customer_id: Uuid::from_u128(7),
+            email: personal("ada@example.com"),
+            password_hash: personal("$argon2id$..."),
+            customer_id: customer,
         }
     }
 

@@ -19,7 +19,10 @@ pub use limits::{SignInLimits, Throttled};
 use std::sync::Arc;
 use std::time::Duration;
 
-use es_core::{Clock, CommandContext, Repository, RepositoryError, SnapshotPolicy, StreamId};
+use es_core::privacy::{PERSONAL_MARKER, Personal, Privacy, SubjectId};
+use es_core::{
+    Clock, CommandContext, EventRegistry, Repository, RepositoryError, SnapshotPolicy, StreamId,
+};
 use uuid::Uuid;
 
 pub use account::{
@@ -127,9 +130,12 @@ impl<S: TransactionalStore> Identity<S> {
         keys: Arc<TokenKeys>,
         config: IdentityConfig,
         clock: Arc<dyn Clock>,
+        privacy: Privacy,
     ) -> Result<Self, IdentityError> {
         let accounts = Repository::new(store)
             .with_clock(clock.clone())
+            .with_registry(Arc::new(upcasters()))
+            .with_privacy(privacy)
             // Every account command decides again safely on newer state: a concurrent refresh
             // of the same token then sees it spent.
             .with_conflict_retries(5)
@@ -167,7 +173,7 @@ impl<S: TransactionalStore> Identity<S> {
         let account = self.accounts.load(&stream).await?.state;
         let registration = account.active_registration();
         let hash = registration
-            .map(|r| r.password_hash.clone())
+            .and_then(|r| r.password_hash.value().cloned())
             .unwrap_or_else(|| self.decoy_hash.clone());
         let matches = {
             let _turn = self.limits.hashing_turn().await?;
@@ -315,7 +321,7 @@ impl<S: TransactionalStore> Identity<S> {
             scope: [Scope::Read, Scope::Write, Scope::Delete]
                 .map(Scope::as_str)
                 .join(" "),
-            email: Some(registration.email.clone()),
+            email: registration.email.value().cloned(),
             customer_id: Some(registration.customer_id),
         };
         let refresh = RefreshClaims {
@@ -362,10 +368,11 @@ impl<S: TransactionalStore> Identity<S> {
                 .await
                 .map_err(IdentityError::Hashing)?
         };
+        let subject = SubjectId::from_uuid(account.customer_id);
         let registration = Registration {
             account_id: id,
-            email: account.email.trim().to_owned(),
-            password_hash,
+            email: Personal::new(subject.clone(), account.email.trim().to_owned()),
+            password_hash: Personal::new(subject, password_hash),
             customer_id: account.customer_id,
         };
         self.execute(&stream, &AccountCommand::Register(registration))
@@ -382,6 +389,40 @@ impl<S: TransactionalStore> Identity<S> {
         self.execute(&stream, &AccountCommand::Close).await?;
         Ok(())
     }
+
+    /// Closes the account that signs in with `email`, if it is open (its customer is being
+    /// forgotten); nothing when there is none.
+    ///
+    /// # Errors
+    /// Failures.
+    pub async fn close_account_of(&self, email: &str) -> Result<(), IdentityError> {
+        match self.close_account(account_id(email)).await {
+            Ok(()) | Err(IdentityError::NotFound) => Ok(()),
+            Err(other) => Err(other),
+        }
+    }
+}
+
+/// The upcasters of account events: version 1 of `AccountRegistered` held the email and the
+/// password hash in clear; version 2 holds them as personal values of the customer.
+fn upcasters() -> EventRegistry {
+    let mut registry = EventRegistry::new();
+    let registered = registry.upcaster("AccountRegistered", 1, |mut data| {
+        let subject = data["customerId"]
+            .as_str()
+            .ok_or("no customerId")?
+            .to_owned();
+        for field in ["email", "passwordHash"] {
+            let value = data[field].take();
+            data[field] =
+                serde_json::json!({ (PERSONAL_MARKER): { "subject": subject, "value": value } });
+        }
+        Ok(data)
+    });
+    if let Err(error) = registered {
+        tracing::error!(%error, "account upcasters not registered");
+    }
+    registry
 }
 
 fn account_stream(account_id: Uuid) -> Result<StreamId, IdentityError> {

@@ -313,9 +313,15 @@ impl<S: TransactionalStore> Orders<S> {
         page: Page,
     ) -> Result<Paged<HistoryEntry>, OrdersError> {
         self.order(customer_id, order_id).await?;
-        history(self.orders.store(), &stream(order_id)?, order_id, page)
-            .await
-            .map_err(|e| OrdersError::Storage(StorageError::other(e)))
+        history(
+            self.orders.store(),
+            &stream(order_id)?,
+            order_id,
+            page,
+            None,
+        )
+        .await
+        .map_err(|e| OrdersError::Storage(StorageError::other(e)))
     }
 
     /// The customer asks to cancel; the saga decides (too late once shipped).

@@ -265,6 +265,7 @@ impl<S: TransactionalStore> Quotes<S> {
             &quote_stream(quote_id)?,
             quote_id,
             page,
+            None,
         )
         .await
         .map_err(|e| QuotesError::Storage(StorageError::other(e)))

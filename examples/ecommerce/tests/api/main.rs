@@ -24,6 +24,7 @@ mod inventory;
 mod load;
 mod notifications;
 mod openapi;
+mod privacy;
 mod quotes;
 mod server;
 mod workflow;

@@ -50,6 +50,8 @@ impl Reply {
 
 pub struct TestApp {
     pub app: App,
+    /// The prefix of its PostgreSQL schemas (none embedded).
+    pub schema_prefix: Option<String>,
     public: Router,
     internal: Router,
 }
@@ -84,11 +86,13 @@ impl TestApp {
         if let Err(error) = backend.check().await {
             panic!("PostgreSQL at {url} does not answer ({error}); start it or run `scripts/test`");
         }
-        Self::with(AppConfig {
+        let mut app = Self::with(AppConfig {
             backend,
             ..AppConfig::embedded()
         })
-        .await
+        .await;
+        app.schema_prefix = Some(prefix);
+        app
     }
 
     pub async fn with(config: AppConfig) -> Self {
@@ -97,6 +101,7 @@ impl TestApp {
         let internal = app.internal_router();
         Self {
             app,
+            schema_prefix: None,
             public,
             internal,
         }
