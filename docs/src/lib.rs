@@ -43,3 +43,6 @@ pub mod operations {}
 
 #[doc = include_str!("../benchmarks.md")]
 pub mod benchmarks {}
+
+#[doc = include_str!("../privacy.md")]
+pub mod privacy {}

@@ -418,6 +418,44 @@ mod tests {
     }
 
     #[test]
+    fn master_keys_come_from_configuration_and_production_requires_one() {
+        assert!(args(&[]).master_keys().is_ok());
+        assert!(matches!(
+            args(&["--production"]).master_keys(),
+            Err(ConfigError::DevelopmentSecret(_))
+        ));
+        let key = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY="; // 32 bytes
+        let keys = args(&[
+            "--production",
+            "--master-key",
+            key,
+            "--master-key-version",
+            "3",
+            "--older-master-keys",
+            &format!("2:{key}"),
+        ])
+        .master_keys()
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(keys.current().version(), 3);
+        assert!(keys.get(2).is_some());
+        for bad in [
+            vec!["--master-key", "c2hvcnQ="],
+            vec!["--master-key", key, "--older-master-keys", "two:abc"],
+            vec![
+                "--master-key",
+                key,
+                "--older-master-keys",
+                &format!("1:{key}"),
+            ],
+        ] {
+            assert!(
+                matches!(args(&bad).master_keys(), Err(ConfigError::Invalid { .. })),
+                "{bad:?}"
+            );
+        }
+    }
+
+    #[test]
     fn production_refuses_development_secrets() {
         assert!(matches!(
             args(&["--production"]).identity(),

@@ -357,3 +357,57 @@ fn customer_stream(customer_id: Uuid) -> Result<StreamId, CustomersError> {
 fn context(actor: &str) -> CommandContext {
     CommandContext::new().with_actor(actor)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use es_core::memory::MemoryEventStore;
+    use es_core::privacy::{MemoryKeyStore, Privacy};
+    use es_core::{AppendRequest, EventStore, ExpectedVersion, NewEvent, Repository};
+    use serde_json::json;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn a_customer_registered_in_clear_reads_through_the_upcaster() {
+        let store = MemoryEventStore::new();
+        let customer_id = Uuid::from_u128(42);
+        let stream = customer_stream(customer_id).unwrap_or_else(|e| panic!("{e}"));
+        let v1 = NewEvent {
+            event_type: "CustomerRegistered".to_owned(),
+            schema_version: 1,
+            data: json!({
+                "customerId": customer_id,
+                "name": "Ada Lovelace",
+                "email": "ada@example.com",
+                "shippingAddress": "12 Analytical Row",
+                "creditLimit": { "amount": 5000, "currency": "USD" },
+            }),
+            metadata: CommandContext::new().metadata(&es_core::SystemClock),
+        };
+        store
+            .append(
+                AppendRequest::new(stream.clone(), ExpectedVersion::NoStream)
+                    .with_stream_type("customer")
+                    .with_events([v1]),
+            )
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let customers = Repository::<Customer, _>::new(store)
+            .with_registry(Arc::new(upcasters()))
+            .with_privacy(Privacy::new(Arc::new(MemoryKeyStore::new())));
+        let loaded = customers
+            .load(&stream)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let profile = loaded
+            .state
+            .profile()
+            .cloned()
+            .unwrap_or_else(|| panic!("no profile"));
+        assert_eq!(profile.name(), "Ada Lovelace");
+        assert_eq!(profile.email(), "ada@example.com");
+        assert_eq!(profile.name.subject(), &subject(customer_id));
+    }
+}
