@@ -315,10 +315,18 @@ where
         let mut loaded = self.start_from(stream_id, snapshot);
         let read = StreamRead::forward().from(loaded.version.next());
         let mut events = self.store.read_stream(stream_id, read);
-        while let Some(mut recorded) = events.try_next().await? {
-            if let Some(privacy) = &self.privacy {
-                privacy.reveal(&mut recorded.data).await?;
+        if let Some(privacy) = &self.privacy {
+            // Revealed together: each key is fetched once for the whole stream.
+            let mut recorded: Vec<RecordedEvent> = events.try_collect().await?;
+            privacy
+                .reveal_all(recorded.iter_mut().map(|event| &mut event.data))
+                .await?;
+            for event in &recorded {
+                self.fold(stream_id, &mut loaded, event)?;
             }
+            return Ok(loaded);
+        }
+        while let Some(recorded) = events.try_next().await? {
             self.fold(stream_id, &mut loaded, &recorded)?;
         }
         Ok(loaded)
@@ -343,11 +351,14 @@ where
         };
         let mut loaded = self.start_from(stream_id, snapshot);
         let read = StreamRead::forward().from(loaded.version.next());
-        for mut recorded in tx.read_stream(stream_id, read).await? {
-            if let Some(privacy) = &self.privacy {
-                privacy.reveal(&mut recorded.data).await?;
-            }
-            self.fold(stream_id, &mut loaded, &recorded)?;
+        let mut recorded = tx.read_stream(stream_id, read).await?;
+        if let Some(privacy) = &self.privacy {
+            privacy
+                .reveal_all(recorded.iter_mut().map(|event| &mut event.data))
+                .await?;
+        }
+        for event in &recorded {
+            self.fold(stream_id, &mut loaded, event)?;
         }
         Ok(loaded)
     }

@@ -130,7 +130,7 @@ async fn personal_values_are_stored_encrypted_and_forgotten_for_good() {
     );
 
     // Forgotten: every copy reads as forgotten; the aggregate goes on.
-    privacy.keys().forget(&ada, "test").await.unwrap();
+    privacy.forget(&ada, "test").await.unwrap();
     let loaded = repository.load(&stream).await.unwrap();
     let forgotten = loaded.state.name.unwrap();
     assert!(forgotten.is_forgotten());
@@ -222,7 +222,7 @@ async fn a_consumer_reads_personal_values_of_messages_through_the_key_store() {
         .with_privacy(privacy.clone())
         .on::<MemberChanged>(Typed(seen.clone()));
     handlers.handle(&delivery).await.unwrap();
-    privacy.keys().forget(&ada, "test").await.unwrap();
+    privacy.forget(&ada, "test").await.unwrap();
     handlers.handle(&delivery).await.unwrap();
     let seen = seen.0.lock().unwrap().clone();
     assert_eq!(

@@ -28,7 +28,7 @@
 //! let name: Personal<String> = serde_json::from_value(read["name"].clone()).unwrap();
 //! assert_eq!(name.value().map(String::as_str), Some("Ada Lovelace"));
 //!
-//! privacy.keys().forget(&ada, "operator").await?;
+//! privacy.forget(&ada, "operator").await?;
 //! let mut read = stored.clone();
 //! privacy.reveal(&mut read).await?;
 //! let name: Personal<String> = serde_json::from_value(read["name"].clone()).unwrap();
@@ -43,6 +43,7 @@ mod personal;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
@@ -76,15 +77,93 @@ pub enum PrivacyError {
 }
 
 /// Encrypts and decrypts the personal values of records with a [`KeyStore`]'s keys.
+///
+/// The subjects' *current* keys, which encrypt, are kept for a while (a minute by default,
+/// [`with_key_cache`](Self::with_key_cache)) so that a write does not cost a key-store read.
+/// This is safe with forgetting: a value encrypted after its subject was forgotten, with the
+/// destroyed key, is as unreadable as one never written. Keys that decrypt are never kept
+/// beyond one call, so a forgotten subject reads as forgotten at once, in every process.
 #[derive(Debug, Clone)]
 pub struct Privacy {
     keys: Arc<dyn KeyStore>,
+    current: Arc<std::sync::Mutex<HashMap<SubjectId, (Option<SubjectKey>, Instant)>>>,
+    keep_current: Duration,
 }
+
+/// How many subjects' current keys a [`Privacy`] keeps at most.
+const KEPT_KEYS: usize = 10_000;
 
 impl Privacy {
     /// Protects and reveals with `keys`.
     pub fn new(keys: Arc<dyn KeyStore>) -> Self {
-        Self { keys }
+        Self {
+            keys,
+            current: Arc::default(),
+            keep_current: Duration::from_secs(60),
+        }
+    }
+
+    /// Keeps each subject's current key for `keep` after reading it (zero: read it for every
+    /// write).
+    #[must_use]
+    pub fn with_key_cache(mut self, keep: Duration) -> Self {
+        self.keep_current = keep;
+        self
+    }
+
+    /// Forgets `subject` ([`KeyStore::forget`]), and stops encrypting for them here at once.
+    ///
+    /// # Errors
+    /// [`PrivacyError::Keys`] when the key store fails.
+    pub async fn forget(&self, subject: &SubjectId, by: &str) -> Result<Forgetting, PrivacyError> {
+        let forgetting = self.keys.forget(subject, by).await?;
+        self.remember(subject, None);
+        Ok(forgetting)
+    }
+
+    /// Rotates `subject`'s key ([`KeyStore::rotate`]); values written here from now on use
+    /// the new version.
+    ///
+    /// # Errors
+    /// [`PrivacyError::Keys`] when the key store fails.
+    pub async fn rotate(&self, subject: &SubjectId) -> Result<Option<SubjectKey>, PrivacyError> {
+        let key = self.keys.rotate(subject).await?;
+        self.remember(subject, key.clone());
+        Ok(key)
+    }
+
+    fn remember(&self, subject: &SubjectId, key: Option<SubjectKey>) {
+        if self.keep_current.is_zero() {
+            return;
+        }
+        let mut current = self
+            .current
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if current.len() >= KEPT_KEYS {
+            current.clear();
+        }
+        current.insert(subject.clone(), (key, Instant::now()));
+    }
+
+    /// The subject's current key, from the cache while it is fresh.
+    async fn current_key(&self, subject: &SubjectId) -> Result<Option<SubjectKey>, PrivacyError> {
+        let cached = {
+            let current = self
+                .current
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            current
+                .get(subject)
+                .filter(|(_, at)| at.elapsed() < self.keep_current)
+                .map(|(key, _)| key.clone())
+        };
+        if let Some(key) = cached {
+            return Ok(key);
+        }
+        let key = self.keys.current_key(subject).await?;
+        self.remember(subject, key.clone());
+        Ok(key)
     }
 
     /// The key store.
@@ -111,7 +190,7 @@ impl Privacy {
         }
         let mut keys: HashMap<SubjectId, Option<SubjectKey>> = HashMap::new();
         for subject in subjects {
-            let key = self.keys.current_key(&subject).await?;
+            let key = self.current_key(&subject).await?;
             keys.insert(subject, key);
         }
         let mut sealed = 0;
@@ -139,13 +218,28 @@ impl Privacy {
     /// [`PrivacyError::Tampered`] when a value does not open with its subject's key;
     /// [`PrivacyError::Keys`] when the key store fails; [`PrivacyError::Malformed`].
     pub async fn reveal(&self, value: &mut Value) -> Result<usize, PrivacyError> {
+        self.reveal_all([value]).await
+    }
+
+    /// [`reveal`](Self::reveal) over many records at once (the events of a stream): each key
+    /// is fetched from the store once, however many values it opens.
+    ///
+    /// # Errors
+    /// As [`reveal`](Self::reveal).
+    pub async fn reveal_all<'a>(
+        &self,
+        values: impl IntoIterator<Item = &'a mut Value>,
+    ) -> Result<usize, PrivacyError> {
+        let mut values: Vec<&'a mut Value> = values.into_iter().collect();
         let mut wanted = HashSet::new();
-        visit(value, &mut |marker| {
-            if marker.contains_key("cipher") {
-                wanted.insert((subject_of(marker)?, version_of(marker)?));
-            }
-            Ok(())
-        })?;
+        for value in &values {
+            visit(value, &mut |marker| {
+                if marker.contains_key("cipher") {
+                    wanted.insert((subject_of(marker)?, version_of(marker)?));
+                }
+                Ok(())
+            })?;
+        }
         if wanted.is_empty() {
             return Ok(0);
         }
@@ -155,21 +249,23 @@ impl Privacy {
             keys.insert((subject, version), key);
         }
         let mut opened = 0;
-        visit_mut(value, &mut |marker| {
-            if !marker.contains_key("cipher") {
-                return Ok(());
-            }
-            let subject = subject_of(marker)?;
-            let version = version_of(marker)?;
-            *marker = match keys.get(&(subject.clone(), version)).cloned().flatten() {
-                Some(key) => {
-                    opened += 1;
-                    open(&key, &subject, marker)?
+        for value in &mut values {
+            visit_mut(value, &mut |marker| {
+                if !marker.contains_key("cipher") {
+                    return Ok(());
                 }
-                None => forgotten_marker(&subject),
-            };
-            Ok(())
-        })?;
+                let subject = subject_of(marker)?;
+                let version = version_of(marker)?;
+                *marker = match keys.get(&(subject.clone(), version)).cloned().flatten() {
+                    Some(key) => {
+                        opened += 1;
+                        open(&key, &subject, marker)?
+                    }
+                    None => forgotten_marker(&subject),
+                };
+                Ok(())
+            })?;
+        }
         Ok(opened)
     }
 }

@@ -61,7 +61,7 @@ async fn a_forgotten_subject_reads_as_forgotten_and_others_are_untouched() {
     let (ada, bob) = (subject("c-1"), subject("c-2"));
     let mut stored = json!([record(&ada, "Ada"), record(&bob, "Bob")]);
     privacy.protect(&mut stored).await.unwrap();
-    let forgetting = privacy.keys().forget(&ada, "operator-1").await.unwrap();
+    let forgetting = privacy.forget(&ada, "operator-1").await.unwrap();
     assert_eq!(
         (forgetting.by.as_str(), forgetting.already),
         ("operator-1", false)
@@ -124,7 +124,7 @@ async fn a_rotated_key_encrypts_new_values_and_old_versions_still_read() {
     let mut old = json!(Personal::new(ada.clone(), "old"));
     privacy.protect(&mut old).await.unwrap();
     assert_eq!(old["$personal"]["key"], 1);
-    let rotated = privacy.keys().rotate(&ada).await.unwrap().unwrap();
+    let rotated = privacy.rotate(&ada).await.unwrap().unwrap();
     assert_eq!(rotated.version(), 2);
     let mut new = json!(Personal::new(ada.clone(), "new"));
     privacy.protect(&mut new).await.unwrap();
@@ -247,4 +247,24 @@ async fn presented_records_show_values_and_the_placeholder() {
     assert_eq!(stored[0]["lines"][0]["address"], json!({"street": "1 Way"}));
     assert_eq!(stored[1]["name"], FORGOTTEN);
     assert_eq!(stored[1]["total"], 12.5);
+}
+
+#[tokio::test]
+async fn a_key_kept_for_writing_after_a_forgetting_elsewhere_writes_nothing_readable() {
+    let keys = Arc::new(MemoryKeyStore::new());
+    let here = Privacy::new(keys.clone());
+    let elsewhere = Privacy::new(keys);
+    let ada = subject("c-1");
+    here.protect(&mut record(&ada, "Ada")).await.unwrap();
+    // Forgotten by another process: this one still encrypts with the key it keeps...
+    elsewhere.forget(&ada, "operator").await.unwrap();
+    let mut late = record(&ada, "Ada late");
+    assert_eq!(here.protect(&mut late).await.unwrap(), 2);
+    assert!(!late.to_string().contains("Ada late"));
+    // ...which no longer exists: the value reads as forgotten everywhere.
+    for privacy in [&here, &elsewhere] {
+        let mut read_back = late.clone();
+        privacy.reveal(&mut read_back).await.unwrap();
+        assert!(read::<String>(&read_back["name"]).is_forgotten());
+    }
 }

@@ -162,7 +162,6 @@ impl<S: TransactionalStore> Customers<S> {
                 .map_err(CustomersError::Accounts)?;
         }
         self.privacy
-            .keys()
             .forget(&customer::subject(customer_id), by)
             .await
             .map_err(|e| CustomersError::Storage(StorageError::other(e)))?;
