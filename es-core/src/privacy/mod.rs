@@ -86,9 +86,12 @@ pub enum PrivacyError {
 #[derive(Debug, Clone)]
 pub struct Privacy {
     keys: Arc<dyn KeyStore>,
-    current: Arc<std::sync::Mutex<HashMap<SubjectId, (Option<SubjectKey>, Instant)>>>,
+    current: Arc<std::sync::Mutex<CurrentKeys>>,
     keep_current: Duration,
 }
+
+/// Each subject's current key (`None`: forgotten) and when it was read.
+type CurrentKeys = HashMap<SubjectId, (Option<SubjectKey>, Instant)>;
 
 /// How many subjects' current keys a [`Privacy`] keeps at most.
 const KEPT_KEYS: usize = 10_000;
