@@ -384,6 +384,22 @@ impl Runtime {
         for running in running {
             running.shutdown().await;
         }
+        self.close_members().await;
+    }
+
+    /// Closes the Kafka members the lag probes still hold (their loops have returned), and
+    /// waits until each has left its group: a member that left only after its replacement
+    /// joined would leave while the group rebalances, which wedges the group for good on the
+    /// test broker (docs/kafka.md, "Consumer groups on the test broker").
+    async fn close_members(&self) {
+        let probes = std::mem::take(&mut *lock(&self.probes));
+        if probes.is_empty() {
+            return;
+        }
+        // Dropping the last handle of a member closes it, which blocks until it has left.
+        if let Err(error) = tokio::task::spawn_blocking(move || drop(probes)).await {
+            tracing::warn!(%error, "closing the Kafka members failed");
+        }
     }
 
     /// Stops every service at once, mid-message, as a crash would, and waits until they are
@@ -393,6 +409,7 @@ impl Runtime {
         for running in running {
             running.abort().await;
         }
+        self.close_members().await;
     }
 }
 
