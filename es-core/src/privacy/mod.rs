@@ -273,6 +273,31 @@ impl Privacy {
     }
 }
 
+/// An upcaster's step for fields that were stored in clear and are now personal: wraps each of
+/// `fields` of `data` as a plain personal value of the subject named by the string field
+/// `subject_field` (the next write, or [`Privacy::reveal`]'s caller, sees a `Personal`).
+///
+/// ```
+/// let mut v1 = serde_json::json!({ "customerId": "c-7", "name": "Ada" });
+/// es_core::privacy::mark_personal(&mut v1, "customerId", &["name"]).unwrap();
+/// assert_eq!(v1["name"], serde_json::json!({ "$personal": { "subject": "c-7", "value": "Ada" } }));
+/// ```
+///
+/// # Errors
+/// When `subject_field` is not a string: the upcaster's error.
+pub fn mark_personal(data: &mut Value, subject_field: &str, fields: &[&str]) -> Result<(), String> {
+    let subject = data[subject_field]
+        .as_str()
+        .ok_or_else(|| format!("no {subject_field}"))?
+        .to_owned();
+    for field in fields {
+        let value = data[*field].take();
+        data[*field] =
+            serde_json::json!({ (PERSONAL_MARKER): { "subject": subject, "value": value } });
+    }
+    Ok(())
+}
+
 /// What a forgotten personal value shows as when a record is [presented](present).
 pub const FORGOTTEN: &str = "[forgotten]";
 

@@ -6,7 +6,7 @@ pub mod routes;
 
 use std::sync::Arc;
 
-use es_core::privacy::{PERSONAL_MARKER, Privacy};
+use es_core::privacy::{Privacy, mark_personal};
 use es_core::{Clock, CommandContext, EventRegistry, Repository, RepositoryError, StreamId};
 use uuid::Uuid;
 
@@ -319,26 +319,18 @@ impl<S: TransactionalStore> Customers<S> {
 /// The upcasters of customer events: version 1 held name, email and address in clear; version
 /// 2 holds them as personal values of the customer.
 fn upcasters() -> EventRegistry {
-    fn personal(data: &mut serde_json::Value, fields: &[&str]) -> Result<(), String> {
-        let subject = data["customerId"]
-            .as_str()
-            .ok_or("no customerId")?
-            .to_owned();
-        for field in fields {
-            let value = data[*field].take();
-            data[*field] =
-                serde_json::json!({ (PERSONAL_MARKER): { "subject": subject, "value": value } });
-        }
-        Ok(())
-    }
     let mut registry = EventRegistry::new();
     let registered = registry.upcaster("CustomerRegistered", 1, |mut data| {
-        personal(&mut data, &["name", "email", "shippingAddress"])?;
+        mark_personal(
+            &mut data,
+            "customerId",
+            &["name", "email", "shippingAddress"],
+        )?;
         Ok(data)
     });
     let updated = registered.and_then(|registry| {
         registry.upcaster("CustomerUpdated", 1, |mut data| {
-            personal(&mut data, &["name", "shippingAddress"])?;
+            mark_personal(&mut data, "customerId", &["name", "shippingAddress"])?;
             Ok(data)
         })
     });

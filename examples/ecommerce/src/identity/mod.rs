@@ -19,7 +19,7 @@ pub use limits::{SignInLimits, Throttled};
 use std::sync::Arc;
 use std::time::Duration;
 
-use es_core::privacy::{PERSONAL_MARKER, Personal, Privacy, SubjectId};
+use es_core::privacy::{Personal, Privacy, SubjectId, mark_personal};
 use es_core::{
     Clock, CommandContext, EventRegistry, Repository, RepositoryError, SnapshotPolicy, StreamId,
 };
@@ -408,15 +408,7 @@ impl<S: TransactionalStore> Identity<S> {
 fn upcasters() -> EventRegistry {
     let mut registry = EventRegistry::new();
     let registered = registry.upcaster("AccountRegistered", 1, |mut data| {
-        let subject = data["customerId"]
-            .as_str()
-            .ok_or("no customerId")?
-            .to_owned();
-        for field in ["email", "passwordHash"] {
-            let value = data[field].take();
-            data[field] =
-                serde_json::json!({ (PERSONAL_MARKER): { "subject": subject, "value": value } });
-        }
+        mark_personal(&mut data, "customerId", &["email", "passwordHash"])?;
         Ok(data)
     });
     if let Err(error) = registered {
