@@ -1,5 +1,6 @@
 //! Why the runner did not handle a message.
 
+use es_core::privacy::PrivacyError;
 use es_core::{BoxError, HandlerError, SagaStoreError};
 use uuid::Uuid;
 
@@ -57,15 +58,22 @@ pub enum SagaError {
     /// The saga store failed.
     #[error(transparent)]
     Store(#[from] SagaStoreError),
+    /// Personal data in the state, a message or a command could not be encrypted or
+    /// decrypted (see [`SagaRunner::with_privacy`](crate::SagaRunner::with_privacy)).
+    #[error(transparent)]
+    Privacy(#[from] PrivacyError),
 }
 
 impl SagaError {
     /// Whether handling the message again may succeed (it came early, it lost races, or the
-    /// store failed); otherwise it never will (dead-letter it).
+    /// store or the key store failed); otherwise it never will (dead-letter it).
     pub fn is_transient(&self) -> bool {
         matches!(
             self,
-            Self::NotStarted { .. } | Self::Contended { .. } | Self::Store(_)
+            Self::NotStarted { .. }
+                | Self::Contended { .. }
+                | Self::Store(_)
+                | Self::Privacy(PrivacyError::Keys(_))
         )
     }
 }

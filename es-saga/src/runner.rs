@@ -1,12 +1,14 @@
 //! [`SagaRunner`]: load, decide, commit: one message at a time, with optimistic retries.
 
+use es_core::privacy::Privacy;
 use es_core::telemetry;
+use std::borrow::Cow;
 use std::fmt;
 use std::sync::Arc;
 
 use es_core::{
-    Clock, Deadline, OutboxMessage, SagaCommit, SagaCommitOutcome, SagaStore, SagaStoreError,
-    SystemClock,
+    Clock, Deadline, OutboxMessage, SagaCommit, SagaCommitOutcome, SagaInstance, SagaStore,
+    SagaStoreError, SystemClock,
 };
 use tracing::Instrument;
 
@@ -64,6 +66,7 @@ pub struct SagaRunner<S, St> {
     clock: Arc<dyn Clock>,
     command_topic: Option<String>,
     max_conflict_retries: u32,
+    privacy: Option<Privacy>,
 }
 
 impl<S, St: Clone> Clone for SagaRunner<S, St> {
@@ -74,6 +77,7 @@ impl<S, St: Clone> Clone for SagaRunner<S, St> {
             clock: Arc::clone(&self.clock),
             command_topic: self.command_topic.clone(),
             max_conflict_retries: self.max_conflict_retries,
+            privacy: self.privacy.clone(),
         }
     }
 }
@@ -84,6 +88,7 @@ impl<S: Saga, St> fmt::Debug for SagaRunner<S, St> {
             .field("saga", &S::NAME)
             .field("command_topic", &self.command_topic)
             .field("max_conflict_retries", &self.max_conflict_retries)
+            .field("privacy", &self.privacy.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -107,7 +112,19 @@ impl<S: Saga, St: SagaStore> SagaRunner<S, St> {
             clock: Arc::new(SystemClock),
             command_topic: None,
             max_conflict_retries: DEFAULT_CONFLICT_RETRIES,
+            privacy: None,
         }
+    }
+
+    /// Keeps personal data encrypted at rest: the [`Personal`](es_core::privacy::Personal)
+    /// values of the state and of the commands are encrypted before each commit, and those of
+    /// the stored state and of each message handled are decrypted before the saga sees them (a
+    /// forgotten subject's values arrive as forgotten, and the saga goes on). A key store that
+    /// fails is a transient [`SagaError::Privacy`].
+    #[must_use]
+    pub fn with_privacy(mut self, privacy: Privacy) -> Self {
+        self.privacy = Some(privacy);
+        self
     }
 
     /// Uses `clock` for decisions' `now` and deadlines' due times.
@@ -147,7 +164,7 @@ impl<S: Saga, St: SagaStore> SagaRunner<S, St> {
     /// [`SagaError::Store`], or [`SagaError::Codec`]/[`SagaError::StateVersion`] when the
     /// stored state cannot be read.
     pub async fn instance(&self, key: &str) -> Result<Option<SagaView<S::State>>, SagaError> {
-        match self.store.load(S::NAME, key).await? {
+        match self.load_revealed(key).await? {
             Some(instance) => Ok(Some(view(&*self.saga, &instance)?)),
             None => Ok(None),
         }
@@ -158,7 +175,12 @@ impl<S: Saga, St: SagaStore> SagaRunner<S, St> {
     /// # Errors
     /// As for [`instance`](Self::instance).
     pub async fn history(&self, key: &str) -> Result<Vec<SagaView<S::State>>, SagaError> {
-        let history = self.store.history(S::NAME, key).await?;
+        let mut history = self.store.history(S::NAME, key).await?;
+        if let Some(privacy) = &self.privacy {
+            privacy
+                .reveal_all(history.iter_mut().map(|instance| &mut instance.state))
+                .await?;
+        }
         history
             .iter()
             .map(|instance| view(&*self.saga, instance))
@@ -173,6 +195,8 @@ impl<S: Saga, St: SagaStore> SagaRunner<S, St> {
     /// transient (handle the message again later); [`SagaError::Rejected`],
     /// [`SagaError::Codec`] and [`SagaError::StateVersion`] are not. Nothing is committed.
     pub async fn handle(&self, message: &OutboxMessage) -> Result<Handled, SagaError> {
+        let message = self.revealed(message).await?;
+        let message = message.as_ref();
         let deadline = FiredDeadline::from_message(message)?;
         let (key, starts) = match &deadline {
             Some(deadline) if deadline.saga == S::NAME => (deadline.key.clone(), false),
@@ -230,7 +254,7 @@ impl<S: Saga, St: SagaStore> SagaRunner<S, St> {
         let mut message = FiredDeadline::from_deadline(deadline).to_message(self.clock.now())?;
         // The decision the deadline brings continues the trace and the correlation of the
         // decision that set it.
-        if let Some(instance) = self.store.load(S::NAME, &deadline.key).await? {
+        if let Some(instance) = self.load_revealed(&deadline.key).await? {
             let origin = decode_stored(&*self.saga, &instance)?
                 .origins
                 .remove(&deadline.step)
@@ -299,7 +323,7 @@ impl<S: Saga, St: SagaStore> SagaRunner<S, St> {
                     })?;
             let commands = self.commands(key, message, &decision);
             let completed = loaded.completed || decision.completed;
-            let commit = self.commit(
+            let mut commit = self.commit(
                 key,
                 loaded.version,
                 &input,
@@ -307,6 +331,7 @@ impl<S: Saga, St: SagaStore> SagaRunner<S, St> {
                 commands.clone(),
                 (awaiting, origins),
             )?;
+            self.protect(&mut commit).await?;
             match self.store.commit(commit).await {
                 Ok(SagaCommitOutcome::Committed { version }) => {
                     tracing::debug!(version, completed, "saga decision committed");
@@ -333,9 +358,52 @@ impl<S: Saga, St: SagaStore> SagaRunner<S, St> {
         }
     }
 
+    /// Instance `key` as stored, its personal values decrypted.
+    async fn load_revealed(&self, key: &str) -> Result<Option<SagaInstance>, SagaError> {
+        let mut instance = self.store.load(S::NAME, key).await?;
+        if let (Some(privacy), Some(instance)) = (&self.privacy, &mut instance) {
+            privacy.reveal(&mut instance.state).await?;
+        }
+        Ok(instance)
+    }
+
+    /// `message` with its personal values decrypted (as it is without privacy, or when it
+    /// holds none).
+    async fn revealed<'m>(
+        &self,
+        message: &'m OutboxMessage,
+    ) -> Result<Cow<'m, OutboxMessage>, SagaError> {
+        let Some(privacy) = &self.privacy else {
+            return Ok(Cow::Borrowed(message));
+        };
+        let mut payload = message.payload.clone();
+        privacy.reveal(&mut payload).await?;
+        if payload == message.payload {
+            return Ok(Cow::Borrowed(message));
+        }
+        let mut revealed = message.clone();
+        revealed.payload = payload;
+        Ok(Cow::Owned(revealed))
+    }
+
+    /// Encrypts the personal values of `commit`'s state, commands and deadline payloads.
+    async fn protect(&self, commit: &mut SagaCommit) -> Result<(), SagaError> {
+        let Some(privacy) = &self.privacy else {
+            return Ok(());
+        };
+        privacy.protect(&mut commit.state).await?;
+        for command in &mut commit.outbox {
+            privacy.protect(&mut command.payload).await?;
+        }
+        for deadline in &mut commit.set_deadlines {
+            privacy.protect(&mut deadline.payload).await?;
+        }
+        Ok(())
+    }
+
     /// The instance to decide on; a fresh one when `starts` and it was never stored.
     async fn load(&self, key: &str, starts: bool) -> Result<Option<Loaded<S::State>>, SagaError> {
-        match self.store.load(S::NAME, key).await? {
+        match self.load_revealed(key).await? {
             Some(instance) => {
                 let decoded = decode_stored(&*self.saga, &instance)?;
                 Ok(Some(Loaded {
