@@ -116,6 +116,27 @@ pub trait Projection<T: Send + ?Sized>: Send + Sync {
         }
         Ok(())
     }
+
+    /// Removes what the read model holds of a forgotten data subject: overwrite or delete
+    /// the personal values it copied in clear (a customer's name in a search table, say). A
+    /// projection wrapped by [`Privacy::revealing`](crate::privacy::Privacy::revealing) gets
+    /// this call for each
+    /// [`SUBJECT_FORGOTTEN`](crate::privacy::SUBJECT_FORGOTTEN) record in the log, in log
+    /// order and in the same unit of work as the events around it; it must be idempotent (a
+    /// rebuild replays the records, and a subject may be recorded twice). The default does
+    /// nothing: right for a projection that keeps no personal data, or keeps it only sealed.
+    ///
+    /// # Errors
+    /// [`ProjectionError`] when the read model cannot be patched; runners treat it as a
+    /// failing event.
+    async fn forget(
+        &self,
+        target: &mut T,
+        subject: &crate::privacy::SubjectId,
+    ) -> Result<(), ProjectionError> {
+        let _ = (target, subject);
+        Ok(())
+    }
 }
 
 /// Live projection: folds `events` (for example a stream read, or a global-log batch) into

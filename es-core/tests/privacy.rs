@@ -237,3 +237,148 @@ async fn a_consumer_reads_personal_values_of_messages_through_the_key_store() {
     let error = blind.handle(&delivery).await.unwrap_err();
     assert!(error.to_string().contains("still encrypted"), "{error}");
 }
+
+/// A read model keeping members' names in clear: `stream -> (name, visits)`.
+type Directory = std::collections::BTreeMap<String, (String, u32)>;
+
+/// Copies names into the directory, and overwrites them when their member is forgotten.
+struct DirectoryProjection;
+
+#[async_trait::async_trait]
+impl es_core::Projection<Directory> for DirectoryProjection {
+    fn name(&self) -> &str {
+        "directory"
+    }
+
+    fn filter(&self) -> es_core::LogFilter {
+        es_core::LogFilter::all().stream_types([Member::TYPE])
+    }
+
+    async fn apply(
+        &self,
+        directory: &mut Directory,
+        event: &es_core::RecordedEvent,
+    ) -> Result<(), es_core::ProjectionError> {
+        let entry = directory
+            .entry(event.stream_id.to_string())
+            .or_insert_with(|| (String::new(), 0));
+        match event.event_type.as_str() {
+            "MemberJoined" => {
+                let name: Personal<String> = serde_json::from_value(event.data["name"].clone())
+                    .map_err(es_core::ProjectionError::apply)?;
+                entry.0 = name.value_or("[forgotten]").to_owned();
+            }
+            "MemberVisited" => entry.1 += 1,
+            other => {
+                return Err(es_core::ProjectionError::apply(format!(
+                    "unexpected {other}"
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    async fn forget(
+        &self,
+        directory: &mut Directory,
+        subject: &SubjectId,
+    ) -> Result<(), es_core::ProjectionError> {
+        let stream = format!(
+            "{}-{}",
+            Member::TYPE,
+            subject.as_str().trim_start_matches("member-")
+        );
+        if let Some(entry) = directory.get_mut(&stream) {
+            entry.0 = "[forgotten]".to_owned();
+        }
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn a_read_model_sees_names_decrypted_and_forgets_them_in_log_order() {
+    use es_core::Projection as _;
+    use es_core::memory::MemoryReadModel;
+    use std::time::Duration;
+
+    let store = MemoryEventStore::new();
+    let privacy = Privacy::new(Arc::new(MemoryKeyStore::new()));
+    let repository = members(&store, &privacy);
+    let context = CommandContext::new();
+    let mut last = es_core::Position::START;
+    for (n, name) in [(1, "Ada"), (2, "Bob")] {
+        let stream = StreamId::for_aggregate(Member::TYPE, n).unwrap();
+        let subject = SubjectId::new(format!("member-{n}")).unwrap();
+        let name = Personal::new(subject, format!("{name} {MARKER}"));
+        repository
+            .execute(&stream, &MemberCommand::Join(name), &context)
+            .await
+            .unwrap();
+        let visited = repository
+            .execute(&stream, &MemberCommand::Visit, &context)
+            .await
+            .unwrap();
+        last = last.max(*visited.positions.last().unwrap());
+    }
+    let directory = MemoryReadModel::<Directory>::default();
+    let projection = privacy.revealing(DirectoryProjection);
+    let follow = |model: MemoryReadModel<Directory>| {
+        let (store, projection) = (store.clone(), privacy.revealing(DirectoryProjection));
+        tokio::spawn(async move { model.run(&store, &projection).await })
+    };
+    let running = follow(directory.clone());
+    assert!(directory.wait_for(last, Duration::from_secs(5)).await);
+    let names = directory
+        .read(|d| d.values().map(|e| e.0.clone()).collect::<Vec<_>>())
+        .await;
+    assert_eq!(names, [format!("Ada {MARKER}"), format!("Bob {MARKER}")]);
+    assert!(
+        projection
+            .filter()
+            .stream_types
+            .contains(&"privacy".to_owned())
+    );
+
+    // Ada is forgotten: the record reaches the read model, which overwrites her name only.
+    let ada = SubjectId::new("member-1").unwrap();
+    let forgetting = privacy
+        .forget_recorded(&store, &ada, "operator")
+        .await
+        .unwrap();
+    assert!(!forgetting.already);
+    let recorded = store
+        .read_stream(
+            &es_core::privacy::forgotten_stream(&ada).unwrap(),
+            StreamRead::forward(),
+        )
+        .try_collect::<Vec<_>>()
+        .await
+        .unwrap();
+    assert_eq!(recorded.len(), 1);
+    assert!(!recorded[0].data.to_string().contains(MARKER));
+    let ada_stream = StreamId::for_aggregate(Member::TYPE, 1).unwrap();
+    repository
+        .execute(&ada_stream, &MemberCommand::Visit, &context)
+        .await
+        .unwrap();
+    let last = store
+        .read_log(es_core::Position::START, &es_core::LogFilter::all(), 1000)
+        .await
+        .unwrap()
+        .events
+        .last()
+        .unwrap()
+        .position;
+    assert!(directory.wait_for(last, Duration::from_secs(5)).await);
+    let rows = directory.read(Clone::clone).await;
+    assert_eq!(rows["member-1"], ("[forgotten]".to_owned(), 2));
+    assert_eq!(rows["member-2"], (format!("Bob {MARKER}"), 1));
+    running.abort();
+
+    // A rebuild from the start reads Ada's name as forgotten and ends in the same model.
+    let rebuilt = MemoryReadModel::<Directory>::default();
+    let running = follow(rebuilt.clone());
+    assert!(rebuilt.wait_for(last, Duration::from_secs(5)).await);
+    assert_eq!(rebuilt.read(Clone::clone).await, rows);
+    running.abort();
+}

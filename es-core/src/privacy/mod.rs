@@ -38,6 +38,7 @@
 //! # }
 //! ```
 
+mod forgetting;
 mod keys;
 mod personal;
 
@@ -51,6 +52,10 @@ use chacha20poly1305::aead::{Aead, AeadCore, OsRng, Payload};
 use chacha20poly1305::{KeyInit, XChaCha20Poly1305, XNonce};
 use serde_json::{Map, Value};
 
+pub use forgetting::{
+    FORGOTTEN_STREAM_TYPE, ForgetError, Revealing, SUBJECT_FORGOTTEN, SubjectForgotten,
+    forgotten_record, forgotten_stream, forgotten_subject,
+};
 pub use keys::{
     Forgetting, InvalidMasterKey, KEY_LEN, KeyStore, KeyStoreError, MasterKey, MasterKeys,
     MemoryKeyStore, SubjectKey, WrappedKey,
