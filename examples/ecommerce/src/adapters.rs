@@ -7,6 +7,7 @@ use std::collections::HashMap;
 
 use async_trait::async_trait;
 use es_core::TransactionalStore;
+use es_core::privacy::Personal;
 use rust_decimal::Decimal;
 use uuid::Uuid;
 
@@ -15,7 +16,8 @@ use crate::customers::{AccountRequest, AccountsClient, AccountsError, Customers,
 use crate::identity::{Identity, IdentityError, NewAccount};
 use crate::inventory::Inventory;
 use crate::money::{Currency, Money};
-use crate::orders::{ConfirmedQuote, QuoteRefused, QuotesClient};
+use crate::messages::ShipTo;
+use crate::orders::{AddressBook, ConfirmedQuote, QuoteRefused, QuotesClient, ShipToRefused};
 use crate::payments::{CreditClient, CreditUnavailable};
 use crate::quotes::{PriceClient, PricesError, QuoteError, Quotes, QuotesError};
 
@@ -26,6 +28,30 @@ impl<S: TransactionalStore> CreditClient for Customers<S> {
             Ok(profile) => Ok(Some(profile.credit_limit)),
             Err(CustomersError::NotFound) => Ok(None),
             Err(other) => Err(CreditUnavailable(other.into())),
+        }
+    }
+}
+
+#[async_trait]
+impl<S: TransactionalStore> AddressBook for Customers<S> {
+    async fn ship_to(&self, customer_id: Uuid) -> Result<Personal<ShipTo>, ShipToRefused> {
+        let profile = match self.profile(customer_id).await {
+            Ok(profile) => profile,
+            Err(CustomersError::NotFound) => {
+                return Err(ShipToRefused::UnknownCustomer(customer_id));
+            }
+            Err(other) => return Err(ShipToRefused::Unavailable(other.to_string())),
+        };
+        let subject = profile.name.subject().clone();
+        match (profile.name.value(), profile.shipping_address.value()) {
+            (Some(name), Some(address)) => Ok(Personal::new(
+                subject,
+                ShipTo {
+                    name: name.clone(),
+                    address: address.clone(),
+                },
+            )),
+            _ => Err(ShipToRefused::Forgotten),
         }
     }
 }

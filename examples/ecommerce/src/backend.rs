@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use es_core::memory::{MemoryBackend, MemoryEventStore};
-use es_core::privacy::{KeyStore, MasterKeys, MemoryKeyStore};
+use es_core::privacy::{KeyStore, MasterKeys, MemoryKeyStore, Privacy};
 use es_core::{AppendSignal, Backend as Ports, BoxError};
 use es_postgres::{PgBackend, PgConfig, PgError, PgEventStore};
 
@@ -73,8 +73,8 @@ pub trait ShopBackend: Ports<Store: Sync> + std::fmt::Debug {
     /// When the table cannot be prepared.
     async fn products(&self) -> Result<Arc<dyn ProductTable>, BoxError>;
 
-    /// The orders read model over the orders store.
-    fn orders_view(&self, store: &Self::Store) -> Arc<dyn OrdersReadModel>;
+    /// The orders read model over the orders store, reading events through `privacy`.
+    fn orders_view(&self, store: &Self::Store, privacy: &Privacy) -> Arc<dyn OrdersReadModel>;
 
     /// The leases relays take turns by (`None`: one process, every relay runs).
     fn relay_leases(&self, store: &Self::Store) -> Option<Self::Leases>;
@@ -101,8 +101,8 @@ impl ShopBackend for MemoryBackend {
         Ok(Arc::new(MemoryProducts::default()))
     }
 
-    fn orders_view(&self, store: &MemoryEventStore) -> Arc<dyn OrdersReadModel> {
-        Arc::new(MemoryOrdersView::new(store.clone()))
+    fn orders_view(&self, store: &MemoryEventStore, privacy: &Privacy) -> Arc<dyn OrdersReadModel> {
+        Arc::new(MemoryOrdersView::new(store.clone(), privacy.clone()))
     }
 
     fn relay_leases(&self, _store: &MemoryEventStore) -> Option<Self::Leases> {
@@ -137,8 +137,8 @@ impl ShopBackend for PgBackend {
         Ok(Arc::new(PgProducts::open(&store).await?))
     }
 
-    fn orders_view(&self, store: &PgEventStore) -> Arc<dyn OrdersReadModel> {
-        Arc::new(PgOrdersView::new(store.clone()))
+    fn orders_view(&self, store: &PgEventStore, privacy: &Privacy) -> Arc<dyn OrdersReadModel> {
+        Arc::new(PgOrdersView::new(store.clone(), privacy.clone()))
     }
 
     fn relay_leases(&self, store: &PgEventStore) -> Option<Self::Leases> {

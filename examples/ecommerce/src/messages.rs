@@ -4,6 +4,7 @@
 //! order's messages stay in order on one partition.
 
 use es_core::OutboxMessage;
+use es_core::privacy::Personal;
 use es_saga::MessageType;
 use rust_decimal::Decimal;
 use serde::de::DeserializeOwned;
@@ -78,6 +79,18 @@ pub struct Line {
     pub quantity: u32,
 }
 
+/// Where an order goes: the customer's name and shipping address when it was placed. It is
+/// the customer's personal data, carried only as a [`Personal`] value: encrypted in every
+/// event, saga state and message, and unreadable once the customer is forgotten.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ShipTo {
+    /// The recipient's name.
+    pub name: String,
+    /// The shipping address.
+    pub address: String,
+}
+
 /// The total of `lines`.
 pub fn total(lines: &[Line]) -> Decimal {
     lines
@@ -112,6 +125,9 @@ messages! {
         customer_id: Uuid,
         /// The confirmed quote.
         quote_id: Uuid,
+        /// Where it goes (absent for orders placed before it was recorded).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        ship_to: Option<Personal<ShipTo>>,
     }
     /// The order's lines and total were priced.
     OrderProcessed = "OrderProcessed" on ORDERS {
@@ -229,6 +245,9 @@ messages! {
         /// The order's total (the demo failure rule looks at its cents).
         #[serde(with = "crate::money::amount")]
         total: Decimal,
+        /// Where it goes.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        ship_to: Option<Personal<ShipTo>>,
     }
     /// Cancel the order's shipment if it has not left.
     CancelShipment = "CancelShipment" on SHIPMENT_COMMANDS {}

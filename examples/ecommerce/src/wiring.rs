@@ -23,7 +23,7 @@ use crate::invariants::{Books, ContextBooks};
 use crate::inventory::Inventory;
 use crate::messages::topics;
 use crate::ops::Operations;
-use crate::orders::Orders;
+use crate::orders::{Orders, OrdersClients};
 use crate::payments::Payments;
 use crate::quotes::Quotes;
 use crate::runtime::bus::Bus;
@@ -77,7 +77,7 @@ async fn wire<B: ShopBackend>(backend: B, config: AppConfig) -> Result<App, Star
         store("customers").await?,
         identity.clone(),
         clock.clone(),
-        privacy,
+        privacy.clone(),
     ));
     let inventory = Arc::new(
         Inventory::open(
@@ -96,11 +96,15 @@ async fn wire<B: ShopBackend>(backend: B, config: AppConfig) -> Result<App, Star
         clock.clone(),
     ));
     let orders_store = store("orders").await?;
-    let view = backend.orders_view(&orders_store);
+    let view = backend.orders_view(&orders_store, &privacy);
     let orders = Arc::new(Orders::new(
         orders_store.clone(),
         view,
-        quotes.clone(),
+        OrdersClients {
+            quotes: quotes.clone(),
+            addresses: customers.clone(),
+            privacy: privacy.clone(),
+        },
         clock.clone(),
     ));
     orders.prepare().await.map_err(fail("the orders view"))?;
@@ -115,11 +119,14 @@ async fn wire<B: ShopBackend>(backend: B, config: AppConfig) -> Result<App, Star
         store("shipments").await?,
         workflow.failures,
         clock.clone(),
+        privacy.clone(),
     ));
     let saga_store = store("saga").await?;
     let sagas = backend.sagas(&saga_store);
     let step_timeout = TimeDelta::from_std(workflow.step_timeout).unwrap_or(TimeDelta::seconds(60));
-    let saga = Arc::new(SagaRunner::new(OrderSaga { step_timeout }, sagas.clone()));
+    let saga = Arc::new(
+        SagaRunner::new(OrderSaga { step_timeout }, sagas.clone()).with_privacy(privacy.clone()),
+    );
     let kafka = config.kafka.as_ref();
     let bus = Bus::new(
         kafka.map(|k| (k.config.clone(), k.topic_prefix.clone())),

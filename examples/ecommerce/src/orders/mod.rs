@@ -12,6 +12,7 @@ mod view;
 use std::sync::Arc;
 use std::time::Duration;
 
+use es_core::privacy::{Personal, Privacy};
 use es_core::{
     Clock, CommandContext, Metadata, OutboxMessage, Position, Repository, RepositoryError, StreamId,
 };
@@ -24,7 +25,7 @@ pub use read_model::{MemoryOrdersView, OrdersReadModel, Stopped, ViewStatus};
 pub use view::{Notification, OrderSummary, OrdersProjection, OrdersView};
 
 use crate::history::{HistoryEntry, Page, Paged, history};
-use crate::messages::{self, Line, Message};
+use crate::messages::{self, Line, Message, ShipTo};
 use crate::money::Currency;
 use crate::storage::{StorageError, storage};
 use es_core::TransactionalStore;
@@ -51,6 +52,9 @@ pub enum OrdersError {
     /// The quote could not be confirmed.
     #[error(transparent)]
     Quote(QuoteRefused),
+    /// Where the order goes could not be learnt.
+    #[error(transparent)]
+    ShipTo(ShipToRefused),
     /// Storage failed (the cause kept).
     #[error("orders storage: {0}")]
     Storage(#[from] StorageError),
@@ -108,10 +112,55 @@ pub trait QuotesClient: Send + Sync {
     ) -> Result<ConfirmedQuote, QuoteRefused>;
 }
 
+/// Why orders could not learn where a customer's order goes.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ShipToRefused {
+    /// No such customer.
+    #[error("no customer {0}")]
+    UnknownCustomer(Uuid),
+    /// The customer was forgotten: there is nowhere to ship to.
+    #[error("the customer's personal data was erased")]
+    Forgotten,
+    /// Customers could not answer.
+    #[error("customers are unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// What orders need of customers: where an order goes, as the customer's personal data. In
+/// one process the composition root adapts customers itself; split into services it is an
+/// HTTP client of customers' internal routes.
+#[async_trait::async_trait]
+pub trait AddressBook: Send + Sync {
+    /// The customer's name and shipping address now.
+    async fn ship_to(&self, customer_id: Uuid) -> Result<Personal<ShipTo>, ShipToRefused>;
+}
+
+/// What an orders context talks to: quotes, customers' address book, and the key store
+/// personal data is encrypted with.
+#[derive(Clone)]
+pub struct OrdersClients {
+    /// Confirms quotes.
+    pub quotes: Arc<dyn QuotesClient>,
+    /// Tells where orders go.
+    pub addresses: Arc<dyn AddressBook>,
+    /// Encrypts the ship-to of orders in events and messages.
+    pub privacy: Privacy,
+}
+
+impl std::fmt::Debug for OrdersClients {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OrdersClients").finish_non_exhaustive()
+    }
+}
+
 /// The orders context.
 pub struct Orders<S> {
     orders: Repository<Order, S>,
     quotes: Arc<dyn QuotesClient>,
+    addresses: Arc<dyn AddressBook>,
+    /// Reveals ship-tos in histories.
+    privacy: Privacy,
     view: Arc<dyn OrdersReadModel>,
     clock: Arc<dyn Clock>,
     /// Open notification streams per customer.
@@ -151,22 +200,25 @@ impl<S: TransactionalStore> std::fmt::Debug for Orders<S> {
 
 impl<S: TransactionalStore> Orders<S> {
     /// The orders context over `store`, its read model kept in `view`, confirming quotes
-    /// through `quotes`. Run [`run_view`](Self::run_view) to keep the read model and
-    /// notifications current.
+    /// and learning where orders go through `clients`. Run [`run_view`](Self::run_view) to
+    /// keep the read model and notifications current.
     pub fn new(
         store: S,
         view: Arc<dyn OrdersReadModel>,
-        quotes: Arc<dyn QuotesClient>,
+        clients: OrdersClients,
         clock: Arc<dyn Clock>,
     ) -> Self {
         let orders = Repository::new(store)
             .with_clock(clock.clone())
+            .with_privacy(clients.privacy.clone())
             // Every order decision is safe to recompute on newer state.
             .with_conflict_retries(8)
             .with_fallible_outbox(integration_messages);
         Self {
             orders,
-            quotes,
+            quotes: clients.quotes,
+            addresses: clients.addresses,
+            privacy: clients.privacy,
             view,
             clock,
             streams: Arc::default(),
@@ -243,12 +295,19 @@ impl<S: TransactionalStore> Orders<S> {
         }
     }
 
-    /// Places the order of a quote: confirms the quote, then records the order, whose id is
-    /// derived from the quote's. Placing the same quote again returns the same order.
+    /// Places the order of a quote: learns where it goes, confirms the quote, then records
+    /// the order, whose id is derived from the quote's. Placing the same quote again returns
+    /// the same order.
     ///
     /// # Errors
-    /// [`OrdersError::Quote`] when the quote is not the customer's, is cancelled or empty.
+    /// [`OrdersError::Quote`] when the quote is not the customer's, is cancelled or empty;
+    /// [`OrdersError::ShipTo`] when the customer is unknown or forgotten.
     pub async fn place(&self, customer_id: Uuid, quote_id: Uuid) -> Result<Uuid, OrdersError> {
+        let ship_to = self
+            .addresses
+            .ship_to(customer_id)
+            .await
+            .map_err(OrdersError::ShipTo)?;
         let quote = self
             .quotes
             .confirm(customer_id, quote_id)
@@ -262,6 +321,7 @@ impl<S: TransactionalStore> Orders<S> {
             lines: quote.lines,
             currency: quote.currency,
             placed_at: self.clock.now(),
+            ship_to: Some(ship_to),
         };
         let context = CommandContext::new().with_actor(customer_id.to_string());
         let executed = self
@@ -318,7 +378,7 @@ impl<S: TransactionalStore> Orders<S> {
             &stream(order_id)?,
             order_id,
             page,
-            None,
+            Some(&self.privacy),
         )
         .await
         .map_err(|e| OrdersError::Storage(StorageError::other(e)))
@@ -386,6 +446,7 @@ fn integration_messages(
                     order_id,
                     customer_id: placement.customer_id,
                     quote_id: placement.quote_id,
+                    ship_to: placement.ship_to.clone(),
                 }
                 .to_message(),
                 OrderEvent::Processed { total, .. } => messages::OrderProcessed {

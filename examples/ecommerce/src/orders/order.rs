@@ -3,13 +3,14 @@
 
 pub use crate::messages::reasons;
 use chrono::{DateTime, Utc};
+use es_core::privacy::Personal;
 use es_core::{Aggregate, DomainEvent};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::messages::Line;
 use crate::messages::total;
+use crate::messages::{Line, ShipTo};
 use crate::money::Currency;
 
 /// Where an order stands.
@@ -76,6 +77,9 @@ pub struct Placement {
     pub currency: Currency,
     /// When.
     pub placed_at: DateTime<Utc>,
+    /// Where it goes (absent for orders placed before it was recorded).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ship_to: Option<Personal<ShipTo>>,
 }
 
 /// The state of an order.
@@ -320,6 +324,7 @@ mod tests {
             }],
             currency: Currency::Usd,
             placed_at: DateTime::<Utc>::MIN_UTC,
+            ship_to: None,
         }
     }
 

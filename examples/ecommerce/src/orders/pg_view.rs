@@ -9,6 +9,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use es_core::{EventRegistry, LogFilter, Position, Projection, ProjectionError, RecordedEvent};
+use es_core::privacy::Privacy;
 use es_postgres::{PgEventStore, PgProjectionTx, ProjectionDaemon, ProjectionOptions};
 use rust_decimal::Decimal;
 use tokio::sync::broadcast;
@@ -234,6 +235,8 @@ const NOTIFICATION_COLUMNS: &str = "id, customer_id, order_id, status, reason, a
 /// The orders read model on PostgreSQL.
 pub struct PgOrdersView {
     store: PgEventStore,
+    /// Decrypts the orders' events for the projection.
+    privacy: Privacy,
     /// The daemon of the current run (a new one per run: a stopped daemon does not restart).
     daemon: Mutex<ProjectionDaemon>,
     /// The active version as last read (0: not read yet).
@@ -259,19 +262,23 @@ impl Drop for Running {
     }
 }
 
-fn new_daemon(store: &PgEventStore) -> ProjectionDaemon {
+fn new_daemon(store: &PgEventStore, privacy: &Privacy) -> ProjectionDaemon {
     // Registering one projection on a fresh daemon cannot fail.
     ProjectionDaemon::new(store)
-        .register(OrdersTables, ProjectionOptions::default().batch_size(500))
+        .register(
+            privacy.revealing(OrdersTables),
+            ProjectionOptions::default().batch_size(500),
+        )
         .unwrap_or_else(|_| ProjectionDaemon::new(store))
 }
 
 impl PgOrdersView {
-    /// The read model in `store`'s schema.
-    pub fn new(store: PgEventStore) -> Self {
-        let daemon = new_daemon(&store);
+    /// The read model in `store`'s schema, reading events through `privacy`.
+    pub fn new(store: PgEventStore, privacy: Privacy) -> Self {
+        let daemon = new_daemon(&store, &privacy);
         Self {
             store,
+            privacy,
             daemon: Mutex::new(daemon),
             version: AtomicU32::new(0),
             push: broadcast::channel(4096).0,
@@ -427,7 +434,7 @@ impl PgOrdersView {
     /// daemon finishes its current batch and gives up leadership. Dropped instead (a crash),
     /// it aborts the daemon: a batch in flight rolls back and the next leader applies it.
     pub async fn run(self: Arc<Self>, stopped: impl Future<Output = ()> + Send) {
-        let daemon = new_daemon(&self.store);
+        let daemon = new_daemon(&self.store, &self.privacy);
         *lock(&self.daemon) = daemon.clone();
         if let Err(error) = daemon.start() {
             tracing::error!(%error, "the orders view daemon did not start");

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use es_core::memory::MemoryReadModel;
+use es_core::privacy::Privacy;
 use es_core::{EventStore, Position, Projection};
 use tokio::sync::broadcast;
 use uuid::Uuid;
@@ -104,6 +105,7 @@ pub trait OrdersReadModel: Send + Sync + 'static {
 /// The read model in memory, following the orders store's global log (catch-up, then live).
 pub struct MemoryOrdersView<S> {
     store: S,
+    privacy: Privacy,
     view: MemoryReadModel<OrdersView>,
     push: broadcast::Sender<Notification>,
 }
@@ -115,10 +117,11 @@ impl<S> std::fmt::Debug for MemoryOrdersView<S> {
 }
 
 impl<S: EventStore> MemoryOrdersView<S> {
-    /// A model over `store`'s log.
-    pub fn new(store: S) -> Self {
+    /// A model over `store`'s log, reading events through `privacy`.
+    pub fn new(store: S, privacy: Privacy) -> Self {
         Self {
             store,
+            privacy,
             view: MemoryReadModel::new(OrdersView::default()),
             push: broadcast::channel(4096).0,
         }
@@ -132,7 +135,9 @@ impl<S: EventStore + 'static> OrdersReadModel for MemoryOrdersView<S> {
     }
 
     async fn run(self: Arc<Self>, stopped: Stopped) {
-        let projection = OrdersProjection::new(self.push.clone());
+        let projection = self
+            .privacy
+            .revealing(OrdersProjection::new(self.push.clone()));
         let follow = async {
             loop {
                 if let Err(error) = self.view.run(&self.store, &projection).await {

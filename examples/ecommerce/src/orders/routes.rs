@@ -22,7 +22,7 @@ use uuid::Uuid;
 
 use super::{
     MAX_STREAMS_PER_CUSTOMER, Notification, OrderError, OrderSummary, Orders, OrdersError,
-    QuoteRefused,
+    QuoteRefused, ShipToRefused,
 };
 use crate::auth::{Caller, Scope};
 use crate::history::{HistoryEntry, Page, Paged};
@@ -122,6 +122,8 @@ impl From<OrdersError> for ApiError {
             OrdersError::Quote(QuoteRefused::Rule(rule)) => ApiError::Rule(rule),
             OrdersError::Quote(QuoteRefused::Conflict) => ApiError::Conflict(error.to_string()),
             OrdersError::Quote(unavailable) => ApiError::internal(unavailable),
+            OrdersError::ShipTo(ShipToRefused::Unavailable(why)) => ApiError::Unavailable(why),
+            OrdersError::ShipTo(refused) => ApiError::Rule(refused.to_string()),
             OrdersError::Storage(e) => e.into(),
         }
     }

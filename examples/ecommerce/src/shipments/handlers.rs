@@ -16,6 +16,7 @@ impl<S: TransactionalStore> Shipments<S> {
     /// The handlers of shipments' commands, for its consumer.
     pub fn handlers(self: &Arc<Self>) -> HandlerRegistry {
         HandlerRegistry::new()
+            .with_privacy(self.privacy.clone())
             .on::<RequestShipment>(
                 self.shipments
                     .message_handler(SUBSCRIBER, Ship(self.failures)),
@@ -39,6 +40,7 @@ impl AggregateHandler for Ship {
         ShipmentCommand::Ship {
             order_id: request.order_id,
             customer_id: request.customer_id,
+            ship_to: request.ship_to.clone(),
             fails: self.0.fails_shipment(request.total),
         }
     }

@@ -6,6 +6,7 @@ mod shipment;
 
 use std::sync::Arc;
 
+use es_core::privacy::Privacy;
 use es_core::{Clock, Metadata, OutboxMessage, Repository, StreamId, TransactionalStore};
 use uuid::Uuid;
 
@@ -23,6 +24,7 @@ use crate::storage::{StorageError, storage};
 pub struct Shipments<S> {
     shipments: Repository<Shipment, S>,
     failures: FailureRules,
+    privacy: Privacy,
 }
 
 impl<S: TransactionalStore> Shipments<S> {
@@ -31,15 +33,23 @@ impl<S: TransactionalStore> Shipments<S> {
         self.shipments.store()
     }
 
-    /// The shipments context over `store`.
-    pub fn new(store: S, failures: FailureRules, clock: Arc<dyn Clock>) -> Self {
+    /// The shipments context over `store`, keeping where shipments go encrypted with
+    /// `privacy`.
+    pub fn new(
+        store: S,
+        failures: FailureRules,
+        clock: Arc<dyn Clock>,
+        privacy: Privacy,
+    ) -> Self {
         let shipments = Repository::new(store)
             .with_clock(clock)
+            .with_privacy(privacy.clone())
             .with_conflict_retries(8)
             .with_fallible_outbox(integration_messages);
         Self {
             shipments,
             failures,
+            privacy,
         }
     }
 

@@ -1,9 +1,12 @@
 //! The shipment aggregate: one per order (the shipment id is derived from the order id),
 //! shipped or failed by the carrier, cancelled while pending.
 
+use es_core::privacy::Personal;
 use es_core::{Aggregate, DomainEvent};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
+
+use crate::messages::ShipTo;
 
 /// The namespace of shipment ids.
 const SHIPMENT_NAMESPACE: Uuid = Uuid::from_u128(0x4e8d_2f71_0b6c_4a93_9e15_c7a0_58d2_13bf);
@@ -29,6 +32,8 @@ pub enum ShipmentStatus {
 pub struct Shipment {
     /// Where it stands (`None` before it exists).
     pub status: Option<ShipmentStatus>,
+    /// Where it goes (the customer's personal data).
+    pub ship_to: Option<Personal<ShipTo>>,
 }
 
 /// What a shipment can be asked to do.
@@ -40,6 +45,8 @@ pub enum ShipmentCommand {
         order_id: Uuid,
         /// The customer.
         customer_id: Uuid,
+        /// Where it goes.
+        ship_to: Option<Personal<ShipTo>>,
         /// Whether it fails (the failure rule).
         fails: bool,
     },
@@ -62,6 +69,9 @@ pub enum ShipmentEvent {
         order_id: Uuid,
         /// The customer.
         customer_id: Uuid,
+        /// Where it goes (absent for shipments created before it was recorded).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        ship_to: Option<Personal<ShipTo>>,
     },
     /// Left.
     #[serde(rename = "PackageShipped", rename_all = "camelCase")]
@@ -104,6 +114,7 @@ impl Aggregate for Shipment {
             ShipmentCommand::Ship {
                 order_id,
                 customer_id,
+                ship_to,
                 fails,
             } => {
                 if self.status.is_some() {
@@ -114,6 +125,7 @@ impl Aggregate for Shipment {
                     shipment_id,
                     order_id: *order_id,
                     customer_id: *customer_id,
+                    ship_to: ship_to.clone(),
                 };
                 let outcome = if *fails {
                     ShipmentEvent::Cancelled {
@@ -141,6 +153,9 @@ impl Aggregate for Shipment {
     }
 
     fn evolve(&mut self, event: &ShipmentEvent) {
+        if let ShipmentEvent::Created { ship_to, .. } = event {
+            self.ship_to.clone_from(ship_to);
+        }
         self.status = Some(match event {
             ShipmentEvent::Created { .. } => ShipmentStatus::Pending,
             ShipmentEvent::Shipped { .. } => ShipmentStatus::Shipped,
@@ -162,6 +177,7 @@ mod tests {
         ShipmentCommand::Ship {
             order_id: ORDER,
             customer_id: CUSTOMER,
+            ship_to: None,
             fails,
         }
     }
@@ -171,6 +187,7 @@ mod tests {
             shipment_id: shipment_id_for(ORDER),
             order_id: ORDER,
             customer_id: CUSTOMER,
+            ship_to: None,
         }
     }
 

@@ -5,6 +5,7 @@
 
 use chrono::TimeDelta;
 use es_core::OutboxMessage;
+use es_core::privacy::Personal;
 use es_saga::{CompensatingCommand, CompletedSteps, Decision, Input, MessageType, Route, Saga};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
@@ -14,7 +15,7 @@ use crate::messages::reasons;
 use crate::messages::{
     self, CancelOrder, CancelShipment, Line, Message, OrderProcessed, PackageShipped,
     PaymentCompleted, PaymentFailed, ProcessOrder, RecordPayment, RecordShipment, RefundPayment,
-    ReleaseStock, RequestPayment, RequestShipment, ReserveStock, topics,
+    ReleaseStock, RequestPayment, RequestShipment, ReserveStock, ShipTo, topics,
 };
 
 /// The saga's persisted name.
@@ -48,6 +49,9 @@ pub struct OrderSagaState {
     pub stage: Stage,
     /// The customer.
     pub customer_id: Option<Uuid>,
+    /// Where the order goes (the customer's personal data: stored encrypted).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ship_to: Option<Personal<ShipTo>>,
     /// The order's lines, once processed.
     pub lines: Vec<Line>,
     /// The total, once processed.
@@ -202,6 +206,7 @@ impl Saga for OrderSaga {
                 let placed: messages::OrderPlaced = decode(input)?;
                 state.stage = Processing;
                 state.customer_id = Some(placed.customer_id);
+                state.ship_to = placed.ship_to;
                 Decision::new(state)
                     .send(ProcessOrder { order_id }.to_message()?)
                     .set_deadline("process", timeout)
@@ -262,6 +267,7 @@ impl Saga for OrderSaga {
                     order_id,
                     customer_id,
                     total: state.total,
+                    ship_to: state.ship_to.clone(),
                 };
                 Decision::new(state)
                     .cancel_deadline("payment")
@@ -359,6 +365,8 @@ mod tests {
         saga: OrderSaga,
         state: OrderSagaState,
         completed: bool,
+        /// The commands of the last decision.
+        sent: Vec<OutboxMessage>,
     }
 
     impl Run {
@@ -367,6 +375,7 @@ mod tests {
                 saga: OrderSaga::default(),
                 state: OrderSagaState::default(),
                 completed: false,
+                sent: Vec::new(),
             }
         }
 
@@ -413,6 +422,7 @@ mod tests {
             };
             self.state = decision.state;
             self.completed |= decision.completed;
+            self.sent.clone_from(&decision.commands);
             for command in &decision.commands {
                 assert!(
                     command.topic.is_some(),
@@ -432,11 +442,22 @@ mod tests {
         }
     }
 
+    fn ship_to() -> Personal<ShipTo> {
+        Personal::new(
+            es_core::privacy::SubjectId::from_uuid(CUSTOMER),
+            ShipTo {
+                name: "Ada".to_owned(),
+                address: "12 Analytical Row".to_owned(),
+            },
+        )
+    }
+
     fn placed() -> OutboxMessage {
         messages::OrderPlaced {
             order_id: ORDER,
             customer_id: CUSTOMER,
             quote_id: Uuid::from_u128(9),
+            ship_to: Some(ship_to()),
         }
         .to_message()
         .unwrap()
@@ -525,6 +546,8 @@ mod tests {
         assert_eq!(run.on(processed()), ["ReserveStock"]);
         assert_eq!(run.on(reserved()), ["RequestPayment"]);
         assert_eq!(run.on(paid()), ["RecordPayment", "RequestShipment"]);
+        let ship: RequestShipment = serde_json::from_value(run.sent[1].payload.clone()).unwrap();
+        assert_eq!(ship.ship_to, Some(ship_to()), "the ship-to travels on");
         assert_eq!(run.on(shipped()), ["RecordShipment"]);
         assert!(run.completed);
         assert_eq!(run.state.stage, Stage::Shipped);
