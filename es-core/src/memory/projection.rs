@@ -55,10 +55,20 @@ struct Model<M> {
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// # }).unwrap();
 /// ```
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct MemoryReadModel<M> {
     inner: Arc<Mutex<Model<M>>>,
     progress: Arc<watch::Sender<Position>>,
+}
+
+/// A clone shares the model (any `M`).
+impl<M> Clone for MemoryReadModel<M> {
+    fn clone(&self) -> Self {
+        Self {
+            inner: Arc::clone(&self.inner),
+            progress: Arc::clone(&self.progress),
+        }
+    }
 }
 
 impl<M: Default> Default for MemoryReadModel<M> {

@@ -15,7 +15,7 @@ use uuid::Uuid;
 
 use crate::catalog::seed;
 use crate::inventory::{Inventory, ReservationStatus, StockUnit, seeded_quantity};
-use crate::orders::{Notification, OrderStatus, OrderSummary, Orders, ViewStatus};
+use crate::orders::{Notification, OrderStatus, OrderSummary, Orders, RebuildError, ViewStatus};
 use crate::payments::{PaymentStatus, Payments};
 use crate::workflow::saga::{OrderSaga, OrderSagaState};
 
@@ -35,6 +35,8 @@ pub trait Books: Send + Sync + std::fmt::Debug + 'static {
     fn subscribe(&self) -> broadcast::Receiver<Notification>;
     /// The orders view's projection.
     async fn view_status(&self) -> ViewStatus;
+    /// Rebuilds the orders view into a new version; returns it.
+    async fn rebuild_view(&self) -> Result<u32, RebuildError>;
     /// An order's reservation.
     async fn reservation(&self, order_id: Uuid) -> Result<Option<ReservationStatus>, BoxError>;
     /// A product's stock.
@@ -96,6 +98,10 @@ where
 
     async fn view_status(&self) -> ViewStatus {
         self.orders.view_status().await
+    }
+
+    async fn rebuild_view(&self) -> Result<u32, RebuildError> {
+        self.orders.rebuild_view().await
     }
 
     async fn reservation(&self, order_id: Uuid) -> Result<Option<ReservationStatus>, BoxError> {

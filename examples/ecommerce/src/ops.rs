@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex};
 use crate::auth::{Caller, Policy, Scope};
 use crate::http::problem::{ApiError, Problem};
 use crate::invariants::{self, Books};
-use crate::orders::ViewStatus;
+use crate::orders::{RebuildError, ViewStatus};
 use crate::runtime::{Runtime, lock};
 
 /// One relay.
@@ -227,7 +227,52 @@ pub async fn status(ops: &Operations) -> Status {
 
 /// The operational routes.
 pub fn internal() -> OpenApiRouter<Operations> {
-    OpenApiRouter::new().routes(routes!(status_route))
+    OpenApiRouter::new()
+        .routes(routes!(status_route))
+        .routes(routes!(rebuild_view))
+}
+
+/// A rebuild that started.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RebuildStarted {
+    /// The projection.
+    pub projection: String,
+    /// The version being filled; reads switch to it once it caught up (the status's
+    /// `projections[].version`).
+    pub version: u32,
+}
+
+/// Rebuilds the orders view from the event log into a new version while the current one
+/// serves reads (after a change to the projection, or to drop what a forgotten customer left
+/// in it): machine clients with `write`.
+#[utoipa::path(post, path = "/api/v2/internal/projections/orders-view/rebuild", tag = "internal",
+    security(("bearer" = [])),
+    responses(
+        (status = 202, description = "Rebuilding", body = RebuildStarted),
+        (status = 403, description = "Not a machine token with `write`", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "A rebuild is under way", body = Problem, content_type = "application/problem+json"),
+    ))]
+async fn rebuild_view(
+    State(ops): State<Operations>,
+    caller: Caller,
+) -> Result<(axum::http::StatusCode, axum::Json<RebuildStarted>), ApiError> {
+    caller.require(Policy::Machine(Scope::Write))?;
+    let version = ops
+        .books
+        .rebuild_view()
+        .await
+        .map_err(|error| match error {
+            RebuildError::AlreadyRebuilding(_) => ApiError::Conflict(error.to_string()),
+            RebuildError::Storage(storage) => storage.into(),
+        })?;
+    Ok((
+        axum::http::StatusCode::ACCEPTED,
+        axum::Json(RebuildStarted {
+            projection: "orders-view".to_owned(),
+            version,
+        }),
+    ))
 }
 
 /// Relays, consumers and their lag, paused partitions, projections and their lag, dead

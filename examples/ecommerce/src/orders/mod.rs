@@ -21,7 +21,7 @@ use uuid::Uuid;
 
 pub use order::{Order, OrderCommand, OrderError, OrderEvent, OrderStatus, Placement, reasons};
 pub use pg_view::{OrdersTables, PgOrdersView};
-pub use read_model::{MemoryOrdersView, OrdersReadModel, Stopped, ViewStatus};
+pub use read_model::{MemoryOrdersView, OrdersReadModel, RebuildError, Stopped, ViewStatus};
 pub use view::{Notification, OrderSummary, OrdersProjection, OrdersView};
 
 use crate::history::{HistoryEntry, Page, Paged, history};
@@ -287,6 +287,15 @@ impl<S: TransactionalStore> Orders<S> {
     /// The read model's projection: where it is, how far behind, whether paused.
     pub async fn view_status(&self) -> ViewStatus {
         self.view.status().await
+    }
+
+    /// Rebuilds the read model from the log into a new version (see
+    /// [`OrdersReadModel::rebuild`]).
+    ///
+    /// # Errors
+    /// [`RebuildError`].
+    pub async fn rebuild_view(&self) -> Result<u32, RebuildError> {
+        self.view.rebuild().await
     }
 
     async fn wait_for_view(&self, position: Position) {

@@ -8,8 +8,10 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use es_core::{EventRegistry, LogFilter, Position, Projection, ProjectionError, RecordedEvent};
 use es_core::privacy::Privacy;
+use es_core::{EventRegistry, LogFilter, Position, Projection, ProjectionError, RecordedEvent};
+
+use super::read_model::RebuildError;
 use es_postgres::{PgEventStore, PgProjectionTx, ProjectionDaemon, ProjectionOptions};
 use rust_decimal::Decimal;
 use tokio::sync::broadcast;
@@ -417,6 +419,21 @@ impl PgOrdersView {
                 tracing::warn!(%error, "waiting for the orders view failed");
                 false
             }
+        }
+    }
+
+    /// Rebuilds the read model into a new version while the current one serves; the daemon
+    /// switches once it caught up. Returns the new version.
+    ///
+    /// # Errors
+    /// [`RebuildError::AlreadyRebuilding`], or the daemon's catalog could not be written.
+    pub async fn rebuild(&self) -> Result<u32, RebuildError> {
+        match self.daemon().rebuild(NAME).await {
+            Ok(version) => Ok(version),
+            Err(es_postgres::DaemonError::AlreadyRebuilding { version, .. }) => {
+                Err(RebuildError::AlreadyRebuilding(version))
+            }
+            Err(error) => Err(StorageError::other(error).into()),
         }
     }
 

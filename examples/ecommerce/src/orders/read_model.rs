@@ -4,13 +4,14 @@
 
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use es_core::memory::MemoryReadModel;
 use es_core::privacy::Privacy;
-use es_core::{EventStore, Position, Projection};
-use tokio::sync::broadcast;
+use es_core::{EventStore, LogFilter, Position, Projection};
+use tokio::sync::{Notify, broadcast};
 use uuid::Uuid;
 
 use super::pg_view::PgOrdersView;
@@ -36,6 +37,22 @@ pub struct ViewStatus {
     pub paused_reason: Option<String>,
     /// The last error.
     pub error: Option<String>,
+    /// The version serving reads.
+    pub version: u32,
+    /// The version a rebuild is filling, while one is under way.
+    pub rebuilding: Option<u32>,
+}
+
+/// Why a rebuild did not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RebuildError {
+    /// One is under way already.
+    #[error("a rebuild into version {0} is under way")]
+    AlreadyRebuilding(u32),
+    /// The storage failed.
+    #[error(transparent)]
+    Storage(#[from] StorageError),
 }
 
 impl ViewStatus {
@@ -47,6 +64,8 @@ impl ViewStatus {
             lag_seconds: 0.0,
             paused_reason: None,
             error: None,
+            version: 1,
+            rebuilding: None,
         }
     }
 
@@ -100,15 +119,32 @@ pub trait OrdersReadModel: Send + Sync + 'static {
 
     /// Where the projection is, how far behind, whether paused.
     async fn status(&self) -> ViewStatus;
+
+    /// Rebuilds the model from the start of the log into a new version while the current one
+    /// serves reads, then switches to it; returns the new version (the switch may come
+    /// later: [`status`](Self::status) shows it).
+    ///
+    /// # Errors
+    /// [`RebuildError::AlreadyRebuilding`], or the storage failed.
+    async fn rebuild(&self) -> Result<u32, RebuildError>;
 }
 
 /// The read model in memory, following the orders store's global log (catch-up, then live).
 pub struct MemoryOrdersView<S> {
     store: S,
     privacy: Privacy,
-    view: MemoryReadModel<OrdersView>,
+    /// The model serving reads (replaced by a rebuilt one).
+    view: std::sync::RwLock<MemoryReadModel<OrdersView>>,
+    /// The version of `view`, and the one being rebuilt (0: none).
+    version: AtomicU32,
+    rebuilding: AtomicU32,
+    /// Tells the loop following the log that `view` was replaced.
+    switched: Notify,
     push: broadcast::Sender<Notification>,
 }
+
+/// How long an in-memory rebuild may take to catch up.
+const REBUILD_TIMEOUT: Duration = Duration::from_secs(300);
 
 impl<S> std::fmt::Debug for MemoryOrdersView<S> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -122,14 +158,71 @@ impl<S: EventStore> MemoryOrdersView<S> {
         Self {
             store,
             privacy,
-            view: MemoryReadModel::new(OrdersView::default()),
+            view: std::sync::RwLock::new(MemoryReadModel::new(OrdersView::default())),
+            version: AtomicU32::new(1),
+            rebuilding: AtomicU32::new(0),
+            switched: Notify::new(),
             push: broadcast::channel(4096).0,
         }
+    }
+
+    /// The model serving reads now.
+    fn model(&self) -> MemoryReadModel<OrdersView> {
+        self.view
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// The position up to which the log reaches now (past events the view skips).
+    async fn head(&self, filter: &LogFilter) -> Result<Position, StorageError> {
+        let mut at = Position::START;
+        loop {
+            let batch = self.store.read_log(at, filter, 10_000).await?;
+            at = at.max(batch.checkpoint);
+            if batch.reached_end {
+                return Ok(at);
+            }
+        }
+    }
+
+    /// Fills a fresh model up to the head of the log, then puts it in place of the serving
+    /// one (the loop following the log goes on with it).
+    async fn rebuild_into(&self, version: u32) -> Result<(), StorageError>
+    where
+        S: Clone + 'static,
+    {
+        let fresh = MemoryReadModel::new(OrdersView::default());
+        // A rebuild pushes nothing: its notifications were pushed when they happened.
+        let projection = self
+            .privacy
+            .revealing(OrdersProjection::new(broadcast::channel(1).0));
+        let head = self.head(&projection.filter()).await?;
+        let catch_up = tokio::spawn({
+            let (fresh, store) = (fresh.clone(), self.store.clone());
+            async move { fresh.run(&store, &projection).await }
+        });
+        let caught_up = fresh.wait_for(head, REBUILD_TIMEOUT).await;
+        catch_up.abort();
+        if !caught_up {
+            let why = match catch_up.await {
+                Ok(Err(error)) => error.to_string(),
+                _ => format!("it did not reach {head} within {REBUILD_TIMEOUT:?}"),
+            };
+            return Err(StorageError::other(format!("the rebuild failed: {why}")));
+        }
+        *self
+            .view
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = fresh;
+        self.version.store(version, Ordering::SeqCst);
+        self.switched.notify_one();
+        Ok(())
     }
 }
 
 #[async_trait]
-impl<S: EventStore + 'static> OrdersReadModel for MemoryOrdersView<S> {
+impl<S: EventStore + Clone + 'static> OrdersReadModel for MemoryOrdersView<S> {
     async fn prepare(&self) -> Result<(), StorageError> {
         Ok(())
     }
@@ -140,10 +233,17 @@ impl<S: EventStore + 'static> OrdersReadModel for MemoryOrdersView<S> {
             .revealing(OrdersProjection::new(self.push.clone()));
         let follow = async {
             loop {
-                if let Err(error) = self.view.run(&self.store, &projection).await {
-                    tracing::error!(%error, "orders view stopped; restarting in 1 s");
+                let model = self.model();
+                tokio::select! {
+                    result = model.run(&self.store, &projection) => {
+                        if let Err(error) = result {
+                            tracing::error!(%error, "orders view stopped; restarting in 1 s");
+                        }
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                    }
+                    // A rebuilt model replaced this one: follow it from its checkpoint.
+                    () = self.switched.notified() => {}
                 }
-                tokio::time::sleep(Duration::from_secs(1)).await;
             }
         };
         tokio::select! {
@@ -157,11 +257,17 @@ impl<S: EventStore + 'static> OrdersReadModel for MemoryOrdersView<S> {
     }
 
     async fn for_customer(&self, customer_id: Uuid) -> Result<Vec<OrderSummary>, StorageError> {
-        Ok(self.view.read(|view| view.for_customer(&customer_id)).await)
+        Ok(self
+            .model()
+            .read(|view| view.for_customer(&customer_id))
+            .await)
     }
 
     async fn all(&self) -> Result<Vec<OrderSummary>, StorageError> {
-        Ok(self.view.read(|view| view.all().cloned().collect()).await)
+        Ok(self
+            .model()
+            .read(|view| view.all().cloned().collect())
+            .await)
     }
 
     async fn notifications(
@@ -170,20 +276,20 @@ impl<S: EventStore + 'static> OrdersReadModel for MemoryOrdersView<S> {
         after: u64,
     ) -> Result<Vec<Notification>, StorageError> {
         Ok(self
-            .view
+            .model()
             .read(|view| view.notifications(&customer_id, after))
             .await)
     }
 
     async fn wait_for(&self, position: Position, timeout: Duration) -> bool {
-        self.view.wait_for(position, timeout).await
+        self.model().wait_for(position, timeout).await
     }
 
     async fn status(&self) -> ViewStatus {
         let filter = OrdersProjection::new(self.push.clone()).filter();
         match self
             .store
-            .read_log(self.view.checkpoint(), &filter, 10_000)
+            .read_log(self.model().checkpoint(), &filter, 10_000)
             .await
         {
             Ok(batch) => ViewStatus {
@@ -193,10 +299,26 @@ impl<S: EventStore + 'static> OrdersReadModel for MemoryOrdersView<S> {
                         .as_seconds_f64()
                         .max(0.0)
                 }),
+                version: self.version.load(Ordering::SeqCst),
+                rebuilding: Some(self.rebuilding.load(Ordering::SeqCst)).filter(|v| *v > 0),
                 ..ViewStatus::new("running")
             },
             Err(error) => ViewStatus::unreadable(error.to_string()),
         }
+    }
+
+    async fn rebuild(&self) -> Result<u32, RebuildError> {
+        let version = self.version.load(Ordering::SeqCst) + 1;
+        if let Err(under_way) =
+            self.rebuilding
+                .compare_exchange(0, version, Ordering::SeqCst, Ordering::SeqCst)
+        {
+            return Err(RebuildError::AlreadyRebuilding(under_way));
+        }
+        let rebuilt = self.rebuild_into(version).await;
+        self.rebuilding.store(0, Ordering::SeqCst);
+        rebuilt?;
+        Ok(version)
     }
 }
 
@@ -234,6 +356,10 @@ impl OrdersReadModel for PgOrdersView {
         PgOrdersView::wait_for(self, position, timeout).await
     }
 
+    async fn rebuild(&self) -> Result<u32, RebuildError> {
+        PgOrdersView::rebuild(self).await
+    }
+
     async fn status(&self) -> ViewStatus {
         match PgOrdersView::status(self).await {
             Ok(Some(status)) => ViewStatus {
@@ -243,6 +369,8 @@ impl OrdersReadModel for PgOrdersView {
                 lag_seconds: status.lag_time.as_secs_f64(),
                 paused_reason: status.paused_reason,
                 error: status.error,
+                version: status.active_version,
+                rebuilding: status.rebuild.map(|rebuild| rebuild.version),
             },
             Ok(None) => ViewStatus::new("starting"),
             Err(error) => ViewStatus::unreadable(error.to_string()),

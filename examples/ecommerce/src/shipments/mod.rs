@@ -35,12 +35,7 @@ impl<S: TransactionalStore> Shipments<S> {
 
     /// The shipments context over `store`, keeping where shipments go encrypted with
     /// `privacy`.
-    pub fn new(
-        store: S,
-        failures: FailureRules,
-        clock: Arc<dyn Clock>,
-        privacy: Privacy,
-    ) -> Self {
+    pub fn new(store: S, failures: FailureRules, clock: Arc<dyn Clock>, privacy: Privacy) -> Self {
         let shipments = Repository::new(store)
             .with_clock(clock)
             .with_privacy(privacy.clone())

@@ -85,6 +85,17 @@ async fn a_forgotten_customer_is_nowhere_and_their_orders_remain(app: TestApp) {
     let token = Some(ada.access_token.as_str());
     let order_id = place_order(&app, &ada, "USD", &[(product_id("Yoga Mat"), 1)]).await;
     let before = wait_for_order(&app, &ada, order_id, Duration::from_secs(30), terminal).await;
+    // The order recorded where it goes; every event, saga state, message and read model of
+    // every context holds it only encrypted.
+    let order_history = format!("/api/v2/orders/{order_id}/history");
+    let placed = app.get(&order_history, token).await;
+    assert_eq!(placed.status, StatusCode::OK, "{:?}", placed.body);
+    assert_eq!(
+        placed.body[0]["data"]["shipTo"],
+        json!({ "name": format!("Ada {marker}"), "address": format!("1 {marker} Street") }),
+        "{:?}",
+        placed.body
+    );
     let stored = rows_holding(&app, &marker).await;
     assert!(
         app.schema_prefix.is_none() || stored.is_empty(),
@@ -135,8 +146,29 @@ async fn a_forgotten_customer_is_nowhere_and_their_orders_remain(app: TestApp) {
         .unwrap();
     assert_eq!(after["statusText"], before["statusText"]);
     assert_eq!(after["total"], before["total"]);
+    let placed = app.get(&order_history, token).await;
+    assert_eq!(placed.body[0]["data"]["shipTo"], "[forgotten]");
+    assert!(
+        placed.body[0]["data"]["lines"]
+            .as_array()
+            .is_some_and(|lines| !lines.is_empty()),
+        "{:?}",
+        placed.body
+    );
     let stored = rows_holding(&app, &marker).await;
     assert!(stored.is_empty(), "personal data left in: {stored:?}");
+
+    // The orders view rebuilds from the log without an error and shows the same order.
+    rebuild_orders_view(&app).await;
+    let orders = app.get("/api/v2/orders", token).await;
+    let rebuilt: &Value = orders
+        .body
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|o| o["orderId"] == json!(order_id))
+        .unwrap();
+    assert_eq!(rebuilt, after);
 
     // Forgetting again changes nothing; the email registers again as a new customer.
     let again = app
@@ -160,6 +192,43 @@ async fn a_forgotten_customer_is_nowhere_and_their_orders_remain(app: TestApp) {
     assert_ne!(reborn.body["customerId"], json!(ada.customer_id));
     let login = app.login(&ada.email, "secret-password").await;
     assert_eq!(login.status, StatusCode::OK, "{:?}", login.body);
+}
+
+/// Rebuilds the orders view through the operator's route and waits for the switch.
+async fn rebuild_orders_view(app: &TestApp) {
+    let operator = app.m2m_token(None).await;
+    let path = "/api/v2/internal/projections/orders-view/rebuild";
+    let started = app
+        .call(
+            Listener::Internal,
+            Method::POST,
+            path,
+            Some(&operator),
+            None,
+        )
+        .await;
+    assert_eq!(started.status, StatusCode::ACCEPTED, "{:?}", started.body);
+    let version = started.body["version"].as_u64().unwrap();
+    assert!(version >= 2, "{:?}", started.body);
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let status = app
+            .call(
+                Listener::Internal,
+                Method::GET,
+                "/api/v2/internal/status",
+                Some(&operator),
+                None,
+            )
+            .await;
+        let view = &status.body["projections"][0];
+        assert!(view["error"].is_null(), "{view:?}");
+        if view["version"] == json!(version) && view["rebuilding"].is_null() {
+            return;
+        }
+        assert!(std::time::Instant::now() < deadline, "no switch: {view:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 async fn an_operator_forgets_a_customer_by_id(app: TestApp) {

@@ -25,6 +25,7 @@
 mod demo;
 
 mod broker;
+mod privacy;
 #[path = "../../../../es-postgres/tests/common/test_lock.rs"]
 mod test_lock;
 
@@ -50,13 +51,22 @@ fn database_url() -> String {
 }
 
 async fn app(bootstrap: &str, duplicate_delivery: bool) -> App {
+    app_named(
+        bootstrap,
+        duplicate_delivery,
+        &Uuid::new_v4().simple().to_string(),
+    )
+    .await
+}
+
+/// The app on schemas `es_test_shop_{run}_*` and topics `shop-{run}-*`.
+async fn app_named(bootstrap: &str, duplicate_delivery: bool, run: &str) -> App {
     if let Ok(filter) = std::env::var("RUST_LOG") {
         let _ = tracing_subscriber::fmt()
             .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
             .with_test_writer()
             .try_init();
     }
-    let run = Uuid::new_v4().simple().to_string();
     let backend = Backend::postgres(&database_url(), 16, &format!("es_test_shop_{run}")).unwrap();
     App::start(AppConfig {
         backend,
