@@ -161,8 +161,10 @@ impl<S: TransactionalStore> Customers<S> {
                 .await
                 .map_err(CustomersError::Accounts)?;
         }
+        // The keys go, and the forgetting is recorded in customers' log, where any read model
+        // of customers (through `Privacy::revealing`) learns of it.
         self.privacy
-            .forget(&customer::subject(customer_id), by)
+            .forget_recorded(self.customers.store(), &customer::subject(customer_id), by)
             .await
             .map_err(|e| CustomersError::Storage(StorageError::other(e)))?;
         tracing::info!(%customer_id, "customer forgotten");

@@ -158,6 +158,29 @@ async fn a_forgotten_customer_is_nowhere_and_their_orders_remain(app: TestApp) {
     let stored = rows_holding(&app, &marker).await;
     assert!(stored.is_empty(), "personal data left in: {stored:?}");
 
+    // A token still valid cannot place another order: there is nowhere to ship it.
+    let quote = app
+        .post("/api/v2/quotes", token, json!({ "currencyCode": "USD" }))
+        .await;
+    assert_eq!(quote.status, StatusCode::CREATED, "{:?}", quote.body);
+    let quote_id = quote.body["quoteId"].as_str().unwrap().to_owned();
+    let item = app
+        .put(
+            &format!("/api/v2/quotes/{quote_id}/items"),
+            token,
+            json!({ "productId": product_id("Yoga Mat"), "quantity": 1 }),
+        )
+        .await;
+    assert_eq!(item.status, StatusCode::OK, "{:?}", item.body);
+    let refused = app
+        .post(
+            &format!("/api/v2/orders/quote/{quote_id}"),
+            token,
+            json!({}),
+        )
+        .await;
+    assert_problem(&refused, StatusCode::UNPROCESSABLE_ENTITY);
+
     // The orders view rebuilds from the log without an error and shows the same order.
     rebuild_orders_view(&app).await;
     let orders = app.get("/api/v2/orders", token).await;
