@@ -493,3 +493,51 @@ async fn an_inline_projection_commits_with_the_append_or_not_at_all() {
     tx.into_transaction().commit().await.unwrap();
     assert_eq!(applied(&store, "inline", 1).await, (2, 2, 2));
 }
+
+/// The checkpoint row of `name`'s version 1 as stored: position and when it was written.
+async fn stored_checkpoint(store: &PgEventStore, name: &str) -> (i64, i64, String) {
+    let row = common::raw_client()
+        .await
+        .query_one(
+            &format!(
+                "SELECT transaction_id::bigint, sequence, updated_at::text FROM \"{}\".checkpoints WHERE name = $1",
+                store.schema()
+            ),
+            &[&format!("{name}@v1")],
+        )
+        .await
+        .unwrap();
+    (row.get(0), row.get(1), row.get(2))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn at_rest_the_daemon_writes_nothing_yet_goes_past_skipped_events() {
+    let store = common::fresh_store().await;
+    let daemon = daemon(&store, Tally::new("tally"), ProjectionOptions::default());
+    daemon.start().unwrap();
+    let last = append_round_robin(&store, "s", 1, 3).await;
+    assert!(daemon.wait_for("tally", last, WITHIN).await.unwrap());
+
+    // An event the filter skips: the leader knows at once it went past it.
+    let noted = es_core::NewEvent {
+        event_type: "Noted".to_owned(),
+        ..tally_event(0, false)
+    };
+    let skipped = store
+        .append(
+            AppendRequest::new(common::stream("other"), ExpectedVersion::NoStream)
+                .with_events([noted]),
+        )
+        .await
+        .unwrap()
+        .positions[0];
+    assert!(daemon.wait_for("tally", skipped, WITHIN).await.unwrap());
+
+    // At rest (the daemon polls every 100 ms at most here), the checkpoint is not written:
+    // each write would move the log's fence, which the next poll would pass and write again.
+    let before = stored_checkpoint(&store, "tally").await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(stored_checkpoint(&store, "tally").await, before);
+    assert_eq!(applied(&store, "tally", 1).await, (3, 3, 3));
+    daemon.shutdown().await;
+}

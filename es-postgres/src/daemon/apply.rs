@@ -2,6 +2,7 @@
 //! events.
 
 use std::slice;
+use std::time::{Duration, Instant};
 
 use es_core::{CheckpointError, LogBatch, Position, ProjectionError, RecordedEvent};
 
@@ -35,11 +36,16 @@ impl<E: Into<Stop>> From<E> for Failure {
     }
 }
 
+/// How long a checkpoint moved only past events the filter skips (or past nothing: the fence
+/// moves with every transaction of the cluster) stays unwritten. Writing each such move would
+/// itself be a transaction, whose id moves the fence the next read passes: a write per poll,
+/// for ever, at rest. Unwritten, a restart reads the skipped stretch again (and skips it).
+const UNWRITTEN_SKIP: Duration = Duration::from_secs(30);
+
 /// One unit of work: events, the checkpoint's move, bookkeeping, maybe a dead letter.
 struct Unit<'a> {
     version: u32,
     role: Role,
-    expected: Option<Position>,
     events: &'a [RecordedEvent],
     new: Position,
     switch: bool,
@@ -68,13 +74,33 @@ impl Runner {
     ) -> Result<Applied, Stop> {
         let switch = role == Role::Rebuild && batch.reached_end;
         let from = at.unwrap_or(Position::START);
-        if batch.events.is_empty() && batch.checkpoint <= from && !switch {
+        if batch.events.is_empty() && !switch {
+            let new = batch.checkpoint.max(from);
+            if new > from {
+                self.went(version, role, new);
+            }
+            let written = self.stored.get(&version).copied();
+            let stale = written
+                .is_some_and(|(stored, at)| stored < Some(new) && at.elapsed() >= UNWRITTEN_SKIP);
+            if stale {
+                let skip = Unit {
+                    version,
+                    role,
+                    events: &[],
+                    new,
+                    switch: false,
+                    dead_letter: None,
+                };
+                self.commit(skip).await.map_err(|failure| match failure {
+                    Failure::Stop(stop) => stop,
+                    Failure::Apply(error) => Stop::Failed(error.into()),
+                })?;
+            }
             return Ok(Applied::Nothing);
         }
         let whole = Unit {
             version,
             role,
-            expected: at,
             events: &batch.events,
             new: batch.checkpoint.max(from),
             switch,
@@ -90,19 +116,17 @@ impl Runner {
                 tracing::debug!(projection = %self.name, %error, "batch failed; applying its events one by one");
             }
         }
-        let mut expected = at;
+        let mut reached = from;
         for event in &batch.events {
-            if !self.apply_one(version, role, expected, event).await? {
+            if !self.apply_one(version, role, event).await? {
                 return Ok(Applied::Paused);
             }
-            expected = Some(event.position);
+            reached = event.position;
         }
-        let reached = expected.unwrap_or(Position::START);
         if batch.checkpoint > reached || switch {
             let rest = Unit {
                 version,
                 role,
-                expected,
                 events: &[],
                 new: batch.checkpoint.max(reached),
                 switch,
@@ -121,7 +145,6 @@ impl Runner {
         &mut self,
         version: u32,
         role: Role,
-        expected: Option<Position>,
         event: &RecordedEvent,
     ) -> Result<bool, Stop> {
         let mut attempt = 1;
@@ -129,7 +152,6 @@ impl Runner {
             let unit = Unit {
                 version,
                 role,
-                expected,
                 events: slice::from_ref(event),
                 new: event.position,
                 switch: false,
@@ -169,7 +191,6 @@ impl Runner {
                     let unit = Unit {
                         version,
                         role,
-                        expected,
                         events: &[],
                         new: event.position,
                         switch: false,
@@ -207,7 +228,10 @@ impl Runner {
                 .await?;
         }
         let checkpoint = checkpoint_name(&self.name, unit.version);
-        let expected = unit.expected;
+        let expected = self
+            .stored
+            .get(&unit.version)
+            .and_then(|(stored, _)| *stored);
         match self
             .shared
             .checkpoints
@@ -226,7 +250,18 @@ impl Runner {
         };
         self.shared.sql.progress(tx.connection()?, progress).await?;
         tx.commit().await?;
-        self.cursors.insert(unit.version, Some(unit.new));
+        self.stored
+            .insert(unit.version, (Some(unit.new), Instant::now()));
+        let role = if unit.switch { Role::Active } else { unit.role };
+        self.went(unit.version, role, unit.new);
         Ok(())
+    }
+
+    /// `version` has gone through the log up to `position` (applied, or skipped).
+    fn went(&mut self, version: u32, role: Role, position: Position) {
+        self.cursors.insert(version, Some(position));
+        if role == Role::Active {
+            self.live.reached(position);
+        }
     }
 }

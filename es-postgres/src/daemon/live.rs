@@ -12,6 +12,9 @@ use super::status::ProjectionStatus;
 struct Figures {
     leader_pid: Option<i32>,
     rebuild_rate: Option<f64>,
+    /// While this node leads: how far the active version has gone through the log (past
+    /// what it applied and past what its filter skips, which is not always written).
+    reached: Option<es_core::Position>,
 }
 
 /// Shared between a runner and the daemon's handle.
@@ -38,7 +41,32 @@ impl Live {
     }
 
     pub(crate) fn set_leader(&self, pid: Option<i32>) {
-        self.figures().leader_pid = pid;
+        let mut figures = self.figures();
+        figures.leader_pid = pid;
+        if pid.is_none() {
+            figures.reached = None;
+        }
+    }
+
+    /// The active version went through the log up to `position` here.
+    pub(crate) fn reached(&self, position: es_core::Position) {
+        let moved = {
+            let mut figures = self.figures();
+            let moved = figures.reached.is_none_or(|at| at < position);
+            if moved {
+                figures.reached = Some(position);
+            }
+            moved
+        };
+        if moved {
+            self.committed();
+        }
+    }
+
+    /// How far the active version went, when this node leads it.
+    pub(crate) fn local_reach(&self) -> Option<es_core::Position> {
+        let figures = *self.figures();
+        figures.leader_pid.and(figures.reached)
     }
 
     pub(crate) fn set_rebuild_rate(&self, rate: Option<f64>) {

@@ -364,7 +364,10 @@ impl ProjectionDaemon {
 
     /// Waits until `name`'s active version has applied everything up to `position` (for
     /// read-your-writes after an append); `false` when `timeout` passes first. Works whichever
-    /// node leads (it polls the checkpoint; a local leader wakes it at once).
+    /// node leads (it polls the checkpoint; a local leader wakes it at once). A leader writes
+    /// a move past events its filter skips only every 30 s (each write would otherwise move
+    /// the log's fence and be followed by another, for ever): on another node, waiting for
+    /// the position of a skipped event may take that long; here it does not.
     ///
     /// # Errors
     /// [`DaemonError::Postgres`] when the database fails.
@@ -376,8 +379,18 @@ impl ProjectionDaemon {
     ) -> Result<bool, DaemonError> {
         let shared = &self.inner.shared;
         let deadline = tokio::time::Instant::now() + timeout;
-        let mut progress = self.registered(name).map(|r| r.live.progress());
+        let local = self.registered(name).map(|r| r.live.clone());
+        let mut progress = local.as_ref().map(|live| live.progress());
         loop {
+            // Leading here, the runner knows how far it went (past skipped events too, which
+            // it does not always write down).
+            if local
+                .as_ref()
+                .and_then(|live| live.local_reach())
+                .is_some_and(|at| at >= position)
+            {
+                return Ok(true);
+            }
             let at = {
                 let client = shared.store.pool().get().await?;
                 shared.sql.active_checkpoint(&client, name).await?

@@ -67,8 +67,12 @@ pub(crate) struct Runner {
     shutdown: watch::Receiver<bool>,
     pub(crate) name: String,
     pub(crate) filter: LogFilter,
-    /// Checkpoints known while leading, by version.
+    /// How far each version has gone through the log while leading: past what it applied
+    /// and past what its filter skips (in memory until the next write).
     pub(crate) cursors: HashMap<u32, Option<Position>>,
+    /// Each version's checkpoint as stored (what its next compare-and-set expects), and when
+    /// this node last loaded or wrote it.
+    pub(crate) stored: HashMap<u32, (Option<Position>, Instant)>,
     /// The next batch of a version, read while the previous one was committing, with the
     /// checkpoint it was read from.
     read_ahead: HashMap<u32, (Position, LogBatch)>,
@@ -94,6 +98,7 @@ impl Runner {
             name,
             filter,
             cursors: HashMap::new(),
+            stored: HashMap::new(),
             read_ahead: HashMap::new(),
             rebuild_meter: None,
         }
@@ -203,6 +208,7 @@ impl Runner {
     fn forget(&mut self) {
         self.live.set_rebuild_rate(None);
         self.cursors.clear();
+        self.stored.clear();
         self.read_ahead.clear();
         self.rebuild_meter = None;
     }
@@ -376,6 +382,7 @@ impl Runner {
         let name = checkpoint_name(&self.name, version);
         let at = self.shared.checkpoints.load_checkpoint(&name).await?;
         self.cursors.insert(version, at);
+        self.stored.insert(version, (at, Instant::now()));
         Ok(at)
     }
 
