@@ -57,6 +57,10 @@ struct DemoArgs {
     /// Customers shopping at once.
     #[arg(long, default_value_t = 8)]
     concurrency: usize,
+    /// Place orders at this steady rate (orders per second) rather than as fast as the
+    /// customers can (give enough customers and concurrency to keep up).
+    #[arg(long)]
+    rate: Option<f64>,
     /// Seconds to wait for every order to end.
     #[arg(long, default_value_t = 60)]
     settle_seconds: u64,
@@ -168,6 +172,7 @@ async fn demo(args: DemoArgs) -> MainResult {
         client_secret: args.client_secret,
         settle: Duration::from_secs(args.settle_seconds),
         progress: !args.quiet,
+        rate: args.rate,
     };
     let (shop, app): (Arc<dyn Shop>, Option<App>) = match &args.url {
         Some(url) => (Arc::new(Remote::new(url, &args.internal_url)), None),

@@ -83,6 +83,9 @@ pub(crate) struct DemoOptions {
     pub(crate) settle: Duration,
     /// Show a progress bar.
     pub(crate) progress: bool,
+    /// Place orders at this steady rate (orders per second, all customers together) instead
+    /// of as fast as the customers can.
+    pub(crate) rate: Option<f64>,
 }
 
 impl Default for DemoOptions {
@@ -96,6 +99,7 @@ impl Default for DemoOptions {
             client_secret: ecommerce::config::DEVELOPMENT_CLIENT_SECRET.to_owned(),
             settle: Duration::from_secs(60),
             progress: false,
+            rate: None,
         }
     }
 }
@@ -116,6 +120,8 @@ pub(crate) struct Outcome {
     /// When it was placed and when it reached its final status (the server's clock, from
     /// its event history).
     pub(crate) span: Option<(DateTime<Utc>, DateTime<Utc>)>,
+    /// Each event of its history with when it was recorded.
+    pub(crate) timeline: Vec<(String, DateTime<Utc>)>,
 }
 
 /// What the demo saw.
@@ -228,7 +234,7 @@ type Placed = (Uuid, Kind, String);
 
 struct Customer {
     token: String,
-    orders: Vec<Kind>,
+    orders: Vec<(usize, Kind)>,
 }
 
 /// Runs the demo against `shop`.
@@ -240,7 +246,8 @@ pub(crate) async fn run(shop: Arc<dyn Shop>, options: &DemoOptions) -> Result<De
     let customers = options.customers.max(1);
     // Every fifth customer has a tiny credit limit: their orders exceed it.
     let low_limit = |c: usize| c % 5 == 2 && customers > 2;
-    let mut plans: Vec<Vec<Kind>> = vec![Vec::new(); customers];
+    // Each customer's orders, with their index among all orders (their slot when paced).
+    let mut plans: Vec<Vec<(usize, Kind)>> = vec![Vec::new(); customers];
     let rotation = [
         Kind::Ships,
         Kind::OutOfStock,
@@ -256,7 +263,7 @@ pub(crate) async fn run(shop: Arc<dyn Shop>, options: &DemoOptions) -> Result<De
         } else {
             rotation[(i / customers + c) % rotation.len()]
         };
-        plans[c].push(kind);
+        plans[c].push((i, kind));
     }
     let progress = progress_bar(options, plans.iter().map(Vec::len).sum());
     let mut registered = Vec::new();
@@ -276,7 +283,12 @@ pub(crate) async fn run(shop: Arc<dyn Shop>, options: &DemoOptions) -> Result<De
             let progress = progress.clone();
             async move {
                 let mut placed = Vec::new();
-                for (n, kind) in customer.orders.iter().enumerate() {
+                for (n, (index, kind)) in customer.orders.iter().enumerate() {
+                    if let Some(rate) = options.rate.filter(|r| *r > 0.0) {
+                        let slot = Duration::from_secs_f64(*index as f64 / rate);
+                        tokio::time::sleep_until(tokio::time::Instant::from_std(started + slot))
+                            .await;
+                    }
                     let order =
                         place(shop.as_ref(), &customer.token, *kind, c + n, options).await?;
                     progress.inc(1);
@@ -312,6 +324,7 @@ pub(crate) async fn run(shop: Arc<dyn Shop>, options: &DemoOptions) -> Result<De
             )
             .await?;
         let span = span_of(&history.body);
+        let timeline = timeline_of(&history.body);
         let history: Vec<String> = history
             .body
             .as_array()
@@ -336,6 +349,7 @@ pub(crate) async fn run(shop: Arc<dyn Shop>, options: &DemoOptions) -> Result<De
             reason,
             history,
             span,
+            timeline,
         });
     }
     let seconds = started.elapsed().as_secs_f64();
@@ -347,6 +361,22 @@ pub(crate) async fn run(shop: Arc<dyn Shop>, options: &DemoOptions) -> Result<De
         status,
         seconds,
     })
+}
+
+/// Each event of an order's history with when it was recorded.
+fn timeline_of(history: &Value) -> Vec<(String, DateTime<Utc>)> {
+    history
+        .as_array()
+        .map(|events| {
+            events
+                .iter()
+                .filter_map(|e| {
+                    let at = DateTime::parse_from_rfc3339(e["timestamp"].as_str()?).ok()?;
+                    Some((e["eventType"].as_str()?.to_owned(), at.with_timezone(&Utc)))
+                })
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 /// When the order was placed and when it reached its final status, from its history.

@@ -49,6 +49,12 @@ impl PrivateBroker {
         broker
     }
 
+    /// The broker's process id (the workflow bench reads its CPU time).
+    #[allow(dead_code)]
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// `127.0.0.1:PORT`.
     pub fn bootstrap_servers(&self) -> String {
         format!("127.0.0.1:{}", self.port)
