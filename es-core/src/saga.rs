@@ -309,6 +309,18 @@ pub trait DeadlineStore: Send + Sync {
         limit: usize,
     ) -> impl Future<Output = Result<Vec<Deadline>, DeadlineStoreError>> + Send;
 
+    /// When the earliest pending deadline can next be claimed (its due time, or the end of
+    /// its claim's lease); `None` when none is pending. A scheduler sleeps until then. The
+    /// default says `None`: a scheduler on a store without it polls.
+    ///
+    /// # Errors
+    /// [`DeadlineStoreError::Backend`] when the backend fails.
+    fn next_due(
+        &self,
+    ) -> impl Future<Output = Result<Option<DateTime<Utc>>, DeadlineStoreError>> + Send {
+        async { Ok(None) }
+    }
+
     /// Marks the deadline done: it is never claimed again. Returns whether it was pending
     /// (`false` when it was already completed, cancelled or replaced).
     ///

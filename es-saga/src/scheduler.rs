@@ -33,6 +33,9 @@ pub struct Tick {
     pub failed: usize,
 }
 
+/// The shortest sleep between two looks.
+const MIN_WAIT: Duration = Duration::from_millis(10);
+
 /// Fires due deadlines: each poll claims those due on its [`Clock`] with a lease, delivers
 /// each through its saga's runner (as a message whose id is the deadline's id, so the
 /// runner's inbox makes it effectively once), then completes it.
@@ -63,6 +66,7 @@ pub struct DeadlineScheduler<D> {
     poll_interval: Duration,
     lease: Duration,
     batch_size: usize,
+    signal: Option<es_core::AppendSignal>,
 }
 
 impl<D> fmt::Debug for DeadlineScheduler<D> {
@@ -89,6 +93,7 @@ impl<D: DeadlineStore> DeadlineScheduler<D> {
             poll_interval: Duration::from_secs(1),
             lease: Duration::from_secs(30),
             batch_size: 100,
+            signal: None,
         }
     }
 
@@ -111,6 +116,15 @@ impl<D: DeadlineStore> DeadlineScheduler<D> {
     #[must_use]
     pub fn with_lease(mut self, lease: Duration) -> Self {
         self.lease = lease;
+        self
+    }
+
+    /// Looks again at once when `signal` fires (the saga store's: a commit may have set a
+    /// deadline sooner than the next one known). With it, the poll interval is only a
+    /// fallback for deadlines set by other processes.
+    #[must_use]
+    pub fn with_signal(mut self, signal: es_core::AppendSignal) -> Self {
+        self.signal = Some(signal);
         self
     }
 
@@ -185,8 +199,11 @@ impl<D: DeadlineStore> DeadlineScheduler<D> {
         }
     }
 
-    /// Polls until `shutdown` completes: immediately again after a full batch, after the
-    /// poll interval otherwise (and after a store failure, which is logged).
+    /// Fires deadlines until `shutdown` completes: claims what is due (at once again after a
+    /// full batch), then sleeps until the next pending deadline is due
+    /// ([`DeadlineStore::next_due`]), the [signal](Self::with_signal) fires, or the poll
+    /// interval passes, whichever comes first. A store failure is logged and retried after
+    /// the poll interval.
     ///
     /// # Errors
     /// None yet: store failures are logged and retried; the `Result` leaves room for fatal
@@ -196,7 +213,11 @@ impl<D: DeadlineStore> DeadlineScheduler<D> {
         shutdown: impl Future<Output = ()> + Send,
     ) -> Result<(), SchedulerError> {
         tokio::pin!(shutdown);
+        let mut waiter = self.signal.as_ref().map(es_core::AppendSignal::waiter);
         loop {
+            if let Some(waiter) = waiter.as_mut() {
+                waiter.borrow_and_update();
+            }
             let full = match self.tick().await {
                 Ok(tick) => tick.claimed >= self.batch_size,
                 Err(error) => {
@@ -207,9 +228,32 @@ impl<D: DeadlineStore> DeadlineScheduler<D> {
             if full {
                 continue;
             }
+            let wait = match self.store.next_due().await {
+                Ok(Some(due)) => (due - self.clock.now())
+                    .to_std()
+                    .unwrap_or(Duration::ZERO)
+                    .min(self.poll_interval),
+                Ok(None) => self.poll_interval,
+                Err(error) => {
+                    tracing::warn!(%error, "reading the next deadline failed");
+                    self.poll_interval
+                }
+            }
+            // One due now but not claimable here (another scheduler holds it this instant):
+            // not a busy loop.
+            .max(MIN_WAIT);
+            let signalled = async {
+                match waiter.as_mut() {
+                    Some(waiter) => {
+                        let _ = waiter.changed().await;
+                    }
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
                 () = &mut shutdown => return Ok(()),
-                () = tokio::time::sleep(self.poll_interval) => {}
+                () = tokio::time::sleep(wait) => {}
+                () = signalled => {}
             }
         }
     }

@@ -17,6 +17,7 @@ pub use self::stats::RunnerStats;
 use crate::memory::MemoryPausedPartitions;
 use crate::messaging::{Consumer, ConsumerError, Delivery, MessageHandler};
 use crate::paused::{PausedPartition, PausedPartitions, PausedPartitionsError};
+use crate::subscription::AppendSignal;
 use crate::telemetry;
 
 /// How long to wait after the consumer reports a backend error before polling again.
@@ -93,6 +94,10 @@ pub struct ConsumerLoop<C, H, P = MemoryPausedPartitions> {
     waiting: HashMap<Key, Instant>,
     /// Partitions held paused by policy.
     held: HashSet<Key>,
+    /// Fired when there may be new messages (a relay published): wakes an idle loop.
+    wake: Option<AppendSignal>,
+    /// While idle: the partitions this loop paused to stop fetching.
+    idle: Option<Vec<Key>>,
 }
 
 /// Runs `handler` on `consumer` with default options until `shutdown` completes.
@@ -119,6 +124,8 @@ impl<C: Consumer, H: MessageHandler> ConsumerLoop<C, H> {
             stats: RunnerStats::default(),
             waiting: HashMap::new(),
             held: HashSet::new(),
+            wake: None,
+            idle: None,
         }
     }
 }
@@ -141,7 +148,17 @@ impl<C: Consumer, H: MessageHandler, P: PausedPartitions> ConsumerLoop<C, H, P> 
             stats: self.stats,
             waiting: self.waiting,
             held: self.held,
+            wake: self.wake,
+            idle: self.idle,
         }
+    }
+
+    /// Wakes the loop from idle ([`RunnerOptions::idle_after`]) when `signal` fires: give it
+    /// the signal the relays publishing to its topics fire after each batch.
+    #[must_use]
+    pub fn with_wake(mut self, signal: AppendSignal) -> Self {
+        self.wake = Some(signal);
+        self
     }
 
     /// Live counters of this loop.
@@ -173,13 +190,47 @@ impl<C: Consumer, H: MessageHandler, P: PausedPartitions> ConsumerLoop<C, H, P> 
         let mut readiness = tokio::time::interval(Duration::from_millis(10));
         readiness.set_missed_tick_behavior(MissedTickBehavior::Delay);
         self.look_at_assignment();
+        let mut woken = self.wake.as_ref().map(AppendSignal::waiter);
+        let mut active_at = Instant::now();
         tokio::pin!(shutdown);
         loop {
             let due = self.waiting.values().min().copied();
             let wake = due.unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
+            // Fetching stops this long after the last message; an idle loop looks again after
+            // the recheck interval, or at once when woken.
+            let idle_check = match (self.options.idle_after, &self.idle) {
+                (Some(after), None) => Some(active_at + after),
+                (Some(_), Some(_)) => Some(active_at + self.options.idle_recheck),
+                (None, _) => None,
+            };
+            let signalled = async {
+                match woken.as_mut() {
+                    Some(woken) if self.idle.is_some() => {
+                        if woken.changed().await.is_err() {
+                            std::future::pending::<()>().await;
+                        }
+                    }
+                    _ => std::future::pending().await,
+                }
+            };
             tokio::select! {
                 biased;
                 () = &mut shutdown => break,
+                () = signalled => {
+                    if let Some(woken) = woken.as_mut() {
+                        woken.borrow_and_update();
+                    }
+                    self.leave_idle();
+                    active_at = Instant::now();
+                }
+                () = tokio::time::sleep_until(idle_check.unwrap_or(wake)), if idle_check.is_some() => {
+                    if self.idle.is_some() {
+                        self.leave_idle();
+                    } else {
+                        self.go_idle();
+                    }
+                    active_at = Instant::now();
+                }
                 () = tokio::time::sleep_until(wake), if due.is_some() => self.resume_due(),
                 _ = commit.tick() => {
                     self.look_at_assignment();
@@ -198,6 +249,9 @@ impl<C: Consumer, H: MessageHandler, P: PausedPartitions> ConsumerLoop<C, H, P> 
                 }
                 received = self.consumer.recv() => match received {
                     Ok(delivery) => {
+                        active_at = Instant::now();
+                        // Fetched before the pause: messages flow, fetch again.
+                        self.leave_idle();
                         if self.stats.assigned_partitions() == 0 {
                             // A delivery means an assignment: readiness need not wait a tick.
                             self.look_at_assignment();
@@ -214,6 +268,45 @@ impl<C: Consumer, H: MessageHandler, P: PausedPartitions> ConsumerLoop<C, H, P> 
         }
         self.consumer.commit_stored().await?;
         Ok(())
+    }
+
+    /// Stops fetching every assigned partition that is not already paused (waiting out a
+    /// backoff, or held): nothing arrived for [`RunnerOptions::idle_after`]. Not before the
+    /// member has partitions, nor while a retry waits.
+    fn go_idle(&mut self) {
+        if !self.waiting.is_empty() || self.consumer.assignment().is_empty() {
+            return;
+        }
+        let mut paused = Vec::new();
+        for (topic, partition) in self.consumer.assignment() {
+            let key = (topic, partition);
+            if self.held.contains(&key) {
+                continue;
+            }
+            match self.consumer.pause(&key.0, key.1) {
+                Ok(()) => paused.push(key),
+                Err(error) => tracing::debug!(%error, "pausing an idle partition failed"),
+            }
+        }
+        tracing::debug!(partitions = paused.len(), "idle: fetching stopped");
+        self.idle = Some(paused);
+    }
+
+    /// Fetches again what [`go_idle`](Self::go_idle) paused (a partition revoked meanwhile is
+    /// skipped).
+    fn leave_idle(&mut self) {
+        let Some(paused) = self.idle.take() else {
+            return;
+        };
+        tracing::debug!(partitions = paused.len(), "idle no more: fetching again");
+        for (topic, partition) in paused {
+            if self.held.contains(&(topic.clone(), partition)) {
+                continue;
+            }
+            if let Err(error) = self.consumer.resume(&topic, partition) {
+                tracing::debug!(%error, "resuming an idle partition failed");
+            }
+        }
     }
 
     /// Records how many partitions the member has.

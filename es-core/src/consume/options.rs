@@ -39,6 +39,19 @@ pub struct RunnerOptions {
     /// (default 1 s).
     #[serde(with = "crate::config::duration")]
     pub paused_refresh: Duration,
+    /// After this long without a message (and with no retry waiting), the loop stops
+    /// fetching every partition until it is woken ([`ConsumerLoop::with_wake`]) or
+    /// [`idle_recheck`](Self::idle_recheck) passes, so that a member at rest costs the broker
+    /// nothing. `None` (the default) keeps fetching: right on Apache Kafka, whose waiting
+    /// fetch costs nothing; see docs/kafka.md for the test broker.
+    ///
+    /// [`ConsumerLoop::with_wake`]: crate::consume::ConsumerLoop::with_wake
+    #[serde(with = "crate::config::duration::option")]
+    pub idle_after: Option<Duration>,
+    /// How long an idle loop stays paused without being woken before it looks again (for
+    /// messages whose producer does not wake it; default 10 s).
+    #[serde(with = "crate::config::duration")]
+    pub idle_recheck: Duration,
 }
 
 impl Default for RunnerOptions {
@@ -50,6 +63,8 @@ impl Default for RunnerOptions {
             policy: FailurePolicy::DeadLetter,
             commit_interval: Duration::from_secs(1),
             paused_refresh: Duration::from_secs(1),
+            idle_after: None,
+            idle_recheck: Duration::from_secs(10),
         }
     }
 }
@@ -101,6 +116,15 @@ impl RunnerOptions {
     #[must_use]
     pub fn paused_refresh(mut self, interval: Duration) -> Self {
         self.paused_refresh = interval;
+        self
+    }
+
+    /// Stops fetching after `after` without a message, until woken or `recheck` passes (see
+    /// [`idle_after`](Self::idle_after)).
+    #[must_use]
+    pub fn idle(mut self, after: Duration, recheck: Duration) -> Self {
+        self.idle_after = Some(after);
+        self.idle_recheck = recheck;
         self
     }
 

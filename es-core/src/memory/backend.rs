@@ -46,7 +46,9 @@ impl MemoryBackend {
 
 impl Context {
     fn around(store: MemoryEventStore) -> Self {
-        let sagas = MemorySagaStore::new().with_outbox(store.outbox().clone());
+        let sagas = MemorySagaStore::new()
+            .with_outbox(store.outbox().clone())
+            .with_signal(store.append_signal().clone());
         Self {
             store,
             checkpoints: MemoryCheckpointStore::new(),

@@ -18,6 +18,7 @@ use crate::saga::{
     Deadline, DeadlineStore, DeadlineStoreError, SagaCommit, SagaCommitOutcome, SagaInstance,
     SagaStore, SagaStoreError,
 };
+use crate::subscription::AppendSignal;
 
 /// An in-memory [`SagaStore`] and [`DeadlineStore`]. Clones share the same data.
 ///
@@ -51,6 +52,7 @@ pub struct MemorySagaStore {
     inbox: MemoryInbox,
     outbox: MemoryOutbox,
     clock: Arc<dyn Clock>,
+    signal: AppendSignal,
 }
 
 /// A deadline's identity: (saga, key, step).
@@ -101,6 +103,7 @@ impl Default for MemorySagaStore {
             inbox: MemoryInbox::new(),
             outbox: MemoryOutbox::new(),
             clock: Arc::new(SystemClock),
+            signal: AppendSignal::new(),
         }
     }
 }
@@ -130,6 +133,20 @@ impl MemorySagaStore {
     pub fn with_clock(mut self, clock: impl Clock) -> Self {
         self.clock = Arc::new(clock);
         self
+    }
+
+    /// Fires `signal` after each commit (share the event store's, whose relay then wakes for
+    /// the commit's commands too).
+    #[must_use]
+    pub fn with_signal(mut self, signal: AppendSignal) -> Self {
+        self.signal = signal;
+        self
+    }
+
+    /// The signal fired after each commit (wakes the relay of the outbox and a deadline
+    /// scheduler).
+    pub fn append_signal(&self) -> &AppendSignal {
+        &self.signal
     }
 
     /// The inbox commits record in.
@@ -192,6 +209,7 @@ impl SagaStore for MemorySagaStore {
     async fn commit(&self, mut commit: SagaCommit) -> Result<SagaCommitOutcome, SagaStoreError> {
         let Some((subscriber, message_id)) = commit.inbox.take() else {
             let version = self.write(commit)?;
+            self.signal.notify();
             return Ok(SagaCommitOutcome::Committed { version });
         };
         let to_saga_error = |error| SagaStoreError::backend(error);
@@ -208,6 +226,7 @@ impl SagaStore for MemorySagaStore {
         // On a conflict `tx` is dropped, rolling the inbox record back.
         let version = self.write(commit)?;
         self.inbox.commit(tx).await.map_err(to_saga_error)?;
+        self.signal.notify();
         Ok(SagaCommitOutcome::Committed { version })
     }
 
@@ -236,6 +255,20 @@ impl SagaStore for MemorySagaStore {
 }
 
 impl DeadlineStore for MemorySagaStore {
+    async fn next_due(&self) -> Result<Option<DateTime<Utc>>, DeadlineStoreError> {
+        Ok(lock(&self.state)
+            .deadlines
+            .values()
+            .map(|pending| {
+                pending
+                    .claimed_until
+                    .map_or(pending.deadline.due_at, |until| {
+                        until.max(pending.deadline.due_at)
+                    })
+            })
+            .min())
+    }
+
     async fn claim_due(
         &self,
         now: DateTime<Utc>,

@@ -92,6 +92,7 @@ pub struct Relay<S, C> {
     read_ahead: Option<(Position, OutboxBatch)>,
     options: RelayOptions,
     signal: Option<AppendSignal>,
+    published: Option<AppendSignal>,
     clock: Arc<dyn Clock>,
     stats: RelayStatsHandle,
 }
@@ -140,6 +141,7 @@ impl<S: OutboxSource, C: CheckpointStore> Relay<S, C> {
             read_ahead: None,
             options: RelayOptions::default(),
             signal: None,
+            published: None,
             clock: Arc::new(SystemClock),
             stats: RelayStatsHandle::default(),
         }
@@ -157,6 +159,15 @@ impl<S: OutboxSource, C: CheckpointStore> Relay<S, C> {
     #[must_use]
     pub fn with_signal(mut self, signal: AppendSignal) -> Self {
         self.signal = Some(signal);
+        self
+    }
+
+    /// Fires `signal` after each batch the broker acknowledged: consumer loops in this
+    /// process that stop fetching when idle wake on it
+    /// ([`ConsumerLoop::with_wake`](crate::consume::ConsumerLoop::with_wake)).
+    #[must_use]
+    pub fn with_published_signal(mut self, signal: AppendSignal) -> Self {
+        self.published = Some(signal);
         self
     }
 
@@ -251,6 +262,11 @@ impl<S: OutboxSource, C: CheckpointStore> Relay<S, C> {
         };
         drop(publishing);
         self.stats.published(acknowledged);
+        if acknowledged > 0
+            && let Some(published) = &self.published
+        {
+            published.notify();
+        }
         self.count_published(messages.get(..acknowledged).unwrap_or_default());
         if let Some(&position) = acknowledged.checked_sub(1).and_then(|i| positions.get(i)) {
             self.advance(checkpoint, position).await?;

@@ -184,6 +184,15 @@ impl ProjectionDaemon {
         })
     }
 
+    /// A receiver that changes each time this daemon, leading `name`, commits a batch of it
+    /// or goes further through the log (to push what a projection wrote as soon as it is
+    /// written); `None` for a projection not registered here. It never changes while another
+    /// node leads.
+    pub fn progress(&self, name: &str) -> Option<tokio::sync::watch::Receiver<u64>> {
+        self.registered(name)
+            .map(|registered| registered.live.progress())
+    }
+
     fn registered(&self, name: &str) -> Option<&Registered> {
         self.inner
             .projections

@@ -93,7 +93,11 @@ impl PgSagaStore {
         let version: Option<i64> = row.try_get(1).map_err(saga_error)?;
         let version = from_bigint(version.unwrap_or(0));
         match status {
-            0 => Ok(SagaCommitOutcome::Committed { version }),
+            0 => {
+                // Wakes this process's relay of the saga outbox and its deadline scheduler.
+                self.store.inner.signal.notify();
+                Ok(SagaCommitOutcome::Committed { version })
+            }
             1 => Ok(SagaCommitOutcome::Duplicate),
             2 => Err(SagaStoreError::Conflict {
                 saga: commit.saga,

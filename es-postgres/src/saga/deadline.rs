@@ -25,6 +25,17 @@ fn lease_end(now: DateTime<Utc>, lease: Duration) -> DateTime<Utc> {
 }
 
 impl DeadlineStore for PgSagaStore {
+    async fn next_due(&self) -> Result<Option<DateTime<Utc>>, DeadlineStoreError> {
+        let rows = self
+            .query(&self.sql.next_due, &[])
+            .await
+            .map_err(deadline_error)?;
+        match rows.first() {
+            Some(row) => row.try_get(0).map_err(deadline_error),
+            None => Ok(None),
+        }
+    }
+
     async fn claim_due(
         &self,
         now: DateTime<Utc>,

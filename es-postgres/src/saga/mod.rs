@@ -25,6 +25,7 @@ struct Sql {
     history: String,
     list: String,
     claim_due: String,
+    next_due: String,
     complete: String,
     cancel: String,
     schedule: String,
@@ -49,6 +50,10 @@ impl Sql {
                  WHERE saga = $1 AND ($2::boolean IS NULL OR completed = $2) ORDER BY key"
             )),
             claim_due: r(include_str!("../../sql/claim_deadlines.sql")),
+            next_due: r(
+                "SELECT min(greatest(due_at, coalesce(claimed_until, due_at))) FROM __SCHEMA__.deadlines \
+                 WHERE completed_at IS NULL AND cancelled_at IS NULL",
+            ),
             complete: r("UPDATE __SCHEMA__.deadlines SET completed_at = $2 \
                  WHERE id = $1 AND completed_at IS NULL AND cancelled_at IS NULL"),
             cancel: r("UPDATE __SCHEMA__.deadlines SET cancelled_at = $4 \
@@ -118,6 +123,12 @@ impl PgSagaStore {
             sql: Arc::new(Sql::new(&store.inner.schema)),
             clock: Arc::new(SystemClock),
         }
+    }
+
+    /// The signal fired after each commit in this process (the store's append signal): it
+    /// wakes the relay of the saga outbox and a deadline scheduler.
+    pub fn append_signal(&self) -> &es_core::AppendSignal {
+        self.store.append_signal()
     }
 
     /// Stamps commits, completions and cancellations with the time of `clock`.

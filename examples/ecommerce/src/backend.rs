@@ -5,10 +5,10 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use es_core::memory::{MemoryBackend, MemoryEventStore};
+use es_core::memory::{MemoryBackend, MemoryEventStore, MemorySagaStore};
 use es_core::privacy::{KeyStore, MasterKeys, MemoryKeyStore, Privacy};
 use es_core::{AppendSignal, Backend as Ports, BoxError};
-use es_postgres::{PgBackend, PgConfig, PgError, PgEventStore};
+use es_postgres::{PgBackend, PgConfig, PgError, PgEventStore, PgSagaStore};
 
 use crate::catalog::{MemoryProducts, PgProducts, ProductTable};
 use crate::orders::{MemoryOrdersView, OrdersReadModel, PgOrdersView};
@@ -22,6 +22,9 @@ pub enum Backend {
     /// PostgreSQL: each context gets the schema `{prefix}_{context}` in one database.
     Postgres(PgBackend),
 }
+
+/// How often a relay's lease is checked by its holder and tried by a standby.
+const LEASE_POLL: std::time::Duration = std::time::Duration::from_secs(5);
 
 impl Backend {
     /// Connects to PostgreSQL at `url` with a pool of `pool_size` connections, each context
@@ -82,6 +85,9 @@ pub trait ShopBackend: Ports<Store: Sync> + std::fmt::Debug {
     /// The in-process signal fired after each committed append of `store` (wakes its relay).
     fn append_signal(store: &Self::Store) -> AppendSignal;
 
+    /// The signal fired after each saga commit in this process.
+    fn saga_signal(sagas: &Self::Sagas) -> AppendSignal;
+
     /// The key store of the customers' personal data, its keys wrapped by `masters` at rest.
     ///
     /// # Errors
@@ -113,6 +119,10 @@ impl ShopBackend for MemoryBackend {
         store.append_signal().clone()
     }
 
+    fn saga_signal(sagas: &MemorySagaStore) -> AppendSignal {
+        sagas.append_signal().clone()
+    }
+
     async fn key_store(&self, _masters: MasterKeys) -> Result<Arc<dyn KeyStore>, BoxError> {
         Ok(Arc::new(MemoryKeyStore::new()))
     }
@@ -142,11 +152,17 @@ impl ShopBackend for PgBackend {
     }
 
     fn relay_leases(&self, store: &PgEventStore) -> Option<Self::Leases> {
-        Some(self.leases(store))
+        // A holder checks its lock this often: a relay's checkpoint is a compare-and-set, so a
+        // holder that lost its lock unknowingly cannot overwrite its successor's work.
+        Some(self.leases(store).with_poll(LEASE_POLL))
     }
 
     fn append_signal(store: &PgEventStore) -> AppendSignal {
         store.append_signal().clone()
+    }
+
+    fn saga_signal(sagas: &PgSagaStore) -> AppendSignal {
+        sagas.append_signal().clone()
     }
 
     async fn key_store(&self, masters: MasterKeys) -> Result<Arc<dyn KeyStore>, BoxError> {

@@ -12,7 +12,9 @@ use es_core::privacy::Privacy;
 use es_core::{EventRegistry, LogFilter, Position, Projection, ProjectionError, RecordedEvent};
 
 use super::read_model::RebuildError;
-use es_postgres::{PgEventStore, PgProjectionTx, ProjectionDaemon, ProjectionOptions};
+use es_postgres::{
+    DaemonOptions, PgEventStore, PgProjectionTx, ProjectionDaemon, ProjectionOptions,
+};
 use rust_decimal::Decimal;
 use tokio::sync::broadcast;
 use tokio_postgres::Row;
@@ -29,8 +31,20 @@ pub(super) const NAME: &str = "orders-view";
 const SUMMARIES: &str = "order_summary";
 /// The notifications table (suffixed by the version).
 const NOTIFICATIONS: &str = "order_notification";
-/// How often new notifications are looked for, to push them to live subscribers.
-const PUSH_POLL: Duration = Duration::from_millis(100);
+/// How often new notifications are looked for when the daemon here says nothing (it leads
+/// on another node, or nothing happens), to push them to live subscribers.
+const PUSH_POLL: Duration = Duration::from_secs(2);
+
+/// The daemon's options: it wakes on every append to the orders store in this process, so
+/// its slow poll and leadership check only bound how late it sees another process's appends
+/// and a lost lock (its checkpoint is a compare-and-set either way).
+fn daemon_options() -> DaemonOptions {
+    DaemonOptions {
+        max_poll: Duration::from_secs(5),
+        leader_check: Duration::from_secs(5),
+        ..DaemonOptions::default()
+    }
+}
 
 fn table(schema: &str, base: &str, version: u32) -> String {
     format!("\"{schema}\".\"{base}_v{version}\"")
@@ -265,8 +279,10 @@ impl Drop for Running {
 }
 
 fn new_daemon(store: &PgEventStore, privacy: &Privacy) -> ProjectionDaemon {
-    // Registering one projection on a fresh daemon cannot fail.
+    // Valid options and one projection on a fresh daemon cannot fail.
     ProjectionDaemon::new(store)
+        .with_options(daemon_options())
+        .unwrap_or_else(|_| ProjectionDaemon::new(store))
         .register(
             privacy.revealing(OrdersTables),
             ProjectionOptions::default().batch_size(500),
@@ -477,8 +493,21 @@ impl PgOrdersView {
             }
         };
         let mut version = self.active_version().await.unwrap_or(1);
+        let mut progress = self.daemon().progress(NAME);
         loop {
-            tokio::time::sleep(PUSH_POLL).await;
+            let written = async {
+                match progress.as_mut() {
+                    Some(progress) => progress.changed().await.is_ok(),
+                    None => std::future::pending().await,
+                }
+            };
+            let daemon_gone = tokio::select! {
+                () = tokio::time::sleep(PUSH_POLL) => false,
+                alive = written => !alive,
+            };
+            if daemon_gone {
+                progress = None;
+            }
             match self.refresh_version().await {
                 // A rebuilt version numbers its notifications afresh: push only new ones.
                 Ok(now) if now != version => {

@@ -67,6 +67,15 @@ pub type Stopped = std::pin::Pin<Box<dyn Future<Output = ()> + Send>>;
 /// The saga runner of the workflow, on the saga store `G`.
 pub type OrderSagaRunner<G> = SagaRunner<OrderSaga, G>;
 
+/// How long a Kafka member goes on fetching after its last message before it stops.
+const IDLE_AFTER: Duration = Duration::from_millis(1500);
+
+/// How long an idle Kafka member waits before it looks again without being woken.
+const IDLE_RECHECK: Duration = Duration::from_secs(10);
+
+/// How often an idle relay looks at its outbox without being woken.
+const RELAY_IDLE_POLL: Duration = Duration::from_secs(5);
+
 /// How often a handler is tried before its message is dead-lettered.
 const MAX_ATTEMPTS: u32 = 20;
 
@@ -76,6 +85,9 @@ fn runner_options() -> RunnerOptions {
         .max_attempts(MAX_ATTEMPTS)
         .backoff(Duration::from_millis(20), Duration::from_secs(2))
         .commit_interval(Duration::from_millis(200))
+        // Partitions held paused by policy are read again this often (an operator's resume
+        // is seen within it).
+        .paused_refresh(Duration::from_secs(10))
 }
 
 /// The workflow's services: added, then started together ([`start`](Self::start)); a
@@ -92,6 +104,8 @@ pub struct Runtime {
     /// Each Kafka member's group and lag probe.
     probes: Mutex<Vec<(String, LagProbe)>>,
     paused: SharedPaused,
+    /// Fired by every relay after a batch the broker took: wakes idle consumer loops.
+    published: es_core::AppendSignal,
 }
 
 impl Runtime {
@@ -108,6 +122,7 @@ impl Runtime {
             consumers: Mutex::new(Vec::new()),
             probes: Mutex::new(Vec::new()),
             paused: SharedPaused(Arc::new(MemoryPausedPartitions::new())),
+            published: es_core::AppendSignal::new(),
         }
     }
 
@@ -162,10 +177,14 @@ impl Runtime {
                 Relay::with_factory(name, source, checkpoints, factory)
             }
         };
+        // Woken by its store's signal on each commit in this process; the slow poll is a
+        // fallback for other processes' commits.
         let options = RelayOptions::default()
             .batch_size(500)
-            .poll_interval(Duration::from_millis(2), Duration::from_millis(50));
-        let relay = relay.with_options(options);
+            .poll_interval(Duration::from_millis(2), RELAY_IDLE_POLL);
+        let relay = relay
+            .with_options(options)
+            .with_published_signal(self.published.clone());
         let relay = match signal {
             Some(signal) => relay.with_signal(signal),
             None => relay,
@@ -215,8 +234,13 @@ impl Runtime {
                 lock(&self.probes).push((group.to_owned(), consumer.lag_probe()));
                 // es_consumer_lag for /metrics, measured every 5 s.
                 self.add(consumer.lag_reporter(Duration::from_secs(5)));
+                // At rest a member stops fetching (a waiting fetch costs the test broker a
+                // re-check of every partition, again and again); the relays here wake it when
+                // they publish, and it looks again every 10 s for other producers.
+                let options = runner_options().idle(IDLE_AFTER, IDLE_RECHECK);
                 let runner = ConsumerLoop::new(consumer, counted)
-                    .with_options(runner_options())
+                    .with_options(options)
+                    .with_wake(self.published.clone())
                     .with_paused_store(self.paused.clone());
                 lock(&self.consumers).push((group.to_owned(), runner.stats()));
                 self.add(runner);
@@ -256,13 +280,20 @@ impl Runtime {
         Ok(())
     }
 
-    /// Fires the saga's deadlines through `runner`.
-    pub fn schedule<G>(&self, runner: &OrderSagaRunner<G>, store: G, poll: Duration)
-    where
+    /// Fires the saga's deadlines through `runner`, looking again when `signal` fires (a
+    /// saga commit) and otherwise when the next deadline is due, or after `poll` at most.
+    pub fn schedule<G>(
+        &self,
+        runner: &OrderSagaRunner<G>,
+        store: G,
+        poll: Duration,
+        signal: es_core::AppendSignal,
+    ) where
         G: SagaStore + DeadlineStore + Clone + 'static,
     {
         let scheduler = DeadlineScheduler::new(store)
             .with_poll_interval(poll)
+            .with_signal(signal)
             .register(runner.clone());
         self.add(scheduler);
     }

@@ -20,7 +20,9 @@ use crate::storage::StorageError;
 pub struct WorkflowConfig {
     /// How long a step may go unanswered before the order is cancelled.
     pub step_timeout: Duration,
-    /// How often the deadline scheduler looks for due deadlines.
+    /// How often the deadline scheduler looks for due deadlines at most: it sleeps until the
+    /// next one is due and wakes on each saga commit in this process, so this is a fallback
+    /// for deadlines set by other processes.
     pub deadline_poll: Duration,
     /// Orders that fail on purpose.
     pub failures: FailureRules,
@@ -40,7 +42,7 @@ impl Default for WorkflowConfig {
     fn default() -> Self {
         Self {
             step_timeout: Duration::from_secs(60),
-            deadline_poll: Duration::from_millis(500),
+            deadline_poll: Duration::from_secs(5),
             failures: FailureRules::default(),
             duplicate_delivery: false,
             partitions: 8,
@@ -125,7 +127,7 @@ impl<B: ShopBackend> Workflow for WorkflowServices<B> {
             self.sagas.clone(),
             self.checkpoints.clone(),
             self.leases.clone(),
-            None,
+            Some(B::saga_signal(&self.sagas)),
         );
         let held = lock(&self.held).clone();
         let running = self
@@ -145,7 +147,12 @@ impl<B: ShopBackend> Workflow for WorkflowServices<B> {
                 runtime.consume_together("ecommerce", &routes, self.workflow.consumers)?;
             }
         }
-        runtime.schedule(&self.saga, self.sagas.clone(), self.workflow.deadline_poll);
+        runtime.schedule(
+            &self.saga,
+            self.sagas.clone(),
+            self.workflow.deadline_poll,
+            B::saga_signal(&self.sagas),
+        );
         let orders = self.orders.clone();
         runtime.run_until_stopped("orders-view", move |stopped| {
             orders.clone().run_view(stopped)
