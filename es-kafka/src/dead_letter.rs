@@ -76,9 +76,12 @@ impl RawRecord {
     }
 }
 
-/// The producer of a consumer's dead letters.
+/// The producer of a consumer's dead letters, made on the first dead letter: a producer is a
+/// client with threads of its own, which a consumer that never dead-letters need not pay for
+/// (its settings are checked when the consumer is built).
 pub(crate) struct DeadLetters {
-    producer: FutureProducer,
+    config: rdkafka::ClientConfig,
+    producer: std::sync::OnceLock<FutureProducer>,
     route: DeadLetterRoute,
     group: String,
 }
@@ -89,18 +92,27 @@ impl DeadLetters {
         route: DeadLetterRoute,
         group: &str,
     ) -> Result<Self, ConfigError> {
-        let producer = config
-            .client_config_for(Role::Producer)
+        let mut client = config.client_config_for(Role::Producer);
+        client
             .set("enable.idempotence", "true")
             .set("acks", "all")
-            .set("message.timeout.ms", PUBLISH_TIMEOUT_MS)
-            .create()
-            .map_err(ConfigError::Client)?;
+            .set("message.timeout.ms", PUBLISH_TIMEOUT_MS);
+        // Refuses bad settings now rather than at the first dead letter.
+        let _checked: FutureProducer = client.create().map_err(ConfigError::Client)?;
         Ok(Self {
-            producer,
+            config: client,
+            producer: std::sync::OnceLock::new(),
             route,
             group: group.to_owned(),
         })
+    }
+
+    fn producer(&self) -> Result<&FutureProducer, rdkafka::error::KafkaError> {
+        if let Some(producer) = self.producer.get() {
+            return Ok(producer);
+        }
+        let producer: FutureProducer = self.config.create()?;
+        Ok(self.producer.get_or_init(|| producer))
     }
 
     pub(crate) fn route(&self) -> &DeadLetterRoute {
@@ -147,7 +159,7 @@ impl DeadLetters {
         if let Some(payload) = &record.payload {
             out = out.payload(payload);
         }
-        self.producer
+        self.producer()?
             .send(out, Duration::from_secs(30))
             .await
             .map_err(|(error, _)| error)?;

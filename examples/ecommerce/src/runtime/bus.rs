@@ -9,7 +9,7 @@ use es_core::{OutboxMessage, PublishError, PublishFailure, Publisher};
 use es_kafka::{KafkaConfig, KafkaPublisher, TopicRouter};
 use rdkafka::consumer::{BaseConsumer, Consumer as _};
 
-use super::WorkflowConfig;
+use super::{WorkflowConfig, lock};
 use crate::messages::topics;
 
 /// The message bus the workflow runs on.
@@ -144,20 +144,68 @@ impl Routed {
             twice,
         }
     }
+}
 
-    /// A Kafka publisher factory for the relay (recreated after a fatal producer error).
-    pub fn kafka_factory(
-        config: KafkaConfig,
-        prefix: String,
-        twice: bool,
+/// One Kafka producer for every relay of a runtime: each producer is a client with its own
+/// threads and connections (at rest their polling threads cost the app most of its CPU, one
+/// per relay). A relay that calls its factory again (its publisher failed fatally) gets a new
+/// producer, which every relay takes when it next asks.
+pub struct SharedProducer {
+    config: KafkaConfig,
+    prefix: String,
+    twice: bool,
+    current: std::sync::Mutex<Option<Arc<dyn Publisher>>>,
+}
+
+impl SharedProducer {
+    /// Producers on `config`, prefixing topics with `prefix`, publishing twice when `twice`.
+    pub fn new(config: KafkaConfig, prefix: String, twice: bool) -> Arc<Self> {
+        Arc::new(Self {
+            config,
+            prefix,
+            twice,
+            current: std::sync::Mutex::new(None),
+        })
+    }
+
+    /// The publisher factory of one relay: the shared producer, or a new one (shared from
+    /// then on) when this relay already had the current one and asks again.
+    pub fn factory(
+        self: &Arc<Self>,
     ) -> impl Fn() -> Result<Arc<dyn Publisher>, PublishError> + Send + Sync + 'static {
+        let shared = self.clone();
+        let mine: std::sync::Mutex<Option<Arc<dyn Publisher>>> = std::sync::Mutex::new(None);
         move || {
-            let kafka =
-                KafkaPublisher::new(&config, TopicRouter::new()).map_err(PublishError::backend)?;
-            let publisher: Arc<dyn Publisher> =
-                Arc::new(Routed::new(Arc::new(kafka), &prefix, twice));
+            let mut current = lock(&shared.current);
+            let mut mine = lock(&mine);
+            let failed = match (current.as_ref(), mine.as_ref()) {
+                (Some(current), Some(mine)) => {
+                    std::ptr::addr_eq(Arc::as_ptr(current), Arc::as_ptr(mine))
+                }
+                _ => false,
+            };
+            let publisher = match current.as_ref() {
+                Some(publisher) if !failed => publisher.clone(),
+                _ => {
+                    let kafka = KafkaPublisher::new(&shared.config, TopicRouter::new())
+                        .map_err(PublishError::backend)?;
+                    let publisher: Arc<dyn Publisher> =
+                        Arc::new(Routed::new(Arc::new(kafka), &shared.prefix, shared.twice));
+                    *current = Some(publisher.clone());
+                    publisher
+                }
+            };
+            *mine = Some(publisher.clone());
             Ok(publisher)
         }
+    }
+}
+
+impl std::fmt::Debug for SharedProducer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SharedProducer")
+            .field("prefix", &self.prefix)
+            .finish_non_exhaustive()
     }
 }
 
@@ -186,5 +234,31 @@ impl Publisher for Routed {
             self.inner.publish(&routed).await?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::SharedProducer;
+
+    fn same(a: &Arc<dyn es_core::Publisher>, b: &Arc<dyn es_core::Publisher>) -> bool {
+        std::ptr::addr_eq(Arc::as_ptr(a), Arc::as_ptr(b))
+    }
+
+    #[test]
+    fn relays_share_one_producer_until_one_fails_and_then_share_its_replacement() {
+        // A producer connects lazily: no broker is needed to make one.
+        let config = es_kafka::KafkaConfig::new("127.0.0.1:9");
+        let shared = SharedProducer::new(config, "p-".to_owned(), false);
+        let (orders, payments) = (shared.factory(), shared.factory());
+        let first = orders().unwrap();
+        assert!(same(&first, &payments().unwrap()), "one producer for both");
+        // The orders relay asks again: its producer failed; it gets a new one.
+        let second = orders().unwrap();
+        assert!(!same(&first, &second));
+        // The payments relay, asking again, takes the new one (it does not make a third).
+        assert!(same(&second, &payments().unwrap()));
     }
 }

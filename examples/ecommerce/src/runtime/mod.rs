@@ -29,7 +29,7 @@ use es_core::{
 use es_kafka::{KafkaConsumer, LagProbe};
 use es_saga::{DeadlineScheduler, SagaRunner};
 
-use self::bus::{Bus, Routed};
+use self::bus::Bus;
 use crate::workflow::saga::OrderSaga;
 
 /// A message refused for good (malformed, unknown type, or failing every attempt): recorded
@@ -106,6 +106,8 @@ pub struct Runtime {
     paused: SharedPaused,
     /// Fired by every relay after a batch the broker took: wakes idle consumer loops.
     published: es_core::AppendSignal,
+    /// The Kafka producer the relays share, made with the first Kafka relay.
+    producer: std::sync::OnceLock<Arc<bus::SharedProducer>>,
 }
 
 impl Runtime {
@@ -123,6 +125,7 @@ impl Runtime {
             probes: Mutex::new(Vec::new()),
             paused: SharedPaused(Arc::new(MemoryPausedPartitions::new())),
             published: es_core::AppendSignal::new(),
+            producer: std::sync::OnceLock::new(),
         }
     }
 
@@ -173,8 +176,10 @@ impl Runtime {
             }
             Bus::Kafka { config, prefix, .. } => {
                 let twice = self.duplicate_delivery;
-                let factory = Routed::kafka_factory(config.clone(), prefix.clone(), twice);
-                Relay::with_factory(name, source, checkpoints, factory)
+                let producer = self.producer.get_or_init(|| {
+                    bus::SharedProducer::new(config.clone(), prefix.clone(), twice)
+                });
+                Relay::with_factory(name, source, checkpoints, producer.factory())
             }
         };
         // Woken by its store's signal on each commit in this process; the slow poll is a
