@@ -21,8 +21,8 @@ use uuid::Uuid;
 
 pub use order::{Order, OrderCommand, OrderError, OrderEvent, OrderStatus, Placement, reasons};
 pub use pg_view::{OrdersTables, PgOrdersView};
-pub use read_model::{MemoryOrdersView, OrdersReadModel, RebuildError, Stopped, ViewStatus};
-pub use view::{Notification, OrderSummary, OrdersProjection, OrdersView};
+pub use read_model::{MemoryOrdersView, OrdersReadModel, Stopped, ViewStatus};
+pub use view::{Notification, OrderSummary, OrdersProjection, OrdersView, RebuildError};
 
 use crate::history::{HistoryEntry, Page, Paged, history};
 use crate::messages::{self, Line, Message, ShipTo};

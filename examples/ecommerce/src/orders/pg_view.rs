@@ -11,7 +11,7 @@ use chrono::{DateTime, Utc};
 use es_core::privacy::Privacy;
 use es_core::{EventRegistry, LogFilter, Position, Projection, ProjectionError, RecordedEvent};
 
-use super::read_model::RebuildError;
+use super::view::RebuildError;
 use es_postgres::{
     DaemonOptions, PgEventStore, PgProjectionTx, ProjectionDaemon, ProjectionOptions,
 };

@@ -15,7 +15,7 @@ use tokio::sync::{Notify, broadcast};
 use uuid::Uuid;
 
 use super::pg_view::PgOrdersView;
-use super::view::{Notification, OrderSummary, OrdersProjection, OrdersView};
+use super::view::{Notification, OrderSummary, OrdersProjection, OrdersView, RebuildError};
 use crate::storage::StorageError;
 
 /// Completes when the read model should stop.
@@ -41,18 +41,6 @@ pub struct ViewStatus {
     pub version: u32,
     /// The version a rebuild is filling, while one is under way.
     pub rebuilding: Option<u32>,
-}
-
-/// Why a rebuild did not start.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum RebuildError {
-    /// One is under way already.
-    #[error("a rebuild into version {0} is under way")]
-    AlreadyRebuilding(u32),
-    /// The storage failed.
-    #[error(transparent)]
-    Storage(#[from] StorageError),
 }
 
 impl ViewStatus {

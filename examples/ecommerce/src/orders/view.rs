@@ -193,3 +193,15 @@ impl Projection<OrdersView> for OrdersProjection {
         Ok(())
     }
 }
+
+/// Why a rebuild did not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RebuildError {
+    /// One is under way already.
+    #[error("a rebuild into version {0} is under way")]
+    AlreadyRebuilding(u32),
+    /// The storage failed.
+    #[error(transparent)]
+    Storage(#[from] crate::storage::StorageError),
+}
