@@ -323,8 +323,9 @@ async fn a_leader_only_service_runs_on_one_runtime_and_moves_when_the_lease_is_l
 
     // A leader shutting down gives the lease back at once.
     second.shutdown().await;
-    eventually("the first leads again", || {
-        first.status()[0].state == ServiceState::Leading
+    // The state turns `Leading` just before the term's `run` starts: wait for both.
+    eventually("the first leads again, in a second term", || {
+        first.status()[0].state == ServiceState::Leading && first_terms.load(Ordering::SeqCst) == 2
     })
     .await;
     assert_eq!(first_terms.load(Ordering::SeqCst), 2);
