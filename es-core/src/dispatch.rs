@@ -212,7 +212,7 @@ impl MessageHandler for HandlerRegistry {
         };
         let revealed;
         let (delivery, message) = match &self.privacy {
-            Some(privacy) => {
+            Some(privacy) if crate::privacy::holds_sealed(&message.payload) => {
                 let mut copy = delivery.clone();
                 privacy
                     .reveal(&mut copy.message.payload)
@@ -224,7 +224,7 @@ impl MessageHandler for HandlerRegistry {
                 revealed = copy;
                 (&revealed, &revealed.message)
             }
-            None => (delivery, message),
+            _ => (delivery, message),
         };
         if message.schema_version == route.schema_version {
             return route.handler.handle(delivery).await;

@@ -376,13 +376,11 @@ impl<S: Saga, St: SagaStore> SagaRunner<S, St> {
         let Some(privacy) = &self.privacy else {
             return Ok(Cow::Borrowed(message));
         };
-        let mut payload = message.payload.clone();
-        privacy.reveal(&mut payload).await?;
-        if payload == message.payload {
+        if !es_core::privacy::holds_sealed(&message.payload) {
             return Ok(Cow::Borrowed(message));
         }
         let mut revealed = message.clone();
-        revealed.payload = payload;
+        privacy.reveal(&mut revealed.payload).await?;
         Ok(Cow::Owned(revealed))
     }
 

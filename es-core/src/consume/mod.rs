@@ -274,11 +274,12 @@ impl<C: Consumer, H: MessageHandler, P: PausedPartitions> ConsumerLoop<C, H, P> 
     /// backoff, or held): nothing arrived for [`RunnerOptions::idle_after`]. Not before the
     /// member has partitions, nor while a retry waits.
     fn go_idle(&mut self) {
-        if !self.waiting.is_empty() || self.consumer.assignment().is_empty() {
+        let assignment = self.consumer.assignment();
+        if !self.waiting.is_empty() || assignment.is_empty() {
             return;
         }
         let mut paused = Vec::new();
-        for (topic, partition) in self.consumer.assignment() {
+        for (topic, partition) in assignment {
             let key = (topic, partition);
             if self.held.contains(&key) {
                 continue;

@@ -210,12 +210,22 @@ where
         events: &[RecordedEvent],
     ) -> Result<(), ProjectionError> {
         let wanted = self.projection.filter().event_types;
+        let wanted_by_inner =
+            |event: &RecordedEvent| wanted.is_empty() || wanted.contains(&event.event_type);
+        // Nothing sealed, no forgetting, nothing the inner filter refuses: as they are.
+        if events.iter().all(|event| {
+            forgotten_subject(event).is_none()
+                && wanted_by_inner(event)
+                && !super::holds_sealed(&event.data)
+        }) {
+            return self.projection.apply_batch(target, events).await;
+        }
         let mut run = Vec::new();
         for event in events {
             if let Some(subject) = forgotten_subject(event) {
                 self.apply_revealed(target, &mut run).await?;
                 self.projection.forget(target, &subject).await?;
-            } else if wanted.is_empty() || wanted.contains(&event.event_type) {
+            } else if wanted_by_inner(event) {
                 run.push(event.clone());
             }
         }

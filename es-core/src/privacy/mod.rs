@@ -327,6 +327,19 @@ pub fn present(value: &mut Value) {
     }
 }
 
+/// Whether `value` holds a sealed personal value, one that [`Privacy::reveal`] would open (or
+/// read as forgotten): a cheap look before copying a record to reveal it.
+pub fn holds_sealed(value: &Value) -> bool {
+    match value {
+        Value::Object(map) => match personal(map) {
+            Some(marker) => marker.contains_key("cipher"),
+            None => map.values().any(holds_sealed),
+        },
+        Value::Array(items) => items.iter().any(holds_sealed),
+        _ => false,
+    }
+}
+
 /// Calls `each` with the inside of every `$personal` marker in `value`.
 fn visit(
     value: &Value,

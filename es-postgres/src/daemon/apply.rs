@@ -30,6 +30,17 @@ enum Failure {
     Stop(Stop),
 }
 
+impl Failure {
+    /// The stop a failure means where no event is applied (a checkpoint-only unit): an
+    /// apply error there is a database failure.
+    fn into_stop(self) -> Stop {
+        match self {
+            Failure::Stop(stop) => stop,
+            Failure::Apply(error) => Stop::Failed(error.into()),
+        }
+    }
+}
+
 impl<E: Into<Stop>> From<E> for Failure {
     fn from(error: E) -> Self {
         Failure::Stop(error.into())
@@ -91,10 +102,7 @@ impl Runner {
                     switch: false,
                     dead_letter: None,
                 };
-                self.commit(skip).await.map_err(|failure| match failure {
-                    Failure::Stop(stop) => stop,
-                    Failure::Apply(error) => Stop::Failed(error.into()),
-                })?;
+                self.commit(skip).await.map_err(Failure::into_stop)?;
             }
             return Ok(Applied::Nothing);
         }
@@ -132,10 +140,7 @@ impl Runner {
                 switch,
                 dead_letter: None,
             };
-            self.commit(rest).await.map_err(|failure| match failure {
-                Failure::Stop(stop) => stop,
-                Failure::Apply(error) => Stop::Failed(error.into()),
-            })?;
+            self.commit(rest).await.map_err(Failure::into_stop)?;
         }
         Ok(Applied::Committed { switched: switch })
     }
@@ -196,10 +201,7 @@ impl Runner {
                         switch: false,
                         dead_letter: Some((event, message, attempt)),
                     };
-                    self.commit(unit).await.map_err(|failure| match failure {
-                        Failure::Stop(stop) => stop,
-                        Failure::Apply(error) => Stop::Failed(error.into()),
-                    })?;
+                    self.commit(unit).await.map_err(Failure::into_stop)?;
                     Ok(true)
                 }
             };

@@ -10,8 +10,6 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use es_core::privacy::Privacy;
 use es_core::{EventRegistry, LogFilter, Position, Projection, ProjectionError, RecordedEvent};
-
-use super::view::RebuildError;
 use es_postgres::{
     DaemonOptions, PgEventStore, PgProjectionTx, ProjectionDaemon, ProjectionOptions,
 };
@@ -21,7 +19,7 @@ use tokio_postgres::Row;
 use uuid::Uuid;
 
 use super::order::{Order, OrderEvent, OrderStatus};
-use super::view::{Notification, OrderSummary};
+use super::view::{Notification, OrderSummary, RebuildError};
 use crate::messages::total;
 use crate::storage::StorageError;
 

@@ -31,6 +31,37 @@ async fn call(
     reply.body
 }
 
+/// A registration body.
+fn registration(name: &str, email: &str, address: &str) -> Value {
+    json!({
+        "name": name,
+        "email": email,
+        "password": "secret-password",
+        "passwordConfirm": "secret-password",
+        "shippingAddress": address,
+        "creditLimit": 5000,
+    })
+}
+
+/// The order `order_id` as the customer's order list shows it.
+async fn listed(shop: &InProcess, token: Option<&str>, order_id: &Value) -> Option<Value> {
+    let orders = call(
+        shop,
+        Method::GET,
+        "/api/v2/orders",
+        token,
+        None,
+        StatusCode::OK,
+    )
+    .await;
+    orders
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|o| o["orderId"] == *order_id)
+        .cloned()
+}
+
 /// Every record of every topic on the broker, from the beginning: (topic, its text: key,
 /// headers and payload).
 fn every_record(bootstrap: &str) -> Vec<(String, String)> {
@@ -139,14 +170,11 @@ async fn alone_a_forgotten_customer_is_on_no_topic_and_in_no_table() {
         Method::POST,
         "/api/v2/customers",
         None,
-        Some(json!({
-            "name": format!("Ada {marker}"),
-            "email": email,
-            "password": "secret-password",
-            "passwordConfirm": "secret-password",
-            "shippingAddress": format!("1 {marker} Street"),
-            "creditLimit": 5000,
-        })),
+        Some(registration(
+            &format!("Ada {marker}"),
+            &email,
+            &format!("1 {marker} Street"),
+        )),
         StatusCode::CREATED,
     )
     .await;
@@ -192,21 +220,7 @@ async fn alone_a_forgotten_customer_is_on_no_topic_and_in_no_table() {
     let order_id = placed["orderId"].clone();
     let deadline = Instant::now() + Duration::from_secs(60);
     let shipped = loop {
-        let orders = call(
-            &shop,
-            Method::GET,
-            "/api/v2/orders",
-            token,
-            None,
-            StatusCode::OK,
-        )
-        .await;
-        let order = orders
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|o| o["orderId"] == order_id)
-            .cloned();
+        let order = listed(&shop, token, &order_id).await;
         if let Some(order) = order.filter(|o| o["statusText"] == "Shipped") {
             break order;
         }
@@ -254,22 +268,8 @@ async fn alone_a_forgotten_customer_is_on_no_topic_and_in_no_table() {
     )
     .await;
     assert_eq!(history[0]["data"]["shipTo"], "[forgotten]", "{history:?}");
-    let orders = call(
-        &shop,
-        Method::GET,
-        "/api/v2/orders",
-        token,
-        None,
-        StatusCode::OK,
-    )
-    .await;
-    let after = orders
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|o| o["orderId"] == order_id)
-        .unwrap();
-    assert_eq!(after, &shipped, "the order keeps its status and total");
+    let after = listed(&shop, token, &order_id).await.unwrap();
+    assert_eq!(after, shipped, "the order keeps its status and total");
 
     // Nowhere in clear: every record of every topic, every row of every table.
     let records = every_record(&broker.bootstrap_servers());
@@ -288,14 +288,7 @@ async fn alone_a_forgotten_customer_is_on_no_topic_and_in_no_table() {
         Method::POST,
         "/api/v2/customers",
         None,
-        Some(json!({
-            "name": "Ada Again",
-            "email": email,
-            "password": "secret-password",
-            "passwordConfirm": "secret-password",
-            "shippingAddress": "2 Other Street",
-            "creditLimit": 5000,
-        })),
+        Some(registration("Ada Again", &email, "2 Other Street")),
         StatusCode::CREATED,
     )
     .await;
