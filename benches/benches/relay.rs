@@ -85,7 +85,7 @@ fn producer(bootstrap: &str) -> FutureProducer {
         .set("enable.gapless.guarantee", "true")
         .set("message.timeout.ms", "0")
         .set("max.in.flight.requests.per.connection", "5")
-        .set("linger.ms", "5")
+        .set("linger.ms", "0")
         .set("compression.type", "lz4")
         .create()
         .unwrap()

@@ -226,6 +226,24 @@ pub trait Consumer: Send {
     /// [`ConsumerError::PartitionNotAssigned`] or [`ConsumerError::Backend`].
     fn resume(&mut self, topic: &str, partition: u32) -> Result<(), ConsumerError>;
 
+    /// Receives from several paused partitions again, in one call where the backend has one
+    /// (the default resumes each in turn). Every partition is tried; the first failure is
+    /// returned.
+    ///
+    /// # Errors
+    /// As [`Consumer::resume`].
+    fn resume_all(&mut self, partitions: &[(String, u32)]) -> Result<(), ConsumerError> {
+        let mut first = Ok(());
+        for (topic, partition) in partitions {
+            if let Err(error) = self.resume(topic, *partition)
+                && first.is_ok()
+            {
+                first = Err(error);
+            }
+        }
+        first
+    }
+
     /// Records that `delivery` (and everything before it in its partition) is handled,
     /// without waiting: [`commit_stored`](Consumer::commit_stored), a rebalance or the
     /// shutdown commits it. Cheaper than [`commit`](Consumer::commit).

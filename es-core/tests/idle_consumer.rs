@@ -3,11 +3,16 @@
 //! for producers that do not.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use es_core::consume::{ConsumerLoop, RunnerOptions};
+use es_core::consume::{ConsumerLoop, IDLE_LOOK, RunnerOptions};
 use es_core::memory::MemoryBus;
-use es_core::{AppendSignal, Delivery, HandlerError, MessageHandler, OutboxMessage, Publisher};
+use es_core::{
+    AppendSignal, Consumer, ConsumerError, Delivery, HandlerError, MessageHandler, OutboxMessage,
+    Publisher,
+};
 use tokio::time::Instant;
 
 struct Ignore;
@@ -98,6 +103,117 @@ async fn an_idle_loop_stops_fetching_and_wakes_on_its_signal_or_after_the_rechec
             "message {n} after {busy:?}"
         );
         tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    stop.send(()).unwrap();
+    running.await.unwrap().unwrap();
+}
+
+/// A consumer that counts the times it resumed fetching after a pause.
+struct Counted {
+    inner: es_core::memory::MemoryConsumer,
+    resumes: Arc<AtomicU64>,
+}
+
+#[async_trait::async_trait]
+impl Consumer for Counted {
+    async fn recv(&mut self) -> Result<Delivery, ConsumerError> {
+        self.inner.recv().await
+    }
+    async fn commit(&mut self, delivery: &Delivery) -> Result<(), ConsumerError> {
+        self.inner.commit(delivery).await
+    }
+    async fn retry(&mut self, delivery: &Delivery) -> Result<(), ConsumerError> {
+        self.inner.retry(delivery).await
+    }
+    fn group_id(&self) -> &str {
+        self.inner.group_id()
+    }
+    fn assignment(&self) -> Vec<(String, u32)> {
+        self.inner.assignment()
+    }
+    fn rewind(&mut self, delivery: &Delivery, attempt: u32) -> Result<(), ConsumerError> {
+        self.inner.rewind(delivery, attempt)
+    }
+    fn pause(&mut self, topic: &str, partition: u32) -> Result<(), ConsumerError> {
+        self.inner.pause(topic, partition)
+    }
+    fn resume(&mut self, topic: &str, partition: u32) -> Result<(), ConsumerError> {
+        self.inner.resume(topic, partition)
+    }
+    fn resume_all(&mut self, partitions: &[(String, u32)]) -> Result<(), ConsumerError> {
+        self.resumes.fetch_add(1, Ordering::SeqCst);
+        self.inner.resume_all(partitions)
+    }
+    fn store(&mut self, delivery: &Delivery) -> Result<(), ConsumerError> {
+        self.inner.store(delivery)
+    }
+    async fn commit_stored(&mut self) -> Result<(), ConsumerError> {
+        self.inner.commit_stored().await
+    }
+    async fn dead_letter(
+        &mut self,
+        delivery: &Delivery,
+        reason: &str,
+        attempts: u32,
+    ) -> Result<(), ConsumerError> {
+        self.inner.dead_letter(delivery, reason, attempts).await
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_recheck_only_looks_briefly_before_going_idle_again() {
+    let bus = MemoryBus::new();
+    bus.publish(&[ping()]).await.unwrap();
+    let resumes = Arc::new(AtomicU64::new(0));
+    let consumer = Counted {
+        inner: bus.consumer("looker", &["pings"]),
+        resumes: resumes.clone(),
+    };
+    // Idle after 1.5 s; a recheck every 300 ms. Were a recheck to fetch for the whole
+    // `idle_after`, a cycle would last 1.8 s; with a look of IDLE_LOOK, 0.5 s.
+    let options =
+        RunnerOptions::default().idle(Duration::from_millis(1500), Duration::from_millis(300));
+    let mut looker = ConsumerLoop::new(consumer, Ignore).with_options(options);
+    let stats = looker.stats();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let running = tokio::spawn(async move {
+        looker
+            .run(async {
+                let _ = stopped.await;
+            })
+            .await
+    });
+    assert!(
+        handled_within(&stats, 1, Duration::from_secs(5))
+            .await
+            .is_some()
+    );
+    // 1.5 s active, then 4 s at rest: about 8 looks of IDLE_LOOK, against 2 of 1.5 s.
+    tokio::time::sleep(Duration::from_millis(5500)).await;
+    let looks = resumes.load(Ordering::SeqCst);
+    assert!(
+        (5..=12).contains(&looks),
+        "{looks} rechecks in 4 s at rest (IDLE_LOOK is {IDLE_LOOK:?})"
+    );
+
+    // A message published during a pause is handled at the next look, and makes the loop
+    // active again: the ones right after it never wait for a recheck.
+    bus.publish(&[ping()]).await.unwrap();
+    assert!(
+        handled_within(&stats, 2, Duration::from_secs(5))
+            .await
+            .is_some()
+    );
+    for n in 3..=6 {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        bus.publish(&[ping()]).await.unwrap();
+        let busy = handled_within(&stats, n, Duration::from_secs(5))
+            .await
+            .unwrap();
+        assert!(
+            busy < Duration::from_millis(150),
+            "message {n} after {busy:?}"
+        );
     }
     stop.send(()).unwrap();
     running.await.unwrap().unwrap();

@@ -23,6 +23,11 @@ use crate::telemetry;
 /// How long to wait after the consumer reports a backend error before polling again.
 const ERROR_PAUSE: Duration = Duration::from_millis(100);
 
+/// How long an idle loop fetches when it looks again after
+/// [`RunnerOptions::idle_recheck`] without being woken (unless a message arrives meanwhile,
+/// which makes it active). Long enough for a resumed fetch to come back with what waits.
+pub const IDLE_LOOK: Duration = Duration::from_millis(200);
+
 /// Why a consumer loop stopped.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -192,13 +197,17 @@ impl<C: Consumer, H: MessageHandler, P: PausedPartitions> ConsumerLoop<C, H, P> 
         self.look_at_assignment();
         let mut woken = self.wake.as_ref().map(AppendSignal::waiter);
         let mut active_at = Instant::now();
+        // Whether the loop is only looking again after the recheck interval.
+        let mut looking = false;
         tokio::pin!(shutdown);
         loop {
             let due = self.waiting.values().min().copied();
             let wake = due.unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
-            // Fetching stops this long after the last message; an idle loop looks again after
-            // the recheck interval, or at once when woken.
+            // Fetching stops this long after the last message (after a short look when the
+            // recheck interval, not a signal or a message, made it fetch again); an idle loop
+            // looks again after the recheck interval, or at once when woken.
             let idle_check = match (self.options.idle_after, &self.idle) {
+                (Some(after), None) if looking => Some(active_at + after.min(IDLE_LOOK)),
                 (Some(after), None) => Some(active_at + after),
                 (Some(_), Some(_)) => Some(active_at + self.options.idle_recheck),
                 (None, _) => None,
@@ -221,10 +230,12 @@ impl<C: Consumer, H: MessageHandler, P: PausedPartitions> ConsumerLoop<C, H, P> 
                         woken.borrow_and_update();
                     }
                     self.leave_idle();
+                    looking = false;
                     active_at = Instant::now();
                 }
                 () = tokio::time::sleep_until(idle_check.unwrap_or(wake)), if idle_check.is_some() => {
-                    if self.idle.is_some() {
+                    looking = self.idle.is_some();
+                    if looking {
                         self.leave_idle();
                     } else {
                         self.go_idle();
@@ -250,6 +261,7 @@ impl<C: Consumer, H: MessageHandler, P: PausedPartitions> ConsumerLoop<C, H, P> 
                 received = self.consumer.recv() => match received {
                     Ok(delivery) => {
                         active_at = Instant::now();
+                        looking = false;
                         // Fetched before the pause: messages flow, fetch again.
                         self.leave_idle();
                         if self.stats.assigned_partitions() == 0 {
@@ -300,13 +312,12 @@ impl<C: Consumer, H: MessageHandler, P: PausedPartitions> ConsumerLoop<C, H, P> 
             return;
         };
         tracing::debug!(partitions = paused.len(), "idle no more: fetching again");
-        for (topic, partition) in paused {
-            if self.held.contains(&(topic.clone(), partition)) {
-                continue;
-            }
-            if let Err(error) = self.consumer.resume(&topic, partition) {
-                tracing::debug!(%error, "resuming an idle partition failed");
-            }
+        let resumed: Vec<_> = paused
+            .into_iter()
+            .filter(|key| !self.held.contains(key))
+            .collect();
+        if let Err(error) = self.consumer.resume_all(&resumed) {
+            tracing::debug!(%error, "resuming an idle partition failed");
         }
     }
 

@@ -49,7 +49,9 @@ pub struct RunnerOptions {
     #[serde(with = "crate::config::duration::option")]
     pub idle_after: Option<Duration>,
     /// How long an idle loop stays paused without being woken before it looks again (for
-    /// messages whose producer does not wake it; default 10 s).
+    /// messages whose producer does not wake it; default 10 s). Such a look fetches for
+    /// [`IDLE_LOOK`](crate::consume::IDLE_LOOK) (or `idle_after` if shorter) unless a message
+    /// arrives.
     #[serde(with = "crate::config::duration")]
     pub idle_recheck: Duration,
 }

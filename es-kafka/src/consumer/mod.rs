@@ -24,6 +24,10 @@ use crate::envelope;
 /// How long a seek may take.
 const SEEK_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// How long the request that wakes the fetcher after a resume may take (its answer is not
+/// used; see [`KafkaConsumer::resume_all`]).
+const WAKE_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// A [`Consumer`] of Kafka topics: one member of a consumer group, at least once and never
 /// skipping.
 ///
@@ -180,13 +184,47 @@ impl KafkaConsumer {
         self.consumer.pause(&one(&key, None)?).map_err(backend)
     }
 
-    /// Resumes fetching a paused partition.
+    /// Resumes fetching a paused partition (see [`resume_all`](Self::resume_all)).
     ///
     /// # Errors
     /// [`ConsumerError::Backend`] when librdkafka refuses (for example, not assigned).
     pub fn resume(&self, topic: &str, partition: u32) -> Result<(), ConsumerError> {
-        let key = (topic.to_owned(), i32::try_from(partition).map_err(backend)?);
-        self.consumer.resume(&one(&key, None)?).map_err(backend)
+        self.resume_all(&[(topic.to_owned(), partition)])
+    }
+
+    /// Resumes fetching paused partitions, and wakes the threads that fetch them.
+    ///
+    /// librdkafka applies a resume at once, but the broker thread that fetches the partition
+    /// notices it only when it next wakes up, up to a second later when nothing else is going
+    /// on (`rd_kafka_toppar_op_pause_resume` sends no wake-up). So after resuming, this asks
+    /// the leaders of the partitions for their end offsets from a blocking task, one request
+    /// per leader: sending it and receiving its answer wake the thread, which then fetches.
+    /// The answer itself is not used.
+    ///
+    /// # Errors
+    /// [`ConsumerError::Backend`] when librdkafka refuses (for example, not assigned).
+    pub fn resume_all(&self, partitions: &[(String, u32)]) -> Result<(), ConsumerError> {
+        if partitions.is_empty() {
+            return Ok(());
+        }
+        let mut tpl = TopicPartitionList::new();
+        for (topic, partition) in partitions {
+            tpl.add_partition(topic, i32::try_from(*partition).map_err(backend)?);
+        }
+        self.consumer.resume(&tpl).map_err(backend)?;
+        // A timestamp of -1 asks for the end offset.
+        tpl.set_all_offsets(Offset::End).map_err(backend)?;
+        let consumer = Arc::clone(&self.consumer);
+        let wake = move || {
+            if let Err(error) = consumer.offsets_for_times(tpl, WAKE_TIMEOUT) {
+                tracing::debug!(%error, "waking the fetcher after a resume failed");
+            }
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => drop(runtime.spawn_blocking(wake)),
+            Err(_) => drop(std::thread::spawn(wake)),
+        }
+        Ok(())
     }
 
     /// Rewinds `delivery`'s partition to it, to be delivered again with `attempt`, dropping
@@ -324,6 +362,10 @@ impl Consumer for KafkaConsumer {
 
     fn resume(&mut self, topic: &str, partition: u32) -> Result<(), ConsumerError> {
         KafkaConsumer::resume(self, topic, partition)
+    }
+
+    fn resume_all(&mut self, partitions: &[(String, u32)]) -> Result<(), ConsumerError> {
+        KafkaConsumer::resume_all(self, partitions)
     }
 
     fn store(&mut self, delivery: &Delivery) -> Result<(), ConsumerError> {

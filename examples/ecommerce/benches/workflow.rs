@@ -8,11 +8,14 @@
 //!   no traffic, as a share of one core, and PostgreSQL's transactions per second;
 //! - **one at a time**: 20 orders by one customer after another, place → final status p50/p99,
 //!   and the median of each hop (placed → processed → paid → shipped, from the order's events);
-//! - **paced**: `WORKFLOW_RATE` (40) orders per second for 200 orders, p50/p99;
+//! - **paced**: `WORKFLOW_RATE` (40) orders per second for 200 orders, p50/p99, and the CPU
+//!   each process used meanwhile;
 //! - **saturation**: 200 orders, 8 customers at a time (the demo's defaults), throughput,
 //!   p50/p99, and the CPU each process used meanwhile.
 //!
-//! Every run also checks the demo's invariants: a run that loses anything fails.
+//! Every run also checks the demo's invariants: a run that loses anything fails. To compare
+//! settings with the same command, `KAFKA_CONFIG_*` variables reach librdkafka as in the app,
+//! and `ECOMMERCE_CONSUMERS` sets the members of the workflow's consumer group.
 
 #![allow(
     missing_docs,
@@ -181,6 +184,7 @@ struct Figures {
     single: demo::Timing,
     hops: Vec<(String, f64)>,
     paced: demo::Timing,
+    paced_usage: Usage,
     rate: f64,
     saturation: demo::Timing,
     busy: Usage,
@@ -251,7 +255,9 @@ async fn measure(name: &str, app: &App, broker: Option<u32>) -> Figures {
     println!("{name}: {rate} orders/s");
     let mut paced = options(200, 40, 40);
     paced.rate = Some(rate);
+    let meter = Meter::start(broker, pg_client().await).await;
     let paced = demo::run(shop.clone(), &paced).await.unwrap();
+    let paced_usage = meter.read().await;
     let paced = checked(&paced, "paced");
 
     println!("{name}: saturation");
@@ -264,6 +270,7 @@ async fn measure(name: &str, app: &App, broker: Option<u32>) -> Figures {
         single,
         hops,
         paced,
+        paced_usage,
         rate,
         saturation,
         busy,
@@ -289,8 +296,14 @@ fn print(name: &str, f: &Figures) {
         println!("  {hop}: {ms:.0} ms");
     }
     println!(
-        "paced at {} orders/s: {:.1} orders/s, p50 {:.0} ms, p99 {:.0} ms",
-        f.rate, f.paced.orders_per_second, f.paced.p50_ms, f.paced.p99_ms
+        "paced at {} orders/s: {:.1} orders/s, p50 {:.0} ms, p99 {:.0} ms; CPU: app {:.0}%, broker {:.0}%, PostgreSQL {:.0}% of a core",
+        f.rate,
+        f.paced.orders_per_second,
+        f.paced.p50_ms,
+        f.paced.p99_ms,
+        pct(f.paced_usage.app),
+        pct(f.paced_usage.broker),
+        pct(f.paced_usage.postgres)
     );
     println!(
         "saturation (200 orders, 8 at a time): {:.1} orders/s, p50 {:.0} ms, p99 {:.0} ms; CPU: app {:.0}%, broker {:.0}%, PostgreSQL {:.0}% of a core; {:.0} transactions/s",
@@ -302,6 +315,18 @@ fn print(name: &str, f: &Figures) {
         pct(f.busy.postgres),
         f.busy.transactions_per_second
     );
+}
+
+/// The private broker's address, with every `KAFKA_CONFIG_*` variable as a librdkafka setting
+/// (as the app reads them), so settings can be compared with the same command.
+fn kafka_config(bootstrap: &str) -> es_kafka::KafkaConfig {
+    std::env::vars().fold(
+        es_kafka::KafkaConfig::new(bootstrap),
+        |config, (name, value)| match name.strip_prefix(es_kafka::SETTINGS_ENV_PREFIX) {
+            Some(setting) => config.set(setting.to_lowercase().replace('_', "."), value),
+            None => config,
+        },
+    )
 }
 
 fn main() {
@@ -319,10 +344,16 @@ fn main() {
     runtime.block_on(async {
         let url = std::env::var("DATABASE_URL").unwrap_or_default();
         let run = Uuid::new_v4().simple().to_string();
-        let workflow = WorkflowConfig {
+        let mut workflow = WorkflowConfig {
             failures: FailureRules::demo(),
             ..WorkflowConfig::default()
         };
+        if let Some(members) = std::env::var("ECOMMERCE_CONSUMERS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+        {
+            workflow.consumers = members;
+        }
 
         let embedded = App::start(AppConfig {
             workflow,
@@ -341,7 +372,7 @@ fn main() {
             backend,
             workflow,
             kafka: Some(KafkaSettings {
-                config: es_kafka::KafkaConfig::new(broker.bootstrap_servers()),
+                config: kafka_config(&broker.bootstrap_servers()),
                 topic_prefix: format!("bench-{run}-"),
             }),
             ..AppConfig::embedded()
