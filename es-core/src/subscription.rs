@@ -11,10 +11,12 @@ use crate::ids::Position;
 use crate::store::{EventStore, LogFilter, SubscriptionItem};
 
 /// An in-process signal that something was committed; wakes subscriptions in the same process
-/// without a database round trip (other processes poll).
+/// without a database round trip (other processes poll, or are woken by a backend's
+/// cross-process wake-ups, such as es-postgres's `PgWakeups`).
 #[derive(Debug, Clone)]
 pub struct AppendSignal {
     sender: std::sync::Arc<watch::Sender<u64>>,
+    local: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl AppendSignal {
@@ -23,13 +25,28 @@ impl AppendSignal {
         let (sender, _) = watch::channel(0);
         Self {
             sender: std::sync::Arc::new(sender),
+            local: std::sync::Arc::default(),
         }
     }
 
-    /// Wakes every waiter.
+    /// Wakes every waiter: something was committed in this process.
     pub fn notify(&self) {
+        self.local.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         self.sender
             .send_modify(|count| *count = count.wrapping_add(1));
+    }
+
+    /// Wakes every waiter for a commit made elsewhere (another process): unlike
+    /// [`notify`](Self::notify), it does not count in [`local_commits`](Self::local_commits),
+    /// so whatever tells other processes about this one's commits does not echo it back.
+    pub fn notify_from_elsewhere(&self) {
+        self.sender
+            .send_modify(|count| *count = count.wrapping_add(1));
+    }
+
+    /// How many times [`notify`](Self::notify) was called (wrapping).
+    pub fn local_commits(&self) -> u64 {
+        self.local.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// A receiver that sees every later [`notify`](Self::notify).

@@ -14,6 +14,7 @@ use crate::lease::PgLeases;
 use crate::paused::PgPausedPartitions;
 use crate::saga::PgSagaStore;
 use crate::store::PgEventStore;
+use crate::wakeup::PgWakeups;
 
 /// Every port on one PostgreSQL database ([`Backend`]): each context's store in a schema of its
 /// own, `<schema>_<context>` (the configuration's schema as the prefix), created and migrated
@@ -34,6 +35,7 @@ use crate::store::PgEventStore;
 /// ```
 #[derive(Clone)]
 pub struct PgBackend {
+    url: String,
     pool: Pool,
     prefix: String,
     max_event_bytes: usize,
@@ -57,6 +59,7 @@ impl PgBackend {
     /// [`PgError::Config`] when the pool cannot be built.
     pub fn new(config: &PgConfig) -> Result<Self, PgError> {
         Ok(Self {
+            url: config.url.clone(),
             pool: config.pool()?,
             prefix: config.schema.clone(),
             max_event_bytes: config.max_event_bytes,
@@ -68,6 +71,15 @@ impl PgBackend {
     /// The schema of `context`.
     pub fn schema_of(&self, context: &str) -> String {
         format!("{}_{context}", self.prefix)
+    }
+
+    /// Wake-ups across processes for `store`, listening on a connection to this backend's
+    /// database (see [`PgWakeups`]).
+    ///
+    /// # Errors
+    /// [`PgError::Config`] when the URL does not parse.
+    pub fn wakeups(&self, store: &PgEventStore) -> Result<PgWakeups, PgError> {
+        PgWakeups::new(&self.url, store)
     }
 
     fn cached(&self, context: &str) -> Option<PgEventStore> {

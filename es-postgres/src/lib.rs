@@ -17,6 +17,7 @@ mod paused;
 mod saga;
 mod store;
 mod transaction;
+mod wakeup;
 mod xid8;
 
 pub use backend::PgBackend;
@@ -38,3 +39,4 @@ pub use paused::PgPausedPartitions;
 pub use saga::PgSagaStore;
 pub use store::PgEventStore;
 pub use transaction::PgTransaction;
+pub use wakeup::{DEFAULT_NOTIFY_INTERVAL, PgWakeups};

@@ -15,7 +15,8 @@
 //!
 //! Every run also checks the demo's invariants: a run that loses anything fails. To compare
 //! settings with the same command, `KAFKA_CONFIG_*` variables reach librdkafka as in the app,
-//! and `ECOMMERCE_CONSUMERS` sets the members of the workflow's consumer group.
+//! `ECOMMERCE_CONSUMERS` sets the members of the workflow's consumer group and
+//! `ECOMMERCE_PARTITIONS` the partitions of each topic.
 
 #![allow(
     missing_docs,
@@ -353,6 +354,12 @@ fn main() {
             .and_then(|v| v.parse().ok())
         {
             workflow.consumers = members;
+        }
+        if let Some(partitions) = std::env::var("ECOMMERCE_PARTITIONS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+        {
+            workflow.partitions = partitions;
         }
 
         let embedded = App::start(AppConfig {

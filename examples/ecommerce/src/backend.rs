@@ -10,6 +10,9 @@ use es_core::privacy::{KeyStore, MasterKeys, MemoryKeyStore, Privacy};
 use es_core::{AppendSignal, Backend as Ports, BoxError};
 use es_postgres::{PgBackend, PgConfig, PgError, PgEventStore, PgSagaStore};
 
+/// Cross-process wake-ups of one store (PostgreSQL's `LISTEN`/`NOTIFY`).
+pub type Wakeups = es_postgres::PgWakeups;
+
 use crate::catalog::{MemoryProducts, PgProducts, ProductTable};
 use crate::orders::{MemoryOrdersView, OrdersReadModel, PgOrdersView};
 use crate::storage::StorageError;
@@ -88,6 +91,19 @@ pub trait ShopBackend: Ports<Store: Sync> + std::fmt::Debug {
     /// The signal fired after each saga commit in this process.
     fn saga_signal(sagas: &Self::Sagas) -> AppendSignal;
 
+    /// What wakes the readers of `store` in other processes sharing its storage when this
+    /// one commits, and the readers here when they do (`None`: nothing else shares it).
+    ///
+    /// # Errors
+    /// When it cannot be configured.
+    fn wakeups(&self, store: &Self::Store) -> Result<Option<Wakeups>, BoxError>;
+
+    /// As [`wakeups`](Self::wakeups), for the saga store.
+    ///
+    /// # Errors
+    /// When it cannot be configured.
+    fn saga_wakeups(&self, sagas: &Self::Sagas) -> Result<Option<Wakeups>, BoxError>;
+
     /// The key store of the customers' personal data, its keys wrapped by `masters` at rest.
     ///
     /// # Errors
@@ -121,6 +137,14 @@ impl ShopBackend for MemoryBackend {
 
     fn saga_signal(sagas: &MemorySagaStore) -> AppendSignal {
         sagas.append_signal().clone()
+    }
+
+    fn wakeups(&self, _store: &MemoryEventStore) -> Result<Option<Wakeups>, BoxError> {
+        Ok(None)
+    }
+
+    fn saga_wakeups(&self, _sagas: &MemorySagaStore) -> Result<Option<Wakeups>, BoxError> {
+        Ok(None)
     }
 
     async fn key_store(&self, _masters: MasterKeys) -> Result<Arc<dyn KeyStore>, BoxError> {
@@ -163,6 +187,14 @@ impl ShopBackend for PgBackend {
 
     fn saga_signal(sagas: &PgSagaStore) -> AppendSignal {
         sagas.append_signal().clone()
+    }
+
+    fn wakeups(&self, store: &PgEventStore) -> Result<Option<Wakeups>, BoxError> {
+        Ok(Some(PgBackend::wakeups(self, store)?))
+    }
+
+    fn saga_wakeups(&self, sagas: &PgSagaStore) -> Result<Option<Wakeups>, BoxError> {
+        Ok(Some(PgBackend::wakeups(self, sagas.event_store())?))
     }
 
     async fn key_store(&self, masters: MasterKeys) -> Result<Arc<dyn KeyStore>, BoxError> {

@@ -138,6 +138,10 @@ pub struct ServeArgs {
     /// Members of the workflow's Kafka consumer group in this process.
     #[arg(long, env = "ECOMMERCE_CONSUMERS", default_value_t = 4)]
     pub consumers: usize,
+    /// Partitions of each topic the app creates (existing topics keep theirs). More partitions
+    /// let more members share the work; each costs the test broker a check per fetch.
+    #[arg(long, env = "ECOMMERCE_PARTITIONS", default_value_t = crate::app::WorkflowConfig::DEFAULT_PARTITIONS)]
+    pub partitions: u32,
     /// A prefix before every Kafka topic name.
     #[arg(long, env = "ECOMMERCE_TOPIC_PREFIX", default_value = "")]
     pub topic_prefix: String,
@@ -266,6 +270,7 @@ impl ServeArgs {
             },
             duplicate_delivery: self.duplicate_delivery,
             consumers: self.consumers.max(1),
+            partitions: self.partitions.max(1),
             ..crate::app::WorkflowConfig::default()
         })
     }

@@ -59,6 +59,15 @@ pub enum RuntimeError {
         #[source]
         source: es_core::BoxError,
     },
+    /// The cross-process wake-ups of a store could not be configured.
+    #[error("wake-ups of {store}: {source}")]
+    Wakeups {
+        /// The store (its outbox's name, or `saga`).
+        store: String,
+        /// Why.
+        #[source]
+        source: es_core::BoxError,
+    },
 }
 
 /// Completes when the runtime stops.

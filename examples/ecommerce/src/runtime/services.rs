@@ -38,6 +38,11 @@ pub struct WorkflowConfig {
     pub held: &'static [&'static str],
 }
 
+impl WorkflowConfig {
+    /// Partitions per topic unless configured.
+    pub const DEFAULT_PARTITIONS: u32 = 8;
+}
+
 impl Default for WorkflowConfig {
     fn default() -> Self {
         Self {
@@ -45,7 +50,7 @@ impl Default for WorkflowConfig {
             deadline_poll: Duration::from_secs(5),
             failures: FailureRules::default(),
             duplicate_delivery: false,
-            partitions: 8,
+            partitions: Self::DEFAULT_PARTITIONS,
             consumers: 4,
             held: &[],
         }
@@ -112,6 +117,22 @@ impl<B: ShopBackend> Workflow for WorkflowServices<B> {
             Runtime::new(self.bus.clone(), self.workflow.duplicate_delivery)
                 .with_paused(self.paused.clone()),
         );
+        // Another process sharing the storage (a replica holding a relay's or the daemon's
+        // lease) hears of this one's commits, and this one of its: one listener per store.
+        let wakeups = |store: &str, made: Result<Option<_>, es_core::BoxError>| {
+            made.map_err(|source| RuntimeError::Wakeups {
+                store: store.to_owned(),
+                source,
+            })
+        };
+        for (name, store) in &self.outboxes {
+            if let Some(listener) = wakeups(name, self.backend.wakeups(store))? {
+                runtime.add(listener);
+            }
+        }
+        if let Some(listener) = wakeups("saga", self.backend.saga_wakeups(&self.sagas))? {
+            runtime.add(listener);
+        }
         for (name, store) in &self.outboxes {
             let signal = Some(B::append_signal(store));
             runtime.relay(
