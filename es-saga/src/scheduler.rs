@@ -202,8 +202,10 @@ impl<D: DeadlineStore> DeadlineScheduler<D> {
     /// Fires deadlines until `shutdown` completes: claims what is due (at once again after a
     /// full batch), then sleeps until the next pending deadline is due
     /// ([`DeadlineStore::next_due`]), the [signal](Self::with_signal) fires, or the poll
-    /// interval passes, whichever comes first. A store failure is logged and retried after
-    /// the poll interval.
+    /// interval passes, whichever comes first. Woken by the signal, it waits 10 ms (so that
+    /// the commits of that moment wake it once) and reads when the next deadline is due,
+    /// claiming only if one is due: one query per wake-up while commits stream in. A store
+    /// failure is logged and retried after the poll interval.
     ///
     /// # Errors
     /// None yet: store failures are logged and retried; the `Result` leaves room for fatal
@@ -214,19 +216,25 @@ impl<D: DeadlineStore> DeadlineScheduler<D> {
     ) -> Result<(), SchedulerError> {
         tokio::pin!(shutdown);
         let mut waiter = self.signal.as_ref().map(es_core::AppendSignal::waiter);
+        // Woken by a commit: what changed is when the next deadline is due, so read that
+        // before claiming anything (one query, not two, per wake-up while commits stream in).
+        let mut woken = false;
         loop {
             if let Some(waiter) = waiter.as_mut() {
                 waiter.borrow_and_update();
             }
-            let full = match self.tick().await {
-                Ok(tick) => tick.claimed >= self.batch_size,
-                Err(error) => {
-                    tracing::warn!(%error, "claiming deadlines failed");
-                    false
+            let claimed = !std::mem::take(&mut woken);
+            if claimed {
+                let full = match self.tick().await {
+                    Ok(tick) => tick.claimed >= self.batch_size,
+                    Err(error) => {
+                        tracing::warn!(%error, "claiming deadlines failed");
+                        false
+                    }
+                };
+                if full {
+                    continue;
                 }
-            };
-            if full {
-                continue;
             }
             let wait = match self.store.next_due().await {
                 Ok(Some(due)) => (due - self.clock.now())
@@ -238,10 +246,14 @@ impl<D: DeadlineStore> DeadlineScheduler<D> {
                     tracing::warn!(%error, "reading the next deadline failed");
                     self.poll_interval
                 }
+            };
+            if wait.is_zero() && !claimed {
+                // Due now, and not claimed since the wake-up: claim it at once.
+                continue;
             }
             // One due now but not claimable here (another scheduler holds it this instant):
             // not a busy loop.
-            .max(MIN_WAIT);
+            let wait = wait.max(MIN_WAIT);
             let signalled = async {
                 match waiter.as_mut() {
                     Some(waiter) => {
@@ -253,7 +265,14 @@ impl<D: DeadlineStore> DeadlineScheduler<D> {
             tokio::select! {
                 () = &mut shutdown => return Ok(()),
                 () = tokio::time::sleep(wait) => {}
-                () = signalled => {}
+                () = signalled => {
+                    // Let the commits of the next moment wake it together.
+                    woken = true;
+                    tokio::select! {
+                        () = &mut shutdown => return Ok(()),
+                        () = tokio::time::sleep(MIN_WAIT) => {}
+                    }
+                }
             }
         }
     }
