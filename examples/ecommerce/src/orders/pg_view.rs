@@ -33,12 +33,13 @@ const NOTIFICATIONS: &str = "order_notification";
 /// on another node, or nothing happens), to push them to live subscribers.
 const PUSH_POLL: Duration = Duration::from_secs(2);
 
-/// The daemon's options: it wakes on every append to the orders store in this process, so
-/// its slow poll and leadership check only bound how late it sees another process's appends
-/// and a lost lock (its checkpoint is a compare-and-set either way).
+/// The daemon's options: it wakes on every append to the orders store, of this process and of
+/// others (the store's `PgWakeups`), so its slow poll only bounds how late a lost wake-up is
+/// made up for, and its leadership check how late it sees a lost lock (its checkpoint is a
+/// compare-and-set either way).
 fn daemon_options() -> DaemonOptions {
     DaemonOptions {
-        max_poll: Duration::from_secs(5),
+        max_poll: Duration::from_secs(30),
         leader_check: Duration::from_secs(5),
         ..DaemonOptions::default()
     }

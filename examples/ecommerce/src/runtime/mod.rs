@@ -92,8 +92,10 @@ const FETCH_WAIT_MS: &str = "5";
 /// How long an idle Kafka member waits before it looks again without being woken.
 const IDLE_RECHECK: Duration = Duration::from_secs(10);
 
-/// How often an idle relay looks at its outbox without being woken.
-const RELAY_IDLE_POLL: Duration = Duration::from_secs(5);
+/// How often an idle relay looks at its outbox without being woken: its process's commits
+/// wake it, and other processes' commits too on PostgreSQL (the store's `PgWakeups`), so this
+/// only bounds how late a lost wake-up is made up for.
+const RELAY_IDLE_POLL: Duration = Duration::from_secs(30);
 
 /// How often a handler is tried before its message is dead-lettered.
 const MAX_ATTEMPTS: u32 = 20;
