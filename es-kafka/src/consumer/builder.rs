@@ -147,6 +147,7 @@ impl KafkaConsumerBuilder {
             dead_letters,
             group_id,
             pending: None,
+            waker: Mutex::new(None),
         })
     }
 }

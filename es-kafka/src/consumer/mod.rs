@@ -64,6 +64,52 @@ pub struct KafkaConsumer {
     /// A malformed record whose dead letter is not yet acknowledged (kept across a cancelled
     /// `recv`).
     pending: Option<(RawRecord, String)>,
+    /// Wakes librdkafka's fetcher after a resume (started on the first one).
+    waker: Mutex<Option<FetchWaker>>,
+}
+
+/// A thread that sends the requests that wake librdkafka's fetcher after a resume (see
+/// [`KafkaConsumer::resume_all`]). It holds the consumer while it works, so the consumer
+/// joins it before it goes: a consumer must never outlive its loop, since one that leaves its
+/// group later, while new members join, can wedge the group on the test broker (docs/kafka.md,
+/// "Consumer groups on the test broker").
+struct FetchWaker {
+    requests: std::sync::mpsc::Sender<TopicPartitionList>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl FetchWaker {
+    fn start(consumer: Arc<StreamConsumer<GroupContext>>) -> std::io::Result<Self> {
+        let (requests, received) = std::sync::mpsc::channel::<TopicPartitionList>();
+        let thread = std::thread::Builder::new()
+            .name("es-kafka-waker".to_owned())
+            .spawn(move || {
+                while let Ok(partitions) = received.recv() {
+                    if let Err(error) = consumer.offsets_for_times(partitions, WAKE_TIMEOUT) {
+                        tracing::debug!(%error, "waking the fetcher after a resume failed");
+                    }
+                }
+            })?;
+        Ok(Self { requests, thread })
+    }
+}
+
+impl Drop for KafkaConsumer {
+    fn drop(&mut self) {
+        // Let a wake-up in flight finish (at most WAKE_TIMEOUT) and the thread let go of the
+        // consumer, so that the consumer closes now, with its loop.
+        let waker = self
+            .waker
+            .get_mut()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        if let Some(FetchWaker { requests, thread }) = waker {
+            drop(requests);
+            if thread.join().is_err() {
+                tracing::warn!("the fetcher's waker panicked");
+            }
+        }
+    }
 }
 
 impl fmt::Debug for KafkaConsumer {
@@ -197,9 +243,10 @@ impl KafkaConsumer {
     /// librdkafka applies a resume at once, but the broker thread that fetches the partition
     /// notices it only when it next wakes up, up to a second later when nothing else is going
     /// on (`rd_kafka_toppar_op_pause_resume` sends no wake-up). So after resuming, this asks
-    /// the leaders of the partitions for their end offsets from a blocking task, one request
-    /// per leader: sending it and receiving its answer wake the thread, which then fetches.
-    /// The answer itself is not used.
+    /// the leaders of the partitions for their end offsets from a thread of the consumer's
+    /// own, one request per leader: sending it and receiving its answer wake the thread,
+    /// which then fetches. The answer itself is not used. Dropping the consumer waits for a
+    /// request in flight.
     ///
     /// # Errors
     /// [`ConsumerError::Backend`] when librdkafka refuses (for example, not assigned).
@@ -214,15 +261,22 @@ impl KafkaConsumer {
         self.consumer.resume(&tpl).map_err(backend)?;
         // A timestamp of -1 asks for the end offset.
         tpl.set_all_offsets(Offset::End).map_err(backend)?;
-        let consumer = Arc::clone(&self.consumer);
-        let wake = move || {
-            if let Err(error) = consumer.offsets_for_times(tpl, WAKE_TIMEOUT) {
-                tracing::debug!(%error, "waking the fetcher after a resume failed");
+        let mut waker = self
+            .waker
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if waker.is_none() {
+            match FetchWaker::start(Arc::clone(&self.consumer)) {
+                Ok(started) => *waker = Some(started),
+                Err(error) => {
+                    tracing::debug!(%error, "no thread to wake the fetcher after a resume");
+                    return Ok(());
+                }
             }
-        };
-        match tokio::runtime::Handle::try_current() {
-            Ok(runtime) => drop(runtime.spawn_blocking(wake)),
-            Err(_) => drop(std::thread::spawn(wake)),
+        }
+        if let Some(waker) = waker.as_ref() {
+            // The thread ends only when the consumer goes: a send cannot fail before.
+            let _ = waker.requests.send(tpl);
         }
         Ok(())
     }
