@@ -108,10 +108,12 @@ async fn an_idle_loop_stops_fetching_and_wakes_on_its_signal_or_after_the_rechec
     running.await.unwrap().unwrap();
 }
 
-/// A consumer that counts the times it resumed fetching after a pause.
+/// A consumer that counts the times it resumed fetching after a pause, and logs when it
+/// resumed (`true`) and paused (`false`).
 struct Counted {
     inner: es_core::memory::MemoryConsumer,
     resumes: Arc<AtomicU64>,
+    log: Arc<std::sync::Mutex<Vec<(Instant, bool)>>>,
 }
 
 #[async_trait::async_trait]
@@ -135,6 +137,7 @@ impl Consumer for Counted {
         self.inner.rewind(delivery, attempt)
     }
     fn pause(&mut self, topic: &str, partition: u32) -> Result<(), ConsumerError> {
+        self.log.lock().unwrap().push((Instant::now(), false));
         self.inner.pause(topic, partition)
     }
     fn resume(&mut self, topic: &str, partition: u32) -> Result<(), ConsumerError> {
@@ -142,6 +145,7 @@ impl Consumer for Counted {
     }
     fn resume_all(&mut self, partitions: &[(String, u32)]) -> Result<(), ConsumerError> {
         self.resumes.fetch_add(1, Ordering::SeqCst);
+        self.log.lock().unwrap().push((Instant::now(), true));
         self.inner.resume_all(partitions)
     }
     fn store(&mut self, delivery: &Delivery) -> Result<(), ConsumerError> {
@@ -165,12 +169,16 @@ async fn a_recheck_only_looks_briefly_before_going_idle_again() {
     let bus = MemoryBus::new();
     bus.publish(&[ping()]).await.unwrap();
     let resumes = Arc::new(AtomicU64::new(0));
+    let log = Arc::new(std::sync::Mutex::new(Vec::new()));
     let consumer = Counted {
         inner: bus.consumer("looker", &["pings"]),
         resumes: resumes.clone(),
+        log: log.clone(),
     };
-    // Idle after 1.5 s; a recheck every 300 ms. Were a recheck to fetch for the whole
-    // `idle_after`, a cycle would last 1.8 s; with a look of IDLE_LOOK, 0.5 s.
+    // Idle after 1.5 s; a recheck every 300 ms. The first look fetches for the whole
+    // `idle_after` (the partitions that delivered nothing have no fetch position yet); then a
+    // cycle lasts 0.5 s with a look of IDLE_LOOK, where it would last 1.8 s were every look
+    // to fetch for the whole `idle_after`.
     let options =
         RunnerOptions::default().idle(Duration::from_millis(1500), Duration::from_millis(300));
     let mut looker = ConsumerLoop::new(consumer, Ignore).with_options(options);
@@ -188,12 +196,33 @@ async fn a_recheck_only_looks_briefly_before_going_idle_again() {
             .await
             .is_some()
     );
-    // 1.5 s active, then 4 s at rest: about 8 looks of IDLE_LOOK, against 2 of 1.5 s.
-    tokio::time::sleep(Duration::from_millis(5500)).await;
+    // 1.5 s active, then 6 s at rest: a long look, then about 8 of IDLE_LOOK (4 looks in
+    // all were every one as long as the first).
+    tokio::time::sleep(Duration::from_millis(7500)).await;
     let looks = resumes.load(Ordering::SeqCst);
     assert!(
-        (5..=12).contains(&looks),
-        "{looks} rechecks in 4 s at rest (IDLE_LOOK is {IDLE_LOOK:?})"
+        (7..=14).contains(&looks),
+        "{looks} rechecks in 6 s at rest (IDLE_LOOK is {IDLE_LOOK:?})"
+    );
+    // How long each look fetched: from a resume to the first pause after it.
+    let looked: Vec<Duration> = {
+        let log = log.lock().unwrap();
+        log.iter()
+            .enumerate()
+            .filter(|(_, (_, resumed))| *resumed)
+            .filter_map(|(i, (at, _))| {
+                let paused = log[i..].iter().find(|(_, resumed)| !resumed)?;
+                Some(paused.0 - *at)
+            })
+            .collect()
+    };
+    assert!(
+        looked[0] >= Duration::from_millis(1300),
+        "the first look fetched for the whole window: {looked:?}"
+    );
+    assert!(
+        looked[1..].iter().all(|d| *d < Duration::from_millis(600)),
+        "later looks fetched for IDLE_LOOK: {looked:?}"
     );
 
     // A message published during a pause is handled at the next look, and makes the loop

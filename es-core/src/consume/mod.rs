@@ -25,7 +25,10 @@ const ERROR_PAUSE: Duration = Duration::from_millis(100);
 
 /// How long an idle loop fetches when it looks again after
 /// [`RunnerOptions::idle_recheck`] without being woken (unless a message arrives meanwhile,
-/// which makes it active). Long enough for a resumed fetch to come back with what waits.
+/// which makes it active), once each of its partitions has a fetch position: it delivered a
+/// message, or was fetched for a whole idle window. Until then a look lasts the whole window:
+/// a partition without a position first asks for it, and a pause before the answer comes
+/// discards the answer. Long enough for a resumed fetch to come back with what waits.
 pub const IDLE_LOOK: Duration = Duration::from_millis(200);
 
 /// Why a consumer loop stopped.
@@ -103,6 +106,14 @@ pub struct ConsumerLoop<C, H, P = MemoryPausedPartitions> {
     wake: Option<AppendSignal>,
     /// While idle: the partitions this loop paused to stop fetching.
     idle: Option<Vec<Key>>,
+    /// The partitions resumed for a whole idle window ([`RunnerOptions::idle_after`]), while
+    /// it lasts.
+    window: Option<Vec<Key>>,
+    /// Partitions known to have a fetch position: they delivered a message, or were fetched
+    /// for a whole idle window. Only when all of them do, a recheck looks for [`IDLE_LOOK`]
+    /// alone: a partition without one first asks for it (its committed offset), and a pause
+    /// before the answer comes discards it, so short looks alone could leave it unread.
+    established: HashSet<Key>,
 }
 
 /// Runs `handler` on `consumer` with default options until `shutdown` completes.
@@ -131,6 +142,8 @@ impl<C: Consumer, H: MessageHandler> ConsumerLoop<C, H> {
             held: HashSet::new(),
             wake: None,
             idle: None,
+            window: None,
+            established: HashSet::new(),
         }
     }
 }
@@ -155,6 +168,8 @@ impl<C: Consumer, H: MessageHandler, P: PausedPartitions> ConsumerLoop<C, H, P> 
             held: self.held,
             wake: self.wake,
             idle: self.idle,
+            window: self.window,
+            established: self.established,
         }
     }
 
@@ -229,14 +244,15 @@ impl<C: Consumer, H: MessageHandler, P: PausedPartitions> ConsumerLoop<C, H, P> 
                     if let Some(woken) = woken.as_mut() {
                         woken.borrow_and_update();
                     }
-                    self.leave_idle();
+                    self.leave_idle(true);
                     looking = false;
                     active_at = Instant::now();
                 }
                 () = tokio::time::sleep_until(idle_check.unwrap_or(wake)), if idle_check.is_some() => {
-                    looking = self.idle.is_some();
-                    if looking {
-                        self.leave_idle();
+                    looking = false;
+                    if let Some(paused) = &self.idle {
+                        looking = paused.iter().all(|key| self.established.contains(key));
+                        self.leave_idle(!looking);
                     } else {
                         self.go_idle();
                     }
@@ -262,8 +278,10 @@ impl<C: Consumer, H: MessageHandler, P: PausedPartitions> ConsumerLoop<C, H, P> 
                     Ok(delivery) => {
                         active_at = Instant::now();
                         looking = false;
+                        self.established
+                            .insert((delivery.topic.clone(), delivery.partition));
                         // Fetched before the pause: messages flow, fetch again.
-                        self.leave_idle();
+                        self.leave_idle(true);
                         if self.stats.assigned_partitions() == 0 {
                             // A delivery means an assignment: readiness need not wait a tick.
                             self.look_at_assignment();
@@ -290,6 +308,12 @@ impl<C: Consumer, H: MessageHandler, P: PausedPartitions> ConsumerLoop<C, H, P> 
         if !self.waiting.is_empty() || assignment.is_empty() {
             return;
         }
+        // What was fetched for a whole window (and is still assigned) has its position.
+        self.established.retain(|key| assignment.contains(key));
+        if let Some(window) = self.window.take() {
+            self.established
+                .extend(window.into_iter().filter(|key| assignment.contains(key)));
+        }
         let mut paused = Vec::new();
         for (topic, partition) in assignment {
             let key = (topic, partition);
@@ -306,8 +330,8 @@ impl<C: Consumer, H: MessageHandler, P: PausedPartitions> ConsumerLoop<C, H, P> 
     }
 
     /// Fetches again what [`go_idle`](Self::go_idle) paused (a partition revoked meanwhile is
-    /// skipped).
-    fn leave_idle(&mut self) {
+    /// skipped), for a whole idle window when `whole`, else for a look.
+    fn leave_idle(&mut self, whole: bool) {
         let Some(paused) = self.idle.take() else {
             return;
         };
@@ -319,6 +343,7 @@ impl<C: Consumer, H: MessageHandler, P: PausedPartitions> ConsumerLoop<C, H, P> 
         if let Err(error) = self.consumer.resume_all(&resumed) {
             tracing::debug!(%error, "resuming an idle partition failed");
         }
+        self.window = whole.then_some(resumed);
     }
 
     /// Records how many partitions the member has.

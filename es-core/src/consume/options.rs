@@ -51,7 +51,7 @@ pub struct RunnerOptions {
     /// How long an idle loop stays paused without being woken before it looks again (for
     /// messages whose producer does not wake it; default 10 s). Such a look fetches for
     /// [`IDLE_LOOK`](crate::consume::IDLE_LOOK) (or `idle_after` if shorter) unless a message
-    /// arrives.
+    /// arrives, once every partition has a fetch position (until then, for `idle_after`).
     #[serde(with = "crate::config::duration")]
     pub idle_recheck: Duration,
 }

@@ -34,10 +34,14 @@ pub struct PartitionLag {
 
 /// Measures a [`KafkaConsumer`]'s lag from anywhere (a status endpoint, a metrics task) while
 /// the consumer itself is busy in its loop. Cheap to clone; it keeps the consumer's client
-/// alive.
+/// alive, and so does a measurement in flight: [`settle`](Self::settle) waits for it, so that
+/// whoever drops the last handle closes the consumer then, not later (a member that leaves its
+/// group late, while its replacement joins, can wedge the group on the test broker).
 #[derive(Clone)]
 pub struct LagProbe {
     consumer: Arc<StreamConsumer<GroupContext>>,
+    /// Held by a measurement in flight (one at a time per member).
+    busy: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl std::fmt::Debug for LagProbe {
@@ -53,34 +57,50 @@ impl LagProbe {
     /// # Errors
     /// [`ConsumerError::Backend`] when the broker does not answer.
     pub async fn lag(&self) -> Result<Vec<PartitionLag>, ConsumerError> {
+        let busy = Arc::clone(&self.busy).lock_owned().await;
         let consumer = Arc::clone(&self.consumer);
         tokio::task::spawn_blocking(move || {
-            let assignment = consumer.assignment().map_err(backend)?;
-            let committed = consumer
-                .committed_offsets(assignment, LAG_TIMEOUT)
-                .map_err(backend)?;
-            let mut lags = Vec::new();
-            for element in committed.elements() {
-                let (low, high) = consumer
-                    .fetch_watermarks(element.topic(), element.partition(), LAG_TIMEOUT)
-                    .map_err(backend)?;
-                let committed = match element.offset() {
-                    Offset::Offset(offset) => offset,
-                    _ => low,
-                };
-                lags.push(PartitionLag {
-                    topic: element.topic().to_owned(),
-                    partition: u32::try_from(element.partition()).map_err(backend)?,
-                    high_watermark: high,
-                    committed,
-                    lag: (high - committed).max(0),
-                });
-            }
-            Ok(lags)
+            let measured = measure(&consumer);
+            // The consumer goes before the lock does: `settle` then means no handle is left
+            // in flight.
+            drop(consumer);
+            drop(busy);
+            measured
         })
         .await
         .map_err(backend)?
     }
+
+    /// Waits until no measurement is in flight.
+    pub async fn settle(&self) {
+        drop(self.busy.lock().await);
+    }
+}
+
+/// The lag of every partition assigned to `consumer` (see [`LagProbe::lag`]).
+fn measure(consumer: &StreamConsumer<GroupContext>) -> Result<Vec<PartitionLag>, ConsumerError> {
+    let assignment = consumer.assignment().map_err(backend)?;
+    let committed = consumer
+        .committed_offsets(assignment, LAG_TIMEOUT)
+        .map_err(backend)?;
+    let mut lags = Vec::new();
+    for element in committed.elements() {
+        let (low, high) = consumer
+            .fetch_watermarks(element.topic(), element.partition(), LAG_TIMEOUT)
+            .map_err(backend)?;
+        let committed = match element.offset() {
+            Offset::Offset(offset) => offset,
+            _ => low,
+        };
+        lags.push(PartitionLag {
+            topic: element.topic().to_owned(),
+            partition: u32::try_from(element.partition()).map_err(backend)?,
+            high_watermark: high,
+            committed,
+            lag: (high - committed).max(0),
+        });
+    }
+    Ok(lags)
 }
 
 impl KafkaConsumer {
@@ -97,6 +117,7 @@ impl KafkaConsumer {
     pub fn lag_probe(&self) -> LagProbe {
         LagProbe {
             consumer: Arc::clone(&self.consumer),
+            busy: Arc::clone(&self.lag_busy),
         }
     }
 }

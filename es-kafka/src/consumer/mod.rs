@@ -66,6 +66,8 @@ pub struct KafkaConsumer {
     pending: Option<(RawRecord, String)>,
     /// Wakes librdkafka's fetcher after a resume (started on the first one).
     waker: Mutex<Option<FetchWaker>>,
+    /// Shared by this member's lag probes: held by a measurement in flight.
+    lag_busy: Arc<tokio::sync::Mutex<()>>,
 }
 
 /// A thread that sends the requests that wake librdkafka's fetcher after a resume (see

@@ -460,6 +460,10 @@ impl Runtime {
         if probes.is_empty() {
             return;
         }
+        // A lag measurement in flight holds its member too: let it end first.
+        for (_, probe) in &probes {
+            probe.settle().await;
+        }
         // Dropping the last handle of a member closes it, which blocks until it has left.
         if let Err(error) = tokio::task::spawn_blocking(move || drop(probes)).await {
             tracing::warn!(%error, "closing the Kafka members failed");
