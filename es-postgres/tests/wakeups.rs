@@ -47,41 +47,55 @@ fn start(wakeups: PgWakeups, stopped: &tokio::sync::watch::Receiver<bool>) {
     });
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_commit_in_one_process_wakes_the_relay_of_another_at_once() {
-    let url = common::database_url();
-    let here = common::fresh_store().await;
-    let there = PgEventStore::connect(
-        &PgConfig::new(url.clone())
-            .schema(here.schema())
-            .pool_size(4),
-    )
-    .unwrap();
-    let (stop, stopped) = tokio::sync::watch::channel(false);
-    start(PgWakeups::new(&url, &here).unwrap(), &stopped);
-    start(PgWakeups::new(&url, &there).unwrap(), &stopped);
+/// Another process's store on `here`'s schema (a store of its own, so a signal of its own).
+fn same_schema(url: &str, here: &PgEventStore) -> PgEventStore {
+    PgEventStore::connect(&PgConfig::new(url).schema(here.schema()).pool_size(4)).unwrap()
+}
 
-    // The relay of the other process: only its signal (or a poll a minute later) moves it.
+/// A relay on `store` that only its signal (or a poll a minute later) moves, publishing to a
+/// recorder, until `stopped`.
+fn slow_relay(
+    name: &str,
+    store: &PgEventStore,
+    stopped: &tokio::sync::watch::Receiver<bool>,
+) -> (
+    Arc<Recorder>,
+    tokio::task::JoinHandle<Result<(), es_core::relay::RelayError>>,
+) {
     let recorder = Arc::new(Recorder::default());
     let publisher: Arc<dyn Publisher> = recorder.clone();
     let mut relay = Relay::new(
-        "woken",
-        there.clone(),
-        PgCheckpointStore::new(&there),
+        name,
+        store.clone(),
+        PgCheckpointStore::new(store),
         publisher,
     )
     .with_options(
         RelayOptions::default().poll_interval(Duration::from_secs(60), Duration::from_secs(60)),
     )
-    .with_signal(there.append_signal().clone());
-    let mut relay_stopped = stopped.clone();
+    .with_signal(store.append_signal().clone());
+    let mut stopped = stopped.clone();
     let relaying = tokio::spawn(async move {
         relay
             .run(async move {
-                let _ = relay_stopped.wait_for(|stop| *stop).await;
+                let _ = stopped.wait_for(|stop| *stop).await;
             })
             .await
     });
+    (recorder, relaying)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_commit_in_one_process_wakes_the_relay_of_another_at_once() {
+    let url = common::database_url();
+    let here = common::fresh_store().await;
+    let there = same_schema(&url, &here);
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    start(PgWakeups::new(&url, &here).unwrap(), &stopped);
+    start(PgWakeups::new(&url, &there).unwrap(), &stopped);
+
+    // The relay of the other process: only its signal (or a poll a minute later) moves it.
+    let (recorder, relaying) = slow_relay("woken", &there, &stopped);
     // Both listen (each fires its signal once when it starts listening).
     tokio::time::sleep(Duration::from_millis(500)).await;
 
@@ -135,37 +149,13 @@ async fn a_commit_in_one_process_wakes_the_relay_of_another_at_once() {
 async fn a_listener_that_lost_its_connection_looks_again_when_it_is_back() {
     let url = common::database_url();
     let here = common::fresh_store().await;
-    let there = PgEventStore::connect(
-        &PgConfig::new(url.clone())
-            .schema(here.schema())
-            .pool_size(4),
-    )
-    .unwrap();
+    let there = same_schema(&url, &here);
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let wakeups = PgWakeups::new(&url, &there).unwrap();
     let channel = wakeups.channel().to_owned();
     start(PgWakeups::new(&url, &here).unwrap(), &stopped);
     start(wakeups, &stopped);
-    let recorder = Arc::new(Recorder::default());
-    let publisher: Arc<dyn Publisher> = recorder.clone();
-    let mut relay = Relay::new(
-        "reconnected",
-        there.clone(),
-        PgCheckpointStore::new(&there),
-        publisher,
-    )
-    .with_options(
-        RelayOptions::default().poll_interval(Duration::from_secs(60), Duration::from_secs(60)),
-    )
-    .with_signal(there.append_signal().clone());
-    let mut relay_stopped = stopped.clone();
-    let relaying = tokio::spawn(async move {
-        relay
-            .run(async move {
-                let _ = relay_stopped.wait_for(|stop| *stop).await;
-            })
-            .await
-    });
+    let (recorder, relaying) = slow_relay("reconnected", &there, &stopped);
     tokio::time::sleep(Duration::from_millis(500)).await;
 
     // Both listening connections go; the append's notification reaches nobody.
@@ -260,12 +250,7 @@ async fn a_process_alone_sends_no_wake_ups() {
 
     // Another process starts listening: it announces itself, is answered, and from then on
     // commits here wake it.
-    let there = PgEventStore::connect(
-        &PgConfig::new(url.clone())
-            .schema(here.schema())
-            .pool_size(4),
-    )
-    .unwrap();
+    let there = same_schema(&url, &here);
     start(PgWakeups::new(&url, &there).unwrap(), &stopped);
     tokio::time::sleep(Duration::from_millis(300)).await;
     let mut woken = there.append_signal().waiter();
