@@ -458,3 +458,120 @@ async fn the_loop_retries_after_failures_and_polls_without_a_signal() {
     assert_eq!(stats.snapshot().errors, 1);
     task.abort();
 }
+
+/// With a checkpoint interval, batches while messages flow leave the checkpoint behind (the
+/// stats say how far the broker acknowledged); it is written once the outbox runs dry, and a
+/// relay started from a checkpoint left behind publishes again what followed it, losing
+/// nothing.
+#[tokio::test]
+async fn a_checkpoint_interval_writes_the_checkpoint_when_the_outbox_runs_dry() {
+    let outbox = MemoryOutbox::new();
+    fill(&outbox, 4, 5, 3);
+    let bus = bus();
+    let checkpoints = MemoryCheckpointStore::new();
+    let options = RelayOptions::default()
+        .batch_size(5)
+        .checkpoint_interval(Duration::from_secs(3600));
+    let mut relay = Relay::new(
+        "relay",
+        outbox.clone(),
+        checkpoints.clone(),
+        Arc::new(bus.clone()),
+    )
+    .with_options(options);
+    let positions: Vec<Position> = outbox.messages().iter().map(|m| m.position).collect();
+
+    // No batch is written: the interval counts from the checkpoint's load.
+    for _ in 0..3 {
+        assert_eq!(relay.run_once().await.unwrap().published, 5);
+    }
+    assert_eq!(
+        checkpoints.load_checkpoint("relay").await.unwrap(),
+        None,
+        "an hour's interval: nothing written while messages flow"
+    );
+    let stats = relay.stats().snapshot();
+    assert_eq!(stats.relayed, Some(positions[14]));
+    assert_eq!(stats.checkpoint, None);
+
+    // A relay started now (after a crash) begins at the written checkpoint: it publishes
+    // the first 15 again and loses nothing.
+    let again_bus = bus.clone();
+    let mut restarted = Relay::new(
+        "relay-after-crash",
+        outbox.clone(),
+        MemoryCheckpointStore::new(),
+        Arc::new(again_bus),
+    )
+    .with_options(RelayOptions::default().batch_size(100));
+    assert_eq!(restarted.run_once().await.unwrap().published, 20);
+
+    // The last batch, then a read that finds nothing: the checkpoint is written.
+    assert_eq!(relay.run_once().await.unwrap().published, 5);
+    assert_eq!(checkpoints.load_checkpoint("relay").await.unwrap(), None);
+    assert_eq!(relay.run_once().await.unwrap().read, 0);
+    assert_eq!(
+        checkpoints.load_checkpoint("relay").await.unwrap(),
+        Some(positions[19])
+    );
+    let stats = relay.stats().snapshot();
+    assert_eq!(
+        (stats.checkpoint, stats.relayed),
+        (Some(positions[19]), Some(positions[19]))
+    );
+    assert_eq!(
+        assert_delivered_in_order(&bus, 20),
+        40,
+        "20, then the 20 again"
+    );
+}
+
+/// A shutdown writes the checkpoint the interval left behind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shutdown_writes_the_checkpoint_left_behind() {
+    let outbox = MemoryOutbox::new();
+    let bus = bus();
+    let checkpoints = MemoryCheckpointStore::new();
+    let signal = AppendSignal::new();
+    // Polling only after an hour: the outbox is never seen dry, so only the shutdown writes.
+    let options = RelayOptions::default()
+        .batch_size(4)
+        .poll_interval(Duration::from_secs(3600), Duration::from_secs(3600))
+        .checkpoint_interval(Duration::from_secs(3600));
+    let mut relay = Relay::new(
+        "relay",
+        outbox.clone(),
+        checkpoints.clone(),
+        Arc::new(bus.clone()),
+    )
+    .with_options(options)
+    .with_signal(signal.clone());
+    let stats = relay.stats();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(async move {
+        relay
+            .run(async {
+                let _ = stopped.await;
+            })
+            .await
+    });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    fill(&outbox, 2, 2, 2);
+    signal.notify();
+    let last = outbox.messages().last().unwrap().position;
+    tokio::time::timeout(Duration::from_secs(5), async {
+        while stats.snapshot().relayed != Some(last) {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await
+    .expect("relayed");
+    assert_eq!(bus.published(TOPIC).len(), 4);
+    assert_eq!(checkpoints.load_checkpoint("relay").await.unwrap(), None);
+    stop.send(()).unwrap();
+    task.await.unwrap().unwrap();
+    assert_eq!(
+        checkpoints.load_checkpoint("relay").await.unwrap(),
+        Some(last)
+    );
+}

@@ -121,7 +121,7 @@ impl PgCheckpointStore {
         )))
     }
 
-    async fn compare_and_set_on(
+    pub(crate) async fn compare_and_set_on(
         &self,
         client: &ClientWrapper,
         name: &str,

@@ -1,5 +1,6 @@
 //! `PgKeyStore`: the data subjects' keys, wrapped by a master key, and forgetting them.
 
+use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
 
@@ -17,6 +18,7 @@ use crate::store::PgEventStore;
 struct Sql {
     current: String,
     version: String,
+    versions: String,
     lock: String,
     insert: String,
     is_forgotten: String,
@@ -35,6 +37,11 @@ impl Sql {
                  FROM __SCHEMA__.subject_keys WHERE subject = $1 ORDER BY version DESC LIMIT 1"),
             version: r("SELECT version, master_version, nonce, sealed_key \
                  FROM __SCHEMA__.subject_keys WHERE subject = $1 AND version = $2"),
+            versions: r(
+                "SELECT k.subject, k.version, k.master_version, k.nonce, k.sealed_key \
+                 FROM unnest($1::text[], $2::int[]) AS w(subject, version) \
+                 JOIN __SCHEMA__.subject_keys k USING (subject, version)",
+            ),
             // One subject at a time: making a key and forgetting never interleave, so no key
             // is made after a forgetting committed.
             lock: r("SELECT pg_advisory_xact_lock(\
@@ -288,6 +295,47 @@ impl KeyStore for PgKeyStore {
             return Ok(None);
         };
         self.open(subject, version, &row, 1).map(Some)
+    }
+
+    async fn keys(
+        &self,
+        wanted: &[(SubjectId, u32)],
+    ) -> Result<HashMap<(SubjectId, u32), SubjectKey>, KeyStoreError> {
+        let mut found = HashMap::with_capacity(wanted.len());
+        if let [(subject, version)] = wanted {
+            if let Some(key) = self.key(subject, *version).await? {
+                found.insert((subject.clone(), *version), key);
+            }
+            return Ok(found);
+        }
+        if wanted.is_empty() {
+            return Ok(found);
+        }
+        let subjects: Vec<&str> = wanted.iter().map(|(s, _)| s.as_str()).collect();
+        let versions: Vec<i32> = wanted.iter().map(|(_, v)| version_column(*v)).collect();
+        let asked: HashMap<(&str, u32), &SubjectId> = wanted
+            .iter()
+            .map(|(subject, version)| ((subject.as_str(), *version), subject))
+            .collect();
+        let client = self.store.inner.pool.get().await.map_err(storage)?;
+        let statement = client
+            .prepare_cached(&self.sql.versions)
+            .await
+            .map_err(storage)?;
+        let rows = client
+            .query(&statement, &[&subjects, &versions])
+            .await
+            .map_err(storage)?;
+        for row in rows {
+            let subject: String = row.try_get(0).map_err(storage)?;
+            let version = key_version(row.try_get(1).map_err(storage)?);
+            let Some(subject) = asked.get(&(subject.as_str(), version)) else {
+                continue;
+            };
+            let key = self.open(subject, version, &row, 2)?;
+            found.insert(((*subject).clone(), version), key);
+        }
+        Ok(found)
     }
 
     async fn rotate(&self, subject: &SubjectId) -> Result<Option<SubjectKey>, KeyStoreError> {

@@ -109,6 +109,23 @@ pub trait KeyStore: Send + Sync + fmt::Debug {
         version: u32,
     ) -> Result<Option<SubjectKey>, KeyStoreError>;
 
+    /// Several keys at once, each `(subject, version)` as [`key`](Self::key) reads it: the
+    /// map holds those that exist (a forgotten subject's are absent). The default reads them
+    /// one by one; a store over a network answers them in one request (decrypting a batch of
+    /// events from many subjects then costs one read, not one per subject).
+    async fn keys(
+        &self,
+        wanted: &[(SubjectId, u32)],
+    ) -> Result<HashMap<(SubjectId, u32), SubjectKey>, KeyStoreError> {
+        let mut found = HashMap::with_capacity(wanted.len());
+        for (subject, version) in wanted {
+            if let Some(key) = self.key(subject, *version).await? {
+                found.insert((subject.clone(), *version), key);
+            }
+        }
+        Ok(found)
+    }
+
     /// Makes a new version of the subject's key the current one (older versions still read
     /// what they encrypted); `None` once the subject is forgotten.
     async fn rotate(&self, subject: &SubjectId) -> Result<Option<SubjectKey>, KeyStoreError>;

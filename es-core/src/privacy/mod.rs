@@ -251,11 +251,8 @@ impl Privacy {
         if wanted.is_empty() {
             return Ok(0);
         }
-        let mut keys: HashMap<(SubjectId, u32), Option<SubjectKey>> = HashMap::new();
-        for (subject, version) in wanted {
-            let key = self.keys.key(&subject, version).await?;
-            keys.insert((subject, version), key);
-        }
+        let wanted: Vec<(SubjectId, u32)> = wanted.into_iter().collect();
+        let keys = self.keys.keys(&wanted).await?;
         let mut opened = 0;
         for value in &mut values {
             visit_mut(value, &mut |marker| {
@@ -264,7 +261,7 @@ impl Privacy {
                 }
                 let subject = subject_of(marker)?;
                 let version = version_of(marker)?;
-                *marker = match keys.get(&(subject.clone(), version)).cloned().flatten() {
+                *marker = match keys.get(&(subject.clone(), version)).cloned() {
                     Some(key) => {
                         opened += 1;
                         open(&key, &subject, marker)?

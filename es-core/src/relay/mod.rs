@@ -87,6 +87,11 @@ pub struct Relay<S, C> {
     publisher: Option<Arc<dyn Publisher>>,
     /// The checkpoint as this relay last loaded or wrote it; `None` until loaded.
     checkpoint: Option<Option<Position>>,
+    /// How far the broker acknowledged past the written checkpoint, not written yet
+    /// ([`RelayOptions::checkpoint_interval`]).
+    relayed: Option<Position>,
+    /// When the checkpoint was last written (or loaded).
+    written_at: std::time::Instant,
     /// The next batch, read while the previous one was being published, with the position
     /// it was read after.
     read_ahead: Option<(Position, OutboxBatch)>,
@@ -138,6 +143,8 @@ impl<S: OutboxSource, C: CheckpointStore> Relay<S, C> {
             factory: Arc::new(factory),
             publisher: None,
             checkpoint: None,
+            relayed: None,
+            written_at: std::time::Instant::now(),
             read_ahead: None,
             options: RelayOptions::default(),
             signal: None,
@@ -217,7 +224,7 @@ impl<S: OutboxSource, C: CheckpointStore> Relay<S, C> {
 
     async fn relay_batch(&mut self) -> Result<RelayBatch, RelayError> {
         let checkpoint = self.checkpoint().await?;
-        let after = checkpoint.unwrap_or(Position::START);
+        let after = self.relayed.or(checkpoint).unwrap_or(Position::START);
         let publisher = self.publisher()?;
         let batch = match self.read_ahead.take() {
             Some((from, batch)) if from == after => batch,
@@ -236,6 +243,8 @@ impl<S: OutboxSource, C: CheckpointStore> Relay<S, C> {
         // Until the broker answers, the whole batch is the backlog.
         self.record_backlog(&messages, reached_end);
         let Some(&last) = positions.last() else {
+            // The outbox ran dry: write down how far it was relayed.
+            self.flush_checkpoint().await?;
             self.stats.published(0);
             return Ok(RelayBatch {
                 read,
@@ -269,7 +278,11 @@ impl<S: OutboxSource, C: CheckpointStore> Relay<S, C> {
         }
         self.count_published(messages.get(..acknowledged).unwrap_or_default());
         if let Some(&position) = acknowledged.checked_sub(1).and_then(|i| positions.get(i)) {
-            self.advance(checkpoint, position).await?;
+            self.relayed = Some(position);
+            self.stats.update(|stats| stats.relayed = Some(position));
+            if self.written_at.elapsed() >= self.options.checkpoint_interval {
+                self.flush_checkpoint().await?;
+            }
         }
         let unpublished = messages.get(acknowledged..).unwrap_or_default();
         self.record_backlog(unpublished, reached_end);
@@ -319,8 +332,28 @@ impl<S: OutboxSource, C: CheckpointStore> Relay<S, C> {
                 source,
             })?;
         self.checkpoint = Some(loaded);
-        self.stats.update(|stats| stats.checkpoint = loaded);
+        self.relayed = None;
+        self.written_at = std::time::Instant::now();
+        self.stats.update(|stats| {
+            stats.checkpoint = loaded;
+            stats.relayed = loaded;
+        });
         Ok(loaded)
+    }
+
+    /// Writes the checkpoint where the broker's acknowledgements reached, if it is behind
+    /// ([`RelayOptions::checkpoint_interval`]); [`run`](Self::run) does it when the outbox
+    /// runs dry and at a shutdown.
+    ///
+    /// # Errors
+    /// [`RelayError::Deposed`] when another relay moved the checkpoint;
+    /// [`RelayError::Checkpoint`] when it could not be written (the next batch loads it
+    /// again, and publishes again what followed it).
+    pub async fn flush_checkpoint(&mut self) -> Result<(), RelayError> {
+        let (Some(stored), Some(relayed)) = (self.checkpoint, self.relayed) else {
+            return Ok(());
+        };
+        self.advance(stored, relayed).await
     }
 
     fn publisher(&mut self) -> Result<Arc<dyn Publisher>, RelayError> {
@@ -348,7 +381,12 @@ impl<S: OutboxSource, C: CheckpointStore> Relay<S, C> {
         {
             Ok(()) => {
                 self.checkpoint = Some(Some(to));
-                self.stats.update(|stats| stats.checkpoint = Some(to));
+                self.relayed = None;
+                self.written_at = std::time::Instant::now();
+                self.stats.update(|stats| {
+                    stats.checkpoint = Some(to);
+                    stats.relayed = Some(to);
+                });
                 Ok(())
             }
             Err(CheckpointError::Stale {
@@ -362,8 +400,10 @@ impl<S: OutboxSource, C: CheckpointStore> Relay<S, C> {
                 })
             }
             Err(source) => {
-                // The write may or may not have happened: load it again before the next batch.
+                // The write may or may not have happened: load it again before the next batch
+                // (and publish again from there).
                 self.checkpoint = None;
+                self.relayed = None;
                 Err(RelayError::Checkpoint {
                     name: self.name.clone(),
                     source,

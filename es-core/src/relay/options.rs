@@ -29,6 +29,13 @@ pub struct RelayOptions {
     /// [`Relay::with_retention`](super::Relay::with_retention)).
     #[serde(default, with = "crate::config::duration::option")]
     pub retention_interval: Option<Duration>,
+    /// How long the checkpoint may stay behind what the broker acknowledged while messages
+    /// flow: zero (the default) writes it after every batch; longer writes it at most this
+    /// often, and at once when the outbox runs dry and at a shutdown. Each write is a
+    /// committed transaction on the relay's path; the price of fewer is that a crash
+    /// publishes again what was acknowledged since the last write (which inboxes discard).
+    #[serde(with = "crate::config::duration")]
+    pub checkpoint_interval: Duration,
 }
 
 impl Default for RelayOptions {
@@ -40,6 +47,7 @@ impl Default for RelayOptions {
             min_retry_delay: Duration::from_millis(100),
             max_retry_delay: Duration::from_secs(10),
             retention_interval: None,
+            checkpoint_interval: Duration::ZERO,
         }
     }
 }
@@ -69,6 +77,14 @@ impl RelayOptions {
     pub fn poll_interval(mut self, min: Duration, max: Duration) -> Self {
         self.min_poll_interval = min;
         self.max_poll_interval = max.max(min);
+        self
+    }
+
+    /// Sets how long the checkpoint may stay behind while messages flow (see
+    /// [`checkpoint_interval`](Self::checkpoint_interval)).
+    #[must_use]
+    pub fn checkpoint_interval(mut self, interval: Duration) -> Self {
+        self.checkpoint_interval = interval;
         self
     }
 

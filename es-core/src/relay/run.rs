@@ -11,6 +11,9 @@ use super::{Relay, RelayBatch, RelayError};
 use crate::checkpoint::CheckpointStore;
 use crate::outbox::OutboxSource;
 
+/// How long a shutdown waits for the checkpoint's last write.
+const FLUSH_AT_STOP: Duration = Duration::from_secs(2);
+
 /// How one turn of the loop ended.
 enum Turn {
     Shutdown,
@@ -55,7 +58,7 @@ impl<S: OutboxSource, C: CheckpointStore> Relay<S, C> {
             };
             let wait = match turn {
                 Turn::Shutdown => {
-                    self.stopped();
+                    self.stop().await;
                     return Ok(());
                 }
                 Turn::Batch(Ok(batch)) => {
@@ -78,7 +81,7 @@ impl<S: OutboxSource, C: CheckpointStore> Relay<S, C> {
                     tokio::select! {
                                 biased;
                                 () = &mut shutdown => {
-                        self.stopped();
+                        self.stop().await;
                         return Ok(());
                     },
                                 () = tokio::time::sleep(delay) => {}
@@ -91,7 +94,7 @@ impl<S: OutboxSource, C: CheckpointStore> Relay<S, C> {
                 tokio::select! {
                         biased;
                         () = &mut shutdown => {
-                    self.stopped();
+                    self.stop().await;
                     return Ok(());
                 },
                         () = wait_for(waiter.as_mut(), wait) => {}
@@ -100,10 +103,28 @@ impl<S: OutboxSource, C: CheckpointStore> Relay<S, C> {
         }
     }
 
+    /// At a shutdown: writes a checkpoint left behind (for at most [`FLUSH_AT_STOP`]), then
+    /// forgets it.
+    async fn stop(&mut self) {
+        if self.relayed.is_some() {
+            match tokio::time::timeout(FLUSH_AT_STOP, self.flush_checkpoint()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(error)) => {
+                    tracing::warn!(relay = %self.name, %error, "writing the checkpoint at the shutdown failed; what followed it is published again");
+                }
+                Err(_) => {
+                    tracing::warn!(relay = %self.name, "writing the checkpoint at the shutdown timed out; what followed it is published again");
+                }
+            }
+        }
+        self.stopped();
+    }
+
     /// After a shutdown that may have cut a checkpoint write short: load it again if the
     /// relay is reused.
     fn stopped(&mut self) {
         self.checkpoint = None;
+        self.relayed = None;
         self.read_ahead = None;
         tracing::info!(relay = %self.name, "relay stopped");
     }

@@ -25,6 +25,9 @@ pub struct RelayStats {
     pub deleted: u64,
     /// The relay's checkpoint, as last written or loaded.
     pub checkpoint: Option<Position>,
+    /// How far the broker acknowledged: the checkpoint, or past it while its write waits
+    /// ([`RelayOptions::checkpoint_interval`](super::RelayOptions::checkpoint_interval)).
+    pub relayed: Option<Position>,
     /// Messages the last batch read but did not publish, plus everything after them when the
     /// batch did not reach the end of the outbox (then this is a lower bound: see
     /// [`backlog_is_lower_bound`](Self::backlog_is_lower_bound)).

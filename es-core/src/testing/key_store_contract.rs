@@ -110,6 +110,48 @@ pub async fn an_unknown_subject_can_be_forgotten<S: KeyStore>(store: S) {
     assert_eq!(store.current_key(&ada).await.expect("current"), None);
 }
 
+/// Several keys read at once are those read one by one: every version of every subject
+/// asked for that exists, nothing for a version never made, an unknown subject or a
+/// forgotten one, and an empty request is an empty answer.
+pub async fn keys_are_read_many_at_once<S: KeyStore>(store: S) {
+    let (ada, bob, cyd, unknown) = (subject(), subject(), subject(), subject());
+    let ada1 = store
+        .current_key(&ada)
+        .await
+        .expect("current")
+        .expect("a key");
+    let ada2 = store.rotate(&ada).await.expect("rotate").expect("a key");
+    let bob1 = store
+        .current_key(&bob)
+        .await
+        .expect("current")
+        .expect("a key");
+    store.current_key(&cyd).await.expect("current");
+    store.forget(&cyd, "operator-1").await.expect("forget");
+    assert!(store.keys(&[]).await.expect("keys").is_empty());
+    let wanted = [
+        (ada.clone(), 1),
+        (ada.clone(), 2),
+        (ada.clone(), 3),
+        (bob.clone(), 1),
+        (cyd.clone(), 1),
+        (unknown.clone(), 1),
+    ];
+    let found = store.keys(&wanted).await.expect("keys");
+    let expected = std::collections::HashMap::from([
+        ((ada.clone(), 1), ada1),
+        ((ada.clone(), 2), ada2),
+        ((bob.clone(), 1), bob1),
+    ]);
+    assert_eq!(found, expected);
+    for (subject, version) in &wanted {
+        assert_eq!(
+            store.key(subject, *version).await.expect("key").as_ref(),
+            found.get(&(subject.clone(), *version))
+        );
+    }
+}
+
 /// Runs every property, each on a fresh store from `new_store`.
 pub async fn key_store_contract<S, F, Fut>(new_store: F)
 where
@@ -122,6 +164,7 @@ where
     rotation_keeps_older_versions(new_store().await).await;
     forgetting_destroys_every_version_for_good(new_store().await).await;
     an_unknown_subject_can_be_forgotten(new_store().await).await;
+    keys_are_read_many_at_once(new_store().await).await;
 }
 
 /// Generates one `#[tokio::test]` per key-store property; `$new_store` is an expression
@@ -138,7 +181,8 @@ macro_rules! key_store_contract_tests {
             concurrent_first_uses_agree_on_one_key,
             rotation_keeps_older_versions,
             forgetting_destroys_every_version_for_good,
-            an_unknown_subject_can_be_forgotten
+            an_unknown_subject_can_be_forgotten,
+            keys_are_read_many_at_once
         );
     };
     (@each $new_store:expr; $($property:ident),+) => {

@@ -221,7 +221,7 @@ impl Runner {
             }
             return Err(Failure::Apply(error));
         }
-        let mut tx = target.into_transaction();
+        let tx = target.into_transaction();
         if let Some((event, error, attempts)) = &unit.dead_letter {
             let client = tx.connection()?;
             self.shared
@@ -234,23 +234,27 @@ impl Runner {
             .stored
             .get(&unit.version)
             .and_then(|(stored, _)| *stored);
-        match self
-            .shared
-            .checkpoints
-            .compare_and_set_in(&mut tx, &checkpoint, expected, unit.new)
-            .await
-        {
-            Ok(()) => {}
-            Err(CheckpointError::Stale { .. }) => return Err(Failure::Stop(Stop::Stale)),
-            Err(error) => return Err(error.into()),
-        }
         let progress = Progress {
             name: &self.name,
             events: unit.events,
             active: unit.role == Role::Active,
             switch_to: unit.switch.then_some(unit.version),
         };
-        self.shared.sql.progress(tx.connection()?, progress).await?;
+        // The checkpoint's move and the bookkeeping go to the server together (one round
+        // trip); a stale checkpoint rolls both back.
+        let client = tx.connection()?;
+        let (moved, recorded) = tokio::join!(
+            self.shared
+                .checkpoints
+                .compare_and_set_on(client, &checkpoint, expected, unit.new),
+            self.shared.sql.progress(client, progress),
+        );
+        match moved {
+            Ok(()) => {}
+            Err(CheckpointError::Stale { .. }) => return Err(Failure::Stop(Stop::Stale)),
+            Err(error) => return Err(error.into()),
+        }
+        recorded?;
         tx.commit().await?;
         self.stored
             .insert(unit.version, (Some(unit.new), Instant::now()));

@@ -17,7 +17,7 @@ use super::status::ProjectionState;
 use super::target::{PgProjectionTx, checkpoint_name};
 use crate::leader::Leader;
 
-/// How long a projection's row is trusted while catching up.
+/// How long a projection's row is trusted while events flow.
 const ROW_TTL: Duration = Duration::from_millis(200);
 
 /// Why leading ended.
@@ -245,8 +245,9 @@ impl Runner {
                 last_check = Instant::now();
             }
             signal.borrow_and_update();
-            // While catching up, the row is re-read at most every ROW_TTL (a rebuild request
-            // or a pause from elsewhere is noticed within it); after a wait, always.
+            // The row is re-read at most every ROW_TTL while events flow (a rebuild request
+            // or a pause from another node is noticed within it), after a longer wait, and at
+            // once after a resume or a rebuild request made here.
             let fresh = cached.filter(|(_, at)| at.elapsed() < ROW_TTL);
             let row = if let Some((row, _)) = fresh {
                 row
@@ -354,7 +355,6 @@ impl Runner {
                 idle = None;
                 continue;
             }
-            cached = None;
             let wait = if moved || held {
                 idle = None;
                 self.shared.options.min_poll
@@ -368,7 +368,8 @@ impl Runner {
             let live = self.live.clone();
             tokio::select! {
                 _ = signal.changed() => {}
-                () = live.woken() => {}
+                // A resume or a rebuild request here: read the row again at once.
+                () = live.woken() => cached = None,
                 _ = self.sleep(wait) => {}
             }
         }

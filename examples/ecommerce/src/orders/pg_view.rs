@@ -118,86 +118,167 @@ impl Projection<PgProjectionTx> for OrdersTables {
         tx: &mut PgProjectionTx,
         recorded: &RecordedEvent,
     ) -> Result<(), ProjectionError> {
+        self.apply_batch(tx, std::slice::from_ref(recorded)).await
+    }
+
+    /// Each event is one statement (a summary written and its notification recorded
+    /// together), prepared once per connection, and the batch's statements go to the server
+    /// together: one round trip for the batch, which the server runs in order.
+    async fn apply_batch(
+        &self,
+        tx: &mut PgProjectionTx,
+        events: &[RecordedEvent],
+    ) -> Result<(), ProjectionError> {
+        let writes = events
+            .iter()
+            .map(Write::of)
+            .collect::<Result<Vec<_>, _>>()?;
+        let (summaries, notifications) = (tx.table(SUMMARIES), tx.table(NOTIFICATIONS));
+        let (placed, changed) = (
+            placed_sql(&summaries, &notifications),
+            changed_sql(&summaries, &notifications),
+        );
+        let (placed, changed) =
+            tokio::try_join!(tx.prepare_cached(&placed), tx.prepare_cached(&changed))
+                .map_err(apply_error)?;
+        let client = tx.client();
+        let runs = writes.iter().flatten().map(|write| {
+            let (placed, changed) = (&placed, &changed);
+            async move {
+                match write {
+                    Write::Placed(p) => client
+                        .execute(
+                            placed,
+                            &[
+                                &p.order_id,
+                                &p.quote_id,
+                                &p.customer_id,
+                                &p.placed_at,
+                                &p.status,
+                                &p.lines,
+                                &p.currency,
+                                &p.total,
+                                &p.at,
+                            ],
+                        )
+                        .await
+                        .map_err(apply_error)
+                        .map(drop),
+                    Write::Changed(c) => {
+                        let rows = client
+                            .execute(
+                                changed,
+                                &[&c.order_id, &c.status, &c.total, &c.reason, &c.at],
+                            )
+                            .await
+                            .map_err(apply_error)?;
+                        if rows == 0 {
+                            return Err(ProjectionError::apply(format!(
+                                "order {} changed before it was placed",
+                                c.order_id
+                            )));
+                        }
+                        Ok(())
+                    }
+                }
+            }
+        });
+        futures::future::try_join_all(runs).await.map(drop)
+    }
+}
+
+/// A placement: its summary, with its first status, and its notification, unless the order
+/// is there already (a rebuild, or a batch applied again).
+fn placed_sql(summaries: &str, notifications: &str) -> String {
+    format!(
+        "WITH placed AS ( \
+             INSERT INTO {summaries} (order_id, quote_id, customer_id, created_at, status, \
+                 lines, currency, total, statuses) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, jsonb_build_array($5::text)) \
+             ON CONFLICT (order_id) DO NOTHING RETURNING customer_id, order_id) \
+         INSERT INTO {notifications} (customer_id, order_id, status, reason, at) \
+         SELECT customer_id, order_id, $5, NULL, $9 FROM placed"
+    )
+}
+
+/// A later status: the summary's status, its status history, the total once processed and
+/// the reason once cancelled, and the notification; no row when the order is not there.
+fn changed_sql(summaries: &str, notifications: &str) -> String {
+    format!(
+        "WITH changed AS ( \
+             UPDATE {summaries} SET status = $2, statuses = statuses || to_jsonb($2::text), \
+                 total = coalesce($3, total), \
+                 cancellation_reason = coalesce($4, cancellation_reason) \
+             WHERE order_id = $1 RETURNING customer_id, cancellation_reason) \
+         INSERT INTO {notifications} (customer_id, order_id, status, reason, at) \
+         SELECT customer_id, $1, $2, cancellation_reason, $5 FROM changed"
+    )
+}
+
+/// What one order event writes.
+enum Write {
+    Placed(PlacedRow),
+    Changed(ChangedRow),
+}
+
+/// The parameters of [`placed_sql`].
+struct PlacedRow {
+    order_id: Uuid,
+    quote_id: Uuid,
+    customer_id: Uuid,
+    placed_at: DateTime<Utc>,
+    status: &'static str,
+    lines: serde_json::Value,
+    currency: &'static str,
+    total: String,
+    at: DateTime<Utc>,
+}
+
+/// The parameters of [`changed_sql`].
+struct ChangedRow {
+    order_id: Uuid,
+    status: &'static str,
+    total: Option<String>,
+    reason: Option<String>,
+    at: DateTime<Utc>,
+}
+
+impl Write {
+    /// The write of `recorded`; none for an event that changes no status.
+    fn of(recorded: &RecordedEvent) -> Result<Option<Self>, ProjectionError> {
         let event: OrderEvent = recorded
             .decode(&EventRegistry::new())
             .map_err(ProjectionError::apply)?;
-        let (summaries, notifications) = (tx.table(SUMMARIES), tx.table(NOTIFICATIONS));
-        let client = tx.client();
-        if let OrderEvent::Placed(placement) = &event {
-            let lines = serde_json::to_value(&placement.lines).map_err(apply_error)?;
-            let inserted = client
-                .execute(
-                    &format!(
-                        "INSERT INTO {summaries} (order_id, quote_id, customer_id, created_at, \
-                         status, lines, currency, total, statuses) \
-                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, '[]'::jsonb) \
-                         ON CONFLICT (order_id) DO NOTHING"
-                    ),
-                    &[
-                        &placement.order_id,
-                        &placement.quote_id,
-                        &placement.customer_id,
-                        &placement.placed_at,
-                        &OrderStatus::Placed.text(),
-                        &lines,
-                        &placement.currency.code(),
-                        &total(&placement.lines).to_string(),
-                    ],
-                )
-                .await
-                .map_err(apply_error)?;
-            if inserted == 0 {
-                return Ok(());
-            }
-        }
-        let order_id = event.order_id();
+        let at = recorded.metadata.timestamp;
         let Some(status) = event.status() else {
-            return Ok(());
+            return Ok(None);
         };
-        let total = match &event {
-            OrderEvent::Processed { total, .. } => Some(total.to_string()),
-            _ => None,
-        };
-        let reason = match &event {
-            OrderEvent::Cancelled { reason, .. } => Some(reason.clone()),
-            _ => None,
-        };
-        let changed = client
-            .query_opt(
-                &format!(
-                    "UPDATE {summaries} SET status = $2, statuses = statuses || to_jsonb($2::text), \
-                     total = coalesce($3, total), \
-                     cancellation_reason = coalesce($4, cancellation_reason) \
-                     WHERE order_id = $1 RETURNING customer_id, cancellation_reason"
-                ),
-                &[&order_id, &status.text(), &total, &reason],
-            )
-            .await
-            .map_err(apply_error)?;
-        let Some(row) = changed else {
-            return Err(ProjectionError::apply(format!(
-                "order {order_id} changed before it was placed"
-            )));
-        };
-        let customer_id: Uuid = row.get(0);
-        let reason: Option<String> = row.get(1);
-        client
-            .execute(
-                &format!(
-                    "INSERT INTO {notifications} (customer_id, order_id, status, reason, at) \
-                     VALUES ($1, $2, $3, $4, $5)"
-                ),
-                &[
-                    &customer_id,
-                    &order_id,
-                    &status.text(),
-                    &reason,
-                    &recorded.metadata.timestamp,
-                ],
-            )
-            .await
-            .map_err(apply_error)?;
-        Ok(())
+        Ok(Some(match event {
+            OrderEvent::Placed(placement) => Write::Placed(PlacedRow {
+                order_id: placement.order_id,
+                quote_id: placement.quote_id,
+                customer_id: placement.customer_id,
+                placed_at: placement.placed_at,
+                status: status.text(),
+                lines: serde_json::to_value(&placement.lines).map_err(apply_error)?,
+                currency: placement.currency.code(),
+                total: total(&placement.lines).to_string(),
+                at,
+            }),
+            event => Write::Changed(ChangedRow {
+                order_id: event.order_id(),
+                status: status.text(),
+                total: match &event {
+                    OrderEvent::Processed { total, .. } => Some(total.to_string()),
+                    _ => None,
+                },
+                reason: match event {
+                    OrderEvent::Cancelled { reason, .. } => Some(reason),
+                    _ => None,
+                },
+                at,
+            }),
+        }))
     }
 }
 

@@ -97,6 +97,12 @@ const IDLE_RECHECK: Duration = Duration::from_secs(10);
 /// only bounds how late a lost wake-up is made up for.
 const RELAY_IDLE_POLL: Duration = Duration::from_secs(30);
 
+/// How long a relay's checkpoint may stay behind the broker's acknowledgements while
+/// messages flow: one write per relay at most this often instead of one per batch (each a
+/// committed transaction). A crash publishes again what followed the last write, which the
+/// consumers' inboxes discard.
+const RELAY_CHECKPOINT_INTERVAL: Duration = Duration::from_millis(100);
+
 /// How often a handler is tried before its message is dead-lettered.
 const MAX_ATTEMPTS: u32 = 20;
 
@@ -204,10 +210,12 @@ impl Runtime {
             }
         };
         // Woken by its store's signal on each commit in this process; the slow poll is a
-        // fallback for other processes' commits.
+        // fallback for other processes' commits. While orders flow, its checkpoint is written
+        // at most every RELAY_CHECKPOINT_INTERVAL (and when the outbox runs dry).
         let options = RelayOptions::default()
             .batch_size(500)
-            .poll_interval(Duration::from_millis(2), RELAY_IDLE_POLL);
+            .poll_interval(Duration::from_millis(2), RELAY_IDLE_POLL)
+            .checkpoint_interval(RELAY_CHECKPOINT_INTERVAL);
         let relay = relay
             .with_options(options)
             .with_published_signal(self.published.clone());
