@@ -63,19 +63,16 @@ impl PriceClient for Catalog {
         product_ids: &[Uuid],
         currency: Currency,
     ) -> Result<HashMap<Uuid, (String, Decimal)>, PricesError> {
-        let products = self.products(product_ids).await.map_err(|e| match e {
-            CatalogError::UnknownProducts(ids) => PricesError::UnknownProducts(ids),
-            other => PricesError::Unavailable(other.to_string()),
-        })?;
-        let mut prices = HashMap::new();
-        for product in products {
-            let price = product
-                .price
-                .convert_to(currency)
-                .map_err(|e| PricesError::Unavailable(e.to_string()))?;
-            prices.insert(product.product_id, (product.name, price.amount()));
-        }
-        Ok(prices)
+        let prices = Catalog::prices(self, product_ids, currency)
+            .await
+            .map_err(|e| match e {
+                CatalogError::UnknownProducts(ids) => PricesError::UnknownProducts(ids),
+                other => PricesError::Unavailable(other.to_string()),
+            })?;
+        Ok(prices
+            .into_iter()
+            .map(|(id, name, price)| (id, (name, price.amount())))
+            .collect())
     }
 }
 

@@ -38,6 +38,7 @@ pub mod ops;
 pub mod orders;
 pub mod payments;
 pub mod quotes;
+pub mod remote;
 pub mod runtime;
 pub mod shipments;
 pub mod storage;

@@ -185,14 +185,16 @@ async fn wire<B: ShopBackend>(backend: B, config: AppConfig) -> Result<App, Star
     let public = OpenApiRouter::with_openapi(PublicApi::openapi())
         .merge(identity::routes::public().with_state(identity.clone()))
         .merge(customers::routes::public().with_state(customers.clone()))
-        .merge(catalog::routes::public().with_state(catalog))
+        .merge(catalog::routes::public().with_state(catalog.clone()))
         .merge(inventory::routes::public().with_state(inventory.clone()))
-        .merge(quotes::routes::public().with_state(quotes))
+        .merge(quotes::routes::public().with_state(quotes.clone()))
         .merge(orders::routes::public().with_state(orders));
     let internal = OpenApiRouter::with_openapi(InternalApi::openapi())
         .merge(identity::routes::internal().with_state(identity))
         .merge(customers::routes::internal().with_state(customers))
         .merge(inventory::routes::internal().with_state(inventory))
+        .merge(catalog::routes::internal().with_state(catalog))
+        .merge(quotes::routes::internal().with_state(quotes))
         .merge(ops::internal().with_state(operations));
     Ok(App::new(Parts {
         backend: B::NAME,

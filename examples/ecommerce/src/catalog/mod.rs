@@ -137,6 +137,29 @@ impl Catalog {
             .collect())
     }
 
+    /// The name and unit price in `currency` of each product of `ids` (each once, in the
+    /// order asked), without stock: what a quote needs.
+    ///
+    /// # Errors
+    /// As [`products`](Self::products).
+    pub async fn prices(
+        &self,
+        ids: &[Uuid],
+        currency: Currency,
+    ) -> Result<Vec<(Uuid, String, Money)>, CatalogError> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.products(ids)
+            .await?
+            .into_iter()
+            .map(|product| {
+                let price = product.price.convert_to(currency).map_err(internal)?;
+                Ok((product.product_id, product.name, price))
+            })
+            .collect()
+    }
+
     /// Products priced in `currency`, with stock.
     ///
     /// # Errors

@@ -85,6 +85,93 @@ pub fn public() -> OpenApiRouter<Arc<Catalog>> {
     OpenApiRouter::new().routes(routes!(products))
 }
 
+/// The catalog's internal routes.
+pub fn internal() -> OpenApiRouter<Arc<Catalog>> {
+    OpenApiRouter::new().routes(routes!(prices))
+}
+
+/// `POST /api/v2/internal/catalog/prices`.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PricesRequest {
+    /// `USD`, `CAD` or `EUR`.
+    #[schema(pattern = "^(USD|CAD|EUR)$")]
+    pub currency_code: String,
+    /// The products to price.
+    pub product_ids: Vec<Uuid>,
+}
+
+/// A product's name and unit price.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ProductPrice {
+    /// The product id.
+    pub product_id: Uuid,
+    /// Name.
+    pub name: String,
+    /// Unit price in the requested currency.
+    #[schema(value_type = f64)]
+    #[serde(with = "crate::money::amount")]
+    pub unit_price: Decimal,
+}
+
+/// Prices in one currency, and the ids that name no product.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Prices {
+    /// The currency's code.
+    pub currency_code: String,
+    /// The products' prices, in the order asked.
+    pub prices: Vec<ProductPrice>,
+    /// Ids asked for that name no product (nothing is priced then).
+    pub unknown_product_ids: Vec<Uuid>,
+}
+
+/// Names and unit prices of products in a currency, for quotes (machine clients).
+#[utoipa::path(post, path = "/api/v2/internal/catalog/prices", tag = "internal",
+    request_body = PricesRequest,
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "Prices, or the ids that name no product", body = Prices),
+        (status = 422, description = "Unsupported currency or nil id", body = Problem, content_type = "application/problem+json"),
+    ))]
+async fn prices(
+    State(catalog): State<Arc<Catalog>>,
+    caller: Caller,
+    Json(request): Json<PricesRequest>,
+) -> Result<axum::Json<Prices>, ApiError> {
+    caller.require(Policy::Machine(Scope::Read))?;
+    let currency = currency(&request.currency_code)?;
+    if request.product_ids.iter().any(Uuid::is_nil) {
+        return Err(ApiError::field(
+            "productIds",
+            "the nil UUID is not a valid id",
+        ));
+    }
+    let (prices, unknown_product_ids) = match catalog.prices(&request.product_ids, currency).await {
+        Ok(prices) => (prices, Vec::new()),
+        Err(CatalogError::UnknownProducts(unknown)) => (Vec::new(), unknown),
+        Err(other) => return Err(other.into()),
+    };
+    Ok(axum::Json(Prices {
+        currency_code: currency.code().to_owned(),
+        prices: prices
+            .into_iter()
+            .map(|(product_id, name, price)| ProductPrice {
+                product_id,
+                name,
+                unit_price: price.amount(),
+            })
+            .collect(),
+        unknown_product_ids,
+    }))
+}
+
+fn currency(code: &str) -> Result<Currency, ApiError> {
+    code.parse()
+        .map_err(|e: crate::money::MoneyError| ApiError::field("currencyCode", e.to_string()))
+}
+
 /// Products with their price in a currency and their stock (customers and machine clients).
 #[utoipa::path(post, path = "/api/v2/products", tag = "catalog",
     request_body = ProductsRequest,
@@ -100,10 +187,7 @@ async fn products(
     Json(request): Json<ProductsRequest>,
 ) -> Result<axum::Json<Vec<ProductView>>, ApiError> {
     caller.require(Policy::Any(Scope::Read))?;
-    let currency: Currency = request
-        .currency_code
-        .parse()
-        .map_err(|e: crate::money::MoneyError| ApiError::field("currencyCode", e.to_string()))?;
+    let currency = currency(&request.currency_code)?;
     if request.product_ids.iter().any(Uuid::is_nil) {
         return Err(ApiError::field(
             "productIds",

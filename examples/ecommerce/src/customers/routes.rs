@@ -160,6 +160,7 @@ pub fn public<S: TransactionalStore>() -> OpenApiRouter<Arc<Customers<S>>> {
 pub fn internal<S: TransactionalStore>() -> OpenApiRouter<Arc<Customers<S>>> {
     OpenApiRouter::new()
         .routes(routes!(customer_by_id))
+        .routes(routes!(ship_to))
         .routes(routes!(change_credit_limit))
         .routes(routes!(forget_customer))
 }
@@ -309,6 +310,47 @@ async fn customer_by_id<S: TransactionalStore>(
 ) -> Result<axum::Json<CustomerDetails>, ApiError> {
     caller.require(Policy::Machine(Scope::Read))?;
     Ok(axum::Json(customers.profile(id).await?.into()))
+}
+
+/// Where a customer's orders go: their name and shipping address, and the data subject
+/// they belong to.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ShipToView {
+    /// The data subject whose key seals them wherever they are stored.
+    pub subject: String,
+    /// Name.
+    pub name: String,
+    /// Shipping address.
+    pub address: String,
+}
+
+/// A customer's ship-to, for orders (machine clients).
+#[utoipa::path(get, path = "/api/v2/internal/customers/{id}/ship-to", tag = "internal",
+    params(("id" = Uuid, Path, description = "Customer id")),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "Name and address", body = ShipToView),
+        (status = 404, description = "No such customer", body = Problem, content_type = "application/problem+json"),
+        (status = 410, description = "The customer's personal data was forgotten", body = Problem, content_type = "application/problem+json"),
+    ))]
+async fn ship_to<S: TransactionalStore>(
+    State(customers): State<Arc<Customers<S>>>,
+    caller: Caller,
+    IdPath(id): IdPath,
+) -> Result<axum::Json<ShipToView>, ApiError> {
+    caller.require(Policy::Machine(Scope::Read))?;
+    let profile = customers.profile(id).await?;
+    match (profile.name.value(), profile.shipping_address.value()) {
+        (Some(name), Some(address)) => Ok(axum::Json(ShipToView {
+            subject: profile.name.subject().as_str().to_owned(),
+            name: name.clone(),
+            address: address.clone(),
+        })),
+        _ => Err(ApiError::Gone(format!(
+            "customer {id}'s personal data was forgotten"
+        ))),
+    }
 }
 
 /// Changes a customer's credit limit (machine clients with `write`).

@@ -30,6 +30,9 @@ pub enum ApiError {
     /// 404: no such resource (or not the caller's).
     #[error("{0}")]
     NotFound(String),
+    /// 410: the resource existed and is gone for good (a forgotten customer's data).
+    #[error("{0}")]
+    Gone(String),
     /// 405: the route does not take this method.
     #[error("{0}")]
     MethodNotAllowed(String),
@@ -95,6 +98,7 @@ impl ApiError {
             ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::Gone(_) => StatusCode::GONE,
             ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::RequestTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             ApiError::Conflict(_) => StatusCode::CONFLICT,

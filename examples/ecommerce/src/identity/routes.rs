@@ -159,6 +159,33 @@ pub fn internal<S: TransactionalStore>() -> OpenApiRouter<Arc<Identity<S>>> {
     OpenApiRouter::new()
         .routes(routes!(create_account))
         .routes(routes!(close_account))
+        .routes(routes!(close_account_of))
+}
+
+/// `POST /api/v2/internal/accounts/closures`.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AccountClosure {
+    /// The sign-in email of the account to close.
+    pub email: String,
+}
+
+/// Closes the account that signs in with an email, if there is one (forgetting its
+/// customer; machine clients).
+#[utoipa::path(post, path = "/api/v2/internal/accounts/closures", tag = "internal",
+    request_body = AccountClosure,
+    security(("bearer" = [])),
+    responses(
+        (status = 204, description = "Closed, or there was no such account"),
+    ))]
+async fn close_account_of<S: TransactionalStore>(
+    State(identity): State<Arc<Identity<S>>>,
+    caller: Caller,
+    Json(request): Json<AccountClosure>,
+) -> Result<StatusCode, ApiError> {
+    caller.require(Policy::Machine(Scope::Delete))?;
+    identity.close_account_of(&request.email).await?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 /// A token response: never stored by a cache (RFC 6749 5.1).

@@ -151,6 +151,62 @@ pub fn public<S: TransactionalStore>() -> OpenApiRouter<Arc<Quotes<S>>> {
         .routes(routes!(history))
 }
 
+/// Quotes' internal routes.
+pub fn internal<S: TransactionalStore>() -> OpenApiRouter<Arc<Quotes<S>>> {
+    OpenApiRouter::new().routes(routes!(confirm))
+}
+
+/// `POST /api/v2/internal/quotes/{id}/confirmation`.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ConfirmationRequest {
+    /// The customer whose quote it must be.
+    pub customer_id: Uuid,
+}
+
+/// A confirmed quote's lines, priced when it was confirmed.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Confirmation {
+    /// The lines.
+    #[schema(value_type = Vec<Object>)]
+    pub lines: Vec<crate::messages::Line>,
+    /// The quote's currency.
+    pub currency_code: String,
+}
+
+/// Confirms a customer's quote into its priced lines, for an order; confirming it again
+/// answers the same lines (machine clients).
+#[utoipa::path(post, path = "/api/v2/internal/quotes/{id}/confirmation", tag = "internal",
+    params(("id" = Uuid, Path, description = "Quote id")),
+    request_body = ConfirmationRequest,
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "Confirmed", body = Confirmation),
+        (status = 404, description = "No such quote for the customer", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The quote kept changing; try again", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "A quote rule refused, or an item names no product (`errors.items`)", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The catalog did not price the items", body = Problem, content_type = "application/problem+json"),
+    ))]
+async fn confirm<S: TransactionalStore>(
+    State(quotes): State<Arc<Quotes<S>>>,
+    caller: Caller,
+    IdPath(quote_id): IdPath,
+    Json(request): Json<ConfirmationRequest>,
+) -> Result<axum::Json<Confirmation>, ApiError> {
+    caller.require(crate::auth::Policy::Machine(Scope::Write))?;
+    check_id("customerId", request.customer_id)?;
+    match quotes.confirm(request.customer_id, quote_id).await {
+        Ok(quote) => Ok(axum::Json(Confirmation {
+            lines: quote.items,
+            currency_code: quote.currency.code().to_owned(),
+        })),
+        Err(QuotesError::UnknownProduct(message)) => Err(ApiError::field("items", message)),
+        Err(QuotesError::Prices(e)) => Err(ApiError::Unavailable(e.to_string())),
+        Err(other) => Err(other.into()),
+    }
+}
+
 /// The caller's open quote at current prices.
 #[utoipa::path(get, path = "/api/v2/quotes", tag = "quotes",
     security(("bearer" = [])),

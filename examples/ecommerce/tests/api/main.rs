@@ -26,5 +26,6 @@ mod notifications;
 mod openapi;
 mod privacy;
 mod quotes;
+mod remote;
 mod server;
 mod workflow;
