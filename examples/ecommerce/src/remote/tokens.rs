@@ -58,7 +58,7 @@ struct Cached {
 }
 
 /// A machine token shared by every call of a process: asked for once, reused until
-/// [`RENEW_BEFORE`] its expiry (or until a service refuses it), then asked for again. Calls
+/// a minute before its expiry (or until a service refuses it), then asked for again. Calls
 /// that need a token while one is being asked for wait for that one.
 pub struct MachineTokens {
     credentials: ClientCredentials,
@@ -86,7 +86,7 @@ impl MachineTokens {
         }
     }
 
-    /// A token with more than [`RENEW_BEFORE`] left.
+    /// A token with more than a minute left.
     ///
     /// # Errors
     /// [`RemoteError::Unreachable`] or [`RemoteError::TimedOut`] when the identity service
