@@ -26,6 +26,7 @@ pub mod catalog;
 pub mod config;
 pub mod customers;
 pub mod failures;
+pub mod gateway;
 pub mod handling;
 pub mod history;
 pub mod http;

@@ -38,6 +38,24 @@ enum Command {
     /// (some hitting each compensation path), prints each order's status history and checks
     /// every invariant. In process on the embedded default, or against `--url`.
     Demo(DemoArgs),
+    /// Serves the public API of services split apart, routing by path from a route table
+    /// (see examples/ecommerce/gateway.json): `/health` for every service, the merged
+    /// OpenAPI document, and never an internal route.
+    Gateway(GatewayArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct GatewayArgs {
+    /// Where to listen.
+    #[arg(long, env = "ECOMMERCE_GATEWAY_ADDR", default_value = "0.0.0.0:5000")]
+    addr: std::net::SocketAddr,
+    /// The route table (JSON).
+    #[arg(
+        long,
+        env = "ECOMMERCE_GATEWAY_ROUTES",
+        default_value = "examples/ecommerce/gateway.json"
+    )]
+    routes: std::path::PathBuf,
 }
 
 #[derive(Debug, clap::Args)]
@@ -109,6 +127,7 @@ async fn main() -> ExitCode {
         None => serve(cli.serve).await,
         Some(Command::Serve(args)) => serve(*args).await,
         Some(Command::Demo(args)) => demo(args).await,
+        Some(Command::Gateway(args)) => gateway(args).await,
     };
     telemetry.shutdown();
     match result {
@@ -155,6 +174,17 @@ async fn serve(args: ServeArgs) -> MainResult {
     .await?;
     app.serve(args.public_addr, args.internal_addr, shutdown_signal())
         .await?;
+    Ok(())
+}
+
+async fn gateway(args: GatewayArgs) -> MainResult {
+    let table = ecommerce::gateway::RouteTable::load(&args.routes)?;
+    let gateway = ecommerce::gateway::Gateway::new(table)?;
+    let listener = tokio::net::TcpListener::bind(args.addr)
+        .await
+        .map_err(|e| format!("cannot listen on {}: {e}", args.addr))?;
+    tracing::info!(addr = %args.addr, routes = %args.routes.display(), "gateway listening");
+    gateway.serve(listener, shutdown_signal()).await?;
     Ok(())
 }
 

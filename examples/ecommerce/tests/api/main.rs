@@ -19,6 +19,7 @@ mod support;
 mod auth;
 mod catalog;
 mod customers;
+mod gateway;
 mod identity;
 mod inventory;
 mod load;
