@@ -38,6 +38,9 @@ pub enum Scope {
     Write,
     /// Delete.
     Delete,
+    /// Data subjects' keys (the key store's internal routes): only machine clients that
+    /// seal or open personal data.
+    Keys,
 }
 
 impl Scope {
@@ -47,6 +50,7 @@ impl Scope {
             Scope::Read => "read",
             Scope::Write => "write",
             Scope::Delete => "delete",
+            Scope::Keys => "keys",
         }
     }
 
@@ -56,6 +60,7 @@ impl Scope {
             "read" => Some(Scope::Read),
             "write" => Some(Scope::Write),
             "delete" => Some(Scope::Delete),
+            "keys" => Some(Scope::Keys),
             _ => None,
         }
     }

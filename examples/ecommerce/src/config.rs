@@ -52,7 +52,7 @@ pub struct ServeArgs {
     /// File holding the token signing secret (instead of `--jwt-secret`).
     #[arg(long, env = "ECOMMERCE_JWT_SECRET_FILE")]
     pub jwt_secret_file: Option<PathBuf>,
-    /// Machine clients: `id:secret:scope scope,id2:secret2:scope` (scopes: read write delete).
+    /// Machine clients: `id:secret:scope scope,id2:secret2:scope` (scopes: read write delete keys).
     #[arg(long, env = "ECOMMERCE_M2M_CLIENTS", hide_env_values = true)]
     pub m2m_clients: Option<String>,
     /// Customer access-token lifetime in seconds.

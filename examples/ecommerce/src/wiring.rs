@@ -192,6 +192,7 @@ async fn wire<B: ShopBackend>(backend: B, config: AppConfig) -> Result<App, Star
     let internal = OpenApiRouter::with_openapi(InternalApi::openapi())
         .merge(identity::routes::internal().with_state(identity))
         .merge(customers::routes::internal().with_state(customers))
+        .merge(customers::keys::internal().with_state(privacy.keys().clone()))
         .merge(inventory::routes::internal().with_state(inventory))
         .merge(catalog::routes::internal().with_state(catalog))
         .merge(quotes::routes::internal().with_state(quotes))

@@ -2,6 +2,7 @@
 //! limit.
 
 mod customer;
+pub mod keys;
 pub mod routes;
 
 use std::sync::Arc;

@@ -86,6 +86,6 @@ pub fn development_client() -> ClientCredentials {
     ClientCredentials {
         id: DEVELOPMENT_CLIENT_ID.to_owned(),
         secret: DEVELOPMENT_CLIENT_SECRET.to_owned(),
-        scopes: vec![Scope::Read, Scope::Write, Scope::Delete],
+        scopes: vec![Scope::Read, Scope::Write, Scope::Delete, Scope::Keys],
     }
 }

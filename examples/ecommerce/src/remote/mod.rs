@@ -9,6 +9,7 @@
 //! Any other answer, 4xx or 5xx, is the caller's to read.
 
 pub mod clients;
+pub mod keys;
 mod tokens;
 
 use std::collections::BTreeMap;

@@ -137,7 +137,7 @@ async fn client_credentials_grant_scoped_machine_tokens(app: TestApp) {
         )
         .await;
     assert_eq!(all.status, StatusCode::OK, "{:?}", all.body);
-    assert_eq!(all.body["scope"], "read write delete");
+    assert_eq!(all.body["scope"], "read write delete keys");
     let claims = app
         .keys()
         .verify_access(all.body["accessToken"].as_str().unwrap())

@@ -22,6 +22,7 @@ mod customers;
 mod gateway;
 mod identity;
 mod inventory;
+mod keys;
 mod load;
 mod notifications;
 mod openapi;
