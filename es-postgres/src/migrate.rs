@@ -65,10 +65,24 @@ pub(crate) async fn migrate(pool: &Pool, schema: &Schema) -> Result<Vec<i32>, Pg
             &[&schema.name],
         )
         .await?;
+    // A schema made beforehand (owned by the role a service connects as, which need not
+    // be allowed to create schemas) is used as it is: `CREATE SCHEMA IF NOT EXISTS` would
+    // still want that privilege.
+    let exists = transaction
+        .query_opt(
+            "SELECT 1 FROM pg_namespace WHERE nspname = $1",
+            &[&schema.name],
+        )
+        .await?
+        .is_some();
+    if !exists {
+        transaction
+            .batch_execute(&schema.render("CREATE SCHEMA IF NOT EXISTS __SCHEMA__;"))
+            .await?;
+    }
     transaction
         .batch_execute(&schema.render(
-            "CREATE SCHEMA IF NOT EXISTS __SCHEMA__;
-             CREATE TABLE IF NOT EXISTS __SCHEMA__.schema_versions (
+            "CREATE TABLE IF NOT EXISTS __SCHEMA__.schema_versions (
                  version    integer     PRIMARY KEY,
                  name       text        NOT NULL,
                  applied_at timestamptz NOT NULL DEFAULT now()
