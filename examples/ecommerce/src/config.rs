@@ -26,6 +26,23 @@ pub struct ServeArgs {
         default_value = "127.0.0.1:5100"
     )]
     pub internal_addr: SocketAddr,
+    /// Run one service of the split deployment (identity, customers, catalog, inventory,
+    /// quotes, orders, payments or shipments) instead of every context in one process; give
+    /// it its own listeners (`--public-addr`, `--internal-addr`) and a PostgreSQL role of its
+    /// own in `DATABASE_URL`.
+    #[arg(long, env = "ECOMMERCE_SERVICE", value_enum)]
+    pub service: Option<crate::split::ServiceName>,
+    /// With `--service`: the host of the other services, each at its default ports, unless
+    /// `ECOMMERCE_PEER_<SERVICE>_URL` gives one's internal URL (and
+    /// `ECOMMERCE_PEER_IDENTITY_PUBLIC_URL` identity's public one).
+    #[arg(long, env = "ECOMMERCE_PEERS_HOST", default_value = "127.0.0.1")]
+    pub peers_host: String,
+    /// With `--service`: the machine client it calls the other services as.
+    #[arg(long, env = "ECOMMERCE_SERVICE_CLIENT_ID", default_value = DEVELOPMENT_CLIENT_ID)]
+    pub service_client_id: String,
+    /// Its secret.
+    #[arg(long, env = "ECOMMERCE_SERVICE_CLIENT_SECRET", default_value = DEVELOPMENT_CLIENT_SECRET, hide_default_value = true, hide_env_values = true)]
+    pub service_client_secret: String,
     /// PostgreSQL URL; without it everything is kept in memory and lost on exit.
     #[arg(long, env = "DATABASE_URL")]
     pub database_url: Option<String>,
@@ -272,6 +289,32 @@ impl ServeArgs {
             consumers: self.consumers.max(1),
             partitions: self.partitions.max(1),
             ..crate::app::WorkflowConfig::default()
+        })
+    }
+
+    /// With `--service`, where the other services are.
+    pub fn split(&self) -> Option<crate::split::SplitConfig> {
+        let service = self.service?;
+        let host = &self.peers_host;
+        let peer = |name: crate::split::ServiceName, port: u16, public: bool| {
+            let variable = if public {
+                format!("ECOMMERCE_PEER_{}_PUBLIC_URL", name.as_str().to_uppercase())
+            } else {
+                format!("ECOMMERCE_PEER_{}_URL", name.as_str().to_uppercase())
+            };
+            std::env::var(variable).unwrap_or_else(|_| format!("http://{host}:{port}"))
+        };
+        let identity = crate::split::ServiceName::Identity;
+        Some(crate::split::SplitConfig {
+            service,
+            internal: crate::split::ServiceName::ALL
+                .iter()
+                .map(|s| (*s, peer(*s, s.ports().1, false)))
+                .collect(),
+            identity_url: peer(identity, identity.ports().0, true),
+            client_id: self.service_client_id.clone(),
+            client_secret: self.service_client_secret.clone(),
+            calls: crate::remote::CallPolicy::default(),
         })
     }
 

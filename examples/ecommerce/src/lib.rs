@@ -42,6 +42,7 @@ pub mod quotes;
 pub mod remote;
 pub mod runtime;
 pub mod shipments;
+pub mod split;
 pub mod storage;
 mod wiring;
 pub mod workflow;

@@ -162,7 +162,7 @@ async fn serve(args: ServeArgs) -> MainResult {
             Backend::Memory
         }
     };
-    let app = App::start(AppConfig {
+    let config = AppConfig {
         backend,
         identity,
         body_limit: args.body_limit,
@@ -170,8 +170,14 @@ async fn serve(args: ServeArgs) -> MainResult {
         master_keys: args.master_keys()?,
         workflow: args.workflow()?,
         kafka: args.kafka(),
-    })
-    .await?;
+    };
+    let app = match args.split() {
+        Some(split) => {
+            tracing::info!(service = %split.service, "starting one service of the split deployment");
+            App::start_service(config, split).await?
+        }
+        None => App::start(config).await?,
+    };
     app.serve(args.public_addr, args.internal_addr, shutdown_signal())
         .await?;
     Ok(())

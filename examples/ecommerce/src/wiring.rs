@@ -27,7 +27,7 @@ use crate::orders::{Orders, OrdersClients};
 use crate::payments::Payments;
 use crate::quotes::Quotes;
 use crate::runtime::bus::Bus;
-use crate::runtime::{Workflow, WorkflowServices, consumer};
+use crate::runtime::{SagaParts, Workflow, WorkflowServices, consumer};
 use crate::shipments::Shipments;
 use crate::workflow::saga::{self, OrderSaga};
 use crate::{catalog, customers, identity, inventory, ops, orders, quotes};
@@ -170,10 +170,13 @@ async fn wire<B: ShopBackend>(backend: B, config: AppConfig) -> Result<App, Star
         bus: bus.clone(),
         workflow,
         outboxes,
-        sagas,
-        saga,
-        orders: orders.clone(),
+        saga: Some(SagaParts {
+            sagas,
+            runner: saga,
+        }),
+        orders: Some(orders.clone()),
         consumers,
+        group: "ecommerce".to_owned(),
         held: Mutex::new(workflow.held.iter().map(|g| (*g).to_owned()).collect()),
     });
     let runtime = Arc::new(Mutex::new(wiring.start().map_err(fail("the workflow"))?));
@@ -212,7 +215,7 @@ async fn wire<B: ShopBackend>(backend: B, config: AppConfig) -> Result<App, Star
 }
 
 /// The router and its OpenAPI document, every error answer listed.
-fn documented(router: OpenApiRouter) -> (axum::Router, utoipa::openapi::OpenApi) {
+pub(crate) fn documented(router: OpenApiRouter) -> (axum::Router, utoipa::openapi::OpenApi) {
     let (router, mut openapi) = router.split_for_parts();
     crate::http::document_errors(&mut openapi);
     (router, openapi)

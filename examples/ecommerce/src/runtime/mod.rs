@@ -6,8 +6,8 @@
 pub mod bus;
 mod services;
 
+pub(crate) use services::{SagaParts, WorkflowServices, consumer};
 pub use services::{Workflow, WorkflowConfig};
-pub(crate) use services::{WorkflowServices, consumer};
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};

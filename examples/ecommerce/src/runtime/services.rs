@@ -88,19 +88,29 @@ pub(crate) fn consumer(
     (group, topics, Arc::new(handler))
 }
 
-/// The workflow's parts, kept to start its services again (after a restart, or a release).
+/// The order saga of a process: its store (with its outbox) and its runner.
+pub(crate) struct SagaParts<B: ShopBackend> {
+    pub(crate) sagas: B::Sagas,
+    pub(crate) runner: Arc<OrderSagaRunner<B::Sagas>>,
+}
+
+/// The workflow's parts of a process (all of them in one process, a service's share when
+/// split), kept to start its services again (after a restart, or a release).
 pub(crate) struct WorkflowServices<B: ShopBackend> {
     pub(crate) backend: B,
     pub(crate) bus: Bus,
     pub(crate) workflow: WorkflowConfig,
     pub(crate) outboxes: Vec<(&'static str, B::Store)>,
-    pub(crate) sagas: B::Sagas,
     pub(crate) checkpoints: B::Checkpoints,
     pub(crate) paused: B::PausedPartitions,
     pub(crate) leases: Option<B::Leases>,
-    pub(crate) saga: Arc<OrderSagaRunner<B::Sagas>>,
-    pub(crate) orders: Arc<Orders<B::Store>>,
+    /// The saga and its deadlines, where they run.
+    pub(crate) saga: Option<SagaParts<B>>,
+    /// The orders whose view runs here.
+    pub(crate) orders: Option<Arc<Orders<B::Store>>>,
     pub(crate) consumers: Vec<Consumer>,
+    /// The Kafka consumer group of this process's consumers.
+    pub(crate) group: String,
     pub(crate) held: Mutex<HashSet<String>>,
 }
 
@@ -133,7 +143,9 @@ impl<B: ShopBackend> Workflow for WorkflowServices<B> {
                 runtime.add(listener);
             }
         }
-        if let Some(listener) = wakeups("saga", self.backend.saga_wakeups(&self.sagas))? {
+        if let Some(saga) = &self.saga
+            && let Some(listener) = wakeups("saga", self.backend.saga_wakeups(&saga.sagas))?
+        {
             runtime.add(listener);
         }
         for (name, store) in &self.outboxes {
@@ -146,13 +158,15 @@ impl<B: ShopBackend> Workflow for WorkflowServices<B> {
                 signal,
             );
         }
-        runtime.relay(
-            "saga-relay",
-            self.sagas.clone(),
-            self.checkpoints.clone(),
-            self.leases.clone(),
-            Some(B::saga_signal(&self.sagas)),
-        );
+        if let Some(saga) = &self.saga {
+            runtime.relay(
+                "saga-relay",
+                saga.sagas.clone(),
+                self.checkpoints.clone(),
+                self.leases.clone(),
+                Some(B::saga_signal(&saga.sagas)),
+            );
+        }
         let held = lock(&self.held).clone();
         let running = self
             .consumers
@@ -168,19 +182,24 @@ impl<B: ShopBackend> Workflow for WorkflowServices<B> {
                 let routes: Vec<_> = running
                     .map(|(_, topics, handler)| (*topics, handler.clone()))
                     .collect();
-                runtime.consume_together("ecommerce", &routes, self.workflow.consumers)?;
+                if !routes.is_empty() {
+                    runtime.consume_together(&self.group, &routes, self.workflow.consumers)?;
+                }
             }
         }
-        runtime.schedule(
-            &self.saga,
-            self.sagas.clone(),
-            self.workflow.deadline_poll,
-            B::saga_signal(&self.sagas),
-        );
-        let orders = self.orders.clone();
-        runtime.run_until_stopped("orders-view", move |stopped| {
-            orders.clone().run_view(stopped)
-        });
+        if let Some(saga) = &self.saga {
+            runtime.schedule(
+                &saga.runner,
+                saga.sagas.clone(),
+                self.workflow.deadline_poll,
+                B::saga_signal(&saga.sagas),
+            );
+        }
+        if let Some(orders) = self.orders.clone() {
+            runtime.run_until_stopped("orders-view", move |stopped| {
+                orders.clone().run_view(stopped)
+            });
+        }
         runtime.start();
         Ok(runtime)
     }

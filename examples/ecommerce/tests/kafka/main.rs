@@ -26,6 +26,7 @@ mod demo;
 
 mod broker;
 mod privacy;
+mod split;
 #[path = "../../../../es-postgres/tests/common/test_lock.rs"]
 mod test_lock;
 
