@@ -40,6 +40,9 @@ pub struct AppConfig {
     pub workflow: WorkflowConfig,
     /// Kafka, when messages go through a broker instead of the in-process bus.
     pub kafka: Option<KafkaSettings>,
+    /// Proxies (the gateway) whose `X-Forwarded-For` names the client: a request from one of
+    /// them counts as coming from the address it forwarded for (sign-in limits per address).
+    pub trusted_proxies: Vec<std::net::IpAddr>,
 }
 
 /// Where the workflow's messages go on Kafka.
@@ -63,6 +66,7 @@ impl AppConfig {
             master_keys: development_master_keys(),
             workflow: WorkflowConfig::default(),
             kafka: None,
+            trusted_proxies: Vec::new(),
         }
     }
 }
@@ -107,6 +111,7 @@ pub struct App {
     keys: Arc<TokenKeys>,
     body_limit: usize,
     server: ServerLimits,
+    trusted_proxies: crate::http::extract::TrustedProxies,
     public: (Router, utoipa::openapi::OpenApi),
     internal: (Router, utoipa::openapi::OpenApi),
     books: Arc<dyn Books>,
@@ -135,6 +140,7 @@ pub(crate) struct Parts {
     pub(crate) keys: Arc<TokenKeys>,
     pub(crate) body_limit: usize,
     pub(crate) server: ServerLimits,
+    pub(crate) trusted_proxies: Vec<std::net::IpAddr>,
     pub(crate) public: (Router, utoipa::openapi::OpenApi),
     pub(crate) internal: (Router, utoipa::openapi::OpenApi),
     pub(crate) books: Arc<dyn Books>,
@@ -150,6 +156,7 @@ impl App {
             keys: parts.keys,
             body_limit: parts.body_limit,
             server: parts.server,
+            trusted_proxies: crate::http::extract::TrustedProxies(parts.trusted_proxies.into()),
             public: parts.public,
             internal: parts.internal,
             books: parts.books,
@@ -268,6 +275,7 @@ impl App {
             .method_not_allowed_fallback(method_not_allowed)
             .layer(DefaultBodyLimit::max(self.body_limit))
             .layer(axum::Extension(self.keys.clone()))
+            .layer(axum::Extension(self.trusted_proxies.clone()))
             .layer(axum::middleware::from_fn(problems_only))
             .layer(axum::middleware::from_fn(trace_requests))
     }

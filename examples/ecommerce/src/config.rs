@@ -43,6 +43,10 @@ pub struct ServeArgs {
     /// Its secret.
     #[arg(long, env = "ECOMMERCE_SERVICE_CLIENT_SECRET", default_value = DEVELOPMENT_CLIENT_SECRET, hide_default_value = true, hide_env_values = true)]
     pub service_client_secret: String,
+    /// Proxies whose `X-Forwarded-For` names the client (comma-separated addresses): the
+    /// gateway's, when the services run behind it.
+    #[arg(long, env = "ECOMMERCE_TRUSTED_PROXIES")]
+    pub trusted_proxies: Option<String>,
     /// PostgreSQL URL; without it everything is kept in memory and lost on exit.
     #[arg(long, env = "DATABASE_URL")]
     pub database_url: Option<String>,
@@ -290,6 +294,26 @@ impl ServeArgs {
             partitions: self.partitions.max(1),
             ..crate::app::WorkflowConfig::default()
         })
+    }
+
+    /// The proxies of `--trusted-proxies`.
+    ///
+    /// # Errors
+    /// [`ConfigError::Invalid`] for an entry that is not an IP address.
+    pub fn trusted_proxies(&self) -> Result<Vec<std::net::IpAddr>, ConfigError> {
+        let Some(list) = &self.trusted_proxies else {
+            return Ok(Vec::new());
+        };
+        list.split(',')
+            .map(str::trim)
+            .filter(|entry| !entry.is_empty())
+            .map(|entry| {
+                entry.parse().map_err(|_| ConfigError::Invalid {
+                    name: "ECOMMERCE_TRUSTED_PROXIES",
+                    reason: format!("{entry:?} is not an IP address"),
+                })
+            })
+            .collect()
     }
 
     /// With `--service`, where the other services are.

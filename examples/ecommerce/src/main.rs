@@ -170,6 +170,7 @@ async fn serve(args: ServeArgs) -> MainResult {
         master_keys: args.master_keys()?,
         workflow: args.workflow()?,
         kafka: args.kafka(),
+        trusted_proxies: args.trusted_proxies()?,
     };
     let app = match args.split() {
         Some(split) => {

@@ -385,6 +385,7 @@ async fn wire<B: ShopBackend>(
         keys,
         body_limit: config.body_limit,
         server: config.server,
+        trusted_proxies: config.trusted_proxies,
         public: crate::wiring::documented(public),
         internal: crate::wiring::documented(internal),
         books,

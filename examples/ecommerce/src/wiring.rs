@@ -205,6 +205,7 @@ async fn wire<B: ShopBackend>(backend: B, config: AppConfig) -> Result<App, Star
         keys,
         body_limit: config.body_limit,
         server: config.server,
+        trusted_proxies: config.trusted_proxies,
         public: documented(public),
         internal: documented(internal),
         books,

@@ -164,10 +164,44 @@ pub fn check_id(field: &str, id: Uuid) -> Result<Uuid, ApiError> {
     }
 }
 
+/// The proxies whose `X-Forwarded-For` is believed (`AppConfig::trusted_proxies`).
+#[derive(Debug, Clone, Default)]
+pub struct TrustedProxies(pub std::sync::Arc<[std::net::IpAddr]>);
+
 /// The client's address, when the server knows it (served with connection info; absent when
-/// a router is driven in process).
+/// a router is driven in process). A request from a trusted proxy counts as coming from the
+/// last address of its `X-Forwarded-For` that is not a trusted proxy itself (the header's
+/// earlier entries are the client's to write, so they are not believed).
 #[derive(Debug, Clone, Copy)]
 pub struct ClientAddr(pub Option<std::net::IpAddr>);
+
+impl ClientAddr {
+    /// The client behind `peer`, as `forwarded_for` (every `X-Forwarded-For` value, in
+    /// order) says when `peer` is one of `trusted`.
+    pub fn behind(
+        peer: std::net::IpAddr,
+        forwarded_for: &[&str],
+        trusted: &[std::net::IpAddr],
+    ) -> std::net::IpAddr {
+        if !trusted.contains(&peer) {
+            return peer;
+        }
+        let hops: Vec<&str> = forwarded_for
+            .iter()
+            .flat_map(|value| value.split(','))
+            .map(str::trim)
+            .collect();
+        for hop in hops.iter().rev() {
+            match hop.parse::<std::net::IpAddr>() {
+                Ok(address) if trusted.contains(&address) => {}
+                Ok(address) => return address,
+                // A malformed entry: what lies before it cannot be believed either.
+                Err(_) => return peer,
+            }
+        }
+        peer
+    }
+}
 
 impl<S: Send + Sync> axum::extract::FromRequestParts<S> for ClientAddr {
     type Rejection = std::convert::Infallible;
@@ -176,11 +210,63 @@ impl<S: Send + Sync> axum::extract::FromRequestParts<S> for ClientAddr {
         parts: &mut axum::http::request::Parts,
         _state: &S,
     ) -> Result<Self, Self::Rejection> {
-        Ok(Self(
-            parts
-                .extensions
-                .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
-                .map(|info| info.0.ip()),
-        ))
+        let Some(peer) = parts
+            .extensions
+            .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+            .map(|info| info.0.ip())
+        else {
+            return Ok(Self(None));
+        };
+        let trusted = parts
+            .extensions
+            .get::<TrustedProxies>()
+            .map(|t| t.0.clone())
+            .unwrap_or_default();
+        if trusted.is_empty() {
+            return Ok(Self(Some(peer)));
+        }
+        let forwarded: Vec<&str> = parts
+            .headers
+            .get_all("x-forwarded-for")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .collect();
+        Ok(Self(Some(Self::behind(peer, &forwarded, &trusted))))
+    }
+}
+
+#[cfg(test)]
+mod trusted_proxies {
+    use std::net::IpAddr;
+
+    use super::ClientAddr;
+
+    fn ip(text: &str) -> IpAddr {
+        text.parse().unwrap()
+    }
+
+    #[test]
+    fn the_client_is_the_last_untrusted_hop() {
+        let trusted = [ip("10.0.0.1"), ip("10.0.0.2")];
+        let behind =
+            |peer: &str, forwarded: &[&str]| ClientAddr::behind(ip(peer), forwarded, &trusted);
+        // Not through a trusted proxy: the header is the client's own word.
+        assert_eq!(behind("192.0.2.5", &["203.0.113.7"]), ip("192.0.2.5"));
+        // Through one: the address it forwarded for, not what the client wrote before it.
+        assert_eq!(
+            behind("10.0.0.1", &["6.6.6.6, 203.0.113.7"]),
+            ip("203.0.113.7")
+        );
+        // Through two, in several header lines.
+        assert_eq!(
+            behind("10.0.0.2", &["203.0.113.7", "10.0.0.1"]),
+            ip("203.0.113.7")
+        );
+        // Nothing forwarded, or a malformed hop: the proxy itself.
+        assert_eq!(behind("10.0.0.1", &[]), ip("10.0.0.1"));
+        assert_eq!(
+            behind("10.0.0.1", &["203.0.113.7, not-an-ip"]),
+            ip("10.0.0.1")
+        );
     }
 }

@@ -313,3 +313,77 @@ async fn sign_ins_are_rate_limited_per_client_address() {
         .await;
     assert_problem(&neighbour, StatusCode::UNAUTHORIZED);
 }
+
+/// Behind a trusted proxy (the gateway) the address limit applies to the address it forwarded
+/// for; a client that is not a trusted proxy cannot choose its address by the header.
+#[tokio::test]
+async fn behind_a_trusted_proxy_sign_ins_are_limited_per_forwarded_address() {
+    use axum::body::Body;
+    use axum::extract::ConnectInfo;
+    use axum::http::{Request, header};
+    use ecommerce::app::AppConfig;
+    use ecommerce::identity::IdentityConfig;
+
+    let gateway = std::net::IpAddr::from([10, 0, 0, 1]);
+    let app = TestApp::with(AppConfig {
+        identity: IdentityConfig {
+            sign_in: SignInLimits {
+                per_address_per_minute: 2,
+                ..SignInLimits::default()
+            },
+            ..IdentityConfig::development()
+        },
+        trusted_proxies: vec![gateway],
+        ..AppConfig::embedded()
+    })
+    .await;
+    let sign_in = |peer: std::net::IpAddr, forwarded_for: Option<&str>, n: usize| {
+        let mut request = Request::post("/api/v2/accounts/login")
+            .header(header::CONTENT_TYPE, "application/json");
+        if let Some(forwarded_for) = forwarded_for {
+            request = request.header("x-forwarded-for", forwarded_for);
+        }
+        let mut request = request
+            .body(Body::from(
+                json!({ "email": format!("victim{n}@example.com"), "password": "wrong-password" })
+                    .to_string(),
+            ))
+            .unwrap();
+        request
+            .extensions_mut()
+            .insert(ConnectInfo(std::net::SocketAddr::new(peer, 40_000)));
+        request
+    };
+    let public = crate::support::Listener::Public;
+    // Through the gateway, one client uses its two attempts, and is limited...
+    for n in 0..2 {
+        let reply = app
+            .send(public, sign_in(gateway, Some("203.0.113.7"), n))
+            .await;
+        assert_problem(&reply, StatusCode::UNAUTHORIZED);
+    }
+    let limited = app
+        .send(
+            public,
+            sign_in(gateway, Some("198.51.100.9, 203.0.113.7"), 2),
+        )
+        .await;
+    assert_problem(&limited, StatusCode::TOO_MANY_REQUESTS);
+    // ...while another client through the same gateway is not.
+    let other = app
+        .send(public, sign_in(gateway, Some("203.0.113.8"), 3))
+        .await;
+    assert_problem(&other, StatusCode::UNAUTHORIZED);
+    // A client that is not the gateway names another address in vain: its own counts.
+    let direct = std::net::IpAddr::from([192, 0, 2, 5]);
+    for n in 4..6 {
+        let reply = app
+            .send(public, sign_in(direct, Some(&format!("203.0.113.{n}")), n))
+            .await;
+        assert_problem(&reply, StatusCode::UNAUTHORIZED);
+    }
+    let forged = app
+        .send(public, sign_in(direct, Some("203.0.113.99"), 6))
+        .await;
+    assert_problem(&forged, StatusCode::TOO_MANY_REQUESTS);
+}
