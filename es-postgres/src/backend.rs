@@ -68,6 +68,17 @@ impl PgBackend {
         })
     }
 
+    /// Whether the database answers (`SELECT 1` on a pooled connection): touches no schema,
+    /// so it holds for a role that may use only its own.
+    ///
+    /// # Errors
+    /// [`PgError`] when no connection can be had or the statement fails.
+    pub async fn check(&self) -> Result<(), PgError> {
+        let client = self.pool.get().await?;
+        client.simple_query("SELECT 1").await?;
+        Ok(())
+    }
+
     /// The schema of `context`.
     pub fn schema_of(&self, context: &str) -> String {
         format!("{}_{context}", self.prefix)
@@ -80,6 +91,19 @@ impl PgBackend {
     /// [`PgError::Config`] when the URL does not parse.
     pub fn wakeups(&self, store: &PgEventStore) -> Result<PgWakeups, PgError> {
         PgWakeups::new(&self.url, store)
+    }
+
+    /// Wake-ups across processes for `signal` on the channel `es:<name>` (see
+    /// [`PgWakeups::for_signal`]), on this backend's database.
+    ///
+    /// # Errors
+    /// [`PgError::Config`] when the URL does not parse.
+    pub fn signal_wakeups(
+        &self,
+        name: &str,
+        signal: es_core::AppendSignal,
+    ) -> Result<PgWakeups, PgError> {
+        PgWakeups::for_signal(&self.url, self.pool.clone(), name, signal)
     }
 
     fn cached(&self, context: &str) -> Option<PgEventStore> {

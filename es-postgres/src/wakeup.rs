@@ -85,6 +85,33 @@ impl PgWakeups {
         })
     }
 
+    /// Wake-ups for any `signal` shared by processes of one database: they fire it for one
+    /// another on the channel `es:<name>` (a hash of it past 63 bytes) as for a schema's
+    /// commits, `pool` sending the `NOTIFY`s. A deployment whose relays and consumers run in
+    /// different processes fires its relays' "published" signal this way, so a consumer
+    /// that stopped fetching while idle hears at once of what another process published.
+    ///
+    /// # Errors
+    /// [`PgError::Config`] when `url` does not parse.
+    pub fn for_signal(
+        url: &str,
+        pool: Pool,
+        name: &str,
+        signal: AppendSignal,
+    ) -> Result<Self, PgError> {
+        let config = tokio_postgres::Config::from_str(url)
+            .map_err(|e| PgError::Config(format!("the database URL does not parse: {e}")))?;
+        Ok(Self {
+            name: format!("wakeups-{name}"),
+            config,
+            pool,
+            channel: channel_of(name),
+            origin: uuid::Uuid::new_v4().simple().to_string(),
+            signal,
+            notify_interval: DEFAULT_NOTIFY_INTERVAL,
+        })
+    }
+
     /// Sets the shortest time between two `NOTIFY`s of this process.
     #[must_use]
     pub fn notify_interval(mut self, interval: Duration) -> Self {

@@ -104,6 +104,18 @@ pub trait ShopBackend: Ports<Store: Sync> + std::fmt::Debug {
     /// When it cannot be configured.
     fn saga_wakeups(&self, sagas: &Self::Sagas) -> Result<Option<Wakeups>, BoxError>;
 
+    /// What tells the consumers of other processes sharing the storage that a relay here
+    /// published (and the consumers here when one there did), on the channel of `name`
+    /// (`None`: nothing else shares it).
+    ///
+    /// # Errors
+    /// When it cannot be configured.
+    fn published_wakeups(
+        &self,
+        name: &str,
+        published: &AppendSignal,
+    ) -> Result<Option<Wakeups>, BoxError>;
+
     /// The key store of the customers' personal data, its keys wrapped by `masters` at rest.
     ///
     /// # Errors
@@ -143,6 +155,14 @@ impl ShopBackend for MemoryBackend {
         Ok(None)
     }
 
+    fn published_wakeups(
+        &self,
+        _name: &str,
+        _published: &AppendSignal,
+    ) -> Result<Option<Wakeups>, BoxError> {
+        Ok(None)
+    }
+
     fn saga_wakeups(&self, _sagas: &MemorySagaStore) -> Result<Option<Wakeups>, BoxError> {
         Ok(None)
     }
@@ -157,13 +177,7 @@ impl ShopBackend for PgBackend {
     const NAME: &'static str = "postgres";
 
     async fn check(&self) -> Result<(), StorageError> {
-        let store = self.store("catalog").await.map_err(StorageError::Other)?;
-        let client = store.pool().get().await.map_err(StorageError::other)?;
-        client
-            .simple_query("SELECT 1")
-            .await
-            .map_err(StorageError::other)?;
-        Ok(())
+        PgBackend::check(self).await.map_err(StorageError::other)
     }
 
     async fn products(&self) -> Result<Arc<dyn ProductTable>, BoxError> {
@@ -191,6 +205,14 @@ impl ShopBackend for PgBackend {
 
     fn wakeups(&self, store: &PgEventStore) -> Result<Option<Wakeups>, BoxError> {
         Ok(Some(PgBackend::wakeups(self, store)?))
+    }
+
+    fn published_wakeups(
+        &self,
+        name: &str,
+        published: &AppendSignal,
+    ) -> Result<Option<Wakeups>, BoxError> {
+        Ok(Some(self.signal_wakeups(name, published.clone())?))
     }
 
     fn saga_wakeups(&self, sagas: &PgSagaStore) -> Result<Option<Wakeups>, BoxError> {

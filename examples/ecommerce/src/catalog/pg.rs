@@ -49,8 +49,6 @@ async fn migrate_and_seed(
         &[&format!("{schema}.catalog")],
     )
     .await?;
-    tx.batch_execute(&format!("CREATE SCHEMA IF NOT EXISTS \"{schema}\""))
-        .await?;
     tx.batch_execute(
         &include_str!("../../sql/catalog.sql").replace("__SCHEMA__", &format!("\"{schema}\"")),
     )

@@ -138,6 +138,12 @@ pub struct Runtime {
 }
 
 impl Runtime {
+    /// The signal fired after each batch a relay here published (its consumers wake on it
+    /// when idle).
+    pub fn published(&self) -> &es_core::AppendSignal {
+        &self.published
+    }
+
     /// A runtime on `bus` with nothing running yet; on Kafka, `duplicate_delivery` publishes
     /// every message twice (the in-memory bus duplicates deliveries itself).
     pub fn new(bus: Bus, duplicate_delivery: bool) -> Self {

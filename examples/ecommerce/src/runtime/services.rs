@@ -148,6 +148,18 @@ impl<B: ShopBackend> Workflow for WorkflowServices<B> {
         {
             runtime.add(listener);
         }
+        // Consumers of other processes sharing the storage (the services of a split
+        // deployment) hear of what the relays here published, and the consumers here of
+        // theirs, at once rather than at their next idle recheck.
+        if let Bus::Kafka { prefix, .. } = &self.bus
+            && let Some(listener) = wakeups(
+                "published",
+                self.backend
+                    .published_wakeups(&format!("published:{prefix}"), runtime.published()),
+            )?
+        {
+            runtime.add(listener);
+        }
         for (name, store) in &self.outboxes {
             let signal = Some(B::append_signal(store));
             runtime.relay(
