@@ -108,7 +108,11 @@ fn the_cluster_script_and_the_compose_file_run_the_same_services() {
     let (cluster, variables) = cluster();
     let (compose, compose_text) = compose();
     // The readers found what they read.
-    for variable in ["ECOMMERCE_SERVICE", "DATABASE_URL", "KAFKA_BOOTSTRAP_SERVERS"] {
+    for variable in [
+        "ECOMMERCE_SERVICE",
+        "DATABASE_URL",
+        "KAFKA_BOOTSTRAP_SERVERS",
+    ] {
         assert!(variables.contains(variable), "{variable}: {variables:?}");
     }
     assert!(compose.contains_key("postgres") && compose.contains_key("kafka"));
