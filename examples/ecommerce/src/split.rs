@@ -39,6 +39,7 @@ use crate::remote::{CallPolicy, ClientCredentials, MachineTokens, ServiceClient}
 use crate::runtime::bus::Bus;
 use crate::runtime::{SagaParts, WorkflowServices, consumer};
 use crate::shipments::Shipments;
+use crate::wiring::fail;
 use crate::workflow::saga::{self, OrderSaga, OrderSagaState};
 use crate::{catalog, customers, identity, inventory, ops, orders, quotes};
 
@@ -166,14 +167,6 @@ impl App {
             Backend::Memory => wire(MemoryBackend::new(), config, split).await,
             Backend::Postgres(pg) => wire(pg, config, split).await,
         }
-    }
-}
-
-/// A start-up failure of `context`.
-fn fail<E: Into<BoxError>>(context: &'static str) -> impl Fn(E) -> StartError {
-    move |e| StartError::Storage {
-        context,
-        source: e.into(),
     }
 }
 

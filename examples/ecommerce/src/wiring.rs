@@ -223,7 +223,7 @@ pub(crate) fn documented(router: OpenApiRouter) -> (axum::Router, utoipa::openap
 }
 
 /// A start-up failure of `context`.
-fn fail<E: Into<es_core::BoxError>>(context: &'static str) -> impl Fn(E) -> StartError {
+pub(crate) fn fail<E: Into<es_core::BoxError>>(context: &'static str) -> impl Fn(E) -> StartError {
     move |e| StartError::Storage {
         context,
         source: e.into(),

@@ -139,8 +139,12 @@ fn failed(error: KeyStoreError) -> ApiError {
     ApiError::internal(error)
 }
 
-fn gone(subject: &SubjectId) -> ApiError {
-    ApiError::Gone(format!("subject {subject} was forgotten"))
+/// A subject's key, or 410 when the subject was forgotten (it has none any more).
+fn answer(subject: &SubjectId, key: Option<SubjectKey>) -> Result<axum::Json<KeyView>, ApiError> {
+    match key {
+        Some(key) => Ok(axum::Json(KeyView::of(subject, &key))),
+        None => Err(ApiError::Gone(format!("subject {subject} was forgotten"))),
+    }
 }
 
 /// A subject's current key, made on first use.
@@ -158,10 +162,8 @@ async fn current(
 ) -> Result<axum::Json<KeyView>, ApiError> {
     caller.require(Policy::Machine(Scope::Keys))?;
     let subject = subject(&request.subject)?;
-    match keys.current_key(&subject).await.map_err(failed)? {
-        Some(key) => Ok(axum::Json(KeyView::of(&subject, &key))),
-        None => Err(gone(&subject)),
-    }
+    let key = keys.current_key(&subject).await.map_err(failed)?;
+    answer(&subject, key)
 }
 
 /// Versions of subjects' keys, many at once.
@@ -210,10 +212,8 @@ async fn rotate(
 ) -> Result<axum::Json<KeyView>, ApiError> {
     caller.require(Policy::Machine(Scope::Keys))?;
     let subject = subject(&request.subject)?;
-    match keys.rotate(&subject).await.map_err(failed)? {
-        Some(key) => Ok(axum::Json(KeyView::of(&subject, &key))),
-        None => Err(gone(&subject)),
-    }
+    let key = keys.rotate(&subject).await.map_err(failed)?;
+    answer(&subject, key)
 }
 
 /// Destroys every version of a subject's key, for good (idempotent).

@@ -212,7 +212,16 @@ pub async fn trace_requests(request: Request, next: Next) -> Response {
         })
         .collect();
     es_core::telemetry::continue_trace(&span, &trace_headers);
-    let response = next.run(request).instrument(span.clone()).await;
+    // The calls this request makes to other services carry its id (`remote::REQUEST_ID`).
+    let request_id = request
+        .headers()
+        .get(crate::remote::REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        .filter(|id| !id.is_empty() && id.len() <= 128 && id.bytes().all(|b| b.is_ascii_graphic()))
+        .map_or_else(|| uuid::Uuid::new_v4().to_string(), str::to_owned);
+    let response = crate::remote::CURRENT_REQUEST_ID
+        .scope(request_id, next.run(request).instrument(span.clone()))
+        .await;
     let status = response.status().as_u16();
     span.record("http.response.status_code", status);
     let seconds = started.elapsed().as_secs_f64();

@@ -86,6 +86,10 @@ impl KeyStore for HttpKeyStore {
         wanted: &[(SubjectId, u32)],
     ) -> Result<HashMap<(SubjectId, u32), SubjectKey>, KeyStoreError> {
         let mut found = HashMap::with_capacity(wanted.len());
+        let asked: HashMap<(&str, u32), &SubjectId> = wanted
+            .iter()
+            .map(|(subject, version)| ((subject.as_str(), *version), subject))
+            .collect();
         for chunk in wanted.chunks(1000) {
             let body = json!({
                 "keys": chunk
@@ -95,13 +99,10 @@ impl KeyStore for HttpKeyStore {
             });
             let answer: Option<Found> = self.post("lookup", body).await?;
             for view in answer.map(|a| a.keys).unwrap_or_default() {
-                let Some((subject, _)) = chunk
-                    .iter()
-                    .find(|(s, v)| s.as_str() == view.subject && *v == view.version)
-                else {
+                let Some(subject) = asked.get(&(view.subject.as_str(), view.version)) else {
                     continue;
                 };
-                found.insert((subject.clone(), view.version), key_of(&view)?);
+                found.insert(((*subject).clone(), view.version), key_of(&view)?);
             }
         }
         Ok(found)

@@ -119,15 +119,7 @@ fn shipped_table_at(url: &str) -> RouteTable {
 #[tokio::test]
 async fn the_public_api_works_through_the_gateway_and_the_internal_one_does_not() {
     let app = TestApp::memory().await;
-    let public = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let internal = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let app_url = format!("http://{}", public.local_addr().unwrap());
-    let served = app.app.clone();
-    tokio::spawn(async move {
-        served
-            .serve_on(public, internal, std::future::pending())
-            .await;
-    });
+    let (app_url, _) = app.serve_on_sockets().await;
     let gateway = serve_gateway(shipped_table_at(&app_url)).await;
     let http = http();
 

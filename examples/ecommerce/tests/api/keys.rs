@@ -2,37 +2,22 @@
 //! sockets) passes the key-store contract every store passes; the routes want a machine token
 //! with the `keys` scope.
 
-use std::sync::Arc;
-
 use axum::http::{Method, StatusCode};
-use ecommerce::identity::{DEVELOPMENT_CLIENT_ID, DEVELOPMENT_CLIENT_SECRET};
+use ecommerce::remote::ServiceClient;
 use ecommerce::remote::keys::HttpKeyStore;
-use ecommerce::remote::{ClientCredentials, MachineTokens, ServiceClient};
 use serde_json::json;
-use tokio::net::TcpListener;
 
-use crate::support::{Listener, TestApp, assert_problem};
+use crate::support::{Listener, TestApp, assert_problem, development_tokens};
 
 /// A key store over HTTP, of an app of its own served on real sockets.
 async fn fresh() -> HttpKeyStore {
     let app = TestApp::memory().await;
-    let public = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let internal = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let public_url = format!("http://{}", public.local_addr().unwrap());
-    let internal_url = format!("http://{}", internal.local_addr().unwrap());
-    let served = app.app.clone();
-    tokio::spawn(async move {
-        served
-            .serve_on(public, internal, std::future::pending())
-            .await;
-    });
-    let tokens = Arc::new(MachineTokens::new(ClientCredentials {
-        identity_url: public_url,
-        client_id: DEVELOPMENT_CLIENT_ID.to_owned(),
-        client_secret: DEVELOPMENT_CLIENT_SECRET.to_owned(),
-        scope: None,
-    }));
-    HttpKeyStore(ServiceClient::new("customers", &internal_url, tokens))
+    let (public, internal) = app.serve_on_sockets().await;
+    HttpKeyStore(ServiceClient::new(
+        "customers",
+        &internal,
+        development_tokens(&public),
+    ))
 }
 
 mod contract {

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use axum::http::{Method, StatusCode};
 use ecommerce::catalog::{StockClient, product_ids};
 use ecommerce::customers::{AccountRequest, AccountsClient, AccountsError};
-use ecommerce::identity::{DEVELOPMENT_CLIENT_ID, DEVELOPMENT_CLIENT_SECRET};
+use ecommerce::identity::DEVELOPMENT_CLIENT_ID;
 use ecommerce::money::Currency;
 use ecommerce::orders::{AddressBook, QuoteRefused, QuotesClient, ShipToRefused};
 use ecommerce::payments::CreditClient;
@@ -22,7 +22,7 @@ use serde_json::json;
 use tokio::net::TcpListener;
 use uuid::Uuid;
 
-use crate::support::{Listener, TestApp};
+use crate::support::{Listener, TestApp, development_tokens};
 
 /// The app of `app`, served on two sockets of its own until the test ends.
 struct Served {
@@ -32,27 +32,11 @@ struct Served {
 }
 
 async fn serve(app: &TestApp) -> Served {
-    let public = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let internal = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let urls = (
-        format!("http://{}", public.local_addr().unwrap()),
-        format!("http://{}", internal.local_addr().unwrap()),
-    );
-    let served = app.app.clone();
-    tokio::spawn(async move {
-        served
-            .serve_on(public, internal, std::future::pending())
-            .await;
-    });
-    let tokens = Arc::new(MachineTokens::new(ClientCredentials {
-        identity_url: urls.0.clone(),
-        client_id: DEVELOPMENT_CLIENT_ID.to_owned(),
-        client_secret: DEVELOPMENT_CLIENT_SECRET.to_owned(),
-        scope: None,
-    }));
+    let (public, internal) = app.serve_on_sockets().await;
+    let tokens = development_tokens(&public);
     Served {
-        public: urls.0,
-        internal: urls.1,
+        public,
+        internal,
         tokens,
     }
 }

@@ -107,6 +107,24 @@ impl TestApp {
         }
     }
 
+    /// The app served on two loopback sockets of its own until the test ends: its public and
+    /// internal base URLs.
+    pub async fn serve_on_sockets(&self) -> (String, String) {
+        let public = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let internal = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let urls = (
+            format!("http://{}", public.local_addr().unwrap()),
+            format!("http://{}", internal.local_addr().unwrap()),
+        );
+        let served = self.app.clone();
+        tokio::spawn(async move {
+            served
+                .serve_on(public, internal, std::future::pending())
+                .await;
+        });
+        urls
+    }
+
     pub async fn send(&self, listener: Listener, request: Request<Body>) -> Reply {
         let router = match listener {
             Listener::Public => self.public.clone(),
@@ -376,4 +394,16 @@ pub fn lines_ending_in(cents: u32) -> Vec<(Uuid, u32)> {
         }
     }
     panic!("no small basket ends in .{cents:02}");
+}
+
+/// Machine tokens of the development client from the identity service at `identity_url`.
+pub fn development_tokens(identity_url: &str) -> Arc<ecommerce::remote::MachineTokens> {
+    Arc::new(ecommerce::remote::MachineTokens::new(
+        ecommerce::remote::ClientCredentials {
+            identity_url: identity_url.to_owned(),
+            client_id: ecommerce::identity::DEVELOPMENT_CLIENT_ID.to_owned(),
+            client_secret: ecommerce::identity::DEVELOPMENT_CLIENT_SECRET.to_owned(),
+            scope: None,
+        },
+    ))
 }
