@@ -63,9 +63,12 @@ struct DemoArgs {
     /// A running instance's public URL (e.g. http://127.0.0.1:5000); in process when absent.
     #[arg(long)]
     url: Option<String>,
-    /// The running instance's internal URL (for the status and invariants).
-    #[arg(long, default_value = "http://127.0.0.1:5100")]
-    internal_url: String,
+    /// The running instance's internal URL (for the status and invariants); against the split
+    /// services, every service's, comma-separated or repeated (the orders service checks the
+    /// invariants, reading inventory and payments; the others add their relays, consumers and
+    /// dead letters).
+    #[arg(long, default_value = "http://127.0.0.1:5100", value_delimiter = ',')]
+    internal_url: Vec<String>,
     /// Customers to register.
     #[arg(long, default_value_t = 20)]
     customers: usize,

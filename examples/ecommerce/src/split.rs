@@ -26,22 +26,23 @@ use crate::catalog::Catalog;
 use crate::customers::Customers;
 use crate::http::{InternalApi, PublicApi};
 use crate::identity::Identity;
-use crate::invariants::Books;
+use crate::invariants::{Books, ContextBooks, OrderPayment};
 use crate::inventory::{Inventory, ReservationStatus, StockUnit};
 use crate::messages::topics;
 use crate::ops::Operations;
 use crate::orders::{Notification, OrderSummary, Orders, OrdersClients, RebuildError, ViewStatus};
-use crate::payments::{PaymentStatus, Payments};
+use crate::payments::Payments;
 use crate::quotes::Quotes;
 use crate::remote::clients::{HttpAccounts, HttpCustomers, HttpPrices, HttpQuotes, HttpStock};
 use crate::remote::keys::HttpKeyStore;
+use crate::remote::ledgers::HttpLedgers;
 use crate::remote::{CallPolicy, ClientCredentials, MachineTokens, ServiceClient};
 use crate::runtime::bus::Bus;
 use crate::runtime::{SagaParts, WorkflowServices, consumer};
 use crate::shipments::Shipments;
 use crate::wiring::fail;
 use crate::workflow::saga::{self, OrderSaga, OrderSagaState};
-use crate::{catalog, customers, identity, inventory, ops, orders, quotes};
+use crate::{catalog, customers, identity, inventory, ops, orders, payments, quotes};
 
 /// A service of the split deployment.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, clap::ValueEnum)]
@@ -223,6 +224,10 @@ async fn wire<B: ShopBackend>(
     let mut consumers = Vec::new();
     let mut saga_parts = None;
     let mut view = None;
+    let mut books: Arc<dyn Books> = Arc::new(ServiceBooks {
+        service,
+        push: broadcast::channel(1).0,
+    });
     match service {
         ServiceName::Identity => {
             let identity = Arc::new(
@@ -306,6 +311,16 @@ async fn wire<B: ShopBackend>(
                     .with_privacy(privacy.clone()),
             );
             consumers.push(consumer("order-saga", &saga::TOPICS, (*runner).clone()));
+            // The invariants span orders, the saga, inventory and payments: the orders
+            // service checks them, reading the other two over their internal routes.
+            books = Arc::new(ContextBooks {
+                orders: orders.clone(),
+                ledgers: Arc::new(HttpLedgers {
+                    inventory: client(ServiceName::Inventory),
+                    payments: client(ServiceName::Payments),
+                }),
+                saga: runner.clone(),
+            });
             consumers.push(consumer(
                 "orders",
                 &[topics::ORDER_COMMANDS],
@@ -328,6 +343,8 @@ async fn wire<B: ShopBackend>(
                 &[topics::PAYMENT_COMMANDS],
                 payments.handlers(),
             ));
+            public = public.merge(payments::routes::public().with_state(payments.clone()));
+            internal = internal.merge(payments::routes::internal().with_state(payments));
             outboxes.push(("payments", home.clone()));
         }
         ServiceName::Shipments => {
@@ -345,11 +362,6 @@ async fn wire<B: ShopBackend>(
             outboxes.push(("shipments", home.clone()));
         }
     }
-    let books: Arc<dyn Books> = Arc::new(ServiceBooks {
-        service,
-        orders: view.clone(),
-        push: broadcast::channel(1).0,
-    });
     let wiring = Arc::new(WorkflowServices {
         checkpoints: backend.checkpoints(&home),
         paused: backend.paused_partitions(&home),
@@ -388,17 +400,16 @@ async fn wire<B: ShopBackend>(
     }))
 }
 
-/// What one service can tell of the books: the orders service its orders, view and
-/// notifications; the invariants that span services (an order against its reservation,
-/// payment and saga) are not checked by one service.
-struct ServiceBooks<S> {
+/// The books of a service other than orders: it keeps no order, so it checks no invariant
+/// (the orders service checks them, reading inventory and payments over HTTP) and its status
+/// says so.
+struct ServiceBooks {
     service: ServiceName,
-    orders: Option<Arc<Orders<S>>>,
     /// Notifications of a service without orders: none.
     push: broadcast::Sender<Notification>,
 }
 
-impl<S> std::fmt::Debug for ServiceBooks<S> {
+impl std::fmt::Debug for ServiceBooks {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ServiceBooks")
             .field("service", &self.service)
@@ -406,97 +417,70 @@ impl<S> std::fmt::Debug for ServiceBooks<S> {
     }
 }
 
-impl<S> ServiceBooks<S> {
+impl ServiceBooks {
     fn elsewhere(&self, what: &str) -> BoxError {
         format!(
-            "{what} is not kept by the {} service: the invariants that span services are not \
-             checked by one of them",
+            "{what} is kept by the orders service, not the {} service",
             self.service
         )
         .into()
     }
-
-    fn orders(&self) -> Result<&Arc<Orders<S>>, BoxError> {
-        self.orders
-            .as_ref()
-            .ok_or_else(|| self.elsewhere("the orders view"))
-    }
 }
 
 #[async_trait]
-impl<S: es_core::TransactionalStore> Books for ServiceBooks<S> {
+impl Books for ServiceBooks {
+    fn checks_invariants(&self) -> bool {
+        false
+    }
+
     async fn orders(&self) -> Result<Vec<OrderSummary>, BoxError> {
-        Err(self.elsewhere("an order's reservation, payment and saga"))
+        Err(self.elsewhere("the orders view"))
     }
 
     async fn notifications(
         &self,
-        customer_id: Uuid,
-        after: u64,
+        _customer_id: Uuid,
+        _after: u64,
     ) -> Result<Vec<Notification>, BoxError> {
-        self.orders()?
-            .notifications(customer_id, after)
-            .await
-            .map_err(Into::into)
+        Err(self.elsewhere("the notifications"))
     }
 
     fn subscribe(&self) -> broadcast::Receiver<Notification> {
-        match &self.orders {
-            Some(orders) => orders.subscribe(),
-            None => self.push.subscribe(),
-        }
+        self.push.subscribe()
     }
 
     async fn view_status(&self) -> ViewStatus {
-        match &self.orders {
-            Some(orders) => orders.view_status().await,
-            None => ViewStatus {
-                name: "orders-view".to_owned(),
-                state: "elsewhere".to_owned(),
-                lag_events: 0,
-                lag_seconds: 0.0,
-                paused_reason: None,
-                error: Some(format!(
-                    "the orders view runs in the orders service, not {}",
-                    self.service
-                )),
-                version: 0,
-                rebuilding: None,
-            },
+        ViewStatus {
+            name: "orders-view".to_owned(),
+            state: "elsewhere".to_owned(),
+            lag_events: 0,
+            lag_seconds: 0.0,
+            paused_reason: None,
+            error: Some(format!(
+                "the orders view runs in the orders service, not {}",
+                self.service
+            )),
+            version: 0,
+            rebuilding: None,
         }
     }
 
     async fn rebuild_view(&self) -> Result<u32, RebuildError> {
-        match &self.orders {
-            Some(orders) => orders.rebuild_view().await,
-            None => Err(RebuildError::Storage(crate::storage::StorageError::other(
-                self.elsewhere("the orders view"),
-            ))),
-        }
+        Err(RebuildError::Storage(crate::storage::StorageError::other(
+            self.elsewhere("the orders view"),
+        )))
     }
 
     async fn reservation(&self, _order_id: Uuid) -> Result<Option<ReservationStatus>, BoxError> {
-        Err(self.elsewhere("a reservation"))
+        Err(self.elsewhere("the invariants' reads"))
     }
 
     async fn stock(&self, _product_id: Uuid) -> Result<StockUnit, BoxError> {
-        Err(self.elsewhere("stock"))
+        Err(self.elsewhere("the invariants' reads"))
     }
 
-    async fn payment(
-        &self,
-        _customer_id: Uuid,
-        _order_id: Uuid,
-    ) -> Result<Option<PaymentStatus>, BoxError> {
-        Err(self.elsewhere("a payment"))
-    }
-
-    async fn payments_created(
-        &self,
-        _customer_id: Uuid,
-        _order_id: Uuid,
-    ) -> Result<usize, BoxError> {
-        Err(self.elsewhere("a payment"))
+    async fn payment(&self, _customer_id: Uuid, _order_id: Uuid) -> Result<OrderPayment, BoxError> {
+        Err(self.elsewhere("the invariants' reads"))
     }
 
     async fn saga(

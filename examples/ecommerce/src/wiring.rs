@@ -19,7 +19,7 @@ use crate::catalog::Catalog;
 use crate::customers::Customers;
 use crate::http::{InternalApi, PublicApi};
 use crate::identity::Identity;
-use crate::invariants::{Books, ContextBooks};
+use crate::invariants::{Books, ContextBooks, LocalLedgers};
 use crate::inventory::Inventory;
 use crate::messages::topics;
 use crate::ops::Operations;
@@ -30,7 +30,7 @@ use crate::runtime::bus::Bus;
 use crate::runtime::{SagaParts, Workflow, WorkflowServices, consumer};
 use crate::shipments::Shipments;
 use crate::workflow::saga::{self, OrderSaga};
-use crate::{catalog, customers, identity, inventory, ops, orders, quotes};
+use crate::{catalog, customers, identity, inventory, ops, orders, payments, quotes};
 
 impl App {
     /// Prepares every context's storage on the configured backend (chosen here, once) and
@@ -158,8 +158,10 @@ async fn wire<B: ShopBackend>(backend: B, config: AppConfig) -> Result<App, Star
     ];
     let books: Arc<dyn Books> = Arc::new(ContextBooks {
         orders: orders.clone(),
-        inventory: inventory.clone(),
-        payments,
+        ledgers: Arc::new(LocalLedgers {
+            inventory: inventory.clone(),
+            payments: payments.clone(),
+        }),
         saga: saga.clone(),
     });
     let wiring = Arc::new(WorkflowServices {
@@ -191,12 +193,14 @@ async fn wire<B: ShopBackend>(backend: B, config: AppConfig) -> Result<App, Star
         .merge(catalog::routes::public().with_state(catalog.clone()))
         .merge(inventory::routes::public().with_state(inventory.clone()))
         .merge(quotes::routes::public().with_state(quotes.clone()))
-        .merge(orders::routes::public().with_state(orders));
+        .merge(orders::routes::public().with_state(orders))
+        .merge(payments::routes::public().with_state(payments.clone()));
     let internal = OpenApiRouter::with_openapi(InternalApi::openapi())
         .merge(identity::routes::internal().with_state(identity))
         .merge(customers::routes::internal().with_state(customers))
         .merge(customers::keys::internal().with_state(privacy.keys().clone()))
         .merge(inventory::routes::internal().with_state(inventory))
+        .merge(payments::routes::internal().with_state(payments))
         .merge(catalog::routes::internal().with_state(catalog))
         .merge(quotes::routes::internal().with_state(quotes))
         .merge(ops::internal().with_state(operations));

@@ -268,7 +268,7 @@ async fn one_order_is_one_trace_across_the_broker_and_metrics_count_what_happene
     // The metrics count what happened.
     let status = ecommerce::ops::status(&app.operations()).await;
     let reply = shop
-        .call(Listener::Internal, Method::GET, "/metrics", None, None)
+        .call(Listener::Internal(0), Method::GET, "/metrics", None, None)
         .await
         .unwrap();
     assert_eq!(reply.status, StatusCode::OK);

@@ -408,7 +408,14 @@ fn progress_bar(options: &DemoOptions, total: usize) -> ProgressBar {
     bar
 }
 
-async fn register(shop: &dyn Shop, run: &str, index: usize, limit: u32) -> Result<String, String> {
+/// Registers customer `index` of `run` with a credit limit of `limit` and signs in: the
+/// access token.
+pub(crate) async fn register(
+    shop: &dyn Shop,
+    run: &str,
+    index: usize,
+    limit: u32,
+) -> Result<String, String> {
     let email = format!("demo-{run}-{index}@example.com");
     let body = json!({
         "name": format!("Demo Customer {index}"),
@@ -675,20 +682,53 @@ async fn settled_status(
         .unwrap_or_default()
         .to_owned();
     loop {
-        let reply = shop
-            .call(
-                Listener::Internal,
-                Method::GET,
-                "/api/v2/internal/status",
-                Some(&token),
-                None,
-            )
-            .await?;
-        expect(&reply, StatusCode::OK, "status")?;
-        let status: Status = serde_json::from_value(reply.body).map_err(|e| e.to_string())?;
+        let mut statuses = Vec::new();
+        for index in 0..shop.internal_listeners() {
+            let reply = shop
+                .call(
+                    Listener::Internal(index),
+                    Method::GET,
+                    "/api/v2/internal/status",
+                    Some(&token),
+                    None,
+                )
+                .await?;
+            expect(&reply, StatusCode::OK, "status")?;
+            statuses.push(serde_json::from_value(reply.body).map_err(|e| e.to_string())?);
+        }
+        let status = combined(statuses)?;
         if status.invariants_hold || Instant::now() >= deadline {
             return Ok(status);
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// The status of every instance read as one: the instance that checks the invariants (one
+/// process, or the split deployment's orders service, which reads inventory and payments over
+/// their internal routes), with every instance's services, relays, consumers, paused
+/// partitions and dead letters, ready when all are.
+fn combined(statuses: Vec<Status>) -> Result<Status, String> {
+    let (mut checking, others): (Vec<Status>, Vec<Status>) =
+        statuses.into_iter().partition(|s| s.invariants_checked);
+    if checking.len() != 1 {
+        return Err(format!(
+            "{} of the internal URLs check the invariants; exactly one must (in the split \
+             deployment, the orders service's)",
+            checking.len()
+        ));
+    }
+    let mut status = checking.remove(0);
+    for other in others {
+        status.ready &= other.ready;
+        status.services.extend(other.services);
+        status.relays.extend(other.relays);
+        status.consumers.extend(other.consumers);
+        status.paused_partitions.extend(other.paused_partitions);
+        status.dead_letters.extend(other.dead_letters);
+        if let Some(error) = other.paused_partitions_error {
+            status.paused_partitions_error = Some(error);
+        }
+    }
+    Ok(status)
 }

@@ -18,8 +18,10 @@ use tower::ServiceExt;
 pub(crate) enum Listener {
     /// The public API.
     Public,
-    /// The internal API (M2M tokens).
-    Internal,
+    /// The internal API (M2M tokens) of an instance, by index below
+    /// [`Shop::internal_listeners`] (one process has one; the split deployment one per
+    /// service).
+    Internal(usize),
 }
 
 /// A response: status and JSON body (`null` when empty).
@@ -46,6 +48,11 @@ pub(crate) trait Shop: Send + Sync {
         token: Option<&str>,
         body: Option<Value>,
     ) -> Result<Reply, String>;
+
+    /// How many internal listeners answer (one per service of a split deployment).
+    fn internal_listeners(&self) -> usize {
+        1
+    }
 }
 
 fn request(
@@ -109,7 +116,7 @@ impl Shop for InProcess {
         let request = builder.body(Body::from(bytes)).map_err(|e| e.to_string())?;
         let router = match listener {
             Listener::Public => self.public.clone(),
-            Listener::Internal => self.internal.clone(),
+            Listener::Internal(_) => self.internal.clone(),
         };
         let response = router.oneshot(request).await.map_err(|e| e.to_string())?;
         let status = response.status();
@@ -123,20 +130,26 @@ impl Shop for InProcess {
     }
 }
 
-/// A running instance, over HTTP/1.1.
+/// A running instance, over HTTP/1.1: one process, or the split services behind their
+/// gateway.
 #[derive(Debug, Clone)]
 pub(crate) struct Remote {
     public: String,
-    internal: String,
+    internal: Vec<String>,
     client: Client<HttpConnector, Full<Bytes>>,
 }
 
 impl Remote {
-    /// A client of the instance at `public` (e.g. `http://127.0.0.1:5000`) and `internal`.
-    pub(crate) fn new(public: &str, internal: &str) -> Self {
+    /// A client of the public API at `public` (e.g. `http://127.0.0.1:5000`, one process's
+    /// or the gateway's) and of the internal API at each of `internal` (one process's, or
+    /// every service's).
+    pub(crate) fn new(public: &str, internal: &[String]) -> Self {
         Self {
             public: public.trim_end_matches('/').to_owned(),
-            internal: internal.trim_end_matches('/').to_owned(),
+            internal: internal
+                .iter()
+                .map(|url| url.trim_end_matches('/').to_owned())
+                .collect(),
             client: Client::builder(TokioExecutor::new()).build_http(),
         }
     }
@@ -154,7 +167,10 @@ impl Shop for Remote {
     ) -> Result<Reply, String> {
         let base = match listener {
             Listener::Public => &self.public,
-            Listener::Internal => &self.internal,
+            Listener::Internal(index) => self
+                .internal
+                .get(index)
+                .ok_or_else(|| format!("no internal URL number {index}"))?,
         };
         let (builder, bytes) = request(method, &format!("{base}{path}"), token, body)?;
         let request = builder.body(Full::new(bytes)).map_err(|e| e.to_string())?;
@@ -171,5 +187,9 @@ impl Shop for Remote {
             .map_err(|e| e.to_string())?
             .to_bytes();
         Ok(decode(status, &bytes))
+    }
+
+    fn internal_listeners(&self) -> usize {
+        self.internal.len()
     }
 }

@@ -85,6 +85,7 @@ pub fn public<S: TransactionalStore>() -> OpenApiRouter<Arc<Inventory<S>>> {
 pub fn internal<S: TransactionalStore>() -> OpenApiRouter<Arc<Inventory<S>>> {
     OpenApiRouter::new()
         .routes(routes!(stock))
+        .routes(routes!(reservation))
         .routes(routes!(reserve))
         .routes(routes!(release))
 }
@@ -138,6 +139,30 @@ async fn stock<S: TransactionalStore>(
         quantity: unit.available,
         reserved: unit.held,
     }))
+}
+
+/// Where an order's reservation stands (machine clients with `read`; the invariants that
+/// span services read it).
+#[utoipa::path(get, path = "/api/v2/internal/inventory/reservations/{id}", tag = "internal",
+    params(("id" = Uuid, Path, description = "Order id")),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "`Reserved`, `Released` or `Refused`", body = ReservationView),
+        (status = 404, description = "The order never asked for stock", body = Problem, content_type = "application/problem+json"),
+    ))]
+async fn reservation<S: TransactionalStore>(
+    State(inventory): State<Arc<Inventory<S>>>,
+    caller: Caller,
+    IdPath(order_id): IdPath,
+) -> Result<axum::Json<ReservationView>, ApiError> {
+    caller.require(Policy::Machine(Scope::Read))?;
+    let reservation = inventory.reservation(order_id).await?;
+    if reservation.status.is_none() {
+        return Err(ApiError::NotFound(format!(
+            "no reservation for order {order_id}"
+        )));
+    }
+    Ok(axum::Json(reservation_view(order_id, reservation.status)))
 }
 
 /// Reserves stock for every line of an order, or none (machine clients; idempotent per order).

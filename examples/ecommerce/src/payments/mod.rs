@@ -4,6 +4,7 @@
 
 mod account;
 mod handlers;
+pub mod routes;
 
 use std::sync::Arc;
 

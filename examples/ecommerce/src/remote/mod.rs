@@ -10,6 +10,7 @@
 
 pub mod clients;
 pub mod keys;
+pub mod ledgers;
 mod tokens;
 
 use std::collections::BTreeMap;

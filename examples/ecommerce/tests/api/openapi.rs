@@ -28,6 +28,7 @@ const PUBLIC_ROUTES: &[(&str, &str)] = &[
     ("post", "/api/v2/orders/{id}/cancel"),
     ("post", "/api/v2/orders/{id}/confirm-delivery"),
     ("get", "/api/v2/notifications"),
+    ("get", "/api/v2/payments"),
 ];
 
 /// The wire shapes of the spec, as schemas.
@@ -52,6 +53,7 @@ const SCHEMAS: &[&str] = &[
     "SetItemRequest",
     "OrderAccepted",
     "OrderView",
+    "PaymentView",
 ];
 
 fn routes_of(doc: &Value) -> Vec<(String, String)> {

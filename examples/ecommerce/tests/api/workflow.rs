@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use axum::http::StatusCode;
+use axum::http::{Method, StatusCode};
 use ecommerce::app::{AppConfig, WorkflowConfig};
 use ecommerce::catalog::product_id;
 use ecommerce::failures::FailureRules;
@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 
 use crate::on_both_backends;
 use crate::support::{
-    TestApp, assert_problem, lines_ending_in, place_order, terminal, wait_for_order,
+    Listener, TestApp, assert_problem, lines_ending_in, place_order, terminal, wait_for_order,
 };
 
 const WAIT: Duration = Duration::from_secs(20);
@@ -117,6 +117,82 @@ async fn an_order_ships_and_is_delivered(app: TestApp) {
         stock.body[0]["quantityInStock"],
         json!(ecommerce::inventory::seeded_quantity(0) - 2)
     );
+    // One payment, charged, in the currency of the customer's credit limit (USD); only its
+    // customer sees it.
+    let payments = app.get("/api/v2/payments", token).await;
+    assert_eq!(payments.status, StatusCode::OK, "{:?}", payments.body);
+    assert_eq!(
+        payments.body.as_array().unwrap().len(),
+        1,
+        "{:?}",
+        payments.body
+    );
+    assert_eq!(payments.body[0]["orderId"], json!(order_id));
+    assert_eq!(payments.body[0]["status"], "Completed");
+    assert_eq!(payments.body[0]["currencyCode"], "USD");
+    assert_eq!(payments.body[0]["amount"], json!(179.98)); // 2 × 89.99
+    let bob = app.customer("Bob Babbage").await;
+    let theirs = app.get("/api/v2/payments", Some(&bob.access_token)).await;
+    assert_eq!(theirs.body, json!([]));
+    assert_problem(
+        &app.get("/api/v2/payments", None).await,
+        StatusCode::UNAUTHORIZED,
+    );
+    let m2m = app.m2m_token(None).await;
+    assert_problem(
+        &app.get("/api/v2/payments", Some(&m2m)).await,
+        StatusCode::FORBIDDEN,
+    );
+    // What the invariants that span services read: the payment and the reservation.
+    let record = app
+        .call(
+            Listener::Internal,
+            Method::GET,
+            &format!("/api/v2/internal/payments/{}/{order_id}", ada.customer_id),
+            Some(&m2m),
+            None,
+        )
+        .await;
+    assert_eq!(
+        record.body,
+        json!({ "orderId": order_id, "status": "Completed", "created": 1 })
+    );
+    let reservation = app
+        .call(
+            Listener::Internal,
+            Method::GET,
+            &format!("/api/v2/internal/inventory/reservations/{order_id}"),
+            Some(&m2m),
+            None,
+        )
+        .await;
+    assert_eq!(
+        reservation.body,
+        json!({ "orderId": order_id, "status": "Reserved" })
+    );
+    let none = app
+        .call(
+            Listener::Internal,
+            Method::GET,
+            &format!(
+                "/api/v2/internal/inventory/reservations/{}",
+                uuid::Uuid::new_v4()
+            ),
+            Some(&m2m),
+            None,
+        )
+        .await;
+    assert_problem(&none, StatusCode::NOT_FOUND);
+    let as_customer = app
+        .call(
+            Listener::Internal,
+            Method::GET,
+            &format!("/api/v2/internal/payments/{}/{order_id}", ada.customer_id),
+            token,
+            None,
+        )
+        .await;
+    assert_problem(&as_customer, StatusCode::FORBIDDEN);
     assert_invariants(&app).await;
 }
 
@@ -220,7 +296,8 @@ async fn a_step_without_answer_times_out_and_a_late_payment_is_refunded() {
             .books()
             .payment(ada.customer_id, order_id)
             .await
-            .unwrap();
+            .unwrap()
+            .status;
         if status == Some(ecommerce::payments::PaymentStatus::Refunded) {
             break;
         }

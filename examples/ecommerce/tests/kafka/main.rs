@@ -25,6 +25,9 @@
 mod demo;
 
 mod broker;
+#[path = "../common/cluster.rs"]
+#[allow(dead_code)]
+mod cluster;
 mod privacy;
 mod split;
 #[path = "../../../../es-postgres/tests/common/test_lock.rs"]
@@ -361,7 +364,7 @@ async fn alone_ten_fresh_starts_each_complete_their_first_order_within_five_seco
         );
         let shop = Remote::new(
             &format!("http://127.0.0.1:{public}"),
-            &format!("http://127.0.0.1:{internal}"),
+            &[format!("http://127.0.0.1:{internal}")],
         );
         let ready_at = ready(&shop, Duration::from_secs(60)).await;
         let to_ready = launched.elapsed();

@@ -1,152 +1,29 @@
 //! The shop split into its eight services (each an `App::start_service` on its own
 //! listeners, schemas and consumer group, calling the others over HTTP with machine tokens)
 //! behind the gateway, on PostgreSQL and a broker of the test's own: orders placed through
-//! the gateway end as their kind says.
+//! the gateway end as their kind says, and every invariant holds across the services.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ecommerce::app::{App, AppConfig, KafkaSettings, WorkflowConfig};
-use ecommerce::backend::Backend;
-use ecommerce::failures::FailureRules;
-use ecommerce::gateway::{Gateway, RouteTable};
-use ecommerce::split::{ServiceName, SplitConfig};
-use tokio::net::TcpListener;
-use uuid::Uuid;
+use axum::http::{Method, StatusCode};
+use ecommerce::split::ServiceName;
 
-use crate::demo::shop::Remote;
+use crate::cluster::Cluster;
+use crate::demo::shop::{Listener, Remote, Shop};
 use crate::demo::{DemoOptions, run};
-use crate::{broker, database_url, test_lock};
-
-struct Running {
-    public: String,
-    internal: String,
-    app: App,
-}
-
-/// Waits until `url` answers 200 (a service's `/ready`: its storage, bus and consumers).
-async fn wait_ready(url: &str, within: Duration) {
-    let http: hyper_util::client::legacy::Client<_, http_body_util::Full<hyper::body::Bytes>> =
-        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-            .build_http();
-    let deadline = Instant::now() + within;
-    loop {
-        let request = hyper::Request::get(url)
-            .body(http_body_util::Full::new(hyper::body::Bytes::new()))
-            .unwrap();
-        if let Ok(response) = http.request(request).await
-            && response.status() == hyper::StatusCode::OK
-        {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{url} not ready within {within:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
+use crate::{database_url, test_lock};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn alone_the_split_services_run_the_workflow_behind_the_gateway() {
     test_lock::alone();
-    let broker = broker::PrivateBroker::start();
-    let run_id = Uuid::new_v4().simple().to_string();
-    let url = database_url();
-    // Every listener first: each service knows where the others are before any starts.
-    let mut listeners = BTreeMap::new();
-    for service in ServiceName::ALL {
-        let public = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let internal = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        listeners.insert(service, (public, internal));
-    }
-    let urls: BTreeMap<ServiceName, (String, String)> = listeners
-        .iter()
-        .map(|(service, (public, internal))| {
-            (
-                *service,
-                (
-                    format!("http://{}", public.local_addr().unwrap()),
-                    format!("http://{}", internal.local_addr().unwrap()),
-                ),
-            )
-        })
-        .collect();
-    let mut running = BTreeMap::new();
-    // One at a time, each ready (its consumer group joined) before the next: the test
-    // broker can hang when several groups join at once (docs/kafka.md).
-    for service in ServiceName::ALL {
-        let (public, internal) = listeners.remove(&service).unwrap();
-        let backend = Backend::postgres(&url, 4, &format!("es_test_split_{run_id}")).unwrap();
-        let config = AppConfig {
-            backend,
-            workflow: WorkflowConfig {
-                failures: FailureRules::demo(),
-                deadline_poll: Duration::from_millis(100),
-                consumers: 1,
-                ..WorkflowConfig::default()
-            },
-            kafka: Some(KafkaSettings {
-                config: es_kafka::KafkaConfig::new(broker.bootstrap_servers()),
-                topic_prefix: format!("split-{run_id}-"),
-            }),
-            ..AppConfig::embedded()
-        };
-        let split = SplitConfig {
-            internal: urls.iter().map(|(s, (_, i))| (*s, i.clone())).collect(),
-            identity_url: urls[&ServiceName::Identity].0.clone(),
-            ..SplitConfig::local(service)
-        };
-        let app = App::start_service(config, split)
-            .await
-            .unwrap_or_else(|e| panic!("{service} did not start: {e}"));
-        let served = app.clone();
-        tokio::spawn(async move {
-            served
-                .serve_on(public, internal, std::future::pending())
-                .await;
-        });
-        let (public, internal) = urls[&service].clone();
-        wait_ready(&format!("{internal}/ready"), Duration::from_secs(60)).await;
-        running.insert(
-            service,
-            Running {
-                public,
-                internal,
-                app,
-            },
-        );
-    }
-
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("gateway.json");
-    let mut table = RouteTable::load(&path).unwrap();
-    for (name, service) in &mut table.services {
-        let service_name = ServiceName::ALL
-            .into_iter()
-            .find(|s| s.as_str() == name)
-            .unwrap();
-        service.url = running[&service_name].public.clone();
-    }
-    let gateway = Gateway::new(table).unwrap();
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let gateway_url = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move {
-        gateway
-            .serve(listener, std::future::pending())
-            .await
-            .unwrap();
-    });
-    wait_ready(&format!("{gateway_url}/health"), Duration::from_secs(10)).await;
-
+    let cluster = Cluster::start(&database_url(), &[]).await;
     // The demo's orders through the gateway, each kind (shipped, out of stock, payment
     // failed, cancelled by the customer, shipment failed, over the credit limit) ending as
-    // it should. Its invariant check reads one instance's books, which a split service does
-    // not hold whole: only the orders' ends are checked here.
-    let shop = Arc::new(Remote::new(
-        &gateway_url,
-        &running[&ServiceName::Orders].internal,
-    ));
+    // it should; its invariant check reads every service's internal status (the orders
+    // service's checks them, reading inventory and payments over their internal routes).
+    let shop = Arc::new(Remote::new(&cluster.gateway, &cluster.internal_urls()));
     let options = DemoOptions {
         customers: 6,
         orders: 24,
@@ -172,8 +49,157 @@ async fn alone_the_split_services_run_the_workflow_behind_the_gateway() {
         "{ended:?}"
     );
     assert!(ended.contains_key("Cancelled"), "{ended:?}");
-
-    for running in running.into_values() {
-        running.app.runtime().shutdown().await;
+    let status = &report.status;
+    assert!(status.invariants_checked);
+    assert!(
+        status.invariants_hold,
+        "{:#?} {:#?}",
+        status.violations, status.dead_letters
+    );
+    assert_eq!(status.orders, 24);
+    // Every service's relays and consumers are in the combined status.
+    for relay in ["orders", "inventory", "payments", "shipments"] {
+        assert!(
+            status.relays.iter().any(|r| r.name.starts_with(relay)),
+            "{relay}: {:?}",
+            status.relays
+        );
     }
+    assert!(report.passed());
+
+    cluster.stop().await;
+}
+
+/// Waits until the orders service knows at least `count` orders; returns how many of them
+/// are not final yet.
+async fn orders_placed(cluster: &Cluster, count: usize) -> usize {
+    let books = cluster.app(ServiceName::Orders).books();
+    let started = Instant::now();
+    loop {
+        let orders = books.orders().await.unwrap();
+        if orders.len() >= count {
+            return orders.iter().filter(|o| !o.status.is_terminal()).count();
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "orders stopped coming ({} placed)",
+            orders.len()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The payments service is killed (`SIGKILL`) with orders in flight and started again: the
+/// orders that need a payment wait, the gateway answers 503 for the payment routes
+/// meanwhile, and afterwards every order ends as its kind says with every invariant (no
+/// order charged twice, no stock lost) holding.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn alone_the_payments_service_killed_mid_flow_loses_and_doubles_nothing() {
+    test_lock::alone();
+    let mut cluster = Cluster::start(&database_url(), &[ServiceName::Payments]).await;
+    let shop = Arc::new(Remote::new(&cluster.gateway, &cluster.internal_urls()));
+    let watcher = Remote::new(&cluster.gateway, &[]);
+    let customer = crate::demo::register(&watcher, "watcher", 0, 1000)
+        .await
+        .unwrap();
+    let payments_route = |shop: Remote, token: String| async move {
+        shop.call(
+            Listener::Public,
+            Method::GET,
+            "/api/v2/payments",
+            Some(&token),
+            None,
+        )
+        .await
+        .unwrap()
+    };
+    assert_eq!(
+        payments_route(watcher.clone(), customer.clone())
+            .await
+            .status,
+        StatusCode::OK
+    );
+    let demo = tokio::spawn(async move {
+        run(
+            shop,
+            &DemoOptions {
+                orders: 100,
+                customers: 10,
+                concurrency: 8,
+                settle: Duration::from_secs(120),
+                progress: false,
+                ..DemoOptions::default()
+            },
+        )
+        .await
+    });
+    let in_flight = orders_placed(&cluster, 30).await;
+    cluster.kill(ServiceName::Payments);
+    // The race happened: orders were on their way when it died.
+    assert!(in_flight > 0, "no order was in flight at the kill");
+    let down = payments_route(watcher.clone(), customer.clone()).await;
+    assert_eq!(
+        down.status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "{:?}",
+        down.body
+    );
+    assert_eq!(down.body["status"], 503);
+    // Orders needing a payment wait for it (none is cancelled for want of an answer).
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let books = cluster.app(ServiceName::Orders).books();
+    let waiting = books
+        .orders()
+        .await
+        .unwrap()
+        .iter()
+        .filter(|o| !o.status.is_terminal())
+        .count();
+    assert!(waiting > 0, "no order waits for its payment");
+    cluster.restart(ServiceName::Payments).await;
+    assert_eq!(
+        payments_route(watcher.clone(), customer.clone())
+            .await
+            .status,
+        StatusCode::OK
+    );
+    let report = demo.await.unwrap().unwrap();
+    crate::assert_settled(&report, 100);
+    assert!(report.passed());
+    cluster.stop().await;
+}
+
+/// The broker frozen for 10 s with orders in flight between the services: every order ends
+/// as its kind says and every invariant holds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn alone_the_split_services_ride_out_a_broker_frozen_for_ten_seconds() {
+    test_lock::alone();
+    let cluster = Cluster::start(&database_url(), &[]).await;
+    let shop = Arc::new(Remote::new(&cluster.gateway, &cluster.internal_urls()));
+    let demo = tokio::spawn(async move {
+        run(
+            shop,
+            &DemoOptions {
+                orders: 100,
+                customers: 10,
+                concurrency: 8,
+                settle: Duration::from_secs(120),
+                progress: false,
+                ..DemoOptions::default()
+            },
+        )
+        .await
+    });
+    let in_flight = orders_placed(&cluster, 30).await;
+    cluster.broker.pause();
+    assert!(
+        in_flight > 0,
+        "no order was in flight when the broker froze"
+    );
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    cluster.broker.resume();
+    let report = demo.await.unwrap().unwrap();
+    crate::assert_settled(&report, 100);
+    assert!(report.passed());
+    cluster.stop().await;
 }
