@@ -75,11 +75,12 @@ impl Gateway {
         &self.inner.table
     }
 
-    /// The gateway's router: `/health`, `/api/v2/openapi.json`, and everything else
+    /// The gateway's router: `/health`, `/ready`, `/api/v2/openapi.json`, and everything else
     /// forwarded by the table.
     pub fn router(&self) -> Router {
         Router::new()
             .route("/health", get(health))
+            .route("/ready", get(ready))
             .route("/api/v2/openapi.json", get(openapi))
             .fallback(proxy::forward)
             .with_state(self.clone())
@@ -134,17 +135,29 @@ impl Gateway {
 /// `GET /health`: every service's own `/health`, 200 when all answer 200, else 503 naming
 /// those that do not.
 async fn health(State(gateway): State<Gateway>) -> Response {
+    aggregate(&gateway, "/health").await
+}
+
+/// `GET /ready`: every service's own `/ready` (its storage, bus and consumers), 200 when all
+/// are ready, else 503 naming those that are not; `backend` is theirs when they agree.
+async fn ready(State(gateway): State<Gateway>) -> Response {
+    aggregate(&gateway, "/ready").await
+}
+
+/// Asks every service of the table for `probe`: `ok` (it answered 200), `unhealthy` (it
+/// answered otherwise) or `unreachable`, and `ok` over all only when every one is.
+async fn aggregate(gateway: &Gateway, probe: &str) -> Response {
     let services = &gateway.table().services;
     let probes = services.iter().map(|(name, service)| {
         let gateway = gateway.clone();
         async move {
-            let url = format!("{}/health", service.url.trim_end_matches('/'));
+            let url = format!("{}{probe}", service.url.trim_end_matches('/'));
             let state = match gateway.probe(&url).await {
-                Ok((StatusCode::OK, _)) => json!({ "status": "Healthy" }),
+                Ok((StatusCode::OK, body)) => json!({ "status": "ok", "backend": body["backend"] }),
                 Ok((status, _)) => {
-                    json!({ "status": "Unhealthy", "detail": format!("answered {status}") })
+                    json!({ "status": "unhealthy", "detail": format!("answered {status}") })
                 }
-                Err(error) => json!({ "status": "Unreachable", "detail": error }),
+                Err(error) => json!({ "status": "unreachable", "detail": error }),
             };
             (name.clone(), state)
         }
@@ -153,16 +166,23 @@ async fn health(State(gateway): State<Gateway>) -> Response {
         .await
         .into_iter()
         .collect();
-    let healthy = states.values().all(|s| s["status"] == "Healthy");
+    let healthy = states.values().all(|s| s["status"] == "ok");
+    let backends: std::collections::BTreeSet<String> = states
+        .values()
+        .filter_map(|s| s["backend"].as_str().map(str::to_owned))
+        .collect();
     let status = if healthy {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
-    let body = json!({
-        "status": if healthy { "Healthy" } else { "Unhealthy" },
+    let mut body = json!({
+        "status": if healthy { "ok" } else { "unavailable" },
         "services": states,
     });
+    if let [backend] = backends.into_iter().collect::<Vec<_>>().as_slice() {
+        body["backend"] = json!(backend);
+    }
     (status, axum::Json(body)).into_response()
 }
 

@@ -396,8 +396,9 @@ async fn the_gateway_forwards_streams_and_answers_for_services_that_fail() {
     // Health names the service that is down; the document keeps only routed paths.
     let health = send(&http, "GET", &format!("{gateway}/health"), &[], None).await;
     assert_eq!(health.status, StatusCode::SERVICE_UNAVAILABLE);
-    assert_eq!(health.body["services"]["up"]["status"], "Healthy");
-    assert_eq!(health.body["services"]["down"]["status"], "Unreachable");
+    assert_eq!(health.body["status"], "unavailable");
+    assert_eq!(health.body["services"]["up"]["status"], "ok");
+    assert_eq!(health.body["services"]["down"]["status"], "unreachable");
     let document = send(
         &http,
         "GET",

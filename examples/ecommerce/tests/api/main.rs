@@ -1,6 +1,13 @@
-//! The HTTP API, end to end through the routers, embedded and on PostgreSQL.
+//! The HTTP API, end to end through the routers, embedded and on PostgreSQL; and the same
+//! scenarios through the gateway against the split services (`split`).
 
-#![allow(missing_docs, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(
+    missing_docs,
+    unreachable_pub,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic
+)]
 
 /// The demo's load generator, shared with the `ecommerce` binary (it is not part of the
 /// library's API).
@@ -15,6 +22,16 @@
 mod demo;
 
 mod support;
+
+#[path = "../kafka/broker.rs"]
+#[allow(dead_code)]
+mod broker;
+#[path = "../common/cluster.rs"]
+#[allow(dead_code)]
+mod cluster;
+mod split;
+#[allow(unused_imports)]
+use support::test_lock;
 
 mod auth;
 mod catalog;

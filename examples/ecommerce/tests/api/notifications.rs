@@ -8,10 +8,9 @@ use ecommerce::auth::{ACCESS_AUDIENCE, AccessClaims, ISSUER, Role};
 use ecommerce::catalog::product_id;
 use futures::StreamExt;
 use serde_json::Value;
-use tower::ServiceExt;
 
 use crate::on_both_backends;
-use crate::support::{TestApp, assert_problem, place_order, terminal, wait_for_order};
+use crate::support::{Listener, TestApp, assert_problem, place_order, terminal, wait_for_order};
 
 on_both_backends!(
     customers_are_pushed_their_own_status_changes_only,
@@ -60,7 +59,7 @@ async fn customers_are_pushed_their_own_status_changes_only(app: TestApp) {
         )
         .body(Body::empty())
         .unwrap();
-    let response = app.app.public_router().oneshot(subscribe).await.unwrap();
+    let response = app.respond(Listener::Public, subscribe).await;
     assert_eq!(response.status(), StatusCode::OK);
     assert_eq!(
         response.headers()[header::CONTENT_TYPE],
@@ -104,7 +103,7 @@ async fn customers_are_pushed_their_own_status_changes_only(app: TestApp) {
         .header("last-event-id", second.to_string())
         .body(Body::empty())
         .unwrap();
-    let response = app.app.public_router().oneshot(resume).await.unwrap();
+    let response = app.respond(Listener::Public, resume).await;
     let replayed = read_events(response.into_body(), 3, Duration::from_secs(1)).await;
     let statuses: Vec<&str> = replayed
         .iter()
@@ -119,7 +118,7 @@ async fn subscribe(app: &TestApp, token: &str) -> axum::response::Response {
         .header(header::AUTHORIZATION, format!("Bearer {token}"))
         .body(Body::empty())
         .unwrap();
-    app.app.public_router().oneshot(request).await.unwrap()
+    app.respond(Listener::Public, request).await
 }
 
 /// A customer holds at most five streams open (the sixth is a 429 with `Retry-After` until

@@ -1,4 +1,5 @@
-//! An application under test, embedded or on PostgreSQL, driven through its routers.
+//! An application under test, embedded or on PostgreSQL, driven through its routers; or the
+//! split services on PostgreSQL and a broker, driven through the gateway.
 
 #![allow(
     dead_code,
@@ -13,13 +14,20 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::body::Body;
-use axum::http::{HeaderMap, Method, Request, StatusCode, header};
+use axum::http::{HeaderMap, Method, Request, Response, StatusCode, header};
 use ecommerce::app::{App, AppConfig};
 use ecommerce::backend::Backend;
-use http_body_util::BodyExt;
+use ecommerce::split::ServiceName;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Bytes;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
 use serde_json::{Value, json};
 use tower::ServiceExt;
 use uuid::Uuid;
+
+use crate::cluster::Cluster;
 
 #[path = "../../../../es-postgres/tests/common/test_lock.rs"]
 pub mod test_lock;
@@ -49,11 +57,23 @@ impl Reply {
 }
 
 pub struct TestApp {
+    /// The app (in split mode, the orders service: its books span the services).
     pub app: App,
     /// The prefix of its PostgreSQL schemas (none embedded).
     pub schema_prefix: Option<String>,
-    public: Router,
-    internal: Router,
+    target: Target,
+}
+
+/// Where requests go.
+enum Target {
+    /// The routers, in this process.
+    Routers { public: Router, internal: Router },
+    /// Loopback sockets: the public API through the gateway, each internal route to the
+    /// service that serves it.
+    Split {
+        cluster: Arc<Cluster>,
+        http: Client<HttpConnector, Full<Bytes>>,
+    },
 }
 
 /// A registered, signed-in customer.
@@ -102,8 +122,19 @@ impl TestApp {
         Self {
             app,
             schema_prefix: None,
-            public,
-            internal,
+            target: Target::Routers { public, internal },
+        }
+    }
+
+    /// The split services of `cluster`, through its gateway.
+    pub fn split(cluster: Arc<Cluster>) -> Self {
+        Self {
+            app: cluster.app(ServiceName::Orders).clone(),
+            schema_prefix: Some(cluster.schema_prefix.clone()),
+            target: Target::Split {
+                cluster,
+                http: Client::builder(TokioExecutor::new()).build_http(),
+            },
         }
     }
 
@@ -125,15 +156,43 @@ impl TestApp {
         urls
     }
 
+    /// The response to `request`, its body unread (a stream's events arrive as sent).
+    pub async fn respond(&self, listener: Listener, request: Request<Body>) -> Response<Body> {
+        match &self.target {
+            Target::Routers { public, internal } => {
+                let router = match listener {
+                    Listener::Public => public.clone(),
+                    Listener::Internal => internal.clone(),
+                };
+                router
+                    .oneshot(request)
+                    .await
+                    .expect("routers are infallible")
+            }
+            Target::Split { cluster, http } => {
+                let (mut parts, body) = request.into_parts();
+                let bytes = body.collect().await.expect("body").to_bytes();
+                let path = parts
+                    .uri
+                    .path_and_query()
+                    .map_or("/", |p| p.as_str())
+                    .to_owned();
+                let base = match listener {
+                    Listener::Public => cluster.gateway.as_str(),
+                    Listener::Internal => cluster.internal_for(&path),
+                };
+                parts.uri = format!("{base}{path}").parse().expect("a URI");
+                let response = http
+                    .request(Request::from_parts(parts, Full::new(bytes)))
+                    .await
+                    .unwrap_or_else(|e| panic!("{base}{path}: {e}"));
+                response.map(Body::new)
+            }
+        }
+    }
+
     pub async fn send(&self, listener: Listener, request: Request<Body>) -> Reply {
-        let router = match listener {
-            Listener::Public => self.public.clone(),
-            Listener::Internal => self.internal.clone(),
-        };
-        let response = router
-            .oneshot(request)
-            .await
-            .expect("routers are infallible");
+        let response = self.respond(listener, request).await;
         let status = response.status();
         let headers = response.headers().clone();
         let bytes = response
@@ -271,10 +330,28 @@ pub fn assert_problem(reply: &Reply, status: StatusCode) {
     assert_eq!(reply.body["status"], status.as_u16());
 }
 
-/// Runs each scenario `async fn name(app: TestApp)` embedded and on PostgreSQL.
+/// A scenario the split-mode suite runs: its name and how to run it on an app.
+pub type Scenario = (
+    &'static str,
+    fn(TestApp) -> futures::future::BoxFuture<'static, ()>,
+);
+
+/// Runs each scenario `async fn name(app: TestApp)` embedded and on PostgreSQL, and lists it
+/// in the module's `split::SCENARIOS` for the suite run against the split services.
 #[macro_export]
 macro_rules! on_both_backends {
     ($($scenario:ident),* $(,)?) => {
+        pub(crate) mod split {
+            /// This module's scenarios.
+            pub(crate) const SCENARIOS: &[$crate::support::Scenario] = &[
+                $(
+                    (
+                        concat!(module_path!(), "::", stringify!($scenario)),
+                        |app| Box::pin(super::$scenario(app)),
+                    ),
+                )*
+            ];
+        }
         mod embedded {
             $(
                 #[tokio::test]

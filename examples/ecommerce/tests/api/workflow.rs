@@ -50,6 +50,18 @@ async fn an_order_ships_and_is_delivered(app: TestApp) {
     let ada = app.customer("Ada Lovelace").await;
     let token = Some(ada.access_token.as_str());
     let keyboard = product_id("Mechanical Keyboard");
+    let in_stock = || async {
+        app.post(
+            "/api/v2/products",
+            token,
+            json!({ "currencyCode": "USD", "productIds": [keyboard] }),
+        )
+        .await
+        .body[0]["quantityInStock"]
+            .as_u64()
+            .unwrap()
+    };
+    let before = in_stock().await;
     let order_id = place_order(&app, &ada, "EUR", &[(keyboard, 2)]).await;
     let listed = app.get("/api/v2/orders", token).await;
     assert_eq!(
@@ -105,18 +117,11 @@ async fn an_order_ships_and_is_delivered(app: TestApp) {
         &app.get("/api/v2/quotes", token).await,
         StatusCode::NOT_FOUND,
     );
-    // Stock moved.
-    let stock = app
-        .post(
-            "/api/v2/products",
-            token,
-            json!({ "currencyCode": "USD", "productIds": [keyboard] }),
-        )
-        .await;
-    assert_eq!(
-        stock.body[0]["quantityInStock"],
-        json!(ecommerce::inventory::seeded_quantity(0) - 2)
-    );
+    // Stock moved (on a fresh app, from the seeded quantity).
+    assert_eq!(in_stock().await, before - 2);
+    if app.schema_prefix.is_none() {
+        assert_eq!(before, u64::from(ecommerce::inventory::seeded_quantity(0)));
+    }
     // One payment, charged, in the currency of the customer's credit limit (USD); only its
     // customer sees it.
     let payments = app.get("/api/v2/payments", token).await;

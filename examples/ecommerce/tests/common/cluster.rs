@@ -48,6 +48,7 @@ pub struct Cluster {
     /// The gateway's base URL.
     pub gateway: String,
     database_url: String,
+    tune: fn(&mut AppConfig),
 }
 
 /// Waits until `url` answers 200 (a service's `/ready`, the gateway's `/health`).
@@ -83,6 +84,15 @@ impl Cluster {
     /// others in this process) one at a time, each ready before the next (the test broker
     /// can hang when several consumer groups join at once: docs/kafka.md), then the gateway.
     pub async fn start(database_url: &str, as_processes: &[ServiceName]) -> Self {
+        Self::start_tuned(database_url, as_processes, |_| {}).await
+    }
+
+    /// As [`start`](Self::start), each service in this process configured by `tune` last.
+    pub async fn start_tuned(
+        database_url: &str,
+        as_processes: &[ServiceName],
+        tune: fn(&mut AppConfig),
+    ) -> Self {
         let broker = PrivateBroker::start();
         let run = Uuid::new_v4().simple().to_string();
         let schema_prefix = format!("es_test_split_{run}");
@@ -108,6 +118,7 @@ impl Cluster {
             services: BTreeMap::new(),
             gateway: String::new(),
             database_url: database_url.to_owned(),
+            tune,
         };
         for service in ServiceName::ALL {
             let (public_listener, internal_listener) = listeners.remove(&service).unwrap();
@@ -145,7 +156,7 @@ impl Cluster {
         internal: TcpListener,
     ) -> App {
         let backend = Backend::postgres(&self.database_url, 4, &self.schema_prefix).unwrap();
-        let config = AppConfig {
+        let mut config = AppConfig {
             backend,
             workflow: WorkflowConfig {
                 failures: FailureRules {
@@ -164,6 +175,7 @@ impl Cluster {
             trusted_proxies: vec!["127.0.0.1".parse().unwrap()],
             ..AppConfig::embedded()
         };
+        (self.tune)(&mut config);
         let split = SplitConfig {
             internal: urls.iter().map(|(s, (_, i))| (*s, i.clone())).collect(),
             identity_url: urls[&ServiceName::Identity].0.clone(),
