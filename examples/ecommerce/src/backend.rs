@@ -1,6 +1,6 @@
 //! Where the contexts keep their data, chosen once at start-up: the embedded default (in
 //! memory) or PostgreSQL, one schema per context. The application is written once, generic
-//! over [`ShopBackend`]; the choice is made in [`App::start`](crate::app::App::start).
+//! over [`ShopBackend`]; the choice is made when the app starts.
 
 use std::sync::Arc;
 

@@ -30,7 +30,7 @@ pub struct OrderPayment {
 
 /// What the invariants read of inventory and payments: in one process their contexts
 /// ([`LocalLedgers`]), in the split deployment their services' internal routes
-/// (`remote::ledgers::HttpLedgers`).
+/// (the remote module's `HttpLedgers`).
 #[async_trait]
 pub trait Ledgers: Send + Sync + 'static {
     /// An order's reservation.

@@ -1,6 +1,6 @@
 //! The key store's internal routes: the customers service owns the data subjects' keys (and
 //! the master key that wraps them at rest), and services split apart reach them here with a
-//! machine token carrying the `keys` scope (`crate::remote::keys::HttpKeyStore`). Subjects
+//! machine token carrying the `keys` scope (the remote module's `HttpKeyStore`). Subjects
 //! travel in bodies, never in paths, so they stay out of access logs.
 
 use std::sync::Arc;

@@ -13,8 +13,8 @@ use tracing::Instrument as _;
 
 use super::table::INTERNAL_PREFIX;
 use super::{Gateway, unavailable};
+use crate::http::REQUEST_ID;
 use crate::http::problem::Problem;
-use crate::remote::REQUEST_ID;
 
 /// Headers that describe one connection, not the request (RFC 9110 7.6.1), and `host`.
 const HOP_BY_HOP: [&str; 9] = [

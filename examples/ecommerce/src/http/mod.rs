@@ -22,6 +22,15 @@ use utoipa::{Modify, OpenApi, ToSchema};
 
 use problem::ApiError;
 
+/// The header that carries a request's id from service to service (the gateway keeps or
+/// makes it; a service's calls to others send the id of the request they serve).
+pub const REQUEST_ID: &str = "x-request-id";
+
+tokio::task_local! {
+    /// The id of the request being served, for the calls it makes to other services.
+    pub static CURRENT_REQUEST_ID: String;
+}
+
 /// The public API's OpenAPI root (paths are added by each context's router).
 #[derive(Debug, OpenApi)]
 #[openapi(
@@ -212,14 +221,14 @@ pub async fn trace_requests(request: Request, next: Next) -> Response {
         })
         .collect();
     es_core::telemetry::continue_trace(&span, &trace_headers);
-    // The calls this request makes to other services carry its id (`remote::REQUEST_ID`).
+    // The calls this request makes to other services carry its id.
     let request_id = request
         .headers()
-        .get(crate::remote::REQUEST_ID)
+        .get(REQUEST_ID)
         .and_then(|v| v.to_str().ok())
         .filter(|id| !id.is_empty() && id.len() <= 128 && id.bytes().all(|b| b.is_ascii_graphic()))
         .map_or_else(|| uuid::Uuid::new_v4().to_string(), str::to_owned);
-    let response = crate::remote::CURRENT_REQUEST_ID
+    let response = CURRENT_REQUEST_ID
         .scope(request_id, next.run(request).instrument(span.clone()))
         .await;
     let status = response.status().as_u16();

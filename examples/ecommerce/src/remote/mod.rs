@@ -39,8 +39,8 @@ pub(crate) fn http_client() -> Http {
         .build(connector)
 }
 
-/// The header that carries a request's id from service to service.
-pub const REQUEST_ID: &str = "x-request-id";
+use crate::http::CURRENT_REQUEST_ID;
+pub use crate::http::REQUEST_ID;
 
 /// How a [`ServiceClient`] waits and retries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -379,9 +379,4 @@ fn request_id() -> String {
     CURRENT_REQUEST_ID
         .try_with(Clone::clone)
         .unwrap_or_else(|_| uuid::Uuid::new_v4().to_string())
-}
-
-tokio::task_local! {
-    /// The id of the request being served, for the calls it makes.
-    pub static CURRENT_REQUEST_ID: String;
 }
