@@ -575,3 +575,61 @@ async fn a_shutdown_writes_the_checkpoint_left_behind() {
         Some(last)
     );
 }
+
+/// With a linger, a relay at rest still reads at once when signalled, and commits signalled
+/// one after another faster than the linger are read a few at a time instead of one read
+/// each; none is lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lingering_relay_reads_a_burst_of_commits_together() {
+    let outbox = MemoryOutbox::new();
+    let bus = bus();
+    let signal = AppendSignal::new();
+    let linger = Duration::from_millis(300);
+    let options = RelayOptions::default()
+        .poll_interval(Duration::from_millis(5), Duration::from_secs(30))
+        .linger(linger);
+    let mut relay = Relay::new(
+        "relay",
+        outbox.clone(),
+        MemoryCheckpointStore::new(),
+        Arc::new(bus.clone()),
+    )
+    .with_options(options)
+    .with_signal(signal.clone());
+    let stats = relay.stats();
+    let task =
+        tokio::spawn(async move { relay.run(tokio::time::sleep(Duration::from_secs(60))).await });
+    // Let the relay go idle (its waits double up to 30 s: only the signal wakes it).
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    let started = std::time::Instant::now();
+    fill(&outbox, 1, 1, 1);
+    signal.notify();
+    while bus.published(TOPIC).len() < 1 {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    assert!(
+        started.elapsed() < linger,
+        "at rest the signal is read at once ({:?})",
+        started.elapsed()
+    );
+    let before = stats.snapshot().batches;
+    for _ in 0..10 {
+        fill(&outbox, 1, 1, 1);
+        signal.notify();
+        tokio::time::sleep(Duration::from_millis(30)).await;
+    }
+    tokio::time::timeout(Duration::from_secs(5), async {
+        while bus.published(TOPIC).len() < 11 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await
+    .expect("every commit was published");
+    let reads = stats.snapshot().batches - before;
+    assert!(
+        (1..=3).contains(&reads),
+        "10 commits 30 ms apart took {reads} batches"
+    );
+    task.abort();
+}

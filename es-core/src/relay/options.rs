@@ -36,6 +36,13 @@ pub struct RelayOptions {
     /// publishes again what was acknowledged since the last write (which inboxes discard).
     #[serde(with = "crate::config::duration")]
     pub checkpoint_interval: Duration,
+    /// After a batch that published messages and reached the end of the outbox, the relay
+    /// reads again no sooner than this, even when signalled: while commits come faster than
+    /// this, one read takes several of them (fewer reads of the outbox, fuller batches),
+    /// and a message committed meanwhile waits at most this long. A relay at rest still
+    /// reads at once when signalled. Zero (the default) reads on every signal.
+    #[serde(with = "crate::config::duration")]
+    pub linger: Duration,
 }
 
 impl Default for RelayOptions {
@@ -48,6 +55,7 @@ impl Default for RelayOptions {
             max_retry_delay: Duration::from_secs(10),
             retention_interval: None,
             checkpoint_interval: Duration::ZERO,
+            linger: Duration::ZERO,
         }
     }
 }
@@ -85,6 +93,14 @@ impl RelayOptions {
     #[must_use]
     pub fn checkpoint_interval(mut self, interval: Duration) -> Self {
         self.checkpoint_interval = interval;
+        self
+    }
+
+    /// Sets how long after a batch that published the relay waits before it reads again,
+    /// signalled or not (see [`linger`](Self::linger)).
+    #[must_use]
+    pub fn linger(mut self, linger: Duration) -> Self {
+        self.linger = linger;
         self
     }
 

@@ -25,7 +25,8 @@ impl<S: OutboxSource, C: CheckpointStore> Relay<S, C> {
     ///
     /// While batches fill up it reads the next one at once; otherwise it waits
     /// [`RelayOptions::min_poll_interval`](super::RelayOptions::min_poll_interval), doubling
-    /// while idle, cut short by the [signal](Self::with_signal). A failed batch (broker or
+    /// while idle, cut short by the [signal](Self::with_signal) (after a batch that published,
+    /// not before [`RelayOptions::linger`](super::RelayOptions::linger) has passed). A failed batch (broker or
     /// database unreachable, a fatal publisher error) is retried from the checkpoint after a
     /// back-off, so nothing is lost. Pass a `shutdown` that also completes when leadership is
     /// lost.
@@ -68,6 +69,25 @@ impl<S: OutboxSource, C: CheckpointStore> Relay<S, C> {
                     }
                     match (batch.read, batch.reached_end) {
                         (0, _) => Some(idle.next_wait()),
+                        (_, true) if !self.options.linger.is_zero() => {
+                            // Commits signalled meanwhile are read together after it.
+                            tokio::select! {
+                                biased;
+                                () = &mut shutdown => {
+                                    self.stop().await;
+                                    return Ok(());
+                                },
+                                () = tokio::time::sleep(self.options.linger) => {}
+                            }
+                            let signalled = waiter
+                                .as_ref()
+                                .is_some_and(|w| w.has_changed().unwrap_or(false));
+                            (!signalled).then(|| {
+                                self.options
+                                    .min_poll_interval
+                                    .saturating_sub(self.options.linger)
+                            })
+                        }
                         (_, true) => Some(self.options.min_poll_interval),
                         (_, false) => None,
                     }
