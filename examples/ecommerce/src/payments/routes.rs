@@ -32,7 +32,8 @@ pub struct PaymentView {
     /// That currency's code.
     pub currency_code: String,
     /// `Pending`, `Completed`, `Cancelled` or `Refunded`.
-    pub status: String,
+    #[schema(value_type = String)]
+    pub status: PaymentStatus,
 }
 
 impl From<&Payment> for PaymentView {
@@ -42,7 +43,7 @@ impl From<&Payment> for PaymentView {
             order_id: payment.order_id,
             amount: payment.amount.amount(),
             currency_code: payment.amount.currency().code().to_owned(),
-            status: status_text(payment.status).to_owned(),
+            status: payment.status,
         }
     }
 }
@@ -54,31 +55,11 @@ pub struct PaymentRecord {
     /// The order.
     pub order_id: Uuid,
     /// `Pending`, `Completed`, `Cancelled` or `Refunded`; null when the order has none.
-    pub status: Option<String>,
+    #[schema(value_type = Option<String>)]
+    pub status: Option<PaymentStatus>,
     /// How many payments were ever created for the order (one at most, whatever the
     /// retries).
     pub created: usize,
-}
-
-fn status_text(status: PaymentStatus) -> &'static str {
-    match status {
-        PaymentStatus::Pending => "Pending",
-        PaymentStatus::Completed => "Completed",
-        PaymentStatus::Cancelled => "Cancelled",
-        PaymentStatus::Refunded => "Refunded",
-    }
-}
-
-/// A payment status from its text (what [`PaymentRecord::status`] carries).
-pub fn parse_status(text: &str) -> Option<PaymentStatus> {
-    [
-        PaymentStatus::Pending,
-        PaymentStatus::Completed,
-        PaymentStatus::Cancelled,
-        PaymentStatus::Refunded,
-    ]
-    .into_iter()
-    .find(|status| status_text(*status) == text)
 }
 
 /// Payments' public routes.
@@ -127,9 +108,7 @@ async fn record<S: TransactionalStore>(
     let created = payments.payments_created(customer_id, order_id).await?;
     Ok(axum::Json(PaymentRecord {
         order_id,
-        status: account
-            .payment(&order_id)
-            .map(|p| status_text(p.status).to_owned()),
+        status: account.payment(&order_id).map(|p| p.status),
         created,
     }))
 }

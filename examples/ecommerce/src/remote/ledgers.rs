@@ -11,7 +11,7 @@ use super::ServiceClient;
 use crate::invariants::{Ledgers, OrderPayment};
 use crate::inventory::routes::{ReservationView, StockView};
 use crate::inventory::{ReservationStatus, StockUnit};
-use crate::payments::routes::{PaymentRecord, parse_status};
+use crate::payments::routes::PaymentRecord;
 
 /// [`Ledgers`] read from the inventory and payments services.
 #[derive(Debug, Clone)]
@@ -20,10 +20,6 @@ pub struct HttpLedgers {
     pub inventory: ServiceClient,
     /// The payments service.
     pub payments: ServiceClient,
-}
-
-fn malformed(service: &str, what: &str) -> BoxError {
-    format!("{service} answered an unknown {what}").into()
 }
 
 #[async_trait]
@@ -43,12 +39,10 @@ impl Ledgers for HttpLedgers {
             return Ok(None);
         }
         let view: ReservationView = reply.expect(service, StatusCode::OK)?;
-        let status = match view.status.as_str() {
-            "Reserved" => ReservationStatus::Reserved,
-            "Released" => ReservationStatus::Released,
-            "Refused" => ReservationStatus::Refused,
-            _ => return Err(malformed(service, "reservation status")),
-        };
+        // The view names the status as the enum's own serde form does.
+        let status: ReservationStatus =
+            serde_json::from_value(serde_json::Value::String(view.status))
+                .map_err(|e| format!("{service} answered an unknown reservation status: {e}"))?;
         Ok(Some(status))
     }
 
@@ -86,14 +80,8 @@ impl Ledgers for HttpLedgers {
             )
             .await?
             .expect(service, StatusCode::OK)?;
-        let status = match record.status.as_deref() {
-            None => None,
-            Some(text) => {
-                Some(parse_status(text).ok_or_else(|| malformed(service, "payment status"))?)
-            }
-        };
         Ok(OrderPayment {
-            status,
+            status: record.status,
             created: record.created,
         })
     }

@@ -12,7 +12,7 @@ use ecommerce::split::ServiceName;
 
 use crate::cluster::Cluster;
 use crate::demo::shop::{Listener, Remote, Shop};
-use crate::demo::{DemoOptions, run};
+use crate::demo::{DemoOptions, DemoReport, run};
 use crate::{database_url, test_lock};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -70,6 +70,25 @@ async fn alone_the_split_services_run_the_workflow_behind_the_gateway() {
     cluster.stop().await;
 }
 
+/// The demo's 100 orders through the gateway, 8 customers at a time, in the background.
+fn hundred_orders(cluster: &Cluster) -> tokio::task::JoinHandle<Result<DemoReport, String>> {
+    let shop = Arc::new(Remote::new(&cluster.gateway, &cluster.internal_urls()));
+    tokio::spawn(async move {
+        run(
+            shop,
+            &DemoOptions {
+                orders: 100,
+                customers: 10,
+                concurrency: 8,
+                settle: Duration::from_secs(120),
+                progress: false,
+                ..DemoOptions::default()
+            },
+        )
+        .await
+    })
+}
+
 /// Waits until the orders service knows at least `count` orders; returns how many of them
 /// are not final yet.
 async fn orders_placed(cluster: &Cluster, count: usize) -> usize {
@@ -97,7 +116,6 @@ async fn orders_placed(cluster: &Cluster, count: usize) -> usize {
 async fn alone_the_payments_service_killed_mid_flow_loses_and_doubles_nothing() {
     test_lock::alone();
     let mut cluster = Cluster::start(&database_url(), &[ServiceName::Payments]).await;
-    let shop = Arc::new(Remote::new(&cluster.gateway, &cluster.internal_urls()));
     let watcher = Remote::new(&cluster.gateway, &[]);
     let customer = crate::demo::register(&watcher, "watcher", 0, 1000)
         .await
@@ -119,20 +137,7 @@ async fn alone_the_payments_service_killed_mid_flow_loses_and_doubles_nothing() 
             .status,
         StatusCode::OK
     );
-    let demo = tokio::spawn(async move {
-        run(
-            shop,
-            &DemoOptions {
-                orders: 100,
-                customers: 10,
-                concurrency: 8,
-                settle: Duration::from_secs(120),
-                progress: false,
-                ..DemoOptions::default()
-            },
-        )
-        .await
-    });
+    let demo = hundred_orders(&cluster);
     let in_flight = orders_placed(&cluster, 30).await;
     cluster.kill(ServiceName::Payments);
     // The race happened: orders were on their way when it died.
@@ -175,21 +180,7 @@ async fn alone_the_payments_service_killed_mid_flow_loses_and_doubles_nothing() 
 async fn alone_the_split_services_ride_out_a_broker_frozen_for_ten_seconds() {
     test_lock::alone();
     let cluster = Cluster::start(&database_url(), &[]).await;
-    let shop = Arc::new(Remote::new(&cluster.gateway, &cluster.internal_urls()));
-    let demo = tokio::spawn(async move {
-        run(
-            shop,
-            &DemoOptions {
-                orders: 100,
-                customers: 10,
-                concurrency: 8,
-                settle: Duration::from_secs(120),
-                progress: false,
-                ..DemoOptions::default()
-            },
-        )
-        .await
-    });
+    let demo = hundred_orders(&cluster);
     let in_flight = orders_placed(&cluster, 30).await;
     cluster.broker.pause();
     assert!(
