@@ -192,3 +192,56 @@ async fn three_groups_joining_at_once_all_receive_within_ten_seconds_and_again_a
         running.shutdown().await;
     }
 }
+
+/// Three members of one group whose loops crashed (aborted mid-work) are closed through
+/// their lag probes: every one has left before `close` returns, and a new member of the group
+/// then receives what follows (members of one group leaving at the same moment wedge it on
+/// the test broker about two times in three: `close` takes them one after another).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn members_whose_loops_crashed_close_in_turn_and_the_group_takes_a_new_member() {
+    let bootstrap = support::shared_bootstrap_servers();
+    let topic = support::unique("closing");
+    support::create_topic(&bootstrap, &topic, 4).await;
+    let group = support::unique("closing-group");
+    let count = Count::default();
+    let mut probes = Vec::new();
+    let mut runtime = Runtime::new();
+    for _ in 0..3 {
+        let consumer = KafkaConsumer::builder(KafkaConfig::new(&bootstrap), &group)
+            .subscribe([&topic])
+            .build()
+            .unwrap();
+        probes.push(consumer.lag_probe());
+        runtime = runtime.service(ConsumerLoop::new(consumer, count.clone()));
+    }
+    let running = runtime.start();
+    publish(&bootstrap, &topic, 0, 20).await;
+    all_within(
+        std::slice::from_ref(&count),
+        20,
+        Duration::from_secs(20),
+        "three members",
+    )
+    .await;
+    running.abort().await;
+
+    let started = Instant::now();
+    let late = es_kafka::LagProbe::close(probes, Duration::from_secs(5)).await;
+    let took = started.elapsed();
+    assert_eq!(late, 0, "every member closes in time");
+    eprintln!("three members closed in turn in {took:?}");
+
+    let fresh = Count::default();
+    let next = member(&bootstrap, &group, &topic, &fresh);
+    publish(&bootstrap, &topic, 20, 20).await;
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while fresh.0.lock().unwrap().range(20..40).count() < 20 {
+        assert!(
+            Instant::now() < deadline,
+            "the new member received only {:?} of 20..40",
+            fresh.0.lock().unwrap().range(20..40).count()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    next.shutdown().await;
+}

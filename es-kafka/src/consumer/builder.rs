@@ -148,7 +148,7 @@ impl KafkaConsumerBuilder {
             group_id,
             pending: None,
             waker: Mutex::new(None),
-            lag_busy: Arc::default(),
+            in_flight: Arc::default(),
         })
     }
 }

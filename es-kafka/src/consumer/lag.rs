@@ -10,7 +10,7 @@ use rdkafka::topic_partition_list::Offset;
 use rdkafka::consumer::StreamConsumer;
 
 use super::context::GroupContext;
-use super::{KafkaConsumer, backend};
+use super::{KafkaConsumer, backend, blocking_on};
 
 /// How long the broker may take to answer a lag query.
 const LAG_TIMEOUT: Duration = Duration::from_secs(10);
@@ -34,14 +34,16 @@ pub struct PartitionLag {
 
 /// Measures a [`KafkaConsumer`]'s lag from anywhere (a status endpoint, a metrics task) while
 /// the consumer itself is busy in its loop. Cheap to clone; it keeps the consumer's client
-/// alive, and so does a measurement in flight: [`settle`](Self::settle) waits for it, so that
-/// whoever drops the last handle closes the consumer then, not later (a member that leaves its
-/// group late, while its replacement joins, can wedge the group on the test broker).
+/// alive, and so does any blocking call in flight (a measurement, a commit whose caller was
+/// cancelled): [`settle`](Self::settle) waits for them, so that whoever drops the last handle
+/// closes the consumer then, not later (a member that leaves its group late, while its
+/// replacement joins, can wedge the group on the test broker). [`close`](Self::close) does
+/// both for the members a process holds when it stops.
 #[derive(Clone)]
 pub struct LagProbe {
     consumer: Arc<StreamConsumer<GroupContext>>,
-    /// Held by a measurement in flight (one at a time per member).
-    busy: Arc<tokio::sync::Mutex<()>>,
+    /// Read-held by every blocking call in flight on the consumer.
+    in_flight: Arc<tokio::sync::RwLock<()>>,
 }
 
 impl std::fmt::Debug for LagProbe {
@@ -57,23 +59,50 @@ impl LagProbe {
     /// # Errors
     /// [`ConsumerError::Backend`] when the broker does not answer.
     pub async fn lag(&self) -> Result<Vec<PartitionLag>, ConsumerError> {
-        let busy = Arc::clone(&self.busy).lock_owned().await;
-        let consumer = Arc::clone(&self.consumer);
-        tokio::task::spawn_blocking(move || {
-            let measured = measure(&consumer);
-            // The consumer goes before the lock does: `settle` then means no handle is left
-            // in flight.
-            drop(consumer);
-            drop(busy);
-            measured
-        })
-        .await
-        .map_err(backend)?
+        blocking_on(&self.consumer, &self.in_flight, measure).await?
     }
 
-    /// Waits until no measurement is in flight.
+    /// Waits until no blocking call on the member is in flight.
     pub async fn settle(&self) {
-        drop(self.busy.lock().await);
+        drop(self.in_flight.write().await);
+    }
+
+    /// Closes the members these handles hold (their loops must have returned and dropped
+    /// their consumers), one after another, each on a thread of its own, waiting at most
+    /// `each` for a member to have left its group before closing the next. Returns how many
+    /// did not close in time.
+    ///
+    /// One after another, because on the test broker members of one group that leave at
+    /// the same moment can wedge it for good (docs/kafka.md, "Consumer groups on the test
+    /// broker"). The wait is bounded because librdkafka can wait forever for an answer its
+    /// group coordinator drops once the member's group state has ended (librdkafka issue
+    /// 4041, seen on the test broker about once in fifteen restarts): such a member has
+    /// left already, and its thread is left behind with a warning instead of stopping the
+    /// process.
+    pub async fn close(members: Vec<LagProbe>, each: Duration) -> usize {
+        let mut late = 0;
+        for member in members {
+            member.settle().await;
+            let (closed, done) = tokio::sync::oneshot::channel();
+            let spawned = std::thread::Builder::new()
+                .name("es-kafka-close".to_owned())
+                .spawn(move || {
+                    drop(member);
+                    let _ = closed.send(());
+                });
+            if let Err(error) = spawned {
+                tracing::warn!(%error, "no thread to close a Kafka member on");
+                continue;
+            }
+            if tokio::time::timeout(each, done).await.is_err() {
+                late += 1;
+                tracing::warn!(
+                    ?each,
+                    "a Kafka member did not close in time; its thread is left behind"
+                );
+            }
+        }
+        late
     }
 }
 
@@ -117,7 +146,7 @@ impl KafkaConsumer {
     pub fn lag_probe(&self) -> LagProbe {
         LagProbe {
             consumer: Arc::clone(&self.consumer),
-            busy: Arc::clone(&self.lag_busy),
+            in_flight: Arc::clone(&self.in_flight),
         }
     }
 }

@@ -66,8 +66,9 @@ pub struct KafkaConsumer {
     pending: Option<(RawRecord, String)>,
     /// Wakes librdkafka's fetcher after a resume (started on the first one).
     waker: Mutex<Option<FetchWaker>>,
-    /// Shared by this member's lag probes: held by a measurement in flight.
-    lag_busy: Arc<tokio::sync::Mutex<()>>,
+    /// Read-held by every blocking call in flight that holds the consumer (a commit, a lag
+    /// measurement), so that [`LagProbe::settle`] can wait until none does.
+    in_flight: Arc<tokio::sync::RwLock<()>>,
 }
 
 /// A thread that sends the requests that wake librdkafka's fetcher after a resume (see
@@ -137,7 +138,34 @@ fn one(key: &PartitionKey, offset: Option<u64>) -> Result<TopicPartitionList, Co
     Ok(tpl)
 }
 
+/// Runs `call` on the consumer on the blocking pool, holding `in_flight` (read) until the
+/// consumer's handle is dropped: a call still running after its caller was cancelled (a loop
+/// aborted mid-commit) keeps the consumer open, and [`LagProbe::settle`] waits for it.
+async fn blocking_on<T: Send + 'static>(
+    consumer: &Arc<StreamConsumer<GroupContext>>,
+    in_flight: &Arc<tokio::sync::RwLock<()>>,
+    call: impl FnOnce(&StreamConsumer<GroupContext>) -> T + Send + 'static,
+) -> Result<T, ConsumerError> {
+    let held = Arc::clone(in_flight).read_owned().await;
+    let consumer = Arc::clone(consumer);
+    tokio::task::spawn_blocking(move || {
+        let result = call(&consumer);
+        // The consumer goes before the guard does.
+        drop(consumer);
+        drop(held);
+        result
+    })
+    .await
+    .map_err(backend)
+}
+
 impl KafkaConsumer {
+    async fn blocking<T: Send + 'static>(
+        &self,
+        call: impl FnOnce(&StreamConsumer<GroupContext>) -> T + Send + 'static,
+    ) -> Result<T, ConsumerError> {
+        blocking_on(&self.consumer, &self.in_flight, call).await
+    }
     /// A builder for a member of `group_id` on `config`'s cluster.
     pub fn builder(
         config: crate::KafkaConfig,
@@ -201,11 +229,9 @@ impl KafkaConsumer {
     /// # Errors
     /// [`ConsumerError::Backend`] when the commit fails.
     pub async fn commit_stored(&self) -> Result<(), ConsumerError> {
-        let consumer = Arc::clone(&self.consumer);
-        let result =
-            tokio::task::spawn_blocking(move || consumer.commit_consumer_state(CommitMode::Sync))
-                .await
-                .map_err(backend)?;
+        let result = self
+            .blocking(|consumer| consumer.commit_consumer_state(CommitMode::Sync))
+            .await?;
         match result {
             Err(error) if !nothing_to_commit(&error) => Err(backend(error)),
             _ => Ok(()),
@@ -389,10 +415,8 @@ impl Consumer for KafkaConsumer {
         let key = key_of(delivery);
         self.store_offset(&key, store)?;
         let tpl = one(&key, Some(store))?;
-        let consumer = Arc::clone(&self.consumer);
-        tokio::task::spawn_blocking(move || consumer.commit(&tpl, CommitMode::Sync))
-            .await
-            .map_err(backend)?
+        self.blocking(move |consumer| consumer.commit(&tpl, CommitMode::Sync))
+            .await?
             .map_err(backend)
     }
 

@@ -106,6 +106,10 @@ const RELAY_CHECKPOINT_INTERVAL: Duration = Duration::from_millis(100);
 /// How often a handler is tried before its message is dead-lettered.
 const MAX_ATTEMPTS: u32 = 20;
 
+/// How long stopping waits for each Kafka member to leave its group (a close takes a round
+/// trip or two; librdkafka can wait forever on one, see [`LagProbe::close`]).
+const MEMBER_CLOSE: Duration = Duration::from_secs(5);
+
 /// The consumer loops' options, the same on both buses.
 fn runner_options() -> RunnerOptions {
     RunnerOptions::default()
@@ -466,21 +470,17 @@ impl Runtime {
     }
 
     /// Closes the Kafka members the lag probes still hold (their loops have returned), and
-    /// waits until each has left its group: a member that left only after its replacement
-    /// joined would leave while the group rebalances, which wedges the group for good on the
-    /// test broker (docs/kafka.md, "Consumer groups on the test broker").
+    /// waits until each has left its group (at most [`MEMBER_CLOSE`] each): a member that left
+    /// only after its replacement joined would leave while the group rebalances, which wedges
+    /// the group for good on the test broker (docs/kafka.md, "Consumer groups on the test
+    /// broker").
     async fn close_members(&self) {
-        let probes = std::mem::take(&mut *lock(&self.probes));
-        if probes.is_empty() {
-            return;
-        }
-        // A lag measurement in flight holds its member too: let it end first.
-        for (_, probe) in &probes {
-            probe.settle().await;
-        }
-        // Dropping the last handle of a member closes it, which blocks until it has left.
-        if let Err(error) = tokio::task::spawn_blocking(move || drop(probes)).await {
-            tracing::warn!(%error, "closing the Kafka members failed");
+        let probes: Vec<LagProbe> = std::mem::take(&mut *lock(&self.probes))
+            .into_iter()
+            .map(|(_, probe)| probe)
+            .collect();
+        if !probes.is_empty() {
+            LagProbe::close(probes, MEMBER_CLOSE).await;
         }
     }
 

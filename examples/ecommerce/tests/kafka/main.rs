@@ -100,7 +100,12 @@ fn options(orders: usize) -> DemoOptions {
 
 fn assert_settled(report: &DemoReport, orders: usize) {
     assert_eq!(report.outcomes.len(), orders);
-    assert!(report.unexpected.is_empty(), "{:#?}", report.unexpected);
+    assert!(
+        report.unexpected.is_empty(),
+        "{:#?}\nthe workflow's status: {}",
+        report.unexpected,
+        serde_json::to_string_pretty(&report.status).unwrap()
+    );
     assert!(
         report.status.invariants_hold,
         "{:#?}",
@@ -260,13 +265,19 @@ async fn alone_relays_and_consumers_crash_midway_and_resume() {
         let done = terminal(app.clone()).await;
         let started = std::time::Instant::now();
         while terminal(app.clone()).await < done + 30 {
-            assert!(
-                started.elapsed() < Duration::from_secs(90),
-                "orders stopped ending"
-            );
+            if started.elapsed() > Duration::from_secs(90) {
+                let status = ecommerce::ops::status(&app.operations()).await;
+                panic!(
+                    "orders stopped ending; the workflow's status: {}",
+                    serde_json::to_string_pretty(&status).unwrap()
+                );
+            }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        app.restart_workflow(crash).await.unwrap();
+        tokio::time::timeout(Duration::from_secs(60), app.restart_workflow(crash))
+            .await
+            .unwrap_or_else(|_| panic!("restarting the workflow (crash: {crash}) took over 60 s"))
+            .unwrap();
     }
     let report = demo.await.unwrap().unwrap();
     assert_settled(&report, 200);
