@@ -554,6 +554,26 @@ where
         }
     }
 
+    /// Like [`execute`](Self::execute), on the state `loaded` that the caller read with
+    /// [`load`](Self::load) (to check or price the command from it without reading the stream
+    /// twice). The expected version is `loaded`'s and it is never retried: a
+    /// [`RepositoryError::Conflict`] means the stream moved since the load, and the caller
+    /// loads again.
+    ///
+    /// # Errors
+    /// As [`execute_expecting`](Self::execute_expecting).
+    pub async fn execute_loaded(
+        &self,
+        stream_id: &StreamId,
+        loaded: Loaded<A>,
+        command: &A::Command,
+        context: &CommandContext,
+    ) -> Result<Executed<A>, RepositoryError<A::Error>> {
+        self.decide_and_save(stream_id, loaded, command, context)
+            .instrument(command_span::<A>(stream_id))
+            .await
+    }
+
     /// Like [`execute`](Self::execute), but only if the stream is still at `expected` (for
     /// example the version a client saw, sent back in an `If-Match` header); never retried.
     ///

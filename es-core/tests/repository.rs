@@ -37,6 +37,31 @@ async fn execute_expecting_refuses_a_stale_version() {
     assert_eq!((done.state.total, done.version), (3, Version::new(2)));
 }
 
+#[tokio::test]
+async fn execute_loaded_decides_on_the_loaded_state_and_refuses_it_once_stale() {
+    let tallies = Repository::<Tally, _>::new(MemoryEventStore::new()).with_conflict_retries(5);
+    let id = StreamId::new("tally-loaded").unwrap();
+    let context = CommandContext::new();
+    let loaded = tallies.load(&id).await.unwrap();
+    let stale = loaded.clone();
+    let done = tallies
+        .execute_loaded(&id, loaded, &TallyCommand::Add(2), &context)
+        .await
+        .unwrap();
+    assert_eq!((done.state.total, done.version), (2, Version::new(1)));
+    // The stream moved since `stale` was read: refused, not retried (the retries above are
+    // for `execute`), and nothing is written.
+    match tallies
+        .execute_loaded(&id, stale, &TallyCommand::Add(5), &context)
+        .await
+    {
+        Err(RepositoryError::Conflict(conflict)) => assert_eq!(conflict.actual, Version::new(1)),
+        other => panic!("expected a conflict, got {other:?}"),
+    }
+    let now = tallies.load(&id).await.unwrap();
+    assert_eq!((now.state.total, now.version), (2, Version::new(1)));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn conflict_retries_let_every_concurrent_command_through() {
     let tallies =

@@ -373,7 +373,8 @@ impl ProjectionDaemon {
 
     /// Waits until `name`'s active version has applied everything up to `position` (for
     /// read-your-writes after an append); `false` when `timeout` passes first. Works whichever
-    /// node leads (it polls the checkpoint; a local leader wakes it at once). A leader writes
+    /// node leads: it polls the checkpoint every 20 ms; a local leader wakes it at each batch
+    /// and answers from memory, so that while batches commit here it reads nothing. A leader writes
     /// a move past events its filter skips only every 30 s (each write would otherwise move
     /// the log's fence and be followed by another, for ever): on another node, waiting for
     /// the position of a skipped event may take that long; here it does not.
@@ -390,34 +391,38 @@ impl ProjectionDaemon {
         let deadline = tokio::time::Instant::now() + timeout;
         let local = self.registered(name).map(|r| r.live.clone());
         let mut progress = local.as_ref().map(|live| live.progress());
+        // Whether the last nap passed without a batch committing here.
+        let mut quiet = false;
         loop {
             // Leading here, the runner knows how far it went (past skipped events too, which
-            // it does not always write down).
-            if local
-                .as_ref()
-                .and_then(|live| live.local_reach())
-                .is_some_and(|at| at >= position)
-            {
+            // it does not always write down), and no checkpoint is ahead of it: the database
+            // is read only when another node leads, or when no batch committed here for a
+            // nap (leadership may have moved meanwhile).
+            let reach = local.as_ref().and_then(|live| live.local_reach());
+            if reach.is_some_and(|at| at >= position) {
                 return Ok(true);
             }
-            let at = {
-                let client = shared.store.pool().get().await?;
-                shared.sql.active_checkpoint(&client, name).await?
-            };
-            if at.is_some_and(|at| at >= position) {
-                return Ok(true);
+            if reach.is_none() || quiet {
+                let at = {
+                    let client = shared.store.pool().get().await?;
+                    shared.sql.active_checkpoint(&client, name).await?
+                };
+                if at.is_some_and(|at| at >= position) {
+                    return Ok(true);
+                }
             }
             let now = tokio::time::Instant::now();
             if now >= deadline {
                 return Ok(false);
             }
             let nap = (deadline - now).min(Duration::from_millis(20));
-            match &mut progress {
-                Some(progress) => {
-                    let _ = tokio::time::timeout(nap, progress.changed()).await;
+            quiet = match &mut progress {
+                Some(progress) => tokio::time::timeout(nap, progress.changed()).await.is_err(),
+                None => {
+                    tokio::time::sleep(nap).await;
+                    true
                 }
-                None => tokio::time::sleep(nap).await,
-            }
+            };
         }
     }
 

@@ -1,5 +1,8 @@
 //! The catalog's table on PostgreSQL, in the catalog's schema.
 
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
 use async_trait::async_trait;
 use es_postgres::PgEventStore;
 use rust_decimal::Decimal;
@@ -7,12 +10,25 @@ use rust_decimal::Decimal;
 use super::{CatalogError, Product, ProductTable, internal, seed};
 use crate::money::Money;
 
+/// How long a read of the table serves: a product changed in the table shows within it.
+const FRESH_FOR: Duration = Duration::from_secs(1);
+
 /// The products in the table `products` of a PostgreSQL schema.
+///
+/// The app never writes the table after seeding it, and each quote reads it to price every
+/// item, so one read serves every caller for [`FRESH_FOR`]: a price or product changed in the
+/// table (by an operator, or by another process) is seen within a second.
 #[derive(Debug, Clone)]
 pub struct PgProducts {
     pool: deadpool_postgres::Pool,
     schema: String,
+    /// The last read and when it was made; held while reading, so that callers arriving
+    /// meanwhile wait for that read instead of making their own.
+    last: Arc<tokio::sync::Mutex<Option<Read>>>,
 }
+
+/// A read of the table and when it was made.
+type Read = (Instant, Arc<Vec<Product>>);
 
 impl PgProducts {
     /// The table in `store`'s schema, created and seeded (idempotently) with the 20 products.
@@ -23,6 +39,7 @@ impl PgProducts {
         let products = Self {
             pool: store.pool().clone(),
             schema: store.schema().to_owned(),
+            last: Arc::default(),
         };
         migrate_and_seed(&products.pool, &products.schema)
             .await
@@ -34,7 +51,16 @@ impl PgProducts {
 #[async_trait]
 impl ProductTable for PgProducts {
     async fn all(&self) -> Result<Vec<Product>, CatalogError> {
-        load(&self.pool, &self.schema).await.map_err(internal)
+        let mut last = self.last.lock().await;
+        if let Some((read_at, products)) = last.as_ref()
+            && read_at.elapsed() < FRESH_FOR
+        {
+            return Ok(products.as_ref().clone());
+        }
+        let read_at = Instant::now();
+        let products = Arc::new(load(&self.pool, &self.schema).await.map_err(internal)?);
+        *last = Some((read_at, Arc::clone(&products)));
+        Ok(products.as_ref().clone())
     }
 }
 
@@ -91,15 +117,13 @@ async fn load(
     schema: &str,
 ) -> Result<Vec<Product>, Box<dyn std::error::Error + Send + Sync>> {
     let client = pool.get().await?;
-    let rows = client
-        .query(
-            &format!(
-                "SELECT product_id, name, category, description, image_url, price_cents
-                 FROM \"{schema}\".products ORDER BY position"
-            ),
-            &[],
-        )
+    let statement = client
+        .prepare_cached(&format!(
+            "SELECT product_id, name, category, description, image_url, price_cents
+             FROM \"{schema}\".products ORDER BY position"
+        ))
         .await?;
+    let rows = client.query(&statement, &[]).await?;
     rows.iter()
         .map(|row| {
             Ok(Product {

@@ -432,7 +432,10 @@ impl PgOrdersView {
     ) -> Result<Vec<Row>, StorageError> {
         let version = self.active_version().await?;
         let client = self.store.pool().get().await.map_err(StorageError::other)?;
-        let statement = sql(&table(self.store.schema(), base, version));
+        let statement = client
+            .prepare_cached(&sql(&table(self.store.schema(), base, version)))
+            .await
+            .map_err(StorageError::other)?;
         client
             .query(&statement, params)
             .await

@@ -9,8 +9,8 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use es_core::{
-    Clock, CommandContext, Repository, RepositoryError, Rerun, SnapshotPolicy, StreamId, UnitError,
-    UnitOfWork,
+    Clock, CommandContext, Loaded, Repository, RepositoryError, Rerun, SnapshotPolicy, StreamId,
+    UnitError, UnitOfWork,
 };
 use rust_decimal::Decimal;
 use uuid::Uuid;
@@ -192,24 +192,38 @@ impl<S: TransactionalStore> Quotes<S> {
         product_id: Uuid,
         quantity: u32,
     ) -> Result<PricedQuote, QuotesError> {
-        let quote = self.quote(customer_id, quote_id).await?;
-        let prices = self.prices.prices(&[product_id], quote.currency).await?;
-        let (product_name, unit_price) = prices.get(&product_id).cloned().ok_or_else(|| {
-            QuotesError::UnknownProduct(format!("no product with id {product_id}"))
-        })?;
-        let line = Line {
-            product_id,
-            product_name,
-            unit_price,
-            quantity,
+        let stream = quote_stream(quote_id)?;
+        let mut priced: Option<(Currency, Line)> = None;
+        let mut attempts = 0;
+        let quote = loop {
+            let (loaded, currency) = self.load_owned(customer_id, &stream).await?;
+            // Priced once, again only if the quote's currency were to change.
+            let line = match &priced {
+                Some((priced_in, line)) if *priced_in == currency => line.clone(),
+                _ => {
+                    let prices = self.prices.prices(&[product_id], currency).await?;
+                    let (product_name, unit_price) =
+                        prices.get(&product_id).cloned().ok_or_else(|| {
+                            QuotesError::UnknownProduct(format!("no product with id {product_id}"))
+                        })?;
+                    let line = Line {
+                        product_id,
+                        product_name,
+                        unit_price,
+                        quantity,
+                    };
+                    priced = Some((currency, line.clone()));
+                    line
+                }
+            };
+            let command = QuoteCommand::SetItem { quote_id, line };
+            if let Some(quote) = self
+                .save_loaded(customer_id, &stream, loaded, &command, &mut attempts)
+                .await?
+            {
+                break quote;
+            }
         };
-        let quote = self
-            .execute(
-                customer_id,
-                quote_id,
-                &QuoteCommand::SetItem { quote_id, line },
-            )
-            .await?;
         self.priced(customer_id, quote).await
     }
 
@@ -223,12 +237,21 @@ impl<S: TransactionalStore> Quotes<S> {
         quote_id: Uuid,
         product_id: Uuid,
     ) -> Result<PricedQuote, QuotesError> {
-        self.quote(customer_id, quote_id).await?;
+        let stream = quote_stream(quote_id)?;
         let command = QuoteCommand::RemoveItem {
             quote_id,
             product_id,
         };
-        let quote = self.execute(customer_id, quote_id, &command).await?;
+        let mut attempts = 0;
+        let quote = loop {
+            let (loaded, _) = self.load_owned(customer_id, &stream).await?;
+            if let Some(quote) = self
+                .save_loaded(customer_id, &stream, loaded, &command, &mut attempts)
+                .await?
+            {
+                break quote;
+            }
+        };
         self.priced(customer_id, quote).await
     }
 
@@ -281,21 +304,50 @@ impl<S: TransactionalStore> Quotes<S> {
             .ok_or(QuotesError::Rejected(QuoteError::NotFound))
     }
 
-    /// Executes `command` on the quote (already known to be the customer's).
-    async fn execute(
+    /// The quote's stream as loaded, and its currency, when it is the customer's.
+    async fn load_owned(
         &self,
         customer_id: Uuid,
-        quote_id: Uuid,
-        command: &QuoteCommand,
-    ) -> Result<Quote, QuotesError> {
-        let context = CommandContext::new().with_actor(customer_id.to_string());
-        self.quotes
-            .execute(&quote_stream(quote_id)?, command, &context)
-            .await?
+        stream: &StreamId,
+    ) -> Result<(Loaded<QuoteRecord>, Currency), QuotesError> {
+        let loaded = self.quotes.load(stream).await?;
+        let currency = loaded
             .state
             .quote()
-            .cloned()
-            .ok_or(QuotesError::Rejected(QuoteError::NotFound))
+            .filter(|quote| quote.customer_id == customer_id)
+            .map(|quote| quote.currency)
+            .ok_or(QuotesError::Rejected(QuoteError::NotFound))?;
+        Ok((loaded, currency))
+    }
+
+    /// Executes `command` on the quote as `loaded` (read once, by [`load_owned`](Self::load_owned),
+    /// to check and price the command): `None` when the stream moved meanwhile and fewer
+    /// than [`CONFLICT_RETRIES`] `attempts` were made, for the caller to load it again.
+    async fn save_loaded(
+        &self,
+        customer_id: Uuid,
+        stream: &StreamId,
+        loaded: Loaded<QuoteRecord>,
+        command: &QuoteCommand,
+        attempts: &mut u32,
+    ) -> Result<Option<Quote>, QuotesError> {
+        let context = CommandContext::new().with_actor(customer_id.to_string());
+        match self
+            .quotes
+            .execute_loaded(stream, loaded, command, &context)
+            .await
+        {
+            Err(RepositoryError::Conflict(_)) if *attempts < CONFLICT_RETRIES => {
+                *attempts += 1;
+                Ok(None)
+            }
+            executed => executed?
+                .state
+                .quote()
+                .cloned()
+                .map(Some)
+                .ok_or(QuotesError::Rejected(QuoteError::NotFound)),
+        }
     }
 
     /// Executes `command` on the quote and `slot` on the customer's open-quote slot in one

@@ -147,3 +147,53 @@ async fn the_catalog_needs_a_read_token(app: TestApp) {
         StatusCode::FORBIDDEN,
     );
 }
+
+/// On PostgreSQL one read of the product table serves every caller for a second: a price
+/// changed in the table (by an operator) is not seen at once, and is seen within it.
+#[tokio::test]
+async fn a_price_changed_in_the_table_shows_within_a_second() {
+    let app = TestApp::postgres().await;
+    let ada = app.customer("Ada Lovelace").await;
+    let keyboard = product_id("Mechanical Keyboard");
+    let price = || async {
+        let reply = app
+            .post(
+                "/api/v2/products",
+                Some(&ada.access_token),
+                json!({ "currencyCode": "USD", "productIds": [keyboard] }),
+            )
+            .await;
+        assert_eq!(reply.status, StatusCode::OK, "{:?}", reply.body);
+        reply.body[0]["price"].clone()
+    };
+    let first_read = std::time::Instant::now();
+    assert_eq!(price().await, json!(89.99));
+    let url = std::env::var("DATABASE_URL").unwrap();
+    let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    let prefix = app.schema_prefix.as_deref().unwrap();
+    let changed_at = std::time::Instant::now();
+    client
+        .execute(
+            &format!(
+                "UPDATE \"{prefix}_catalog\".products SET price_cents = 7999 WHERE product_id = $1"
+            ),
+            &[&keyboard],
+        )
+        .await
+        .unwrap();
+    let again = price().await;
+    // Unless this machine took most of the second to get here, the first read still serves.
+    if first_read.elapsed() < std::time::Duration::from_millis(800) {
+        assert_eq!(again, json!(89.99), "read again within the second");
+    }
+    while price().await != json!(79.99) {
+        assert!(
+            changed_at.elapsed() < std::time::Duration::from_millis(1500),
+            "the new price not seen within a second"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}

@@ -1,5 +1,7 @@
 //! Quotes: one open per customer, quantities, re-pricing, ownership on every id.
 
+use std::time::Duration;
+
 use axum::http::{Method, StatusCode};
 use ecommerce::catalog::{product_id, seed};
 use serde_json::json;
@@ -294,7 +296,17 @@ async fn an_acknowledged_item_edit_is_in_the_order_or_refused(app: TestApp) {
             )
             .await;
         assert_eq!(first.status, StatusCode::OK);
-        let edit = app.put(&items, token, json!({ "productId": mat, "quantity": 2 }));
+        // Every other trial the edit starts 0 to 10 ms after the placement: an edit alone is
+        // quicker than a placement (which first reads where the order goes), so without the
+        // stagger it would win every race.
+        let stagger = Duration::from_millis(2 * (trial / 2 % 6));
+        let edit = async {
+            if trial % 2 == 1 {
+                tokio::time::sleep(stagger).await;
+            }
+            app.put(&items, token, json!({ "productId": mat, "quantity": 2 }))
+                .await
+        };
         let place_path = format!("/api/v2/orders/quote/{quote_id}");
         let place = app.post(&place_path, token, json!({}));
         let (edit, place) = if trial % 2 == 0 {
