@@ -16,8 +16,8 @@ const FRESH_FOR: Duration = Duration::from_secs(1);
 /// The products in the table `products` of a PostgreSQL schema.
 ///
 /// The app never writes the table after seeding it, and each quote reads it to price every
-/// item, so one read serves every caller for [`FRESH_FOR`]: a price or product changed in the
-/// table (by an operator, or by another process) is seen within a second.
+/// item, so one read serves every caller for a second: a price or product changed in the
+/// table (by an operator, or by another process) is seen within it.
 #[derive(Debug, Clone)]
 pub struct PgProducts {
     pool: deadpool_postgres::Pool,
