@@ -11,7 +11,8 @@
 //! - **paced**: `WORKFLOW_RATE` (40) orders per second for 200 orders, p50/p99, and the CPU
 //!   each process used meanwhile;
 //! - **saturation**: 200 orders, 8 customers at a time (the demo's defaults), throughput,
-//!   p50/p99, and the CPU each process used meanwhile.
+//!   p50/p99, the CPU each process used meanwhile, and the median of each hop (where the
+//!   orders queue).
 //!
 //! Every run also checks the demo's invariants: a run that loses anything fails. To compare
 //! settings with the same command, `KAFKA_CONFIG_*` variables reach librdkafka as in the app,
@@ -188,6 +189,8 @@ struct Figures {
     paced_usage: Usage,
     rate: f64,
     saturation: demo::Timing,
+    /// The median of each step at saturation (where the queueing is).
+    saturation_hops: Vec<(String, f64)>,
     busy: Usage,
 }
 
@@ -249,7 +252,7 @@ async fn measure(name: &str, app: &App, broker: Option<u32>) -> Figures {
 
     println!("{name}: one order at a time");
     let single = demo::run(shop.clone(), &options(20, 4, 1)).await.unwrap();
-    let hops = hops(&single);
+    let single_hops = hops(&single);
     let single = checked(&single, "one at a time");
 
     let rate = env_number("WORKFLOW_RATE", 40.0);
@@ -265,15 +268,17 @@ async fn measure(name: &str, app: &App, broker: Option<u32>) -> Figures {
     let meter = Meter::start(broker, pg_client().await).await;
     let saturation = demo::run(shop, &options(200, 20, 8)).await.unwrap();
     let busy = meter.read().await;
+    let saturation_hops = hops(&saturation);
     let saturation = checked(&saturation, "saturation");
     Figures {
         rest,
         single,
-        hops,
+        hops: single_hops,
         paced,
         paced_usage,
         rate,
         saturation,
+        saturation_hops,
         busy,
     }
 }
@@ -316,6 +321,9 @@ fn print(name: &str, f: &Figures) {
         pct(f.busy.postgres),
         f.busy.transactions_per_second
     );
+    for (hop, ms) in &f.saturation_hops {
+        println!("  {hop}: {ms:.0} ms");
+    }
 }
 
 /// The private broker's address, with every `KAFKA_CONFIG_*` variable as a librdkafka setting
