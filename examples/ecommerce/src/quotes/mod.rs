@@ -193,28 +193,18 @@ impl<S: TransactionalStore> Quotes<S> {
         quantity: u32,
     ) -> Result<PricedQuote, QuotesError> {
         let stream = quote_stream(quote_id)?;
-        let mut priced: Option<(Currency, Line)> = None;
         let mut attempts = 0;
         let quote = loop {
             let (loaded, currency) = self.load_owned(customer_id, &stream).await?;
-            // Priced once, again only if the quote's currency were to change.
-            let line = match &priced {
-                Some((priced_in, line)) if *priced_in == currency => line.clone(),
-                _ => {
-                    let prices = self.prices.prices(&[product_id], currency).await?;
-                    let (product_name, unit_price) =
-                        prices.get(&product_id).cloned().ok_or_else(|| {
-                            QuotesError::UnknownProduct(format!("no product with id {product_id}"))
-                        })?;
-                    let line = Line {
-                        product_id,
-                        product_name,
-                        unit_price,
-                        quantity,
-                    };
-                    priced = Some((currency, line.clone()));
-                    line
-                }
+            let prices = self.prices.prices(&[product_id], currency).await?;
+            let (product_name, unit_price) = prices.get(&product_id).cloned().ok_or_else(|| {
+                QuotesError::UnknownProduct(format!("no product with id {product_id}"))
+            })?;
+            let line = Line {
+                product_id,
+                product_name,
+                unit_price,
+                quantity,
             };
             let command = QuoteCommand::SetItem { quote_id, line };
             if let Some(quote) = self
