@@ -93,8 +93,12 @@ impl Leader {
     ) -> Result<Option<Self>, PgError> {
         let schema = Schema::new(schema)?;
         let key = lock_text(&schema, name);
-        let client = pool.get().await?;
-        let row = client.query_one(TRY_LOCK, &[&key]).await?;
+        // Until the answer is in, the connection may hold the lock: a caller dropped meanwhile
+        // (its task aborted) closes it rather than handing the pool a connection that holds
+        // the lock for good.
+        let asking = Asking(Some(pool.get().await?));
+        let row = asking.client().query_one(TRY_LOCK, &[&key]).await?;
+        let client = asking.answered();
         if !row.try_get::<_, bool>(0)? {
             // It holds no lock: back to the pool.
             return Ok(None);
@@ -192,5 +196,34 @@ impl Leader {
     /// The server process holding the lock (`pg_backend_pid()`), for logs and operations.
     pub fn backend_pid(&self) -> i32 {
         self.backend_pid
+    }
+}
+
+/// A pooled connection asking for a lock: closed, not returned to the pool, when dropped
+/// before the answer was read.
+struct Asking(Option<Object>);
+
+impl Asking {
+    fn client(&self) -> &Object {
+        match &self.0 {
+            Some(object) => object,
+            None => unreachable!("an Asking holds its connection until answered"),
+        }
+    }
+
+    /// The answer is in: the connection, to keep or to give back.
+    fn answered(mut self) -> Object {
+        match self.0.take() {
+            Some(object) => object,
+            None => unreachable!("an Asking holds its connection until answered"),
+        }
+    }
+}
+
+impl Drop for Asking {
+    fn drop(&mut self) {
+        if let Some(object) = self.0.take() {
+            drop(Object::take(object));
+        }
     }
 }

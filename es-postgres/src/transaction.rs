@@ -79,12 +79,9 @@ impl PgEventStore {
             .prepare_cached(&self.inner.sql.lock_streams)
             .await
             .map_err(backend)?;
-        // Pipelined: BEGIN and the locks travel together.
-        let params: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&ids];
-        let (begun, locked) = futures::join!(
-            client.batch_execute("BEGIN ISOLATION LEVEL READ COMMITTED"),
-            client.execute(&lock, &params)
-        );
+        // The transaction owns the connection before BEGIN is sent: a caller dropped while
+        // BEGIN and the locks are in flight (its task aborted) closes the connection instead
+        // of handing the pool one whose transaction is open and holds stream locks.
         let transaction = PgTransaction {
             store: self.clone(),
             client: Some(client),
@@ -92,6 +89,13 @@ impl PgEventStore {
             positions: Vec::new(),
             begun: std::time::Instant::now(),
         };
+        let client = transaction.open()?;
+        // Pipelined: BEGIN and the locks travel together.
+        let params: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&ids];
+        let (begun, locked) = futures::join!(
+            client.batch_execute("BEGIN ISOLATION LEVEL READ COMMITTED"),
+            client.execute(&lock, &params)
+        );
         begun.map_err(backend)?;
         locked.map_err(backend)?;
         Ok(transaction)
@@ -197,17 +201,14 @@ impl PgTransaction {
     }
 
     pub(crate) async fn finish(mut self) -> Result<(), PgError> {
-        let client = self
-            .client
-            .take()
-            .ok_or_else(|| PgError::Config(FINISHED.to_owned()))?;
         // In a transaction an earlier failure aborted, COMMIT silently rolls back; the probe
-        // fails there instead (with 25P02), and then COMMIT is not run.
-        if let Err(error) = client.batch_execute("SELECT 1; COMMIT").await {
-            // The transaction may still be open: never hand this connection to the pool.
-            drop(Object::take(client));
-            return Err(error.into());
-        }
+        // fails there instead (with 25P02), and then COMMIT is not run. On that failure, or
+        // when the caller is dropped before the answer, the transaction may still be open:
+        // `self` keeps the connection until COMMIT answered, so that its drop closes the
+        // connection rather than handing it to the pool.
+        self.connection()?.batch_execute("SELECT 1; COMMIT").await?;
+        // Committed: the connection goes back to the pool.
+        drop(self.client.take());
         if self.appended {
             es_core::telemetry::record_append(
                 self.store.schema(),

@@ -130,3 +130,111 @@ async fn an_invalid_schema_is_refused() {
         Err(es_postgres::PgError::InvalidSchema(_))
     ));
 }
+
+/// A TCP proxy on loopback to `upstream` that holds every answer of the server for `delay`
+/// before passing it on; returns its address.
+async fn slow_answers(upstream: &str, delay: Duration) -> std::net::SocketAddr {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let upstream = upstream.to_owned();
+    tokio::spawn(async move {
+        while let Ok((client, _)) = listener.accept().await {
+            let Ok(server) = tokio::net::TcpStream::connect(&upstream).await else {
+                continue;
+            };
+            let (mut client_read, mut client_write) = client.into_split();
+            let (mut server_read, mut server_write) = server.into_split();
+            tokio::spawn(async move {
+                let _ = tokio::io::copy(&mut client_read, &mut server_write).await;
+            });
+            tokio::spawn(async move {
+                let mut buffer = vec![0u8; 64 * 1024];
+                while let Ok(read) = server_read.read(&mut buffer).await {
+                    if read == 0 {
+                        break;
+                    }
+                    tokio::time::sleep(delay).await;
+                    if client_write.write_all(&buffer[..read]).await.is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    address
+}
+
+/// The backend holding the leader lock of `name` in `schema`, if one does.
+async fn lock_holder(client: &tokio_postgres::Client, schema: &str, name: &str) -> Option<i32> {
+    client
+        .query_opt(
+            "SELECT l.pid FROM pg_locks l, (SELECT hashtextextended($1, 0) AS k) h
+             WHERE l.locktype = 'advisory' AND l.granted
+               AND l.classid = ((h.k >> 32) & 4294967295)::oid
+               AND l.objid = (h.k & 4294967295)::oid AND l.objsubid = 1",
+            &[&format!("es-postgres leader:{schema}:{name}")],
+        )
+        .await
+        .unwrap()
+        .map(|row| row.get(0))
+}
+
+/// A candidate whose task is aborted while its lock request is in flight (a crashing runtime
+/// starting its relays) may have been granted the lock already. Its connection must not go
+/// back to the pool holding it, or the role would stay taken by no one for good.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_candidate_aborted_mid_request_leaves_the_role_free() {
+    let store = common::fresh_store().await;
+    let observer = common::raw_client().await;
+    // The candidate's answers arrive 300 ms late: the lock is granted on the server well
+    // before the candidate could read that it was.
+    let server = common::database_url();
+    let host = server
+        .split('@')
+        .nth(1)
+        .and_then(|rest| rest.split('/').next())
+        .unwrap_or("127.0.0.1:5432")
+        .to_owned();
+    let proxy = slow_answers(&host, Duration::from_millis(300)).await;
+    let slow = PgEventStore::connect(
+        &es_postgres::PgConfig::new(server.replacen(&host, &proxy.to_string(), 1))
+            .schema(store.schema())
+            .pool_size(1),
+    )
+    .unwrap();
+    // The pool outlives the candidate, as a process's pool outlives a crashed runtime.
+    let candidate = tokio::spawn({
+        let slow = slow.clone();
+        async move { Leader::try_acquire(slow.pool(), slow.schema(), "relay").await }
+    });
+    let started = std::time::Instant::now();
+    let holder = loop {
+        if let Some(pid) = lock_holder(&observer, store.schema(), "relay").await {
+            break pid;
+        }
+        assert!(
+            started.elapsed() < WITHIN,
+            "the candidate never got the lock"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    };
+    // Granted, and the answer not read yet: the candidate's task is aborted now.
+    assert!(!candidate.is_finished());
+    candidate.abort();
+    assert!(candidate.await.unwrap_err().is_cancelled());
+    let started = std::time::Instant::now();
+    while lock_holder(&observer, store.schema(), "relay")
+        .await
+        .is_some()
+    {
+        assert!(
+            started.elapsed() < WITHIN,
+            "the aborted candidate's connection (backend {holder}) still holds the role"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mut leader = standby_takes_over(&store, "relay").await;
+    assert!(leader.is_leader().await);
+    drop(slow);
+}

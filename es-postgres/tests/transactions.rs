@@ -171,6 +171,61 @@ async fn dropping_a_transaction_rolls_back_and_releases_its_locks() {
     );
 }
 
+/// A transaction's caller can be dropped while BEGIN and its stream locks are in flight (its
+/// task aborted, as a crashing consumer loop's is). Its connection must not go back to the
+/// pool then: there its transaction would stay open and take the lock it was waiting for, and
+/// every later transaction on that stream would wait for good.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transaction_dropped_while_it_waits_for_its_locks_leaves_no_lock_behind() {
+    let store = common::fresh_store().await;
+    let observer = common::raw_client().await;
+    let stream = common::stream("begin-dropped");
+    let holder = store.transaction([&stream]).await.expect("begin");
+    let waiting = tokio::spawn({
+        let (store, stream) = (store.clone(), stream.clone());
+        async move { store.transaction([&stream]).await.map(drop) }
+    });
+    // The second transaction waits for the lock the first holds; its task is aborted then.
+    let pid = common::wait_for_lock_wait(&observer, store.schema(), "lock_streams").await;
+    waiting.abort();
+    assert!(waiting.await.unwrap_err().is_cancelled());
+    holder.rollback().await.expect("rollback");
+    // The aborted one's backend got the lock once the holder let go; with its connection
+    // closed it ends, and the lock with it.
+    let started = std::time::Instant::now();
+    loop {
+        let alive: bool = observer
+            .query_one(
+                "SELECT EXISTS (SELECT 1 FROM pg_stat_activity WHERE pid = $1)",
+                &[&pid],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        if !alive {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "the aborted transaction's backend {pid} still holds its connection"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Another pool takes the stream's lock at once (on the aborted one's pool, the leaked
+    // connection itself could have been handed out, holding the lock already).
+    let other = es_postgres::PgEventStore::connect(
+        &es_postgres::PgConfig::new(common::database_url())
+            .schema(store.schema())
+            .pool_size(1),
+    )
+    .unwrap();
+    let transaction = tokio::time::timeout(Duration::from_secs(5), other.transaction([&stream]))
+        .await
+        .expect("the stream's lock is free")
+        .expect("begin");
+    transaction.rollback().await.expect("rollback");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unnamed_stream_is_refused_once_the_transaction_has_an_id() {
     let store = common::fresh_store().await;

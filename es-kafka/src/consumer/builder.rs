@@ -130,6 +130,7 @@ impl KafkaConsumerBuilder {
         let tracker = Arc::new(Mutex::new(Tracker::default()));
         let context = GroupContext {
             tracker: Arc::clone(&tracker),
+            closing: std::sync::atomic::AtomicBool::new(false),
         };
         let consumer = StreamConsumer::from_config_and_context(&client, context)
             .map_err(ConfigError::Client)?;

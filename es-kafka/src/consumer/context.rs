@@ -1,6 +1,7 @@
 //! The consumer's rebalance callbacks: commit what was stored before partitions are revoked,
 //! and forget what was held of them.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use rdkafka::ClientContext;
@@ -13,6 +14,21 @@ use super::track::{PartitionKey, Tracker};
 /// The rdkafka context of a [`KafkaConsumer`](super::KafkaConsumer).
 pub(crate) struct GroupContext {
     pub(crate) tracker: Arc<Mutex<Tracker>>,
+    /// Set once the member's loop is done with it: a revocation then commits nothing (see
+    /// [`GroupContext::close`]).
+    pub(crate) closing: AtomicBool,
+}
+
+impl GroupContext {
+    /// The member is being closed: what its loop handled was committed when the loop ended
+    /// (or the loop crashed, and its successors handle the rest again). A revocation served
+    /// by the close must not start a commit: librdkafka aborts the process when the group's
+    /// leave is answered while a commit is in flight (`rd_kafka_cgrp_terminated: assert:
+    /// !rd_kafka_assignment_in_progress`, librdkafka issue 4792), which a close during a
+    /// rebalance, with that commit, did here.
+    pub(crate) fn close(&self) {
+        self.closing.store(true, Ordering::Relaxed);
+    }
 }
 
 /// Locks the tracker; a panic elsewhere never leaves it half-updated, so poison is ignored.
@@ -38,11 +54,14 @@ impl ConsumerContext for GroupContext {
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Revoke(revoked) = rebalance {
             // Stored offsets are those of handled messages: commit them while the partitions
-            // are still ours, so their next owner does not handle them again.
-            match consumer.commit_consumer_state(CommitMode::Sync) {
-                Ok(()) => {}
-                Err(error) if nothing_to_commit(&error) => {}
-                Err(error) => tracing::warn!(%error, "committing before revocation failed"),
+            // are still ours, so their next owner does not handle them again; not while the
+            // member closes.
+            if !self.closing.load(Ordering::Relaxed) {
+                match consumer.commit_consumer_state(CommitMode::Sync) {
+                    Ok(()) => {}
+                    Err(error) if nothing_to_commit(&error) => {}
+                    Err(error) => tracing::warn!(%error, "committing before revocation failed"),
+                }
             }
             let mut tracker = lock(&self.tracker);
             for key in keys(revoked) {

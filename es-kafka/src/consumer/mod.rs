@@ -99,6 +99,8 @@ impl FetchWaker {
 
 impl Drop for KafkaConsumer {
     fn drop(&mut self) {
+        // The loop is done with the member: whoever drops the client last closes it.
+        self.consumer.context().close();
         // Let a wake-up in flight finish (at most WAKE_TIMEOUT) and the thread let go of the
         // consumer, so that the consumer closes now, with its loop.
         let waker = self

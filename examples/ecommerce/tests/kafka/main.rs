@@ -81,7 +81,12 @@ async fn app_named(bootstrap: &str, duplicate_delivery: bool, run: &str) -> App 
             ..WorkflowConfig::default()
         },
         kafka: Some(KafkaSettings {
-            config: es_kafka::KafkaConfig::new(bootstrap),
+            // `TEST_RDKAFKA_DEBUG=cgrp,fetch` (with `RUST_LOG=librdkafka=debug`) logs what
+            // librdkafka's group and fetchers do, to diagnose a stalled run.
+            config: match std::env::var("TEST_RDKAFKA_DEBUG") {
+                Ok(debug) => es_kafka::KafkaConfig::new(bootstrap).set("debug", debug),
+                Err(_) => es_kafka::KafkaConfig::new(bootstrap),
+            },
             topic_prefix: format!("shop-{run}-"),
         }),
         ..AppConfig::embedded()
