@@ -5,9 +5,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use rdkafka::ClientContext;
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
+use rdkafka::consumer::{
+    BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, RebalanceProtocol,
+};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::topic_partition_list::TopicPartitionList;
+use rdkafka::types::RDKafkaRespErr;
 
 use super::track::{PartitionKey, Tracker};
 
@@ -20,14 +23,13 @@ pub(crate) struct GroupContext {
 }
 
 impl GroupContext {
-    /// The member is being closed: what its loop handled was committed when the loop ended
-    /// (or the loop crashed, and its successors handle the rest again). A revocation served
-    /// by the close must not start a commit: librdkafka aborts the process when the group's
-    /// leave is answered while a commit is in flight (`rd_kafka_cgrp_terminated: assert:
-    /// !rd_kafka_assignment_in_progress`, librdkafka issue 4792), which a close during a
-    /// rebalance, with that commit, did here.
+    /// The member is being closed: its loop is done with it.
     pub(crate) fn close(&self) {
         self.closing.store(true, Ordering::Relaxed);
+    }
+
+    fn closing(&self) -> bool {
+        self.closing.load(Ordering::Relaxed)
     }
 }
 
@@ -51,12 +53,70 @@ pub(crate) fn nothing_to_commit(error: &KafkaError) -> bool {
 impl ClientContext for GroupContext {}
 
 impl ConsumerContext for GroupContext {
+    /// rust-rdkafka's rebalance handling (the hooks below, then the (un)assignment), but for
+    /// a revocation that a closing member serves after librdkafka revoked the partitions
+    /// itself.
+    ///
+    /// A member whose loop has returned serves no events, so when another member's leave
+    /// rebalances the group, its revocation waits. Closed then, librdkafka revokes the
+    /// partitions itself; the close then serves the waiting revocation, and unassigning
+    /// again after the group's end was decided aborts the process (`rd_kafka_cgrp_terminated:
+    /// assert: !rd_kafka_assignment_in_progress`, librdkafka issue 4792). Such a revocation
+    /// names partitions while nothing is assigned any more: it is skipped. A close's own
+    /// revocation comes while the partitions are still assigned, and is served as usual.
+    fn rebalance(
+        &self,
+        consumer: &BaseConsumer<Self>,
+        error: RDKafkaRespErr,
+        partitions: &mut TopicPartitionList,
+    ) {
+        let revoking = error == RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS;
+        if revoking
+            && self.closing()
+            && partitions.count() > 0
+            && consumer.assignment().is_ok_and(|held| held.count() == 0)
+        {
+            tracing::debug!(
+                partitions = partitions.count(),
+                "closing: a revocation of partitions already revoked is skipped"
+            );
+            let mut tracker = lock(&self.tracker);
+            for key in keys(partitions) {
+                tracker.revoke(&key);
+            }
+            return;
+        }
+        let rebalance = match error {
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => Rebalance::Assign(partitions),
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => Rebalance::Revoke(partitions),
+            other => Rebalance::Error(KafkaError::Rebalance(other.into())),
+        };
+        self.pre_rebalance(consumer, &rebalance);
+        let cooperative = matches!(
+            consumer.rebalance_protocol(),
+            RebalanceProtocol::Cooperative
+        );
+        let assigning = error == RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS;
+        let applied = match (assigning, cooperative) {
+            (true, true) => consumer.incremental_assign(partitions),
+            (true, false) => consumer.assign(partitions),
+            (false, true) => consumer.incremental_unassign(partitions),
+            (false, false) => consumer.unassign(),
+        };
+        if let Err(error) = applied {
+            tracing::warn!(%error, "applying a rebalance failed");
+        }
+        self.post_rebalance(consumer, &rebalance);
+    }
+
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Revoke(revoked) = rebalance {
             // Stored offsets are those of handled messages: commit them while the partitions
-            // are still ours, so their next owner does not handle them again; not while the
-            // member closes.
-            if !self.closing.load(Ordering::Relaxed) {
+            // are still ours, so their next owner does not handle them again. Not while the
+            // member closes: its loop committed what it handled when it returned (or crashed,
+            // and the next owners handle the rest again), and a commit still in flight when
+            // the group's leave is answered is what librdkafka's assertion above trips on.
+            if !self.closing() {
                 match consumer.commit_consumer_state(CommitMode::Sync) {
                     Ok(()) => {}
                     Err(error) if nothing_to_commit(&error) => {}

@@ -87,7 +87,7 @@ impl LagProbe {
             let spawned = std::thread::Builder::new()
                 .name("es-kafka-close".to_owned())
                 .spawn(move || {
-                    member.leave(each / 2);
+                    member.consumer.context().close();
                     drop(member);
                     let _ = closed.send(());
                 });
@@ -104,53 +104,6 @@ impl LagProbe {
             }
         }
         late
-    }
-}
-
-impl LagProbe {
-    /// Leaves the group before the client closes, so that the close finds nothing to revoke.
-    ///
-    /// A member whose loop has returned serves no events: when another member's leave
-    /// rebalances the group, this one's revocation waits for the application. Closed then,
-    /// librdkafka revokes the partitions itself, and the waiting revocation, served by the
-    /// close afterwards, unassigns again after the group's termination was decided, which
-    /// aborts the process (`rd_kafka_cgrp_terminated: assert:
-    /// !rd_kafka_assignment_in_progress`, librdkafka issue 4792; seen in two of thirteen runs
-    /// of the app's crash-restart test with librdkafka's debug log on). So: serve what waits,
-    /// unsubscribe, and
-    /// serve the revocation that follows until nothing is assigned (at most `within`).
-    /// Messages fetched meanwhile are dropped, never stored: the partitions' next owners
-    /// receive them.
-    fn leave(&self, within: Duration) {
-        let consumer = &self.consumer;
-        consumer.context().close();
-        serve_events(consumer);
-        consumer.unsubscribe();
-        let deadline = std::time::Instant::now() + within;
-        loop {
-            serve_events(consumer);
-            let assigned = consumer.assignment().map_or(0, |tpl| tpl.count());
-            if assigned == 0 || std::time::Instant::now() >= deadline {
-                if assigned > 0 {
-                    tracing::debug!(assigned, "closing a member whose revocation did not come");
-                }
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-    }
-}
-
-/// Serves the events waiting on `consumer` (rebalances, commit results), dropping the
-/// messages among them; at most a bounded number, without waiting for more.
-fn serve_events(consumer: &StreamConsumer<GroupContext>) {
-    use futures::{FutureExt as _, StreamExt as _};
-    let mut stream = consumer.stream();
-    for _ in 0..10_000 {
-        match stream.next().now_or_never() {
-            Some(Some(_)) => {}
-            Some(None) | None => return,
-        }
     }
 }
 
