@@ -95,6 +95,38 @@ async fn app_named(bootstrap: &str, duplicate_delivery: bool, run: &str) -> App 
     .unwrap_or_else(|e| panic!("the app did not start on PostgreSQL and {bootstrap}: {e}"))
 }
 
+/// The database's sessions that are not idle (in a transaction, running, or waiting for a
+/// lock), one per line: what a stalled run's handlers wait for.
+async fn database_activity() -> String {
+    let client = es_postgres::connect(&database_url()).await.unwrap();
+    let rows = client
+        .query(
+            "SELECT pid, coalesce(state, ''), \
+                    coalesce(wait_event_type || ':' || wait_event, ''), \
+                    coalesce(extract(epoch FROM now() - xact_start)::float8, 0), \
+                    left(regexp_replace(query, '\\s+', ' ', 'g'), 160) \
+             FROM pg_stat_activity \
+             WHERE datname = current_database() AND pid <> pg_backend_pid() \
+               AND (state <> 'idle' OR wait_event_type = 'Lock')",
+            &[],
+        )
+        .await
+        .unwrap();
+    rows.iter()
+        .map(|row| {
+            format!(
+                "{} {} {} in a transaction for {:.1} s: {}",
+                row.get::<_, i32>(0),
+                row.get::<_, String>(1),
+                row.get::<_, String>(2),
+                row.get::<_, f64>(3),
+                row.get::<_, String>(4)
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 fn options(orders: usize) -> DemoOptions {
     DemoOptions {
         orders,
@@ -273,8 +305,9 @@ async fn alone_relays_and_consumers_crash_midway_and_resume() {
             if started.elapsed() > Duration::from_secs(90) {
                 let status = ecommerce::ops::status(&app.operations()).await;
                 panic!(
-                    "orders stopped ending; the workflow's status: {}",
-                    serde_json::to_string_pretty(&status).unwrap()
+                    "orders stopped ending; the workflow's status: {}\nthe database's busy sessions:\n{}",
+                    serde_json::to_string_pretty(&status).unwrap(),
+                    database_activity().await
                 );
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
