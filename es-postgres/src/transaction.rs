@@ -226,12 +226,13 @@ impl PgTransaction {
     /// [`StoreError::Backend`] when the server cannot be told (it rolls back anyway when the
     /// connection closes).
     pub async fn rollback(mut self) -> Result<(), StoreError> {
-        if let Some(client) = self.client.take()
-            && let Err(error) = client.batch_execute("ROLLBACK").await
-        {
-            drop(Object::take(client));
-            return Err(backend(error));
-        }
+        // As in `finish`: `self` keeps the connection until the server answered, so that a
+        // failure, or a caller dropped meanwhile, closes it.
+        self.open()?
+            .batch_execute("ROLLBACK")
+            .await
+            .map_err(backend)?;
+        drop(self.client.take());
         Ok(())
     }
 }

@@ -131,13 +131,16 @@ async fn an_invalid_schema_is_refused() {
     ));
 }
 
-/// A TCP proxy on loopback to `upstream` that holds every answer of the server for `delay`
-/// before passing it on; returns its address.
-async fn slow_answers(upstream: &str, delay: Duration) -> std::net::SocketAddr {
+/// A TCP proxy on loopback to `upstream` that passes each of the server's answers on
+/// `delay` milliseconds late (read when the answer comes); returns its address.
+async fn late_answers(
+    upstream: String,
+    delay: std::sync::Arc<std::sync::atomic::AtomicU64>,
+) -> std::net::SocketAddr {
+    use std::sync::atomic::Ordering;
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = listener.local_addr().unwrap();
-    let upstream = upstream.to_owned();
     tokio::spawn(async move {
         while let Ok((client, _)) = listener.accept().await {
             let Ok(server) = tokio::net::TcpStream::connect(&upstream).await else {
@@ -148,13 +151,17 @@ async fn slow_answers(upstream: &str, delay: Duration) -> std::net::SocketAddr {
             tokio::spawn(async move {
                 let _ = tokio::io::copy(&mut client_read, &mut server_write).await;
             });
+            let delay = delay.clone();
             tokio::spawn(async move {
                 let mut buffer = vec![0u8; 64 * 1024];
                 while let Ok(read) = server_read.read(&mut buffer).await {
                     if read == 0 {
                         break;
                     }
-                    tokio::time::sleep(delay).await;
+                    let late = delay.load(Ordering::SeqCst);
+                    if late > 0 {
+                        tokio::time::sleep(Duration::from_millis(late)).await;
+                    }
                     if client_write.write_all(&buffer[..read]).await.is_err() {
                         break;
                     }
@@ -187,22 +194,34 @@ async fn lock_holder(client: &tokio_postgres::Client, schema: &str, name: &str) 
 async fn a_candidate_aborted_mid_request_leaves_the_role_free() {
     let store = common::fresh_store().await;
     let observer = common::raw_client().await;
-    // The candidate's answers arrive 300 ms late: the lock is granted on the server well
-    // before the candidate could read that it was.
-    let server = common::database_url();
-    let host = server
-        .split('@')
-        .nth(1)
-        .and_then(|rest| rest.split('/').next())
-        .unwrap_or("127.0.0.1:5432")
-        .to_owned();
-    let proxy = slow_answers(&host, Duration::from_millis(300)).await;
+    // The candidate talks to the server through a proxy that passes its answers on a second
+    // late: the lock is granted on the server a second before the candidate can read that it
+    // was.
+    let server: tokio_postgres::Config = common::database_url().parse().unwrap();
+    let host = match server.get_hosts().first() {
+        Some(tokio_postgres::config::Host::Tcp(host)) => host.clone(),
+        _ => "127.0.0.1".to_owned(),
+    };
+    let port = server.get_ports().first().copied().unwrap_or(5432);
+    let delay = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let proxy = late_answers(format!("{host}:{port}"), delay.clone()).await;
+    let password = server
+        .get_password()
+        .map(|password| format!(":{}", String::from_utf8_lossy(password)))
+        .unwrap_or_default();
     let slow = PgEventStore::connect(
-        &es_postgres::PgConfig::new(server.replacen(&host, &proxy.to_string(), 1))
-            .schema(store.schema())
-            .pool_size(1),
+        &es_postgres::PgConfig::new(format!(
+            "postgres://{}{password}@{proxy}/{}",
+            server.get_user().unwrap_or("postgres"),
+            server.get_dbname().unwrap_or("postgres"),
+        ))
+        .schema(store.schema())
+        .pool_size(1),
     )
     .unwrap();
+    // Connected before the answers are late.
+    drop(slow.pool().get().await.unwrap());
+    delay.store(1000, std::sync::atomic::Ordering::SeqCst);
     // The pool outlives the candidate, as a process's pool outlives a crashed runtime.
     let candidate = tokio::spawn({
         let slow = slow.clone();
@@ -219,10 +238,12 @@ async fn a_candidate_aborted_mid_request_leaves_the_role_free() {
         );
         tokio::time::sleep(Duration::from_millis(5)).await;
     };
-    // Granted, and the answer not read yet: the candidate's task is aborted now.
+    // Granted, and the answer not read yet: the candidate's task is aborted now; then the
+    // answers come on time again.
     assert!(!candidate.is_finished());
     candidate.abort();
     assert!(candidate.await.unwrap_err().is_cancelled());
+    delay.store(0, std::sync::atomic::Ordering::SeqCst);
     let started = std::time::Instant::now();
     while lock_holder(&observer, store.schema(), "relay")
         .await

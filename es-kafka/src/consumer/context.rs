@@ -17,8 +17,8 @@ use super::track::{PartitionKey, Tracker};
 /// The rdkafka context of a [`KafkaConsumer`](super::KafkaConsumer).
 pub(crate) struct GroupContext {
     pub(crate) tracker: Arc<Mutex<Tracker>>,
-    /// Set once the member's loop is done with it: a revocation then commits nothing (see
-    /// [`GroupContext::close`]).
+    /// Set once the member's loop is done with it and its client may be closing: a
+    /// revocation of partitions no longer assigned is then skipped (see `rebalance` below).
     pub(crate) closing: AtomicBool,
 }
 
@@ -63,7 +63,8 @@ impl ConsumerContext for GroupContext {
     /// again after the group's end was decided aborts the process (`rd_kafka_cgrp_terminated:
     /// assert: !rd_kafka_assignment_in_progress`, librdkafka issue 4792). Such a revocation
     /// names partitions while nothing is assigned any more: it is skipped. A close's own
-    /// revocation comes while the partitions are still assigned, and is served as usual.
+    /// revocation comes while the partitions are still assigned, and is served as usual
+    /// (its commit included: librdkafka waits for it before it ends the group).
     fn rebalance(
         &self,
         consumer: &BaseConsumer<Self>,
@@ -112,16 +113,11 @@ impl ConsumerContext for GroupContext {
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Revoke(revoked) = rebalance {
             // Stored offsets are those of handled messages: commit them while the partitions
-            // are still ours, so their next owner does not handle them again. Not while the
-            // member closes: its loop committed what it handled when it returned (or crashed,
-            // and the next owners handle the rest again), and a commit still in flight when
-            // the group's leave is answered is what librdkafka's assertion above trips on.
-            if !self.closing() {
-                match consumer.commit_consumer_state(CommitMode::Sync) {
-                    Ok(()) => {}
-                    Err(error) if nothing_to_commit(&error) => {}
-                    Err(error) => tracing::warn!(%error, "committing before revocation failed"),
-                }
+            // are still ours, so their next owner does not handle them again.
+            match consumer.commit_consumer_state(CommitMode::Sync) {
+                Ok(()) => {}
+                Err(error) if nothing_to_commit(&error) => {}
+                Err(error) => tracing::warn!(%error, "committing before revocation failed"),
             }
             let mut tracker = lock(&self.tracker);
             for key in keys(revoked) {

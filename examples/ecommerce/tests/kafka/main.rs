@@ -98,7 +98,10 @@ async fn app_named(bootstrap: &str, duplicate_delivery: bool, run: &str) -> App 
 /// The database's sessions that are not idle (in a transaction, running, or waiting for a
 /// lock), one per line: what a stalled run's handlers wait for.
 async fn database_activity() -> String {
-    let client = es_postgres::connect(&database_url()).await.unwrap();
+    let client = match es_postgres::connect(&database_url()).await {
+        Ok(client) => client,
+        Err(error) => return format!("(the database did not answer: {error})"),
+    };
     let rows = client
         .query(
             "SELECT pid, coalesce(state, ''), \
@@ -110,8 +113,11 @@ async fn database_activity() -> String {
                AND (state <> 'idle' OR wait_event_type = 'Lock')",
             &[],
         )
-        .await
-        .unwrap();
+        .await;
+    let rows = match rows {
+        Ok(rows) => rows,
+        Err(error) => return format!("(pg_stat_activity could not be read: {error})"),
+    };
     rows.iter()
         .map(|row| {
             format!(
