@@ -55,3 +55,28 @@ impl DeadLetterOrigin<'_> {
         ]
     }
 }
+
+/// The dead letter of `delivery` refused by `group`: its message with the `es-dlq-*`
+/// headers, to `<topic>.dlq`.
+pub(crate) fn dead_letter_message(
+    delivery: &crate::messaging::Delivery,
+    group: &str,
+    reason: &str,
+    attempts: u32,
+) -> crate::outbox::OutboxMessage {
+    let mut message = delivery.message.clone();
+    let origin = DeadLetterOrigin {
+        topic: &delivery.topic,
+        partition: i64::from(delivery.partition),
+        offset: i64::try_from(delivery.offset).unwrap_or(i64::MAX),
+        group,
+        reason,
+        attempts,
+        failed_at: Utc::now(),
+    };
+    for (name, value) in origin.headers() {
+        message.headers.insert(name.to_owned(), value);
+    }
+    message.topic = Some(format!("{}.dlq", delivery.topic));
+    message
+}

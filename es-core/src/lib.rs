@@ -14,6 +14,7 @@ mod event;
 mod exactly_once;
 mod ids;
 mod inbox;
+pub mod local;
 pub mod memory;
 mod message_type;
 mod messaging;

@@ -4,7 +4,7 @@
 mod assign;
 mod consumer;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::fmt;
 use std::sync::{Arc, Mutex};
 
@@ -66,9 +66,42 @@ struct State {
     default_topic: Option<String>,
     duplicate_delivery: bool,
     /// Each topic's partitions, each an append-only log indexed by offset.
-    topics: BTreeMap<String, Vec<Vec<OutboxMessage>>>,
+    topics: BTreeMap<String, Vec<Log>>,
     groups: BTreeMap<String, Group>,
     next_member: u64,
+}
+
+/// One partition's log: the messages from offset `base` on (those before it were trimmed).
+#[derive(Debug, Clone, Default)]
+struct Log {
+    base: u64,
+    messages: VecDeque<OutboxMessage>,
+}
+
+impl Log {
+    /// The message at `offset`, if it is still held.
+    fn get(&self, offset: u64) -> Option<&OutboxMessage> {
+        let index = usize::try_from(offset.checked_sub(self.base)?).ok()?;
+        self.messages.get(index)
+    }
+
+    /// Appends `message`; returns its offset.
+    fn push(&mut self, message: OutboxMessage) -> u64 {
+        self.messages.push_back(message);
+        self.end() - 1
+    }
+
+    /// The offset the next message gets.
+    fn end(&self) -> u64 {
+        self.base + self.messages.len() as u64
+    }
+
+    /// Drops the messages before `offset`.
+    fn trim_before(&mut self, offset: u64) {
+        while self.base < offset && self.messages.pop_front().is_some() {
+            self.base += 1;
+        }
+    }
 }
 
 #[derive(Default)]
@@ -192,7 +225,7 @@ impl MemoryBus {
             for topic in topics {
                 logs.entry((*topic).to_owned()).or_insert_with(|| {
                     created.insert((*topic).to_owned());
-                    vec![Vec::new(); *partitions as usize]
+                    vec![Log::default(); *partitions as usize]
                 });
             }
             rebalance_subscribers(logs, groups, &created);
@@ -205,7 +238,12 @@ impl MemoryBus {
         lock(&self.shared.state)
             .topics
             .get(topic)
-            .map(|partitions| partitions.iter().flatten().cloned().collect())
+            .map(|partitions| {
+                partitions
+                    .iter()
+                    .flat_map(|log| log.messages.iter().cloned())
+                    .collect()
+            })
             .unwrap_or_default()
     }
 
@@ -242,10 +280,18 @@ impl fmt::Debug for MemoryBus {
     }
 }
 
-#[async_trait::async_trait]
-impl Publisher for MemoryBus {
-    /// Appends every message (all or none) to its topic's partition for its key.
-    async fn publish(&self, messages: &[OutboxMessage]) -> Result<(), PublishFailure> {
+/// Where a message was appended: the index of the message in the batch, its topic,
+/// partition and offset (twice per message when deliveries are duplicated).
+pub(crate) type Appended = (usize, String, u32, u64);
+
+impl MemoryBus {
+    /// Appends every message (all or none) to its topic's partition for its key; returns
+    /// where each copy went.
+    pub(crate) fn append(
+        &self,
+        messages: &[OutboxMessage],
+    ) -> Result<Vec<Appended>, PublishFailure> {
+        let mut appended = Vec::with_capacity(messages.len());
         {
             let mut state = lock(&self.shared.state);
             let routed = messages
@@ -269,25 +315,69 @@ impl Publisher for MemoryBus {
                 ..
             } = &mut *state;
             let mut created = BTreeSet::new();
-            for (message, topic) in messages.iter().zip(routed) {
+            for (index, (message, topic)) in messages.iter().zip(routed).enumerate() {
                 let logs = topics.entry(topic.clone()).or_insert_with(|| {
                     created.insert(topic.clone());
-                    vec![Vec::new(); *partitions as usize]
+                    vec![Log::default(); *partitions as usize]
                 });
                 let count = u32::try_from(logs.len()).unwrap_or(u32::MAX);
-                let partition = partition_for(&message.partition_key, count) as usize;
-                if let Some(log) = logs.get_mut(partition) {
+                let partition = partition_for(&message.partition_key, count);
+                if let Some(log) = logs.get_mut(partition as usize) {
                     let mut message = message.clone();
-                    message.topic = Some(topic);
+                    message.topic = Some(topic.clone());
                     for _ in 0..copies {
-                        log.push(message.clone());
+                        let offset = log.push(message.clone());
+                        appended.push((index, topic.clone(), partition, offset));
                     }
                 }
             }
             rebalance_subscribers(topics, groups, &created);
         }
         self.shared.changed();
-        Ok(())
+        Ok(appended)
+    }
+
+    /// The offset from which every one of `groups` still has to handle `topic`'s
+    /// `partition`: the lowest of their committed offsets (0 for a group that committed
+    /// nothing).
+    pub(crate) fn handled_before(&self, groups: &[String], topic: &str, partition: u32) -> u64 {
+        let id = PartitionId {
+            topic: topic.to_owned(),
+            partition,
+        };
+        let state = lock(&self.shared.state);
+        groups
+            .iter()
+            .map(|group| {
+                state
+                    .groups
+                    .get(group)
+                    .and_then(|group| group.committed.get(&id).copied())
+                    .unwrap_or(0)
+            })
+            .min()
+            .unwrap_or(0)
+    }
+
+    /// Drops `topic`'s `partition` messages before `offset` (every group that reads them
+    /// handled them).
+    pub(crate) fn trim_before(&self, topic: &str, partition: u32, offset: u64) {
+        let mut state = lock(&self.shared.state);
+        if let Some(log) = state
+            .topics
+            .get_mut(topic)
+            .and_then(|logs| logs.get_mut(partition as usize))
+        {
+            log.trim_before(offset);
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl Publisher for MemoryBus {
+    /// Appends every message (all or none) to its topic's partition for its key.
+    async fn publish(&self, messages: &[OutboxMessage]) -> Result<(), PublishFailure> {
+        self.append(messages).map(|_| ())
     }
 }
 
@@ -301,7 +391,7 @@ impl Shared {
 
 /// Rebalances every group with a member subscribed to one of the `created` topics.
 fn rebalance_subscribers(
-    topics: &BTreeMap<String, Vec<Vec<OutboxMessage>>>,
+    topics: &BTreeMap<String, Vec<Log>>,
     groups: &mut BTreeMap<String, Group>,
     created: &BTreeSet<String>,
 ) {
@@ -318,7 +408,7 @@ fn rebalance_subscribers(
 
 /// Deals `group`'s partitions among its members again. A member keeps its place in a
 /// partition it keeps, and starts a partition it gains at the group's committed offset.
-fn rebalance(topics: &BTreeMap<String, Vec<Vec<OutboxMessage>>>, group: &mut Group) {
+fn rebalance(topics: &BTreeMap<String, Vec<Log>>, group: &mut Group) {
     let counts: BTreeMap<String, u32> = topics
         .iter()
         .map(|(topic, logs)| {

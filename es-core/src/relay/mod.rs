@@ -14,6 +14,7 @@ use std::sync::Arc;
 use crate::checkpoint::{CheckpointError, CheckpointStore};
 use crate::clock::{Clock, SystemClock};
 use crate::ids::Position;
+use crate::local::{LocalRoute, just_before};
 use crate::messaging::{PublishError, PublishFailure, Publisher};
 use crate::outbox::{OutboxBatch, OutboxMessage, OutboxSource, StoredOutboxMessage};
 use crate::subscription::AppendSignal;
@@ -98,6 +99,8 @@ pub struct Relay<S, C> {
     options: RelayOptions,
     signal: Option<AppendSignal>,
     published: Option<AppendSignal>,
+    /// Where the messages of its topics are handed over instead of published.
+    local: Option<LocalRoute>,
     clock: Arc<dyn Clock>,
     stats: RelayStatsHandle,
 }
@@ -149,6 +152,7 @@ impl<S: OutboxSource, C: CheckpointStore> Relay<S, C> {
             options: RelayOptions::default(),
             signal: None,
             published: None,
+            local: None,
             clock: Arc::new(SystemClock),
             stats: RelayStatsHandle::default(),
         }
@@ -175,6 +179,18 @@ impl<S: OutboxSource, C: CheckpointStore> Relay<S, C> {
     #[must_use]
     pub fn with_published_signal(mut self, signal: AppendSignal) -> Self {
         self.published = Some(signal);
+        self
+    }
+
+    /// Hands the messages of `route`'s topics to it instead of publishing them (their
+    /// consumer groups run in this process); the others are published as before. The
+    /// checkpoint then never passes a message handed over that its groups have not handled
+    /// yet, so a crash hands it over again at the next start: the route is as durable as the
+    /// outbox ([`local`](crate::local)). Without another topic to publish, the relay makes no
+    /// publisher at all.
+    #[must_use]
+    pub fn with_local_route(mut self, route: LocalRoute) -> Self {
+        self.local = Some(route);
         self
     }
 
@@ -225,7 +241,6 @@ impl<S: OutboxSource, C: CheckpointStore> Relay<S, C> {
     async fn relay_batch(&mut self) -> Result<RelayBatch, RelayError> {
         let checkpoint = self.checkpoint().await?;
         let after = self.relayed.or(checkpoint).unwrap_or(Position::START);
-        let publisher = self.publisher()?;
         let batch = match self.read_ahead.take() {
             Some((from, batch)) if from == after => batch,
             _ => self.read(after).await?,
@@ -252,22 +267,39 @@ impl<S: OutboxSource, C: CheckpointStore> Relay<S, C> {
                 reached_end,
             });
         };
+        // The messages of the local route's topics are handed over first (in memory, at
+        // once); the broker gets the others, and `remote` their places in the batch.
+        let (remote, remote_at) = self.hand_over(&positions, &messages)?;
+        let to_publish: &[OutboxMessage] = remote.as_deref().unwrap_or(&messages);
+        let publisher = if to_publish.is_empty() {
+            None
+        } else {
+            Some(self.publisher()?)
+        };
+        let publish = async {
+            match &publisher {
+                Some(publisher) => publisher.publish(to_publish).await,
+                None => Ok(()),
+            }
+        };
         // A full batch means more is waiting: read the next batch while the broker works on
         // this one. Publishing stays one batch at a time, so order per key holds whatever
         // the broker answers.
         let (outcome, next) = if reached_end {
-            (publisher.publish(&messages).await, None)
+            (publish.await, None)
         } else {
             let limit = self.options.batch_size;
-            let (outcome, next) = tokio::join!(
-                publisher.publish(&messages),
-                self.source.read_outbox(last, limit)
-            );
+            let (outcome, next) = tokio::join!(publish, self.source.read_outbox(last, limit));
             (outcome, Some(next))
         };
+        // The prefix of the batch behind the broker's acknowledgements (what was handed
+        // over after an unacknowledged message is handed over again with it).
         let acknowledged = match &outcome {
             Ok(()) => read,
-            Err(failure) => failure.acknowledged.min(read),
+            Err(failure) => match &remote_at {
+                Some(at) => at.get(failure.acknowledged).copied().unwrap_or(read),
+                None => failure.acknowledged.min(read),
+            },
         };
         drop(publishing);
         self.stats.published(acknowledged);
@@ -353,7 +385,63 @@ impl<S: OutboxSource, C: CheckpointStore> Relay<S, C> {
         let (Some(stored), Some(relayed)) = (self.checkpoint, self.relayed) else {
             return Ok(());
         };
-        self.advance(stored, relayed).await
+        let to = self.checkpoint_for(relayed);
+        if stored.is_some_and(|stored| to <= stored) {
+            return Ok(());
+        }
+        self.advance(stored, to).await
+    }
+
+    /// Where the checkpoint may go when the broker acknowledged up to `relayed`: there, or
+    /// just before the first message handed over to the local route and not handled yet.
+    fn checkpoint_for(&self, relayed: Position) -> Position {
+        match self
+            .local
+            .as_ref()
+            .and_then(|route| route.lowest_pending(&self.name))
+        {
+            Some(pending) => relayed.min(just_before(pending)),
+            None => relayed,
+        }
+    }
+
+    /// Whether the checkpoint is held back by messages handed over and not handled yet.
+    pub(crate) fn held_back(&self) -> bool {
+        self.local.is_some() && self.relayed.is_some()
+    }
+
+    /// Hands the messages of the local route's topics over; returns the others and their
+    /// places in the batch (`None`: no route, everything is published).
+    fn hand_over(
+        &self,
+        positions: &[Position],
+        messages: &[OutboxMessage],
+    ) -> Result<Split, RelayError> {
+        let Some(route) = &self.local else {
+            return Ok((None, None));
+        };
+        let mut local = Vec::new();
+        let mut remote = Vec::new();
+        let mut remote_at = Vec::new();
+        for (at, (position, message)) in positions.iter().zip(messages).enumerate() {
+            if message
+                .topic
+                .as_deref()
+                .is_some_and(|topic| route.routes(topic))
+            {
+                local.push((*position, message.clone()));
+            } else {
+                remote.push(message.clone());
+                remote_at.push(at);
+            }
+        }
+        route
+            .hand_over(&self.name, &local)
+            .map_err(|source| RelayError::Publish {
+                name: self.name.clone(),
+                source,
+            })?;
+        Ok((Some(remote), Some(remote_at)))
     }
 
     fn publisher(&mut self) -> Result<Arc<dyn Publisher>, RelayError> {
@@ -381,11 +469,14 @@ impl<S: OutboxSource, C: CheckpointStore> Relay<S, C> {
         {
             Ok(()) => {
                 self.checkpoint = Some(Some(to));
-                self.relayed = None;
+                // Held back by the local route, the relay goes on reading after what it
+                // relayed.
+                let relayed = self.relayed.filter(|relayed| *relayed > to);
+                self.relayed = relayed;
                 self.written_at = std::time::Instant::now();
                 self.stats.update(|stats| {
                     stats.checkpoint = Some(to);
-                    stats.relayed = Some(to);
+                    stats.relayed = Some(relayed.unwrap_or(to));
                 });
                 Ok(())
             }
@@ -465,6 +556,10 @@ impl<S: OutboxSource, C: CheckpointStore> Relay<S, C> {
         }
     }
 }
+
+/// The messages of a batch for the broker and their places in it (`None`: no local route,
+/// the whole batch is for the broker).
+type Split = (Option<Vec<OutboxMessage>>, Option<Vec<usize>>);
 
 /// Opens a `publish` span for each message that carries a trace context, as a child of it,
 /// and writes the span's context into the message's headers in its place. Returns the

@@ -110,15 +110,38 @@ impl<S: OutboxSource, C: CheckpointStore> Relay<S, C> {
                 }
             };
             self.apply_retention(&mut last_retention).await;
-            if let Some(wait) = wait {
-                tokio::select! {
-                        biased;
-                        () = &mut shutdown => {
-                    self.stop().await;
-                    return Ok(());
-                },
-                        () = wait_for(waiter.as_mut(), wait) => {}
+            let Some(wait) = wait else {
+                continue;
+            };
+            // While messages handed over to the local route hold the checkpoint back, it is
+            // written as they are handled, without reading the outbox again.
+            let until = Instant::now() + wait;
+            loop {
+                let left = until.saturating_duration_since(Instant::now());
+                let step = if self.held_back() {
+                    left.min(self.options.checkpoint_interval)
+                } else {
+                    left
+                };
+                let signalled = tokio::select! {
+                    biased;
+                    () = &mut shutdown => {
+                        self.stop().await;
+                        return Ok(());
+                    },
+                    signalled = wait_for(waiter.as_mut(), step) => signalled,
+                };
+                if signalled || Instant::now() >= until {
+                    break;
+                }
+                match self.flush_checkpoint().await {
+                    Ok(()) => {}
+                    Err(error) if error.is_deposed() => return Err(error),
+                    Err(error) => {
+                        tracing::warn!(relay = %self.name, %error, "writing the checkpoint failed");
+                        break;
                     }
+                }
             }
         }
     }
@@ -170,12 +193,13 @@ impl<S: OutboxSource, C: CheckpointStore> Relay<S, C> {
     }
 }
 
-/// Waits `wait`, or less when the signal fires.
-async fn wait_for(waiter: Option<&mut watch::Receiver<u64>>, wait: Duration) {
+/// Waits `wait`, or less when the signal fires; returns whether it fired.
+async fn wait_for(waiter: Option<&mut watch::Receiver<u64>>, wait: Duration) -> bool {
     match waiter {
-        Some(waiter) => {
-            let _ = tokio::time::timeout(wait, waiter.changed()).await;
+        Some(waiter) => tokio::time::timeout(wait, waiter.changed()).await.is_ok(),
+        None => {
+            tokio::time::sleep(wait).await;
+            false
         }
-        None => tokio::time::sleep(wait).await,
     }
 }

@@ -76,11 +76,16 @@ impl MemoryConsumer {
             if cursor.paused {
                 continue;
             }
-            let Some(message) = topics
+            let Some(log) = topics
                 .get(&id.topic)
                 .and_then(|logs| logs.get(id.partition as usize))
-                .and_then(|log| log.get(usize::try_from(cursor.next).ok()?))
             else {
+                continue;
+            };
+            // What was trimmed was handled by every group that trims (a new group starts
+            // at what is left).
+            cursor.next = cursor.next.max(log.base);
+            let Some(message) = log.get(cursor.next) else {
                 continue;
             };
             let attempt = match cursor.retry.take() {
@@ -207,20 +212,8 @@ impl Consumer for MemoryConsumer {
         attempts: u32,
     ) -> Result<(), ConsumerError> {
         self.settle(delivery, |_, _, _| {})?;
-        let mut message = delivery.message.clone();
-        let origin = crate::dead_letter::DeadLetterOrigin {
-            topic: &delivery.topic,
-            partition: i64::from(delivery.partition),
-            offset: i64::try_from(delivery.offset).unwrap_or(i64::MAX),
-            group: &self.group,
-            reason,
-            attempts,
-            failed_at: chrono::Utc::now(),
-        };
-        for (name, value) in origin.headers() {
-            message.headers.insert(name.to_owned(), value);
-        }
-        message.topic = Some(format!("{}.dlq", delivery.topic));
+        let message =
+            crate::dead_letter::dead_letter_message(delivery, &self.group, reason, attempts);
         let bus = super::MemoryBus {
             shared: Arc::clone(&self.shared),
         };
