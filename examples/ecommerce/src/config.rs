@@ -156,6 +156,11 @@ pub struct ServeArgs {
     /// (`KAFKA_CONFIG_SECURITY_PROTOCOL=SASL_SSL` sets `security.protocol`).
     #[arg(long, env = "KAFKA_BOOTSTRAP_SERVERS")]
     pub kafka_bootstrap_servers: Option<String>,
+    /// Send every message through Kafka, even those whose handlers run in this process (by
+    /// default those are handed over in memory, as durably: a relay's checkpoint waits for
+    /// their handlers).
+    #[arg(long, env = "ECOMMERCE_THROUGH_BROKER")]
+    pub through_broker: bool,
     /// Members of the workflow's Kafka consumer group in this process.
     #[arg(long, env = "ECOMMERCE_CONSUMERS", default_value_t = 4)]
     pub consumers: usize,
@@ -292,6 +297,7 @@ impl ServeArgs {
             duplicate_delivery: self.duplicate_delivery,
             consumers: self.consumers.max(1),
             partitions: self.partitions.max(1),
+            through_broker: self.through_broker,
             ..crate::app::WorkflowConfig::default()
         })
     }

@@ -373,6 +373,13 @@ async fn wire<B: ShopBackend>(
         saga: saga_parts,
         orders: view,
         consumers,
+        // The orders service writes and reads these two alone: the saga's commands to the
+        // orders context, and the orders context's events to the saga.
+        local: if service == ServiceName::Orders {
+            vec![topics::ORDERS, topics::ORDER_COMMANDS]
+        } else {
+            Vec::new()
+        },
         group: format!("ecommerce-{service}"),
         held: Mutex::new(workflow.held.iter().map(|g| (*g).to_owned()).collect()),
     });

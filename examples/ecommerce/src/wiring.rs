@@ -178,6 +178,8 @@ async fn wire<B: ShopBackend>(backend: B, config: AppConfig) -> Result<App, Star
         }),
         orders: Some(orders.clone()),
         consumers,
+        // Every context runs here: every topic is written and read in this process alone.
+        local: topics::ALL.to_vec(),
         group: "ecommerce".to_owned(),
         held: Mutex::new(workflow.held.iter().map(|g| (*g).to_owned()).collect()),
     });

@@ -201,6 +201,44 @@ impl SharedProducer {
     }
 }
 
+/// The dead letters of the local route: published through the relays' shared producer,
+/// made on the first dead letter (a process that never refuses a message makes none).
+pub struct DeadLetters {
+    shared: Arc<SharedProducer>,
+    made: std::sync::OnceLock<Arc<dyn Publisher>>,
+}
+
+impl DeadLetters {
+    /// Dead letters through `shared`'s producer.
+    pub fn new(shared: Arc<SharedProducer>) -> Self {
+        Self {
+            shared,
+            made: std::sync::OnceLock::new(),
+        }
+    }
+}
+
+impl std::fmt::Debug for DeadLetters {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DeadLetters").finish_non_exhaustive()
+    }
+}
+
+#[async_trait]
+impl Publisher for DeadLetters {
+    async fn publish(&self, messages: &[OutboxMessage]) -> Result<(), PublishFailure> {
+        let publisher = match self.made.get() {
+            Some(publisher) => publisher.clone(),
+            None => {
+                let made =
+                    (self.shared.factory())().map_err(|error| PublishFailure::new(0, error))?;
+                self.made.get_or_init(|| made).clone()
+            }
+        };
+        publisher.publish(messages).await
+    }
+}
+
 impl std::fmt::Debug for SharedProducer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SharedProducer")

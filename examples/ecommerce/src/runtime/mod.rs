@@ -16,6 +16,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use es_core::consume::{ConsumerLoop, RunnerOptions, RunnerStats};
+use es_core::local::LocalRoute;
 use es_core::memory::MemoryPausedPartitions;
 use es_core::relay::{Relay, RelayOptions, RelayStatsHandle};
 use es_core::runtime::Lease;
@@ -139,6 +140,9 @@ pub struct Runtime {
     published: es_core::AppendSignal,
     /// The Kafka producer the relays share, made with the first Kafka relay.
     producer: std::sync::OnceLock<Arc<bus::SharedProducer>>,
+    /// On Kafka, the topics whose messages are handed over in this process instead
+    /// ([`with_local_route`](Self::with_local_route)).
+    local: Option<LocalRoute>,
 }
 
 impl Runtime {
@@ -163,7 +167,34 @@ impl Runtime {
             paused: SharedPaused(Arc::new(MemoryPausedPartitions::new())),
             published: es_core::AppendSignal::new(),
             producer: std::sync::OnceLock::new(),
+            local: None,
         }
+    }
+
+    /// On Kafka, hands the messages of `route`'s topics from the relays to the consumers of
+    /// this process in memory (durably: a relay's checkpoint waits for their handlers,
+    /// [`es_core::local`]), and publishes the others; dead letters still go to Kafka. The
+    /// route's groups must be the prefixed names of the groups that consume its topics here.
+    #[must_use]
+    pub fn with_local_route(mut self, route: LocalRoute) -> Self {
+        if let Bus::Kafka { config, prefix, .. } = &self.bus {
+            let producer = self.shared_producer(config, prefix);
+            let dead_letters: Arc<dyn Publisher> = Arc::new(bus::DeadLetters::new(producer));
+            self.local = Some(route.with_dead_letters(dead_letters));
+        }
+        self
+    }
+
+    /// The Kafka producer the relays (and the local route's dead letters) share.
+    fn shared_producer(
+        &self,
+        config: &es_kafka::KafkaConfig,
+        prefix: &str,
+    ) -> Arc<bus::SharedProducer> {
+        let twice = self.duplicate_delivery;
+        self.producer
+            .get_or_init(|| bus::SharedProducer::new(config.clone(), prefix.to_owned(), twice))
+            .clone()
     }
 
     /// Keeps partitions paused by policy in `paused` (in memory unless set).
@@ -212,11 +243,12 @@ impl Runtime {
                 Relay::new(name, source, checkpoints, publisher)
             }
             Bus::Kafka { config, prefix, .. } => {
-                let twice = self.duplicate_delivery;
-                let producer = self.producer.get_or_init(|| {
-                    bus::SharedProducer::new(config.clone(), prefix.clone(), twice)
-                });
-                Relay::with_factory(name, source, checkpoints, producer.factory())
+                let producer = self.shared_producer(config, prefix);
+                let relay = Relay::with_factory(name, source, checkpoints, producer.factory());
+                match &self.local {
+                    Some(route) => relay.with_local_route(route.clone()),
+                    None => relay,
+                }
             }
         };
         // Woken by its store's signal on each commit in this process; the slow poll is a
@@ -265,6 +297,24 @@ impl Runtime {
                 self.add(runner);
             }
             Bus::Kafka { config, prefix, .. } => {
+                let (local, remote): (Vec<&str>, Vec<&str>) = topics
+                    .iter()
+                    .partition(|topic| self.local.as_ref().is_some_and(|r| r.routes(topic)));
+                if let Some(route) = &self.local
+                    && !local.is_empty()
+                {
+                    // Handed over by the relays here: a loop on the route, woken by each
+                    // hand-over, costs nothing at rest.
+                    let consumer = route.consumer(&format!("{prefix}{group}"), &local);
+                    let runner = ConsumerLoop::new(consumer, counted.clone())
+                        .with_options(runner_options())
+                        .with_paused_store(self.paused.clone());
+                    lock(&self.consumers).push((group.to_owned(), runner.stats()));
+                    self.add(runner);
+                }
+                if remote.is_empty() {
+                    return Ok(());
+                }
                 // The preset's settings (es_kafka::KafkaConsumerBuilder): joins in seconds on
                 // Apache Kafka and the test broker; the group is prefixed like the topics. A
                 // member fetches with a short wait while active (FETCH_WAIT) unless the
@@ -276,7 +326,7 @@ impl Runtime {
                     .or_insert_with(|| FETCH_WAIT_MS.to_owned());
                 let consumer = KafkaConsumer::builder(config, group)
                     .topic_prefix(prefix.clone())
-                    .subscribe(topics.iter().copied())
+                    .subscribe(remote.iter().copied())
                     .build()
                     .map_err(|e| RuntimeError::Consumer {
                         group: group.to_owned(),
@@ -320,7 +370,9 @@ impl Runtime {
         let mut topics = Vec::new();
         for (route_topics, handler) in routes {
             for topic in *route_topics {
+                // Kafka's deliveries name the prefixed topic, the local route's the topic.
                 by_topic.insert(format!("{prefix}{topic}"), handler.clone());
+                by_topic.insert((*topic).to_owned(), handler.clone());
                 topics.push(*topic);
             }
         }
@@ -522,6 +574,7 @@ impl MessageHandler for ByTopic {
 
 /// A handler that records the messages the consumer loop is about to dead-letter: refused
 /// for good, or failing their last attempt.
+#[derive(Clone)]
 struct Refusals {
     inner: Arc<dyn MessageHandler>,
     group: String,

@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use es_core::MessageHandler;
+use es_core::local::LocalRoute;
 
 use super::bus::Bus;
 use super::{OrderSagaRunner, Runtime, RuntimeError, lock};
@@ -33,6 +34,10 @@ pub struct WorkflowConfig {
     /// Members of the workflow's consumer group on Kafka (each handles its share of the
     /// partitions, in order per partition).
     pub consumers: usize,
+    /// On Kafka, send every message through the broker, even those whose handlers run in
+    /// this process (by default those are handed over in memory, as durably: the relay's
+    /// checkpoint waits for their handlers, [`es_core::local`]).
+    pub through_broker: bool,
     /// Consumer groups not started until [`App::release`](crate::app::App::release) (to hold a context back in tests
     /// and demos: its commands wait on the bus, as if it were down).
     pub held: &'static [&'static str],
@@ -55,6 +60,7 @@ impl Default for WorkflowConfig {
             duplicate_delivery: false,
             partitions: Self::DEFAULT_PARTITIONS,
             consumers: 4,
+            through_broker: false,
             held: &[],
         }
     }
@@ -109,6 +115,10 @@ pub(crate) struct WorkflowServices<B: ShopBackend> {
     /// The orders whose view runs here.
     pub(crate) orders: Option<Arc<Orders<B::Store>>>,
     pub(crate) consumers: Vec<Consumer>,
+    /// The topics that only this process both writes (to its outboxes) and consumes: on
+    /// Kafka, their messages are handed over in memory unless
+    /// [`WorkflowConfig::through_broker`].
+    pub(crate) local: Vec<&'static str>,
     /// The Kafka consumer group of this process's consumers.
     pub(crate) group: String,
     pub(crate) held: Mutex<HashSet<String>>,
@@ -123,13 +133,42 @@ impl<B: ShopBackend> std::fmt::Debug for WorkflowServices<B> {
     }
 }
 
+impl<B: ShopBackend> WorkflowServices<B> {
+    /// On Kafka, the route of the topics only this process writes and consumes, each to the
+    /// group that consumes it here (the process's group, or its own when held).
+    fn local_route(&self) -> Option<LocalRoute> {
+        let Bus::Kafka { prefix, .. } = &self.bus else {
+            return None;
+        };
+        if self.workflow.through_broker || self.local.is_empty() {
+            return None;
+        }
+        let held = lock(&self.held).clone();
+        let mut route = LocalRoute::new(self.workflow.partitions)
+            .with_duplicate_delivery(self.workflow.duplicate_delivery);
+        for (group, topics, _) in &self.consumers {
+            let group = if held.contains(*group) {
+                format!("{prefix}{group}")
+            } else {
+                format!("{prefix}{}", self.group)
+            };
+            for topic in topics.iter().filter(|topic| self.local.contains(topic)) {
+                route = route.topic(topic, &[group.as_str()]);
+            }
+        }
+        Some(route)
+    }
+}
+
 #[async_trait::async_trait]
 impl<B: ShopBackend> Workflow for WorkflowServices<B> {
     fn start(&self) -> Result<Arc<Runtime>, RuntimeError> {
-        let runtime = Arc::new(
-            Runtime::new(self.bus.clone(), self.workflow.duplicate_delivery)
-                .with_paused(self.paused.clone()),
-        );
+        let runtime = Runtime::new(self.bus.clone(), self.workflow.duplicate_delivery)
+            .with_paused(self.paused.clone());
+        let runtime = Arc::new(match self.local_route() {
+            Some(route) => runtime.with_local_route(route),
+            None => runtime,
+        });
         // Another process sharing the storage (a replica holding a relay's or the daemon's
         // lease) hears of this one's commits, and this one of its: one listener per store.
         let wakeups = |store: &str, made: Result<Option<_>, es_core::BoxError>| {
