@@ -191,6 +191,33 @@ impl LocalRoute {
         handed.0.values().map(VecDeque::len).sum()
     }
 
+    /// Messages handed over that `group` has not handled yet (its lag), over the topics it
+    /// was named for.
+    pub fn lag(&self, group: &str) -> u64 {
+        let mut handed = crate::memory::lock(&self.inner.handed);
+        self.settle(&mut handed);
+        let mut lag = 0;
+        for ((topic, partition), messages) in &handed.0 {
+            let named = self
+                .inner
+                .topics
+                .get(topic)
+                .is_some_and(|groups| groups.iter().any(|g| g == group));
+            if !named {
+                continue;
+            }
+            let handled = self
+                .inner
+                .bus
+                .handled_before(&[group.to_owned()], topic, *partition);
+            lag += messages
+                .iter()
+                .filter(|(offset, _, _)| *offset >= handled)
+                .count() as u64;
+        }
+        lag
+    }
+
     /// Appends `messages` (each with its position in `relay`'s outbox) to their topics.
     pub(crate) fn hand_over(
         &self,

@@ -143,6 +143,8 @@ pub struct Runtime {
     /// On Kafka, the topics whose messages are handed over in this process instead
     /// ([`with_local_route`](Self::with_local_route)).
     local: Option<LocalRoute>,
+    /// The groups with members on the local route.
+    local_groups: Mutex<BTreeSet<String>>,
 }
 
 impl Runtime {
@@ -168,6 +170,7 @@ impl Runtime {
             published: es_core::AppendSignal::new(),
             producer: std::sync::OnceLock::new(),
             local: None,
+            local_groups: Mutex::new(BTreeSet::new()),
         }
     }
 
@@ -310,6 +313,7 @@ impl Runtime {
                         .with_options(runner_options())
                         .with_paused_store(self.paused.clone());
                     lock(&self.consumers).push((group.to_owned(), runner.stats()));
+                    lock(&self.local_groups).insert(group.to_owned());
                     self.add(runner);
                 }
                 if remote.is_empty() {
@@ -458,14 +462,23 @@ impl Runtime {
     }
 
     /// Each consumer group's lag on the broker: records published to the partitions its
-    /// members hold that the group has not committed (`None` on the in-process bus; an error
-    /// when the broker does not answer).
+    /// members hold that the group has not committed, plus the messages handed over to it on
+    /// the local route and not handled yet (`None` on the in-process bus; an error when the
+    /// broker does not answer).
     pub async fn consumer_lag(&self) -> BTreeMap<String, Result<Option<i64>, String>> {
         let mut lags: BTreeMap<String, Result<Option<i64>, String>> = self
             .groups()
             .into_iter()
             .map(|group| (group, Ok(None)))
             .collect();
+        if let Some(route) = &self.local {
+            // Handed over by the relays here and not handled yet.
+            let local: BTreeSet<String> = lock(&self.local_groups).clone();
+            for group in local {
+                let lag = i64::try_from(route.lag(&self.group_id(&group))).unwrap_or(i64::MAX);
+                lags.insert(group, Ok(Some(lag)));
+            }
+        }
         let probes = lock(&self.probes).clone();
         for (group, probe) in probes {
             let measured = probe

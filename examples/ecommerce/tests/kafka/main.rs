@@ -54,17 +54,27 @@ fn database_url() -> String {
     url
 }
 
-async fn app(bootstrap: &str, duplicate_delivery: bool) -> App {
+/// Which way the workflow's messages travel between the contexts of the one process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Via {
+    /// The durable local route (the default).
+    Local,
+    /// Kafka, every one of them (`WorkflowConfig::through_broker`).
+    Broker,
+}
+
+async fn app(bootstrap: &str, duplicate_delivery: bool, via: Via) -> App {
     app_named(
         bootstrap,
         duplicate_delivery,
+        via,
         &Uuid::new_v4().simple().to_string(),
     )
     .await
 }
 
 /// The app on schemas `es_test_shop_{run}_*` and topics `shop-{run}-*`.
-async fn app_named(bootstrap: &str, duplicate_delivery: bool, run: &str) -> App {
+async fn app_named(bootstrap: &str, duplicate_delivery: bool, via: Via, run: &str) -> App {
     if let Ok(filter) = std::env::var("RUST_LOG") {
         let _ = tracing_subscriber::fmt()
             .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
@@ -78,6 +88,7 @@ async fn app_named(bootstrap: &str, duplicate_delivery: bool, run: &str) -> App 
             failures: FailureRules::demo(),
             duplicate_delivery,
             deadline_poll: Duration::from_millis(100),
+            through_broker: via == Via::Broker,
             ..WorkflowConfig::default()
         },
         kafka: Some(KafkaSettings {
@@ -200,7 +211,7 @@ async fn alone_two_hundred_orders_on_postgres_and_kafka() {
         es_telemetry::Telemetry::init(es_telemetry::TelemetryConfig::new("ecommerce-kafka-test"))
             .unwrap();
     let broker = broker::PrivateBroker::start();
-    let app = app(&broker.bootstrap_servers(), false).await;
+    let app = app(&broker.bootstrap_servers(), false, Via::Local).await;
     // Everything pushed live to this instance's subscribers while the orders run.
     let pushed = Arc::new(std::sync::Mutex::new(Vec::new()));
     let mut live = app.books().subscribe();
@@ -279,7 +290,7 @@ async fn alone_two_hundred_orders_on_postgres_and_kafka() {
 async fn alone_every_message_delivered_twice_changes_nothing() {
     test_lock::alone();
     let broker = broker::PrivateBroker::start();
-    let app = app(&broker.bootstrap_servers(), true).await;
+    let app = app(&broker.bootstrap_servers(), true, Via::Local).await;
     let report = run(Arc::new(InProcess::new(&app)), &options(100))
         .await
         .unwrap();
@@ -289,9 +300,20 @@ async fn alone_every_message_delivered_twice_changes_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn alone_relays_and_consumers_crash_midway_and_resume() {
+    crash_midway_and_resume(Via::Broker).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn alone_relays_and_consumers_crash_midway_and_resume_on_the_local_route() {
+    crash_midway_and_resume(Via::Local).await;
+}
+
+/// 200 orders, the workflow crashing (its services aborted mid-message, as a crash would)
+/// once orders flow, then stopped and started gracefully: every order ends as its kind says.
+async fn crash_midway_and_resume(via: Via) {
     test_lock::alone();
     let broker = broker::PrivateBroker::start();
-    let app = Arc::new(app(&broker.bootstrap_servers(), false).await);
+    let app = Arc::new(app(&broker.bootstrap_servers(), false, via).await);
     let shop = Arc::new(InProcess::new(&app));
     let demo = tokio::spawn(async move { run(shop, &options(200)).await });
     let terminal = |app: Arc<App>| async move {
@@ -332,7 +354,7 @@ async fn alone_relays_and_consumers_crash_midway_and_resume() {
 async fn alone_a_frozen_broker_delays_orders_and_loses_none() {
     test_lock::alone();
     let private = broker::PrivateBroker::start();
-    let app = Arc::new(app(&private.bootstrap_servers(), false).await);
+    let app = Arc::new(app(&private.bootstrap_servers(), false, Via::Broker).await);
     let shop = Arc::new(InProcess::new(&app));
     let demo = tokio::spawn(async move { run(shop, &options(200)).await });
     let started = std::time::Instant::now();
@@ -411,6 +433,8 @@ async fn alone_ten_fresh_starts_each_complete_their_first_order_within_five_seco
                 .env("ECOMMERCE_SCHEMA_PREFIX", format!("es_test_fresh_{fresh}"))
                 .env("KAFKA_BOOTSTRAP_SERVERS", broker.bootstrap_servers())
                 .env("ECOMMERCE_TOPIC_PREFIX", format!("fresh-{fresh}-"))
+                // Through the broker: each start joins the workflow's consumer group.
+                .env("ECOMMERCE_THROUGH_BROKER", "true")
                 .env_remove("ECOMMERCE_PRODUCTION")
                 .stdout(std::process::Stdio::null())
                 .stderr(std::process::Stdio::null())
@@ -470,7 +494,7 @@ fn threads() -> u64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn eighty_ready_calls_at_once_share_one_broker_client() {
     let bootstrap = es_kafka::bootstrap_servers().unwrap_or_else(|error| panic!("{error}"));
-    let app = app(&bootstrap, false).await;
+    let app = app(&bootstrap, false, Via::Local).await;
     let public = app.public_router();
     let get_ready = || {
         let public = public.clone();

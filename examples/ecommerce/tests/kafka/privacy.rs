@@ -161,7 +161,7 @@ async fn alone_a_forgotten_customer_is_on_no_topic_and_in_no_table() {
     test_lock::alone();
     let broker = broker::PrivateBroker::start();
     let run = Uuid::new_v4().simple().to_string();
-    let app = app_named(&broker.bootstrap_servers(), false, &run).await;
+    let app = app_named(&broker.bootstrap_servers(), false, super::Via::Broker, &run).await;
     let shop = InProcess::new(&app);
     let marker = format!("Marker{}", Uuid::new_v4().simple());
     let email = format!("{marker}@example.com");
