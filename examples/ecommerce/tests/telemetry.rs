@@ -139,6 +139,8 @@ async fn one_order_is_one_trace_across_the_broker_and_metrics_count_what_happene
             deadline_poll: Duration::from_millis(50),
             held: &["payments"],
             consumers: 1,
+            // Every hop through the broker (the local route's hops continue the trace alike).
+            through_broker: true,
             ..WorkflowConfig::default()
         },
         kafka: Some(KafkaSettings {
