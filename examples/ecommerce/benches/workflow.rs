@@ -17,7 +17,9 @@
 //! Every run also checks the demo's invariants: a run that loses anything fails. To compare
 //! settings with the same command, `KAFKA_CONFIG_*` variables reach librdkafka as in the app,
 //! `ECOMMERCE_CONSUMERS` sets the members of the workflow's consumer group and
-//! `ECOMMERCE_PARTITIONS` the partitions of each topic.
+//! `ECOMMERCE_PARTITIONS` the partitions of each topic, and `ECOMMERCE_THROUGH_BROKER=true`
+//! sends every message through the broker (by default the process's own topics take the
+//! durable local route).
 
 #![allow(
     missing_docs,
@@ -368,6 +370,10 @@ fn main() {
             .and_then(|v| v.parse().ok())
         {
             workflow.partitions = partitions;
+        }
+
+        if let Ok(through) = std::env::var("ECOMMERCE_THROUGH_BROKER") {
+            workflow.through_broker = matches!(through.as_str(), "true" | "1");
         }
 
         let embedded = App::start(AppConfig {
