@@ -161,6 +161,9 @@ pub struct ServeArgs {
     /// their handlers).
     #[arg(long, env = "ECOMMERCE_THROUGH_BROKER")]
     pub through_broker: bool,
+    /// Members of each consumer group on the local route (one per partition there).
+    #[arg(long, env = "ECOMMERCE_LOCAL_MEMBERS", default_value_t = crate::app::WorkflowConfig::DEFAULT_LOCAL_MEMBERS)]
+    pub local_members: usize,
     /// Members of the workflow's Kafka consumer group in this process.
     #[arg(long, env = "ECOMMERCE_CONSUMERS", default_value_t = 4)]
     pub consumers: usize,
@@ -298,6 +301,7 @@ impl ServeArgs {
             consumers: self.consumers.max(1),
             partitions: self.partitions.max(1),
             through_broker: self.through_broker,
+            local_members: self.local_members.max(1),
             ..crate::app::WorkflowConfig::default()
         })
     }

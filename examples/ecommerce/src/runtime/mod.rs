@@ -142,7 +142,7 @@ pub struct Runtime {
     producer: std::sync::OnceLock<Arc<bus::SharedProducer>>,
     /// On Kafka, the topics whose messages are handed over in this process instead
     /// ([`with_local_route`](Self::with_local_route)).
-    local: Option<LocalRoute>,
+    local: Option<(LocalRoute, usize)>,
     /// The groups with members on the local route.
     local_groups: Mutex<BTreeSet<String>>,
 }
@@ -177,13 +177,14 @@ impl Runtime {
     /// On Kafka, hands the messages of `route`'s topics from the relays to the consumers of
     /// this process in memory (durably: a relay's checkpoint waits for their handlers,
     /// [`es_core::local`]), and publishes the others; dead letters still go to Kafka. The
-    /// route's groups must be the prefixed names of the groups that consume its topics here.
+    /// route's groups must be the prefixed names of the groups that consume its topics here;
+    /// each runs `members` members on it (one per partition of the route).
     #[must_use]
-    pub fn with_local_route(mut self, route: LocalRoute) -> Self {
+    pub fn with_local_route(mut self, route: LocalRoute, members: usize) -> Self {
         if let Bus::Kafka { config, prefix, .. } = &self.bus {
             let producer = self.shared_producer(config, prefix);
             let dead_letters: Arc<dyn Publisher> = Arc::new(bus::DeadLetters::new(producer));
-            self.local = Some(route.with_dead_letters(dead_letters));
+            self.local = Some((route.with_dead_letters(dead_letters), members.max(1)));
         }
         self
     }
@@ -249,7 +250,7 @@ impl Runtime {
                 let producer = self.shared_producer(config, prefix);
                 let relay = Relay::with_factory(name, source, checkpoints, producer.factory());
                 match &self.local {
-                    Some(route) => relay.with_local_route(route.clone()),
+                    Some((route, _)) => relay.with_local_route(route.clone()),
                     None => relay,
                 }
             }
@@ -275,7 +276,8 @@ impl Runtime {
         }
     }
 
-    /// Runs `handler` on `topics` as consumer group `group` (one member).
+    /// Runs `handler` on `topics` as consumer group `group` (one member; on the local route,
+    /// its members).
     ///
     /// # Errors
     /// When the Kafka consumer cannot be created (bad configuration).
@@ -285,6 +287,18 @@ impl Runtime {
         topics: &[&str],
         handler: Arc<dyn MessageHandler>,
     ) -> Result<(), RuntimeError> {
+        self.consume_members(group, topics, handler, 1)
+    }
+
+    /// Runs `handler` on `topics` as consumer group `group`: `members` members on Kafka or
+    /// the in-process bus, and the local route's members for its topics.
+    fn consume_members(
+        &self,
+        group: &str,
+        topics: &[&str],
+        handler: Arc<dyn MessageHandler>,
+        members: usize,
+    ) -> Result<(), RuntimeError> {
         let counted = Refusals {
             inner: handler,
             group: group.to_owned(),
@@ -292,65 +306,84 @@ impl Runtime {
         };
         match &self.bus {
             Bus::Memory(bus) => {
-                let consumer = bus.consumer(group, topics);
-                let runner = ConsumerLoop::new(consumer, counted)
-                    .with_options(runner_options())
-                    .with_paused_store(self.paused.clone());
-                lock(&self.consumers).push((group.to_owned(), runner.stats()));
-                self.add(runner);
-            }
-            Bus::Kafka { config, prefix, .. } => {
-                let (local, remote): (Vec<&str>, Vec<&str>) = topics
-                    .iter()
-                    .partition(|topic| self.local.as_ref().is_some_and(|r| r.routes(topic)));
-                if let Some(route) = &self.local
-                    && !local.is_empty()
-                {
-                    // Handed over by the relays here: a loop on the route, woken by each
-                    // hand-over, costs nothing at rest.
-                    let consumer = route.consumer(&format!("{prefix}{group}"), &local);
+                for _ in 0..members.max(1) {
+                    let consumer = bus.consumer(group, topics);
                     let runner = ConsumerLoop::new(consumer, counted.clone())
                         .with_options(runner_options())
                         .with_paused_store(self.paused.clone());
                     lock(&self.consumers).push((group.to_owned(), runner.stats()));
-                    lock(&self.local_groups).insert(group.to_owned());
                     self.add(runner);
                 }
-                if remote.is_empty() {
-                    return Ok(());
+                Ok(())
+            }
+            Bus::Kafka { config, prefix, .. } => {
+                let (local, remote): (Vec<&str>, Vec<&str>) = topics
+                    .iter()
+                    .partition(|topic| self.local.as_ref().is_some_and(|(r, _)| r.routes(topic)));
+                if let Some((route, local_members)) = &self.local
+                    && !local.is_empty()
+                {
+                    // Handed over by the relays here: loops on the route, one per partition,
+                    // each woken by a hand-over, cost nothing at rest.
+                    for _ in 0..*local_members {
+                        let consumer = route.consumer(&format!("{prefix}{group}"), &local);
+                        let runner = ConsumerLoop::new(consumer, counted.clone())
+                            .with_options(runner_options())
+                            .with_paused_store(self.paused.clone());
+                        lock(&self.consumers).push((group.to_owned(), runner.stats()));
+                        self.add(runner);
+                    }
+                    lock(&self.local_groups).insert(group.to_owned());
                 }
-                // The preset's settings (es_kafka::KafkaConsumerBuilder): joins in seconds on
-                // Apache Kafka and the test broker; the group is prefixed like the topics. A
-                // member fetches with a short wait while active (FETCH_WAIT) unless the
-                // configuration sets one.
-                let mut config = config.clone();
-                config
-                    .settings
-                    .entry("fetch.wait.max.ms".to_owned())
-                    .or_insert_with(|| FETCH_WAIT_MS.to_owned());
-                let consumer = KafkaConsumer::builder(config, group)
-                    .topic_prefix(prefix.clone())
-                    .subscribe(remote.iter().copied())
-                    .build()
-                    .map_err(|e| RuntimeError::Consumer {
-                        group: group.to_owned(),
-                        source: e.into(),
-                    })?;
-                lock(&self.probes).push((group.to_owned(), consumer.lag_probe()));
-                // es_consumer_lag for /metrics, measured every 5 s.
-                self.add(consumer.lag_reporter(Duration::from_secs(5)));
-                // At rest a member stops fetching (a waiting fetch costs the test broker a
-                // re-check of every partition, again and again); the relays here wake it when
-                // they publish, and it looks again every 10 s for other producers.
-                let options = runner_options().idle(IDLE_AFTER, IDLE_RECHECK);
-                let runner = ConsumerLoop::new(consumer, counted)
-                    .with_options(options)
-                    .with_wake(self.published.clone())
-                    .with_paused_store(self.paused.clone());
-                lock(&self.consumers).push((group.to_owned(), runner.stats()));
-                self.add(runner);
+                for _ in 0..members.max(1) {
+                    if !remote.is_empty() {
+                        self.consume_kafka(group, &remote, counted.clone(), config, prefix)?;
+                    }
+                }
+                Ok(())
             }
         }
+    }
+
+    /// Adds a Kafka member of `group` reading `topics`.
+    fn consume_kafka(
+        &self,
+        group: &str,
+        topics: &[&str],
+        counted: Refusals,
+        config: &es_kafka::KafkaConfig,
+        prefix: &str,
+    ) -> Result<(), RuntimeError> {
+        // The preset's settings (es_kafka::KafkaConsumerBuilder): joins in seconds on
+        // Apache Kafka and the test broker; the group is prefixed like the topics. A
+        // member fetches with a short wait while active (FETCH_WAIT) unless the
+        // configuration sets one.
+        let mut config = config.clone();
+        config
+            .settings
+            .entry("fetch.wait.max.ms".to_owned())
+            .or_insert_with(|| FETCH_WAIT_MS.to_owned());
+        let consumer = KafkaConsumer::builder(config, group)
+            .topic_prefix(prefix.to_owned())
+            .subscribe(topics.iter().copied())
+            .build()
+            .map_err(|e| RuntimeError::Consumer {
+                group: group.to_owned(),
+                source: e.into(),
+            })?;
+        lock(&self.probes).push((group.to_owned(), consumer.lag_probe()));
+        // es_consumer_lag for /metrics, measured every 5 s.
+        self.add(consumer.lag_reporter(Duration::from_secs(5)));
+        // At rest a member stops fetching (a waiting fetch costs the test broker a
+        // re-check of every partition, again and again); the relays here wake it when
+        // they publish, and it looks again every 10 s for other producers.
+        let options = runner_options().idle(IDLE_AFTER, IDLE_RECHECK);
+        let runner = ConsumerLoop::new(consumer, counted)
+            .with_options(options)
+            .with_wake(self.published.clone())
+            .with_paused_store(self.paused.clone());
+        lock(&self.consumers).push((group.to_owned(), runner.stats()));
+        self.add(runner);
         Ok(())
     }
 
@@ -381,10 +414,7 @@ impl Runtime {
             }
         }
         let dispatch: Arc<dyn MessageHandler> = Arc::new(ByTopic { by_topic });
-        for _ in 0..members.max(1) {
-            self.consume(group, &topics, dispatch.clone())?;
-        }
-        Ok(())
+        self.consume_members(group, &topics, dispatch, members)
     }
 
     /// Fires the saga's deadlines through `runner`, looking again when `signal` fires (a
@@ -471,7 +501,7 @@ impl Runtime {
             .into_iter()
             .map(|group| (group, Ok(None)))
             .collect();
-        if let Some(route) = &self.local {
+        if let Some((route, _)) = &self.local {
             // Handed over by the relays here and not handled yet.
             let local: BTreeSet<String> = lock(&self.local_groups).clone();
             for group in local {
