@@ -29,6 +29,9 @@ pub mod projections {}
 #[doc = include_str!("../kafka.md")]
 pub mod kafka {}
 
+#[doc = include_str!("../local-route.md")]
+pub mod local_route {}
+
 #[doc = include_str!("../sagas.md")]
 pub mod sagas {}
 
