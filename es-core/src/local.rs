@@ -76,6 +76,8 @@ pub struct LocalRoute {
 
 struct Inner {
     bus: MemoryBus,
+    /// How many messages may wait to be handled before relays stop handing more over.
+    capacity: usize,
     /// Each routed topic and the groups that must handle its messages.
     topics: BTreeMap<String, Vec<String>>,
     /// Where dead letters go; the route's own bus (`<topic>.dlq`) when `None`.
@@ -88,6 +90,7 @@ impl Clone for Inner {
     fn clone(&self) -> Self {
         Self {
             bus: self.bus.clone(),
+            capacity: self.capacity,
             topics: self.topics.clone(),
             dead_letters: self.dead_letters.clone(),
             handed: Mutex::new(Handed::default()),
@@ -114,12 +117,17 @@ impl fmt::Debug for LocalRoute {
 }
 
 impl LocalRoute {
+    /// How many messages may wait on a route unless [`with_capacity`](Self::with_capacity)
+    /// says otherwise.
+    pub const DEFAULT_CAPACITY: usize = 100_000;
+
     /// A route with no topics yet, whose topics have `partitions` partitions (the unit of
     /// order and of parallelism among a group's members, as on a broker).
     pub fn new(partitions: u32) -> Self {
         Self {
             inner: Arc::new(Inner {
                 bus: MemoryBus::new().with_partitions(partitions),
+                capacity: Self::DEFAULT_CAPACITY,
                 topics: BTreeMap::new(),
                 dead_letters: None,
                 handed: Mutex::new(Handed::default()),
@@ -162,6 +170,21 @@ impl LocalRoute {
     pub fn with_dead_letters(mut self, publisher: Arc<dyn Publisher>) -> Self {
         self.inner_mut().dead_letters = Some(publisher);
         self
+    }
+
+    /// Lets at most about `capacity` messages wait to be handled: beyond it, relays stop
+    /// reading their outbox (which keeps the messages) until the members catch up, so a
+    /// slow or paused consumer holds the outbox back rather than filling the memory. A relay
+    /// checks before each batch, so up to one batch more may be handed over.
+    #[must_use]
+    pub fn with_capacity(mut self, capacity: usize) -> Self {
+        self.inner_mut().capacity = capacity.max(1);
+        self
+    }
+
+    /// Whether as many messages wait as the route's capacity allows.
+    pub fn is_full(&self) -> bool {
+        self.pending() >= self.inner.capacity
     }
 
     /// Whether `topic`'s messages are routed here.

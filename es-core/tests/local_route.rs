@@ -419,3 +419,49 @@ impl MessageHandler for Shared {
 fn dyn_handler(handler: &Arc<Recorder>) -> Shared {
     Shared(handler.clone())
 }
+
+#[tokio::test]
+async fn a_full_route_stops_the_relay_reading_until_its_members_catch_up() {
+    let outbox = MemoryOutbox::new();
+    let checkpoints = MemoryCheckpointStore::new();
+    let broker = MemoryBus::new();
+    let route = route().with_capacity(10);
+    let mut relay = Relay::new(
+        "relay",
+        outbox.clone(),
+        checkpoints.clone(),
+        Arc::new(broker.clone()),
+    )
+    .with_options(RelayOptions::default().batch_size(16))
+    .with_local_route(route.clone());
+    for n in 1..=40 {
+        outbox.push(vec![
+            OutboxMessage::new("Counted", "key-1", json!({ "n": n })).with_topic(LOCAL),
+        ]);
+    }
+    assert_eq!(relay.run_once().await.unwrap().read, 16);
+    assert_eq!(route.pending(), 16, "one batch may go past the capacity");
+    let full = relay.run_once().await.unwrap();
+    assert_eq!(full.read, 0, "a full route: nothing more read");
+    assert!(!full.reached_end, "more waits in the outbox");
+    assert_eq!(route.pending(), 16);
+    let mut consumer = route.consumer(GROUP, &[LOCAL]);
+    for _ in 0..8 {
+        let delivery = consumer.recv().await.unwrap();
+        consumer.store(&delivery).unwrap();
+    }
+    assert_eq!(relay.run_once().await.unwrap().read, 16, "room again");
+    let mut handled = 8;
+    while route.pending() > 0 || handled < 40 {
+        if route.pending() == 0 {
+            relay.run_once().await.unwrap();
+            continue;
+        }
+        let delivery = consumer.recv().await.unwrap();
+        assert_eq!(delivery.message.payload["n"], handled + 1, "in order");
+        consumer.store(&delivery).unwrap();
+        handled += 1;
+    }
+    relay.flush_checkpoint().await.unwrap();
+    assert_eq!(local_after(&outbox, &checkpoints).await, 0);
+}

@@ -101,6 +101,8 @@ pub struct Relay<S, C> {
     published: Option<AppendSignal>,
     /// Where the messages of its topics are handed over instead of published.
     local: Option<LocalRoute>,
+    /// Whether the last batch found the local route full (and read nothing).
+    waiting_for_room: bool,
     clock: Arc<dyn Clock>,
     stats: RelayStatsHandle,
 }
@@ -153,6 +155,7 @@ impl<S: OutboxSource, C: CheckpointStore> Relay<S, C> {
             signal: None,
             published: None,
             local: None,
+            waiting_for_room: false,
             clock: Arc::new(SystemClock),
             stats: RelayStatsHandle::default(),
         }
@@ -240,6 +243,17 @@ impl<S: OutboxSource, C: CheckpointStore> Relay<S, C> {
 
     async fn relay_batch(&mut self) -> Result<RelayBatch, RelayError> {
         let checkpoint = self.checkpoint().await?;
+        self.waiting_for_room = self.local.as_ref().is_some_and(LocalRoute::is_full);
+        if self.waiting_for_room {
+            // The route's members are behind: the outbox keeps what follows until they
+            // catch up.
+            self.flush_checkpoint().await?;
+            return Ok(RelayBatch {
+                read: 0,
+                published: 0,
+                reached_end: false,
+            });
+        }
         let after = self.relayed.or(checkpoint).unwrap_or(Position::START);
         let batch = match self.read_ahead.take() {
             Some((from, batch)) if from == after => batch,
@@ -403,6 +417,11 @@ impl<S: OutboxSource, C: CheckpointStore> Relay<S, C> {
             Some(pending) => relayed.min(just_before(pending)),
             None => relayed,
         }
+    }
+
+    /// Whether the last batch read nothing because the local route was full.
+    pub(crate) fn waiting_for_room(&self) -> bool {
+        self.waiting_for_room
     }
 
     /// Whether the checkpoint is held back by messages handed over and not handled yet.

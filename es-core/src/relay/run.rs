@@ -11,6 +11,9 @@ use super::{Relay, RelayBatch, RelayError};
 use crate::checkpoint::CheckpointStore;
 use crate::outbox::OutboxSource;
 
+/// How often a relay whose local route is full looks whether there is room again.
+const ROOM_POLL: Duration = Duration::from_millis(10);
+
 /// How long a shutdown waits for the checkpoint's last write.
 const FLUSH_AT_STOP: Duration = Duration::from_secs(2);
 
@@ -68,6 +71,8 @@ impl<S: OutboxSource, C: CheckpointStore> Relay<S, C> {
                         idle.reset();
                     }
                     match (batch.read, batch.reached_end) {
+                        // Looks again soon, without reading the outbox until there is room.
+                        (0, _) if self.waiting_for_room() => Some(ROOM_POLL),
                         (0, _) => Some(idle.next_wait()),
                         (_, true) if !self.options.linger.is_zero() => {
                             // Commits signalled meanwhile are read together after it.
