@@ -192,6 +192,16 @@ impl LocalRoute {
         self.inner.topics.contains_key(topic)
     }
 
+    /// The groups named for the routed topics.
+    pub fn groups(&self) -> std::collections::BTreeSet<&str> {
+        self.inner
+            .topics
+            .values()
+            .flatten()
+            .map(String::as_str)
+            .collect()
+    }
+
     /// The routed topics.
     pub fn topics(&self) -> impl Iterator<Item = &str> {
         self.inner.topics.keys().map(String::as_str)

@@ -526,3 +526,64 @@ async fn eighty_ready_calls_at_once_share_one_broker_client() {
     );
     app.runtime().shutdown().await;
 }
+
+/// A context held back on the local route (as if it were down): its commands wait, handed
+/// over and counted in its group's lag, the relay's checkpoint before them; released, it
+/// handles them and the order ends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_held_context_on_the_local_route_gets_its_commands_once_released() {
+    let bootstrap = es_kafka::bootstrap_servers().unwrap_or_else(|error| panic!("{error}"));
+    let run_id = Uuid::new_v4().simple().to_string();
+    let backend = Backend::postgres(&database_url(), 8, &format!("es_test_held_{run_id}")).unwrap();
+    let app = App::start(AppConfig {
+        backend,
+        workflow: WorkflowConfig {
+            failures: FailureRules::demo(),
+            held: &["payments"],
+            ..WorkflowConfig::default()
+        },
+        kafka: Some(KafkaSettings {
+            config: es_kafka::KafkaConfig::new(&bootstrap),
+            topic_prefix: format!("held-{run_id}-"),
+        }),
+        ..AppConfig::embedded()
+    })
+    .await
+    .unwrap();
+    let shop = Arc::new(InProcess::new(&app));
+    let one_order = DemoOptions {
+        customers: 1,
+        orders: 1,
+        settle: Duration::from_secs(30),
+        ..DemoOptions::default()
+    };
+    let placing = tokio::spawn(async move { run(shop, &one_order).await });
+    // The payment command waits for the payments group.
+    let started = std::time::Instant::now();
+    loop {
+        let lags = app.runtime().consumer_lag().await;
+        if lags.get("payments") == Some(&Ok(Some(1))) {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "the payment command never waited for the held group: {lags:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let orders = app.books().orders().await.unwrap();
+    assert_eq!(orders.len(), 1);
+    assert!(!orders[0].status.is_terminal(), "{:?}", orders[0].status);
+    assert!(app.release("payments"));
+    let report = placing.await.unwrap().unwrap();
+    assert!(report.unexpected.is_empty(), "{:?}", report.unexpected);
+    assert!(
+        report.status.invariants_hold,
+        "{:?}",
+        report.status.violations
+    );
+    let lags = app.runtime().consumer_lag().await;
+    assert_eq!(lags.get("payments"), Some(&Ok(Some(0))), "{lags:?}");
+    app.runtime().shutdown().await;
+}
