@@ -255,16 +255,16 @@ impl LocalRoute {
     pub(crate) fn hand_over(
         &self,
         relay: &str,
-        messages: &[(Position, OutboxMessage)],
+        messages: Vec<(Position, OutboxMessage)>,
     ) -> Result<(), PublishFailure> {
         if messages.is_empty() {
             return Ok(());
         }
         let relay: Arc<str> = Arc::from(relay);
+        let (positions, batch): (Vec<Position>, Vec<OutboxMessage>) = messages.into_iter().unzip();
         let mut handed = crate::memory::lock(&self.inner.handed);
-        let batch: Vec<OutboxMessage> = messages.iter().map(|(_, m)| m.clone()).collect();
-        for (index, topic, partition, offset) in self.inner.bus.append(&batch)? {
-            let position = messages.get(index).map_or(Position::START, |(p, _)| *p);
+        for (index, topic, partition, offset) in self.inner.bus.append(batch)? {
+            let position = positions.get(index).copied().unwrap_or(Position::START);
             handed.0.entry((topic, partition)).or_default().push_back((
                 offset,
                 relay.clone(),

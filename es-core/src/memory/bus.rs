@@ -289,7 +289,7 @@ impl MemoryBus {
     /// where each copy went.
     pub(crate) fn append(
         &self,
-        messages: &[OutboxMessage],
+        messages: Vec<OutboxMessage>,
     ) -> Result<Vec<Appended>, PublishFailure> {
         let mut appended = Vec::with_capacity(messages.len());
         {
@@ -315,7 +315,7 @@ impl MemoryBus {
                 ..
             } = &mut *state;
             let mut created = BTreeSet::new();
-            for (index, (message, topic)) in messages.iter().zip(routed).enumerate() {
+            for (index, (mut message, topic)) in messages.into_iter().zip(routed).enumerate() {
                 let logs = topics.entry(topic.clone()).or_insert_with(|| {
                     created.insert(topic.clone());
                     vec![Log::default(); *partitions as usize]
@@ -323,12 +323,13 @@ impl MemoryBus {
                 let count = u32::try_from(logs.len()).unwrap_or(u32::MAX);
                 let partition = partition_for(&message.partition_key, count);
                 if let Some(log) = logs.get_mut(partition as usize) {
-                    let mut message = message.clone();
                     message.topic = Some(topic.clone());
-                    for _ in 0..copies {
+                    for _ in 1..copies {
                         let offset = log.push(message.clone());
                         appended.push((index, topic.clone(), partition, offset));
                     }
+                    let offset = log.push(message);
+                    appended.push((index, topic, partition, offset));
                 }
             }
             rebalance_subscribers(topics, groups, &created);
@@ -377,7 +378,7 @@ impl MemoryBus {
 impl Publisher for MemoryBus {
     /// Appends every message (all or none) to its topic's partition for its key.
     async fn publish(&self, messages: &[OutboxMessage]) -> Result<(), PublishFailure> {
-        self.append(messages).map(|_| ())
+        self.append(messages.to_vec()).map(|_| ())
     }
 }
 

@@ -455,7 +455,7 @@ impl<S: OutboxSource, C: CheckpointStore> Relay<S, C> {
             }
         }
         route
-            .hand_over(&self.name, &local)
+            .hand_over(&self.name, local)
             .map_err(|source| RelayError::Publish {
                 name: self.name.clone(),
                 source,

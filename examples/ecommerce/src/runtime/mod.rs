@@ -322,10 +322,13 @@ impl Runtime {
                 {
                     // Handed over by the relays here: loops on the route, one per partition,
                     // each woken by a hand-over, cost nothing at rest.
+                    // A route member commits as it stores, so its loop's periodic commit only
+                    // looks at the assignment: once a second is plenty.
+                    let options = runner_options().commit_interval(Duration::from_secs(1));
                     for _ in 0..*local_members {
                         let consumer = route.consumer(&format!("{prefix}{group}"), &local);
                         let runner = ConsumerLoop::new(consumer, counted.clone())
-                            .with_options(runner_options())
+                            .with_options(options.clone())
                             .with_paused_store(self.paused.clone());
                         lock(&self.consumers).push((group.to_owned(), runner.stats()));
                         self.add(runner);
