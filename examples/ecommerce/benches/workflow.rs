@@ -402,8 +402,30 @@ fn main() {
         .unwrap();
         let real = measure("postgres+broker", &app, Some(broker.pid())).await;
         app.runtime().shutdown().await;
+        drop(app);
+        drop_schemas(&url, &format!("es_bench_shop_{run}")).await;
 
         print("embedded (floor)", &floor);
         print("PostgreSQL + broker", &real);
     });
+}
+
+/// Drops the schemas the run made (`{prefix}_*`): left behind, hundreds of them slow the
+/// catalog, and with it every later run.
+async fn drop_schemas(url: &str, prefix: &str) {
+    let client = es_postgres::connect(url).await.unwrap();
+    let rows = client
+        .query(
+            "SELECT nspname FROM pg_namespace WHERE starts_with(nspname, $1)",
+            &[&format!("{prefix}_")],
+        )
+        .await
+        .unwrap();
+    for row in rows {
+        let schema: String = row.get(0);
+        client
+            .batch_execute(&format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE"))
+            .await
+            .unwrap();
+    }
 }
