@@ -439,6 +439,16 @@ impl<S: OutboxSource, C: CheckpointStore> Relay<S, C> {
         let Some(route) = &self.local else {
             return Ok((None, None));
         };
+        let routed = |message: &OutboxMessage| {
+            message
+                .topic
+                .as_deref()
+                .is_some_and(|topic| route.routes(topic))
+        };
+        if !messages.iter().any(routed) {
+            // Nothing to hand over: the batch goes to the broker as it is, uncopied.
+            return Ok((None, None));
+        }
         let mut local = Vec::new();
         let mut remote = Vec::new();
         let mut remote_at = Vec::new();
